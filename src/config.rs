@@ -1,0 +1,334 @@
+//! Settings: `config/default.toml` (embedded), optional files in the config directory, and
+//! `GPUSCOUT__<SECTION>__<KEY>` environment overrides, validated once at start.
+//!
+//! The only module that reads environment variables.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+
+use crate::auth::Tier;
+
+/// The embedded defaults; every key is documented there.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// The development HS256 secret, refused in production.
+const DEV_SECRET: &str = "gpuscout-development-secret-do-not-use-in-production";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub log: LogSettings,
+    pub auth: AuthSettings,
+    pub api: ApiSettings,
+    pub bus: BusSettings,
+    pub database: DatabaseSettings,
+    pub ingest: IngestSettings,
+    pub tiers: BTreeMap<Tier, TierSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub ping_interval_s: u32,
+    pub pong_timeout_s: u32,
+    pub connect_timeout_s: u32,
+    pub max_message_bytes: usize,
+    pub read_buffer_bytes: usize,
+    pub write_buffer_bytes: usize,
+    pub max_write_buffer_bytes: usize,
+    pub outbox_max_bytes: usize,
+    pub outbox_max_messages: usize,
+    pub max_batch_bytes: usize,
+    pub shutdown_grace_ms: u64,
+}
+
+impl ServerSettings {
+    /// The parsed listen address (validated at start).
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("`{}` is not host:port ({e})", self.listen)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum JwtAlgorithm {
+    HS256,
+    RS256,
+    EdDSA,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    pub algorithm: JwtAlgorithm,
+    pub hmac_secret: SecretString,
+    pub public_key_pem: String,
+    pub leeway_s: u64,
+    pub dev_mode: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    pub key: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BusSettings {
+    pub redis_url: String,
+    pub history_size: usize,
+    pub history_ttl_s: u64,
+    pub recovery_max_publications: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSettings {
+    pub simulated: SimulatedSourceSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatedSourceSettings {
+    pub enabled: bool,
+    pub poll_interval_ms: u64,
+    pub summary_interval_s: u64,
+    pub seed: u64,
+}
+
+/// What one subscription tier may do. Every number here is policy, so it lives in configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierSettings {
+    pub connections_per_user: u32,
+    pub channels_per_connection: u32,
+    pub commands_per_second: u32,
+    pub command_burst: u32,
+    pub user_commands_per_second: u32,
+    pub channels: Vec<String>,
+    pub max_gpu_channels: u32,
+}
+
+impl Settings {
+    /// Load the layered settings from the embedded defaults, the config directory and the environment.
+    pub fn load() -> Result<Self, ConfigError> {
+        let dir = std::env::var("GPUSCOUT_CONFIG_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| PathBuf::from("config"));
+        let environment = std::env::var("GPUSCOUT__ENVIRONMENT").unwrap_or_else(|_| "development".into());
+        let builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .add_source(config::File::from(dir.join("default.toml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
+            .add_source(
+                config::Environment::with_prefix("GPUSCOUT")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("tiers.free.channels")
+                    .with_list_parse_key("tiers.individual.channels")
+                    .with_list_parse_key("tiers.professional.channels")
+                    .with_list_parse_key("tiers.enterprise.channels")
+                    .try_parsing(true),
+            );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The embedded defaults alone (tests start from these and change what they need).
+    pub fn defaults() -> Self {
+        config::Config::builder()
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .expect("the embedded config/default.toml is valid")
+    }
+
+    /// Check every value that serde cannot, naming the key at fault.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.listen_addr()?;
+        let s = &self.server;
+        for (key, value) in [
+            ("server.ping_interval_s", s.ping_interval_s as usize),
+            ("server.pong_timeout_s", s.pong_timeout_s as usize),
+            ("server.connect_timeout_s", s.connect_timeout_s as usize),
+            ("server.max_message_bytes", s.max_message_bytes),
+            ("server.read_buffer_bytes", s.read_buffer_bytes),
+            ("server.write_buffer_bytes", s.write_buffer_bytes),
+            ("server.outbox_max_bytes", s.outbox_max_bytes),
+            ("server.outbox_max_messages", s.outbox_max_messages),
+            ("server.max_batch_bytes", s.max_batch_bytes),
+            ("bus.history_size", self.bus.history_size),
+            ("database.max_connections", self.database.max_connections as usize),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        if s.max_write_buffer_bytes <= s.write_buffer_bytes {
+            return Err(invalid(
+                "server.max_write_buffer_bytes",
+                "must be greater than server.write_buffer_bytes",
+            ));
+        }
+        if self.ingest.simulated.poll_interval_ms < 10 {
+            return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
+        }
+        if self.ingest.simulated.summary_interval_s == 0 {
+            return Err(invalid("ingest.simulated.summary_interval_s", "must be greater than 0"));
+        }
+        let url = self.database.url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid("database.url", "must start with sqlite:, postgres:// or postgresql://"));
+        }
+        let redis = &self.bus.redis_url;
+        if !redis.is_empty() {
+            return Err(invalid(
+                "bus.redis_url",
+                "the Redis bus is not available in this build yet; leave it empty for the in-process bus",
+            ));
+        }
+        match self.auth.algorithm {
+            JwtAlgorithm::HS256 => {
+                if self.auth.hmac_secret.expose_secret().len() < 32 {
+                    return Err(invalid("auth.hmac_secret", "must be at least 32 bytes for HS256"));
+                }
+            }
+            JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
+                if self.auth.public_key_pem.trim().is_empty() {
+                    return Err(invalid("auth.public_key_pem", "required when auth.algorithm is RS256 or EdDSA"));
+                }
+            }
+        }
+        if self.environment == Environment::Production {
+            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.hmac_secret.expose_secret() == DEV_SECRET {
+                return Err(invalid(
+                    "auth.hmac_secret",
+                    "the development secret is refused in production; set GPUSCOUT__AUTH__HMAC_SECRET",
+                ));
+            }
+            if self.auth.dev_mode {
+                return Err(invalid("auth.dev_mode", "must be false in production"));
+            }
+        }
+        for tier in Tier::ALL {
+            let Some(t) = self.tiers.get(&tier) else {
+                return Err(invalid(&format!("tiers.{}", tier.as_str()), "missing tier section"));
+            };
+            let key = |k: &str| format!("tiers.{}.{k}", tier.as_str());
+            for (k, v) in [
+                ("connections_per_user", t.connections_per_user),
+                ("channels_per_connection", t.channels_per_connection),
+                ("commands_per_second", t.commands_per_second),
+                ("command_burst", t.command_burst),
+                ("user_commands_per_second", t.user_commands_per_second),
+            ] {
+                if v == 0 {
+                    return Err(invalid(&key(k), "must be greater than 0"));
+                }
+            }
+            for pattern in &t.channels {
+                let body = pattern.strip_prefix('!').unwrap_or(pattern);
+                if body.is_empty() || body[..body.len().saturating_sub(1)].contains('*') {
+                    return Err(invalid(
+                        &key("channels"),
+                        format!("`{pattern}`: a pattern is a name, or a prefix ending in `*`"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn tier(&self, tier: Tier) -> &TierSettings {
+        // validate() guarantees every tier has a section.
+        &self.tiers[&tier]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let s = Settings::defaults();
+        s.validate().unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.database.url.expose_secret(), "sqlite://data/gpuscout.db");
+        assert!(s.bus.redis_url.is_empty());
+        assert!(s.ingest.simulated.enabled);
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let mut s = Settings::defaults();
+        s.server.listen = "nowhere".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("server.listen"), "{err}");
+
+        let mut s = Settings::defaults();
+        s.environment = Environment::Production;
+        s.auth.dev_mode = false;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.hmac_secret"), "{err}");
+
+        let mut s = Settings::defaults();
+        s.tiers.get_mut(&Tier::Free).unwrap().channels_per_connection = 0;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("tiers.free.channels_per_connection"), "{err}");
+    }
+}

@@ -1,0 +1,45 @@
+//! The HTTP surface: one router built in one place. Handlers translate between HTTP and the
+//! hub/store; they hold no business rules.
+
+pub mod error;
+pub mod health;
+pub mod server_api;
+pub mod ws;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::hub::Hub;
+use crate::store::Store;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Connections, subscriptions, fan-out, and the bus behind them.
+    pub hub: Arc<Hub>,
+    /// The database.
+    pub store: Store,
+    pub settings: Arc<Settings>,
+    /// Tracks connection tasks so shutdown can wait for them to finish.
+    pub tracker: TaskTracker,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/connection/websocket", get(ws::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/api/publish", post(server_api::publish))
+        .route("/api/broadcast", post(server_api::broadcast))
+        .route("/api/history", post(server_api::history))
+        .route("/api/info", post(server_api::info))
+        .route("/api/v1/dev/token", post(server_api::dev_token).get(server_api::dev_token))
+        .fallback(error::not_found)
+        .with_state(state)
+}

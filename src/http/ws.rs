@@ -1,0 +1,227 @@
+//! `/ws`: the WebSocket upgrade and the connection loop.
+//!
+//! One task per connection, `select!`ing on the socket, the outbound queue, the ping timer, the
+//! connection's deadlines and shutdown. Queued messages are joined with `\n` into as few frames as
+//! possible and flushed once per wake-up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::SinkExt;
+use tokio::time::{Instant, sleep_until};
+
+use super::AppState;
+use crate::auth::unix_now_s;
+use crate::hub::{Client, Hub, Outbox};
+use crate::protocol::{Disconnect, PING};
+
+pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    let s = &app.settings.server;
+    let hub = app.hub.clone();
+    let tracker = app.tracker.clone();
+    ws.read_buffer_size(s.read_buffer_bytes)
+        .write_buffer_size(s.write_buffer_bytes)
+        .max_write_buffer_size(s.max_write_buffer_bytes)
+        .max_message_size(s.max_message_bytes)
+        .max_frame_size(s.max_message_bytes)
+        .on_upgrade(move |socket| tracker.track_future(run_connection(socket, hub)))
+}
+
+/// Why the loop ended: with a close frame to send, or because the peer is gone.
+enum End {
+    Close(Disconnect),
+    Gone,
+}
+
+async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
+    let settings = hub.settings.clone();
+    let s = &settings.server;
+    let outbox = Arc::new(Outbox::new(s.outbox_max_bytes, s.outbox_max_messages));
+    let mut client = Client::new(hub.clone(), outbox.clone());
+    hub.metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+
+    let ping_every = Duration::from_secs(s.ping_interval_s.into());
+    let pong_timeout = Duration::from_secs(s.pong_timeout_s.into());
+    let connect_deadline = Instant::now() + Duration::from_secs(s.connect_timeout_s.into());
+    let mut next_ping = Instant::now() + ping_every;
+    let mut pong_deadline: Option<Instant> = None;
+    let mut batch: Vec<Bytes> = Vec::new();
+    let shutdown = hub.shutdown_token().clone();
+
+    let end = loop {
+        // The earliest deadline the connection must act on.
+        let mut deadline = next_ping;
+        if !client.connected() {
+            deadline = deadline.min(connect_deadline);
+        }
+        if let Some(p) = pong_deadline {
+            deadline = deadline.min(p);
+        }
+        let expiry = client.expires_at().map(|exp| {
+            let left = exp.saturating_sub(unix_now_s());
+            Instant::now() + Duration::from_secs(left)
+        });
+        if let Some(e) = expiry {
+            deadline = deadline.min(e);
+        }
+
+        tokio::select! {
+            biased;
+            _ = shutdown.cancelled() => break End::Close(Disconnect::SHUTDOWN),
+            _ = outbox.notified() => {
+                match write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub).await {
+                    Ok(Some(d)) => break End::Close(d),
+                    Ok(None) => {}
+                    Err(()) => break End::Gone,
+                }
+            }
+            message = socket.recv() => match message {
+                None => break End::Gone,
+                Some(Err(e)) => break read_error(e),
+                Some(Ok(Message::Text(text))) => {
+                    if let Err(d) = client.handle_frame(text.as_str()).await {
+                        break End::Close(d);
+                    }
+                    if client.take_pong() {
+                        pong_deadline = None;
+                    }
+                }
+                Some(Ok(Message::Binary(_))) => break End::Close(Disconnect::BAD_REQUEST),
+                Some(Ok(Message::Close(_))) => break End::Gone,
+                Some(Ok(_)) => {}
+            },
+            _ = sleep_until(deadline) => {
+                let now = Instant::now();
+                if !client.connected() && now >= connect_deadline {
+                    break End::Close(Disconnect::new(3000, "connect timeout"));
+                }
+                if pong_deadline.is_some_and(|p| now >= p) {
+                    break End::Close(Disconnect::NO_PONG);
+                }
+                if expiry.is_some_and(|e| now >= e) {
+                    break End::Close(Disconnect::EXPIRED);
+                }
+                if now >= next_ping {
+                    next_ping = now + ping_every;
+                    if client.connected() {
+                        let _ = outbox.push(Bytes::from_static(PING));
+                        if pong_deadline.is_none() {
+                            pong_deadline = Some(now + pong_timeout);
+                        }
+                    }
+                }
+            }
+        }
+    };
+
+    client.close().await;
+    hub.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics.disconnects_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if let End::Close(disconnect) = end {
+        if disconnect != Disconnect::SLOW && disconnect != Disconnect::WRITE_ERROR {
+            // Replies already queued (an error before a close, say) go out first.
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub),
+            )
+            .await;
+        }
+        let frame = CloseFrame {
+            code: disconnect.code,
+            reason: Utf8Bytes::from(disconnect.reason),
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+    }
+}
+
+fn read_error(error: axum::Error) -> End {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::error::CapacityError;
+    match error.into_inner().downcast::<WsError>() {
+        Ok(e) => match *e {
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Disconnect::MESSAGE_TOO_BIG),
+            WsError::Utf8(_) => End::Close(Disconnect::BAD_REQUEST),
+            _ => End::Gone,
+        },
+        Err(_) => End::Gone,
+    }
+}
+
+/// Write everything queued as few `\n`-joined frames as the batch limit allows, then flush once.
+/// `Ok(Some(d))` when the queue asks to close; `Err` when the socket failed.
+async fn write_queued(
+    socket: &mut WebSocket,
+    outbox: &Outbox,
+    batch: &mut Vec<Bytes>,
+    max_batch_bytes: usize,
+    hub: &Hub,
+) -> Result<Option<Disconnect>, ()> {
+    let close = outbox.drain(batch);
+    if close == Some(Disconnect::SLOW) {
+        batch.clear();
+        return Ok(close);
+    }
+    if batch.is_empty() {
+        return Ok(close);
+    }
+    let mut frames = 0u64;
+    let mut pending: Option<BytesMut> = None;
+    let mut single: Option<Bytes> = None;
+    for message in batch.drain(..) {
+        let size = pending
+            .as_ref()
+            .map(|b| b.len())
+            .or(single.as_ref().map(|b| b.len()))
+            .unwrap_or(0);
+        if size > 0 && size + 1 + message.len() > max_batch_bytes {
+            let frame = take_frame(&mut pending, &mut single);
+            feed(socket, frame).await?;
+            frames += 1;
+        }
+        match (&mut pending, &single) {
+            (Some(buf), _) => {
+                buf.extend_from_slice(b"\n");
+                buf.extend_from_slice(&message);
+            }
+            (None, Some(first)) => {
+                let mut buf = BytesMut::with_capacity(first.len() + 1 + message.len());
+                buf.extend_from_slice(first);
+                buf.extend_from_slice(b"\n");
+                buf.extend_from_slice(&message);
+                single = None;
+                pending = Some(buf);
+            }
+            (None, None) => single = Some(message),
+        }
+    }
+    if pending.is_some() || single.is_some() {
+        let frame = take_frame(&mut pending, &mut single);
+        feed(socket, frame).await?;
+        frames += 1;
+    }
+    socket.flush().await.map_err(|_| ())?;
+    hub.metrics
+        .frames_written_total
+        .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);
+    Ok(close)
+}
+
+fn take_frame(pending: &mut Option<BytesMut>, single: &mut Option<Bytes>) -> Bytes {
+    // A lone message is sent as the shared bytes themselves: no copy.
+    match (pending.take(), single.take()) {
+        (Some(buf), _) => buf.freeze(),
+        (None, Some(b)) => b,
+        (None, None) => Bytes::new(),
+    }
+}
+
+async fn feed(socket: &mut WebSocket, frame: Bytes) -> Result<(), ()> {
+    // Every message queued is JSON we produced, so this check never fails in practice.
+    let text = Utf8Bytes::try_from(frame).map_err(|_| ())?;
+    socket.feed(Message::Text(text)).await.map_err(|_| ())
+}

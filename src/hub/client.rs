@@ -1,0 +1,415 @@
+//! One client connection's protocol state: authentication, subscriptions, limits, and the handling
+//! of every command it sends. Replies and pushes go to the connection's [`Outbox`]; the socket is
+//! the caller's business, so this runs the same over a real socket and in tests.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use governor::{DefaultDirectRateLimiter, RateLimiter};
+
+use super::{Hub, Outbox, RpcContext, Subscriber, quota};
+use crate::auth::{AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s};
+use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
+use crate::protocol::{
+    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut, RefreshRequest,
+    RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery, SubscribeRequest,
+    SubscribeResult,
+};
+use crate::telemetry::CommandKind;
+
+/// The hub's version, reported in connect and refresh replies.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+struct Identity {
+    user: String,
+    tier: Tier,
+    /// Token expiry, seconds since the epoch.
+    expires_at: u64,
+}
+
+pub struct Client {
+    hub: Arc<Hub>,
+    id: String,
+    outbox: Arc<Outbox>,
+    identity: Option<Identity>,
+    subs: HashMap<String, Arc<Subscriber>>,
+    limiter: Option<DefaultDirectRateLimiter>,
+    /// Set when the client answered a ping (`{}`); the connection loop reads and clears it.
+    pong_seen: bool,
+}
+
+impl Client {
+    pub fn new(hub: Arc<Hub>, outbox: Arc<Outbox>) -> Self {
+        Self {
+            hub,
+            id: uuid::Uuid::new_v4().to_string(),
+            outbox,
+            identity: None,
+            subs: HashMap::new(),
+            limiter: None,
+            pong_seen: false,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn connected(&self) -> bool {
+        self.identity.is_some()
+    }
+
+    /// Token expiry (seconds since the epoch) once connected.
+    pub fn expires_at(&self) -> Option<u64> {
+        self.identity.as_ref().map(|i| i.expires_at)
+    }
+
+    pub fn take_pong(&mut self) -> bool {
+        std::mem::take(&mut self.pong_seen)
+    }
+
+    fn send(&self, bytes: Vec<u8>) {
+        let _ = self.outbox.push(Bytes::from(bytes));
+    }
+
+    fn reply(&self, id: u32, body: ReplyBody<'_>) {
+        self.send(protocol::encode_reply(id, body));
+    }
+
+    fn reply_error(&self, id: u32, error: &ProtoError) {
+        self.send(protocol::encode_error(id, error));
+    }
+
+    /// Handle one text frame: its commands in order. `Err` closes the connection with that code.
+    pub async fn handle_frame(&mut self, frame: &str) -> Result<(), Disconnect> {
+        for line in protocol::split_frame(frame) {
+            let command = protocol::decode_command(line).map_err(|_| Disconnect::BAD_REQUEST)?;
+            let method = command.method().ok_or(Disconnect::BAD_REQUEST)?;
+            self.handle_command(command.id, method).await?;
+            if self.outbox.closing().is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_command(&mut self, id: u32, method: Method<'_>) -> Result<(), Disconnect> {
+        if let Method::Pong = method {
+            self.pong_seen = true;
+            return Ok(());
+        }
+        // Every other command expects a reply, so it needs an id; `send` alone is fire-and-forget.
+        if id == 0 && !matches!(method, Method::Send) {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        let started = Instant::now();
+        let kind = match &method {
+            Method::Connect(_) => CommandKind::Connect,
+            Method::Subscribe(_) => CommandKind::Subscribe,
+            Method::Unsubscribe(_) => CommandKind::Unsubscribe,
+            Method::Rpc(_) => CommandKind::Rpc,
+            Method::Refresh(_) => CommandKind::Refresh,
+            Method::SubRefresh(_) => CommandKind::SubRefresh,
+            Method::Publish(_) => CommandKind::Publish,
+            _ => CommandKind::Other,
+        };
+        let result = match method {
+            Method::Connect(req) => self.connect(id, req).await,
+            _ if self.identity.is_none() => Err(Disconnect::BAD_REQUEST),
+            method => {
+                if self.rate_limited() {
+                    self.hub
+                        .metrics
+                        .commands_rejected_rate_total
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.reply_error(id, &ProtoError::too_many_requests());
+                    return Ok(());
+                }
+                self.dispatch(id, method).await
+            }
+        };
+        self.hub.metrics.observe_command(kind, started.elapsed());
+        result
+    }
+
+    fn rate_limited(&self) -> bool {
+        let (Some(limiter), Some(identity)) = (&self.limiter, &self.identity) else {
+            return false;
+        };
+        limiter.check().is_err() || !self.hub.check_user_rate(&identity.user, identity.tier)
+    }
+
+    async fn dispatch(&mut self, id: u32, method: Method<'_>) -> Result<(), Disconnect> {
+        match method {
+            Method::Subscribe(req) => {
+                if let Err(e) = self.subscribe(id, req).await {
+                    self.reply_error(id, &e);
+                }
+            }
+            Method::Unsubscribe(req) => {
+                if let Some(sub) = self.subs.remove(&req.channel) {
+                    self.hub.remove_subscriber(&req.channel, &sub).await;
+                }
+                self.reply(id, ReplyBody::Unsubscribe(Empty {}));
+            }
+            Method::Rpc(req) => match self.rpc(req).await {
+                Ok(result) => self.reply(id, ReplyBody::Rpc(result)),
+                Err(e) => self.reply_error(id, &e),
+            },
+            Method::Refresh(req) => self.refresh(id, req)?,
+            Method::SubRefresh(req) => {
+                if self.subs.contains_key(&req.channel) {
+                    self.reply(id, ReplyBody::SubRefresh(SubRefreshResult { expires: false, ttl: 0 }));
+                } else {
+                    self.reply_error(id, &ProtoError::bad_request().with_message("not subscribed"));
+                }
+            }
+            // Clients never publish: market data comes from the hub's sources only.
+            Method::Publish(_) => self.reply_error(id, &ProtoError::permission_denied()),
+            Method::Presence | Method::PresenceStats(_) | Method::History | Method::Ping => {
+                self.reply_error(id, &ProtoError::not_available())
+            }
+            // Asynchronous messages have no handler yet; the protocol sends no reply.
+            Method::Send => {}
+            Method::Connect(_) | Method::Pong => {}
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, id: u32, req: &ConnectRequest) -> Result<(), Disconnect> {
+        if self.identity.is_some() {
+            return Err(Disconnect::BAD_REQUEST);
+        }
+        if req.token.is_empty() {
+            self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
+            return Ok(());
+        }
+        let claims = match self.hub.verifier.verify(&req.token) {
+            Ok(c) => c,
+            Err(AuthError::Expired) => {
+                self.reply_error(id, &ProtoError::token_expired());
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connect refused");
+                return Err(Disconnect::INVALID_TOKEN);
+            }
+        };
+        self.hub
+            .register_session(&self.id, &claims.sub, claims.tier, self.outbox.clone())?;
+        let tier = self.hub.settings.tier(claims.tier);
+        self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
+        let user = claims.sub.clone();
+        self.identity = Some(Identity {
+            user: claims.sub,
+            tier: claims.tier,
+            expires_at: claims.exp,
+        });
+
+        // Server-side subscriptions: the user's personal channels, recovered when asked.
+        let mut results = BTreeMap::new();
+        let mut live = Vec::new();
+        for channel in personal_channels(&user) {
+            let sub = Subscriber::new(self.outbox.clone());
+            if self.hub.add_subscriber(&channel, sub.clone()).await.is_err() {
+                self.reply_error(id, &ProtoError::internal());
+                return Ok(());
+            }
+            self.subs.insert(channel.clone(), sub.clone());
+            let recovery = req.subs.get(&channel).filter(|r| r.recover);
+            match self.position_subscription(&channel, recovery).await {
+                Ok((result, top)) => {
+                    live.push((sub, top));
+                    results.insert(channel, result);
+                }
+                Err(e) => {
+                    self.reply_error(id, &e);
+                    return Ok(());
+                }
+            }
+        }
+        let ttl = self.ttl();
+        let reply = protocol::encode_reply(
+            id,
+            ReplyBody::Connect(ConnectResult {
+                client: self.id.clone(),
+                version: VERSION,
+                expires: true,
+                ttl,
+                ping: self.hub.settings.server.ping_interval_s,
+                pong: true,
+                subs: results,
+                data: None,
+            }),
+        );
+        let pairs: Vec<(&Subscriber, u64)> = live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
+        Subscriber::go_live(&self.outbox, Bytes::from(reply), &pairs);
+        Ok(())
+    }
+
+    fn ttl(&self) -> u32 {
+        let exp = self.expires_at().unwrap_or(0);
+        exp.saturating_sub(unix_now_s()).clamp(1, u32::MAX as u64) as u32
+    }
+
+    /// The subscribe result for a channel (recovered publications when asked) and the offset the
+    /// subscriber goes live after.
+    async fn position_subscription(
+        &self,
+        channel: &str,
+        recovery: Option<&SubscribeRecovery>,
+    ) -> Result<(SubscribeResult, u64), ProtoError> {
+        let hub = &self.hub;
+        let (publications, position, recovered) = match recovery {
+            Some(r) => {
+                let since = StreamPosition {
+                    offset: r.offset,
+                    epoch: r.epoch.clone(),
+                };
+                let rec = bus::recover(hub.bus.as_ref(), channel, since, hub.settings.bus.recovery_max_publications)
+                    .await
+                    .map_err(|_| ProtoError::internal())?;
+                (rec.publications, rec.position, rec.recovered)
+            }
+            None => {
+                let h = hub
+                    .bus
+                    .history(
+                        channel,
+                        HistoryQuery {
+                            since: None,
+                            limit: 0,
+                            reverse: false,
+                        },
+                    )
+                    .await
+                    .map_err(|_| ProtoError::internal())?;
+                (Vec::new(), h.position, false)
+            }
+        };
+        let top = position.offset;
+        let result = SubscribeResult {
+            recoverable: true,
+            positioned: true,
+            epoch: position.epoch,
+            offset: position.offset,
+            was_recovering: recovery.is_some(),
+            recovered,
+            publications: publications_out(publications),
+            data: hub.snapshot(channel),
+            ..Default::default()
+        };
+        Ok((result, top))
+    }
+
+    async fn subscribe(&mut self, id: u32, req: &SubscribeRequest) -> Result<(), ProtoError> {
+        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
+        if req.channel.is_empty() || req.kind != 0 {
+            return Err(ProtoError::bad_request());
+        }
+        if self.subs.contains_key(&req.channel) {
+            return Err(ProtoError::already_subscribed());
+        }
+        let policy = self.hub.settings.tier(identity.tier);
+        let kind = authorize_subscribe(policy, &identity.user, &req.channel)?;
+        if self.subs.len() >= policy.channels_per_connection as usize {
+            return Err(ProtoError::limit_exceeded().with_message("channel limit for your tier"));
+        }
+        if matches!(kind, ChannelKind::Gpu(_)) && policy.max_gpu_channels > 0 {
+            let gpu = self.subs.keys().filter(|c| c.starts_with("gpu:")).count();
+            if gpu >= policy.max_gpu_channels as usize {
+                return Err(ProtoError::limit_exceeded().with_message("gpu channel limit for your tier"));
+            }
+        }
+        let sub = Subscriber::new(self.outbox.clone());
+        self.hub
+            .add_subscriber(&req.channel, sub.clone())
+            .await
+            .map_err(|_| ProtoError::internal())?;
+        let recovery = req.recover.then(|| SubscribeRecovery {
+            recover: true,
+            offset: req.offset,
+            epoch: req.epoch.clone(),
+        });
+        match self.position_subscription(&req.channel, recovery.as_ref()).await {
+            Ok((result, top)) => {
+                self.subs.insert(req.channel.clone(), sub.clone());
+                let reply = protocol::encode_reply(id, ReplyBody::Subscribe(result));
+                Subscriber::go_live(&self.outbox, Bytes::from(reply), &[(&sub, top)]);
+                Ok(())
+            }
+            Err(e) => {
+                self.hub.remove_subscriber(&req.channel, &sub).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rpc(&self, req: &RpcRequest) -> Result<RpcResult, ProtoError> {
+        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
+        if req.method.is_empty() {
+            return Err(ProtoError::bad_request().with_message("rpc method required"));
+        }
+        let handler = self.hub.rpc_handler(&req.method).ok_or_else(ProtoError::method_not_found)?;
+        let ctx = RpcContext {
+            client: self.id.clone(),
+            user: identity.user.clone(),
+            tier: identity.tier,
+        };
+        let data = handler.call(&ctx, req.data.as_deref()).await?;
+        Ok(RpcResult { data })
+    }
+
+    fn refresh(&mut self, id: u32, req: &RefreshRequest) -> Result<(), Disconnect> {
+        let claims = match self.hub.verifier.verify(&req.token) {
+            Ok(c) => c,
+            Err(AuthError::Expired) => {
+                self.reply_error(id, &ProtoError::token_expired());
+                return Ok(());
+            }
+            Err(_) => return Err(Disconnect::INVALID_TOKEN),
+        };
+        let Some(identity) = self.identity.as_mut() else {
+            return Err(Disconnect::BAD_REQUEST);
+        };
+        // A refreshed token must be for the same user and tier: anything else is a new connection.
+        if claims.sub != identity.user || claims.tier != identity.tier {
+            return Err(Disconnect::INVALID_TOKEN);
+        }
+        identity.expires_at = claims.exp;
+        let ttl = self.ttl();
+        self.reply(
+            id,
+            ReplyBody::Refresh(RefreshResult {
+                client: self.id.clone(),
+                version: VERSION,
+                expires: true,
+                ttl,
+            }),
+        );
+        Ok(())
+    }
+
+    /// Release everything the connection holds in the hub.
+    pub async fn close(&mut self) {
+        for (channel, sub) in std::mem::take(&mut self.subs) {
+            self.hub.remove_subscriber(&channel, &sub).await;
+        }
+        if self.identity.take().is_some() {
+            self.hub.unregister_session(&self.id);
+        }
+    }
+}
+
+fn publications_out(publications: Vec<Publication>) -> Vec<PublicationOut> {
+    publications
+        .into_iter()
+        .filter_map(|p| {
+            let text = String::from_utf8(p.data.to_vec()).ok()?;
+            let data = serde_json::value::RawValue::from_string(text).ok()?;
+            Some(PublicationOut { data, offset: p.offset })
+        })
+        .collect()
+}

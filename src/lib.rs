@@ -1,0 +1,25 @@
+//! GPUScout Hub: the real-time core of GPUScout.
+//!
+//! One path, one direction: sources → market book → bus → hub → sockets.
+//!
+//! - [`config`]: layered settings, validated at start.
+//! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes).
+//! - [`auth`]: JWTs, tiers and their channel policy, API keys.
+//! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis.
+//! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
+//! - [`ingest`]: market sources.
+//! - [`store`]: the database.
+//! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
+//! - [`startup`]: wiring and graceful shutdown.
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod http;
+pub mod hub;
+pub mod ingest;
+pub mod protocol;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

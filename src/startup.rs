@@ -1,0 +1,158 @@
+//! Wiring: `Application::build` chooses the backends the settings ask for, binds the listener and
+//! starts the background tasks; `run_until_stopped` serves until shutdown, then drains.
+//!
+//! The only place that chooses a backend.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::TokenVerifier;
+use crate::bus::{Bus, MemoryBus};
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::hub::Hub;
+use crate::ingest;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+pub struct Application {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    state: AppState,
+    shutdown: CancellationToken,
+    background: TaskTracker,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let settings = Arc::new(settings);
+        let store = Store::connect(&settings.database).await.context("connecting to the database")?;
+        store.migrate().await.context("running database migrations")?;
+
+        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(&settings.bus));
+        let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
+        let shutdown = CancellationToken::new();
+        let hub = Hub::new(settings.clone(), bus, verifier, Arc::new(Metrics::default()), shutdown.clone());
+
+        let addr = settings.server.listen_addr()?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding server.listen = {addr}"))?;
+        let local_addr = listener.local_addr()?;
+
+        let background = TaskTracker::new();
+        if settings.ingest.simulated.enabled {
+            background.spawn(ingest::simulated::run(
+                hub.clone(),
+                settings.ingest.simulated.clone(),
+                shutdown.clone(),
+            ));
+        }
+        {
+            let hub = hub.clone();
+            let stop = shutdown.clone();
+            background.spawn(async move {
+                let mut every = tokio::time::interval(Duration::from_secs(60));
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => hub.prune_limiters(),
+                    }
+                }
+            });
+        }
+
+        let state = AppState {
+            hub,
+            store,
+            settings,
+            tracker: TaskTracker::new(),
+        };
+        Ok(Self {
+            listener,
+            local_addr,
+            state,
+            shutdown,
+            background,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Cancelling this token shuts the application down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    pub fn hub(&self) -> Arc<Hub> {
+        self.state.hub.clone()
+    }
+
+    /// Serve until the shutdown token is cancelled; then close every session with 3001, wait for
+    /// connection and background tasks (up to `server.shutdown_grace_ms`), and return.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let Self {
+            listener,
+            state,
+            shutdown,
+            background,
+            ..
+        } = self;
+        let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
+        let tracker = state.tracker.clone();
+        let store = state.store.clone();
+        let app = http::router(state);
+        tracing::info!(addr = %listener.local_addr()?, "gpuscout hub listening");
+        let stop = shutdown.clone();
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await
+            .context("HTTP server")?;
+        // Sessions saw the same token and are closing with 3001.
+        shutdown.cancel();
+        tracker.close();
+        background.close();
+        let drained = tokio::time::timeout(grace, async {
+            tracker.wait().await;
+            background.wait().await;
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("shutdown grace period over with tasks still running");
+        }
+        store.close().await;
+        tracing::info!("gpuscout hub stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,167 @@
+//! Logging (tracing, pretty or JSON) and the Prometheus metrics registry.
+//!
+//! Metrics are plain atomics rendered in the Prometheus text format: the hot path pays one relaxed
+//! atomic add per event and nothing else.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{LogFormat, LogSettings};
+
+/// Install the global tracing subscriber. `RUST_LOG` wins over `log.level`.
+pub fn init_tracing(settings: &LogSettings) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// The commands whose latency is measured separately.
+#[derive(Debug, Clone, Copy)]
+pub enum CommandKind {
+    Connect,
+    Subscribe,
+    Unsubscribe,
+    Rpc,
+    Refresh,
+    SubRefresh,
+    Publish,
+    Other,
+}
+
+impl CommandKind {
+    const ALL: [CommandKind; 8] = [
+        CommandKind::Connect,
+        CommandKind::Subscribe,
+        CommandKind::Unsubscribe,
+        CommandKind::Rpc,
+        CommandKind::Refresh,
+        CommandKind::SubRefresh,
+        CommandKind::Publish,
+        CommandKind::Other,
+    ];
+    fn label(self) -> &'static str {
+        match self {
+            CommandKind::Connect => "connect",
+            CommandKind::Subscribe => "subscribe",
+            CommandKind::Unsubscribe => "unsubscribe",
+            CommandKind::Rpc => "rpc",
+            CommandKind::Refresh => "refresh",
+            CommandKind::SubRefresh => "sub_refresh",
+            CommandKind::Publish => "publish",
+            CommandKind::Other => "other",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the command latency histogram buckets.
+const LATENCY_BUCKETS_S: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Every counter and gauge the hub exports.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub connections_total: AtomicU64,
+    pub subscriptions: AtomicI64,
+    /// Node-level bus subscriptions (one per channel with local subscribers).
+    pub bus_subscriptions: AtomicI64,
+    pub publications_total: AtomicU64,
+    pub deliveries_total: AtomicU64,
+    pub queue_drops_total: AtomicU64,
+    pub slow_disconnects_total: AtomicU64,
+    pub disconnects_total: AtomicU64,
+    pub frames_written_total: AtomicU64,
+    pub commands_rejected_rate_total: AtomicU64,
+    command_latency: [Histogram; CommandKind::ALL.len()],
+}
+
+impl Metrics {
+    pub fn observe_command(&self, kind: CommandKind, elapsed: Duration) {
+        self.command_latency[kind as usize].observe(elapsed);
+    }
+
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Render in the Prometheus text exposition format.
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::with_capacity(4096);
+        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        };
+        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Ordering::Relaxed)
+            );
+        };
+        gauge(&mut out, "gpuscout_connections", "Open client connections.", self.connections.load(Ordering::Relaxed));
+        gauge(&mut out, "gpuscout_subscriptions", "Client channel subscriptions.", self.subscriptions.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "gpuscout_bus_subscriptions",
+            "Channels this node is subscribed to on the bus.",
+            self.bus_subscriptions.load(Ordering::Relaxed),
+        );
+        counter(&mut out, "gpuscout_connections_total", "Connections accepted.", &self.connections_total);
+        counter(&mut out, "gpuscout_publications_total", "Publications fanned out by this node.", &self.publications_total);
+        counter(&mut out, "gpuscout_deliveries_total", "Publications queued to client connections.", &self.deliveries_total);
+        counter(&mut out, "gpuscout_queue_drops_total", "Messages dropped because a connection queue was full.", &self.queue_drops_total);
+        counter(&mut out, "gpuscout_slow_disconnects_total", "Connections closed with 3008 (slow consumer).", &self.slow_disconnects_total);
+        counter(&mut out, "gpuscout_disconnects_total", "Connections closed, for any reason.", &self.disconnects_total);
+        counter(&mut out, "gpuscout_frames_written_total", "WebSocket frames written to clients.", &self.frames_written_total);
+        counter(
+            &mut out,
+            "gpuscout_commands_rate_limited_total",
+            "Commands refused with 111 (too many requests).",
+            &self.commands_rejected_rate_total,
+        );
+        let name = "gpuscout_command_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time to handle a client command.\n# TYPE {name} histogram");
+        for kind in CommandKind::ALL {
+            let h = &self.command_latency[kind as usize];
+            let label = kind.label();
+            let mut cumulative = 0;
+            for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
+                cumulative += h.buckets[i].load(Ordering::Relaxed);
+                let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
+            }
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
+            let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
+            let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
+        }
+        for (name, help, value) in extra {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        }
+        out
+    }
+}
