@@ -22,7 +22,12 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 4] = [Tier::Free, Tier::Individual, Tier::Professional, Tier::Enterprise];
+    pub const ALL: [Tier; 4] = [
+        Tier::Free,
+        Tier::Individual,
+        Tier::Professional,
+        Tier::Enterprise,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,7 +55,9 @@ impl std::str::FromStr for Tier {
         Tier::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| format!("unknown tier `{s}` (free, individual, professional, enterprise)"))
+            .ok_or_else(|| {
+                format!("unknown tier `{s}` (free, individual, professional, enterprise)")
+            })
     }
 }
 
@@ -123,15 +130,16 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
-            }
-        })?;
+            })?;
         let claims = data.claims;
         if !valid_user_id(&claims.sub) {
-            return Err(AuthError::Invalid("sub must be 1-64 characters of [A-Za-z0-9_-]".into()));
+            return Err(AuthError::Invalid(
+                "sub must be 1-64 characters of [A-Za-z0-9_-]".into(),
+            ));
         }
         Ok(claims)
     }
@@ -140,7 +148,9 @@ impl TokenVerifier {
     pub fn mint(&self, user: &str, tier: Tier, ttl_s: u64) -> Result<String, AuthError> {
         let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
         if !valid_user_id(user) {
-            return Err(AuthError::Invalid("user must be 1-64 characters of [A-Za-z0-9_-]".into()));
+            return Err(AuthError::Invalid(
+                "user must be 1-64 characters of [A-Za-z0-9_-]".into(),
+            ));
         }
         let now = unix_now_s();
         let claims = Claims {
@@ -156,7 +166,10 @@ impl TokenVerifier {
 }
 
 pub fn unix_now_s() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 pub fn unix_now_ms() -> u64 {
@@ -167,7 +180,11 @@ pub fn unix_now_ms() -> u64 {
 }
 
 fn valid_user_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A channel the hub knows, parsed from its name (DESIGN §5).
@@ -197,8 +214,14 @@ impl<'a> ChannelKind<'a> {
             ("offers", "all") => Some(Self::OffersAll),
             ("gpu", model) if valid_model_slug(model) => Some(Self::Gpu(model)),
             ("offers", model) if valid_model_slug(model) => Some(Self::Offers(model)),
-            ("alerts", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Alerts),
-            ("advisor", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Advisor),
+            ("alerts", user) => user
+                .strip_prefix('#')
+                .filter(|u| valid_user_id(u))
+                .map(Self::Alerts),
+            ("advisor", user) => user
+                .strip_prefix('#')
+                .filter(|u| valid_user_id(u))
+                .map(Self::Advisor),
             _ => None,
         }
     }
@@ -215,7 +238,9 @@ impl<'a> ChannelKind<'a> {
 fn valid_model_slug(slug: &str) -> bool {
     !slug.is_empty()
         && slug.len() <= 64
-        && slug.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
 }
 
 /// The channels of a user's personal, server-side subscriptions.
@@ -290,8 +315,14 @@ mod tests {
 
     #[test]
     fn channel_names_parse() {
-        assert_eq!(ChannelKind::parse("gpu:rtx-4090"), Some(ChannelKind::Gpu("rtx-4090")));
-        assert_eq!(ChannelKind::parse("alerts:#42"), Some(ChannelKind::Alerts("42")));
+        assert_eq!(
+            ChannelKind::parse("gpu:rtx-4090"),
+            Some(ChannelKind::Gpu("rtx-4090"))
+        );
+        assert_eq!(
+            ChannelKind::parse("alerts:#42"),
+            Some(ChannelKind::Alerts("42"))
+        );
         assert_eq!(ChannelKind::parse("alerts:42"), None);
         assert_eq!(ChannelKind::parse("market:other"), None);
         assert_eq!(ChannelKind::parse("gpu:RTX 4090"), None);
@@ -301,19 +332,30 @@ mod tests {
     #[test]
     fn tier_table_of_design() {
         let s = settings();
-        let check = |tier: Tier, channel: &str| authorize_subscribe(s.tier(tier), "42", channel).map(|_| ());
+        let check = |tier: Tier, channel: &str| {
+            authorize_subscribe(s.tier(tier), "42", channel).map(|_| ())
+        };
         assert!(check(Tier::Free, "market:summary.1m").is_ok());
         assert_eq!(check(Tier::Free, "market:summary").unwrap_err().code, 103);
         assert_eq!(check(Tier::Free, "gpu:rtx-4090").unwrap_err().code, 103);
         assert!(check(Tier::Individual, "market:summary").is_ok());
         assert!(check(Tier::Individual, "gpu:rtx-4090").is_ok());
-        assert_eq!(check(Tier::Individual, "offers:rtx-4090").unwrap_err().code, 103);
+        assert_eq!(
+            check(Tier::Individual, "offers:rtx-4090").unwrap_err().code,
+            103
+        );
         assert!(check(Tier::Professional, "offers:rtx-4090").is_ok());
-        assert_eq!(check(Tier::Professional, "offers:all").unwrap_err().code, 103);
+        assert_eq!(
+            check(Tier::Professional, "offers:all").unwrap_err().code,
+            103
+        );
         assert!(check(Tier::Enterprise, "offers:all").is_ok());
         assert!(check(Tier::Free, "alerts:#42").is_ok());
         assert_eq!(check(Tier::Enterprise, "alerts:#7").unwrap_err().code, 103);
-        assert_eq!(check(Tier::Enterprise, "weird:thing").unwrap_err().code, 102);
+        assert_eq!(
+            check(Tier::Enterprise, "weird:thing").unwrap_err().code,
+            102
+        );
     }
 
     #[test]

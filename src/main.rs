@@ -9,7 +9,11 @@ use gpuscout_hub::store::Store;
 use gpuscout_hub::telemetry;
 
 #[derive(Parser)]
-#[command(name = "gpuscout", version, about = "GPUScout Hub: real-time GPU rental market data")]
+#[command(
+    name = "gpuscout",
+    version,
+    about = "GPUScout Hub: real-time GPU rental market data"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -44,7 +48,10 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gpuscout: cannot start the runtime: {e}");
@@ -80,7 +87,9 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             telemetry::init_tracing(&settings.log);
-            let store = Store::connect(&settings.database).await.context("connecting to the database")?;
+            let store = Store::connect(&settings.database)
+                .await
+                .context("connecting to the database")?;
             store.migrate().await?;
             println!("migrations applied");
             Ok(())

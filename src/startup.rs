@@ -33,13 +33,24 @@ impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         let settings = Arc::new(settings);
-        let store = Store::connect(&settings.database).await.context("connecting to the database")?;
-        store.migrate().await.context("running database migrations")?;
+        let store = Store::connect(&settings.database)
+            .await
+            .context("connecting to the database")?;
+        store
+            .migrate()
+            .await
+            .context("running database migrations")?;
 
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(&settings.bus));
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let shutdown = CancellationToken::new();
-        let hub = Hub::new(settings.clone(), bus, verifier, Arc::new(Metrics::default()), shutdown.clone());
+        let hub = Hub::new(
+            settings.clone(),
+            bus,
+            verifier,
+            Arc::new(Metrics::default()),
+            shutdown.clone(),
+        );
 
         let addr = settings.server.listen_addr()?;
         let listener = TcpListener::bind(addr)

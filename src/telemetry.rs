@@ -13,8 +13,11 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Install the global tracing subscriber. `RUST_LOG` wins over `log.level`.
 pub fn init_tracing(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Pretty => builder.try_init(),
@@ -78,7 +81,8 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -122,21 +126,66 @@ impl Metrics {
                 v.load(Ordering::Relaxed)
             );
         };
-        gauge(&mut out, "gpuscout_connections", "Open client connections.", self.connections.load(Ordering::Relaxed));
-        gauge(&mut out, "gpuscout_subscriptions", "Client channel subscriptions.", self.subscriptions.load(Ordering::Relaxed));
+        gauge(
+            &mut out,
+            "gpuscout_connections",
+            "Open client connections.",
+            self.connections.load(Ordering::Relaxed),
+        );
+        gauge(
+            &mut out,
+            "gpuscout_subscriptions",
+            "Client channel subscriptions.",
+            self.subscriptions.load(Ordering::Relaxed),
+        );
         gauge(
             &mut out,
             "gpuscout_bus_subscriptions",
             "Channels this node is subscribed to on the bus.",
             self.bus_subscriptions.load(Ordering::Relaxed),
         );
-        counter(&mut out, "gpuscout_connections_total", "Connections accepted.", &self.connections_total);
-        counter(&mut out, "gpuscout_publications_total", "Publications fanned out by this node.", &self.publications_total);
-        counter(&mut out, "gpuscout_deliveries_total", "Publications queued to client connections.", &self.deliveries_total);
-        counter(&mut out, "gpuscout_queue_drops_total", "Messages dropped because a connection queue was full.", &self.queue_drops_total);
-        counter(&mut out, "gpuscout_slow_disconnects_total", "Connections closed with 3008 (slow consumer).", &self.slow_disconnects_total);
-        counter(&mut out, "gpuscout_disconnects_total", "Connections closed, for any reason.", &self.disconnects_total);
-        counter(&mut out, "gpuscout_frames_written_total", "WebSocket frames written to clients.", &self.frames_written_total);
+        counter(
+            &mut out,
+            "gpuscout_connections_total",
+            "Connections accepted.",
+            &self.connections_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_publications_total",
+            "Publications fanned out by this node.",
+            &self.publications_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_deliveries_total",
+            "Publications queued to client connections.",
+            &self.deliveries_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_queue_drops_total",
+            "Messages dropped because a connection queue was full.",
+            &self.queue_drops_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_slow_disconnects_total",
+            "Connections closed with 3008 (slow consumer).",
+            &self.slow_disconnects_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_disconnects_total",
+            "Connections closed, for any reason.",
+            &self.disconnects_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_frames_written_total",
+            "WebSocket frames written to clients.",
+            &self.frames_written_total,
+        );
         counter(
             &mut out,
             "gpuscout_commands_rate_limited_total",
@@ -144,23 +193,35 @@ impl Metrics {
             &self.commands_rejected_rate_total,
         );
         let name = "gpuscout_command_duration_seconds";
-        let _ = writeln!(out, "# HELP {name} Time to handle a client command.\n# TYPE {name} histogram");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Time to handle a client command.\n# TYPE {name} histogram"
+        );
         for kind in CommandKind::ALL {
             let h = &self.command_latency[kind as usize];
             let label = kind.label();
             let mut cumulative = 0;
             for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
                 cumulative += h.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}"
+            );
             let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
         }
         for (name, help, value) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+            );
         }
         out
     }

@@ -86,7 +86,12 @@ pub struct Recovery {
 
 /// Recover the publications after `since`, all or nothing: at most `max` publications, the epoch
 /// unchanged, and no gap between `since` and the oldest one kept.
-pub async fn recover(bus: &dyn Bus, channel: &str, since: StreamPosition, max: usize) -> Result<Recovery, BusError> {
+pub async fn recover(
+    bus: &dyn Bus,
+    channel: &str,
+    since: StreamPosition,
+    max: usize,
+) -> Result<Recovery, BusError> {
     let result = bus
         .history(
             channel,
@@ -132,7 +137,10 @@ pub(crate) mod suite {
     pub struct Collect(pub Mutex<Vec<(String, u64, Bytes)>>);
     impl PublicationHandler for Collect {
         fn handle_publication(&self, channel: &str, p: &Publication) {
-            self.0.lock().unwrap().push((channel.to_owned(), p.offset, p.data.clone()));
+            self.0
+                .lock()
+                .unwrap()
+                .push((channel.to_owned(), p.offset, p.data.clone()));
         }
     }
 
@@ -141,12 +149,20 @@ pub(crate) mod suite {
         bus.attach(collect.clone());
         bus.subscribe("t:a").await.unwrap();
         for i in 1..=5u64 {
-            let pos = bus.publish("t:a", Bytes::from(format!("{{\"n\":{i}}}"))).await.unwrap();
+            let pos = bus
+                .publish("t:a", Bytes::from(format!("{{\"n\":{i}}}")))
+                .await
+                .unwrap();
             assert_eq!(pos.offset, i);
         }
-        bus.publish("t:unsubscribed", Bytes::from_static(b"1")).await.unwrap();
+        bus.publish("t:unsubscribed", Bytes::from_static(b"1"))
+            .await
+            .unwrap();
         let got = collect.0.lock().unwrap().clone();
-        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            got.iter().map(|g| g.1).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4, 5]
+        );
         assert!(got.iter().all(|g| g.0 == "t:a"));
         bus.unsubscribe("t:a").await.unwrap();
         bus.publish("t:a", Bytes::from_static(b"6")).await.unwrap();
@@ -156,40 +172,101 @@ pub(crate) mod suite {
     pub async fn recovery_is_all_or_nothing(bus: &dyn Bus, history_size: usize) {
         let mut last = StreamPosition::default();
         for i in 0..3 {
-            last = bus.publish("t:r", Bytes::from(format!("{i}"))).await.unwrap();
+            last = bus
+                .publish("t:r", Bytes::from(format!("{i}")))
+                .await
+                .unwrap();
         }
-        let since = StreamPosition { offset: 1, epoch: last.epoch.clone() };
+        let since = StreamPosition {
+            offset: 1,
+            epoch: last.epoch.clone(),
+        };
         let r = recover(bus, "t:r", since.clone(), 100).await.unwrap();
         assert!(r.recovered);
-        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(
+            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
+            vec![2, 3]
+        );
         // Too many missed for the caller's limit: nothing.
         let r = recover(bus, "t:r", since.clone(), 1).await.unwrap();
         assert!(!r.recovered && r.publications.is_empty());
         // Another epoch: nothing.
-        let other = StreamPosition { offset: 1, epoch: "other".into() };
+        let other = StreamPosition {
+            offset: 1,
+            epoch: "other".into(),
+        };
         assert!(!recover(bus, "t:r", other, 100).await.unwrap().recovered);
         // Up to date: recovered with nothing to send.
         let r = recover(bus, "t:r", last.clone(), 100).await.unwrap();
         assert!(r.recovered && r.publications.is_empty());
         // Past the history window: nothing.
         for i in 0..history_size + 2 {
-            bus.publish("t:r", Bytes::from(format!("{i}"))).await.unwrap();
+            bus.publish("t:r", Bytes::from(format!("{i}")))
+                .await
+                .unwrap();
         }
         assert!(!recover(bus, "t:r", since, 10_000).await.unwrap().recovered);
     }
 
     pub async fn history_reads_forward_and_reverse(bus: &dyn Bus) {
         for i in 1..=4 {
-            bus.publish("t:h", Bytes::from(format!("{i}"))).await.unwrap();
+            bus.publish("t:h", Bytes::from(format!("{i}")))
+                .await
+                .unwrap();
         }
-        let all = bus.history("t:h", HistoryQuery { since: None, limit: 10, reverse: false }).await.unwrap();
-        assert_eq!(all.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        let rev = bus.history("t:h", HistoryQuery { since: None, limit: 2, reverse: true }).await.unwrap();
-        assert_eq!(rev.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![4, 3]);
-        let none = bus.history("t:h", HistoryQuery { since: None, limit: 0, reverse: false }).await.unwrap();
+        let all = bus
+            .history(
+                "t:h",
+                HistoryQuery {
+                    since: None,
+                    limit: 10,
+                    reverse: false,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            all.publications
+                .iter()
+                .map(|p| p.offset)
+                .collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
+        let rev = bus
+            .history(
+                "t:h",
+                HistoryQuery {
+                    since: None,
+                    limit: 2,
+                    reverse: true,
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            rev.publications
+                .iter()
+                .map(|p| p.offset)
+                .collect::<Vec<_>>(),
+            vec![4, 3]
+        );
+        let none = bus
+            .history(
+                "t:h",
+                HistoryQuery {
+                    since: None,
+                    limit: 0,
+                    reverse: false,
+                },
+            )
+            .await
+            .unwrap();
         assert!(none.publications.is_empty());
         assert_eq!(none.position.offset, 4);
-        let empty = bus.history("t:never", HistoryQuery::default()).await.unwrap();
+        let empty = bus
+            .history("t:never", HistoryQuery::default())
+            .await
+            .unwrap();
         assert_eq!(empty.position.offset, 0);
         assert!(!empty.position.epoch.is_empty());
     }

@@ -39,7 +39,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(server_api::broadcast))
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
-        .route("/api/v1/dev/token", post(server_api::dev_token).get(server_api::dev_token))
+        .route(
+            "/api/v1/dev/token",
+            post(server_api::dev_token).get(server_api::dev_token),
+        )
         .fallback(error::not_found)
         .with_state(state)
 }

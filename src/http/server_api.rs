@@ -27,7 +27,9 @@ use crate::protocol::ProtoError;
 fn check_key(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = app.settings.api.key.expose_secret();
     if key.is_empty() {
-        return Err(ApiError::not_found("the server API is disabled (api.key is empty)"));
+        return Err(ApiError::not_found(
+            "the server API is disabled (api.key is empty)",
+        ));
     }
     let given = headers
         .get("x-api-key")
@@ -75,7 +77,9 @@ async fn publish_one(hub: &Hub, channel: &str, data: &RawValue) -> Result<Value,
         return Err(ProtoError::unknown_channel());
     }
     let position = hub.publish(channel, data).await.map_err(|e| match e {
-        crate::bus::BusError::InvalidData => ProtoError::bad_request().with_message("data must be JSON"),
+        crate::bus::BusError::InvalidData => {
+            ProtoError::bad_request().with_message("data must be JSON")
+        }
         crate::bus::BusError::Unavailable(_) => ProtoError::internal(),
     })?;
     Ok(json!({"offset": position.offset, "epoch": position.epoch}))
@@ -90,7 +94,10 @@ pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Byte
         Err(r) => return r,
     };
     let Some(data) = req.data else {
-        return Json(api_error(&ProtoError::bad_request().with_message("data required"))).into_response();
+        return Json(api_error(
+            &ProtoError::bad_request().with_message("data required"),
+        ))
+        .into_response();
     };
     match publish_one(&app.hub, &req.channel, &data).await {
         Ok(v) => result(v),
@@ -114,10 +121,16 @@ pub async fn broadcast(State(app): State<AppState>, headers: HeaderMap, body: By
         Err(r) => return r,
     };
     let Some(data) = req.data else {
-        return Json(api_error(&ProtoError::bad_request().with_message("data required"))).into_response();
+        return Json(api_error(
+            &ProtoError::bad_request().with_message("data required"),
+        ))
+        .into_response();
     };
     if req.channels.is_empty() {
-        return Json(api_error(&ProtoError::bad_request().with_message("channels required"))).into_response();
+        return Json(api_error(
+            &ProtoError::bad_request().with_message("channels required"),
+        ))
+        .into_response();
     }
     let mut responses = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
@@ -158,20 +171,31 @@ pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Byte
         Err(r) => return r,
     };
     if req.channel.is_empty() {
-        return Json(api_error(&ProtoError::bad_request().with_message("channel required"))).into_response();
+        return Json(api_error(
+            &ProtoError::bad_request().with_message("channel required"),
+        ))
+        .into_response();
     }
     if !Hub::known_channel(&req.channel) {
         return Json(api_error(&ProtoError::unknown_channel())).into_response();
     }
     let max = app.settings.bus.history_size;
-    let limit = if req.limit < 0 { max } else { (req.limit as usize).min(max) };
+    let limit = if req.limit < 0 {
+        max
+    } else {
+        (req.limit as usize).min(max)
+    };
     let since = req.since.map(|s| StreamPosition {
         offset: s.offset,
         epoch: s.epoch,
     });
     if let Some(s) = &since {
         // A position from another epoch cannot be continued from.
-        let top = app.hub.bus.history(&req.channel, HistoryQuery::default()).await;
+        let top = app
+            .hub
+            .bus
+            .history(&req.channel, HistoryQuery::default())
+            .await;
         if let Ok(top) = top
             && !s.epoch.is_empty()
             && top.position.epoch != s.epoch
@@ -194,7 +218,9 @@ pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Byte
                     json!({"data": data, "offset": p.offset})
                 })
                 .collect();
-            result(json!({"publications": publications, "offset": h.position.offset, "epoch": h.position.epoch}))
+            result(
+                json!({"publications": publications, "offset": h.position.offset, "epoch": h.position.epoch}),
+            )
         }
         Err(_) => Json(api_error(&ProtoError::internal())).into_response(),
     }
@@ -205,7 +231,10 @@ pub async fn info(State(app): State<AppState>, headers: HeaderMap) -> Response {
         return e.into_response();
     }
     let hub = &app.hub;
-    let subs = hub.metrics.subscriptions.load(std::sync::atomic::Ordering::Relaxed);
+    let subs = hub
+        .metrics
+        .subscriptions
+        .load(std::sync::atomic::Ordering::Relaxed);
     result(json!({"nodes": [{
         "uid": hub.node_id(),
         "name": "gpuscout",
@@ -226,9 +255,14 @@ pub struct DevTokenQuery {
 }
 
 /// A development login: a token for any user and tier. Only with `auth.dev_mode = true`.
-pub async fn dev_token(State(app): State<AppState>, Query(q): Query<DevTokenQuery>) -> Result<Response, ApiError> {
+pub async fn dev_token(
+    State(app): State<AppState>,
+    Query(q): Query<DevTokenQuery>,
+) -> Result<Response, ApiError> {
     if !app.settings.auth.dev_mode {
-        return Err(ApiError::not_found("dev mode is off (auth.dev_mode = false)"));
+        return Err(ApiError::not_found(
+            "dev mode is off (auth.dev_mode = false)",
+        ));
     }
     let user = q.user.unwrap_or_else(|| "demo".into());
     let tier: Tier = q
@@ -243,5 +277,8 @@ pub async fn dev_token(State(app): State<AppState>, Query(q): Query<DevTokenQuer
         .verifier
         .mint(&user, tier, ttl)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl})).into_response())
+    Ok(
+        Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl}))
+            .into_response(),
+    )
 }

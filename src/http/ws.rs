@@ -42,8 +42,12 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     let s = &settings.server;
     let outbox = Arc::new(Outbox::new(s.outbox_max_bytes, s.outbox_max_messages));
     let mut client = Client::new(hub.clone(), outbox.clone());
-    hub.metrics.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 
     let ping_every = Duration::from_secs(s.ping_interval_s.into());
     let pong_timeout = Duration::from_secs(s.pong_timeout_s.into());
@@ -120,8 +124,12 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     };
 
     client.close().await;
-    hub.metrics.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics.disconnects_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics
+        .connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics
+        .disconnects_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if let End::Close(disconnect) = end {
         if disconnect != Disconnect::SLOW && disconnect != Disconnect::WRITE_ERROR {
             // Replies already queued (an error before a close, say) go out first.
@@ -135,7 +143,11 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
             code: disconnect.code,
             reason: Utf8Bytes::from(disconnect.reason),
         };
-        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(1),
+            socket.send(Message::Close(Some(frame))),
+        )
+        .await;
     }
 }
 
@@ -144,7 +156,9 @@ fn read_error(error: axum::Error) -> End {
     use tokio_tungstenite::tungstenite::error::CapacityError;
     match error.into_inner().downcast::<WsError>() {
         Ok(e) => match *e {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Disconnect::MESSAGE_TOO_BIG),
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+                End::Close(Disconnect::MESSAGE_TOO_BIG)
+            }
             WsError::Utf8(_) => End::Close(Disconnect::BAD_REQUEST),
             _ => End::Gone,
         },

@@ -10,12 +10,14 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use super::{Hub, Outbox, RpcContext, Subscriber, quota};
-use crate::auth::{AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s};
+use crate::auth::{
+    AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s,
+};
 use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
 use crate::protocol::{
-    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut, RefreshRequest,
-    RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery, SubscribeRequest,
-    SubscribeResult,
+    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut,
+    RefreshRequest, RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult,
+    SubscribeRecovery, SubscribeRequest, SubscribeResult,
 };
 use crate::telemetry::CommandKind;
 
@@ -161,9 +163,18 @@ impl Client {
             Method::Refresh(req) => self.refresh(id, req)?,
             Method::SubRefresh(req) => {
                 if self.subs.contains_key(&req.channel) {
-                    self.reply(id, ReplyBody::SubRefresh(SubRefreshResult { expires: false, ttl: 0 }));
+                    self.reply(
+                        id,
+                        ReplyBody::SubRefresh(SubRefreshResult {
+                            expires: false,
+                            ttl: 0,
+                        }),
+                    );
                 } else {
-                    self.reply_error(id, &ProtoError::bad_request().with_message("not subscribed"));
+                    self.reply_error(
+                        id,
+                        &ProtoError::bad_request().with_message("not subscribed"),
+                    );
                 }
             }
             // Clients never publish: market data comes from the hub's sources only.
@@ -183,7 +194,10 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         if req.token.is_empty() {
-            self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
+            self.reply_error(
+                id,
+                &ProtoError::unauthorized().with_message("token required"),
+            );
             return Ok(());
         }
         let claims = match self.hub.verifier.verify(&req.token) {
@@ -200,7 +214,10 @@ impl Client {
         self.hub
             .register_session(&self.id, &claims.sub, claims.tier, self.outbox.clone())?;
         let tier = self.hub.settings.tier(claims.tier);
-        self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
+        self.limiter = Some(RateLimiter::direct(quota(
+            tier.commands_per_second,
+            tier.command_burst,
+        )));
         let user = claims.sub.clone();
         self.identity = Some(Identity {
             user: claims.sub,
@@ -213,7 +230,12 @@ impl Client {
         let mut live = Vec::new();
         for channel in personal_channels(&user) {
             let sub = Subscriber::new(self.outbox.clone());
-            if self.hub.add_subscriber(&channel, sub.clone()).await.is_err() {
+            if self
+                .hub
+                .add_subscriber(&channel, sub.clone())
+                .await
+                .is_err()
+            {
                 self.reply_error(id, &ProtoError::internal());
                 return Ok(());
             }
@@ -244,7 +266,8 @@ impl Client {
                 data: None,
             }),
         );
-        let pairs: Vec<(&Subscriber, u64)> = live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
+        let pairs: Vec<(&Subscriber, u64)> =
+            live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
         Subscriber::go_live(&self.outbox, Bytes::from(reply), &pairs);
         Ok(())
     }
@@ -268,9 +291,14 @@ impl Client {
                     offset: r.offset,
                     epoch: r.epoch.clone(),
                 };
-                let rec = bus::recover(hub.bus.as_ref(), channel, since, hub.settings.bus.recovery_max_publications)
-                    .await
-                    .map_err(|_| ProtoError::internal())?;
+                let rec = bus::recover(
+                    hub.bus.as_ref(),
+                    channel,
+                    since,
+                    hub.settings.bus.recovery_max_publications,
+                )
+                .await
+                .map_err(|_| ProtoError::internal())?;
                 (rec.publications, rec.position, rec.recovered)
             }
             None => {
@@ -305,7 +333,10 @@ impl Client {
     }
 
     async fn subscribe(&mut self, id: u32, req: &SubscribeRequest) -> Result<(), ProtoError> {
-        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
+        let identity = self
+            .identity
+            .as_ref()
+            .ok_or_else(ProtoError::unauthorized)?;
         if req.channel.is_empty() || req.kind != 0 {
             return Err(ProtoError::bad_request());
         }
@@ -320,7 +351,9 @@ impl Client {
         if matches!(kind, ChannelKind::Gpu(_)) && policy.max_gpu_channels > 0 {
             let gpu = self.subs.keys().filter(|c| c.starts_with("gpu:")).count();
             if gpu >= policy.max_gpu_channels as usize {
-                return Err(ProtoError::limit_exceeded().with_message("gpu channel limit for your tier"));
+                return Err(
+                    ProtoError::limit_exceeded().with_message("gpu channel limit for your tier")
+                );
             }
         }
         let sub = Subscriber::new(self.outbox.clone());
@@ -333,7 +366,10 @@ impl Client {
             offset: req.offset,
             epoch: req.epoch.clone(),
         });
-        match self.position_subscription(&req.channel, recovery.as_ref()).await {
+        match self
+            .position_subscription(&req.channel, recovery.as_ref())
+            .await
+        {
             Ok((result, top)) => {
                 self.subs.insert(req.channel.clone(), sub.clone());
                 let reply = protocol::encode_reply(id, ReplyBody::Subscribe(result));
@@ -348,11 +384,17 @@ impl Client {
     }
 
     async fn rpc(&self, req: &RpcRequest) -> Result<RpcResult, ProtoError> {
-        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
+        let identity = self
+            .identity
+            .as_ref()
+            .ok_or_else(ProtoError::unauthorized)?;
         if req.method.is_empty() {
             return Err(ProtoError::bad_request().with_message("rpc method required"));
         }
-        let handler = self.hub.rpc_handler(&req.method).ok_or_else(ProtoError::method_not_found)?;
+        let handler = self
+            .hub
+            .rpc_handler(&req.method)
+            .ok_or_else(ProtoError::method_not_found)?;
         let ctx = RpcContext {
             client: self.id.clone(),
             user: identity.user.clone(),
@@ -409,7 +451,10 @@ fn publications_out(publications: Vec<Publication>) -> Vec<PublicationOut> {
         .filter_map(|p| {
             let text = String::from_utf8(p.data.to_vec()).ok()?;
             let data = serde_json::value::RawValue::from_string(text).ok()?;
-            Some(PublicationOut { data, offset: p.offset })
+            Some(PublicationOut {
+                data,
+                offset: p.offset,
+            })
         })
         .collect()
 }

@@ -56,7 +56,11 @@ fn round4(x: f64) -> f64 {
 
 impl SimulatedMarket {
     pub fn new(seed: u64) -> Self {
-        let mut rng = if seed == 0 { StdRng::from_os_rng() } else { StdRng::seed_from_u64(seed) };
+        let mut rng = if seed == 0 {
+            StdRng::from_os_rng()
+        } else {
+            StdRng::seed_from_u64(seed)
+        };
         let models = MODELS
             .iter()
             .map(|(slug, name, total, median)| {
@@ -74,7 +78,11 @@ impl SimulatedMarket {
                 }
             })
             .collect();
-        Self { rng, models, seq: 0 }
+        Self {
+            rng,
+            models,
+            seq: 0,
+        }
     }
 
     /// One poll: some models see rentals start or end and prices drift. Returns what changed.

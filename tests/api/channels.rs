@@ -1,0 +1,122 @@
+use gpuscout_hub::auth::Tier;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn free_tier_gets_the_minute_summary_only() {
+    let app = spawn_app().await;
+    let (mut ws, _) = app.connect("1", Tier::Free).await;
+    let denied = ws.subscribe("market:summary").await;
+    assert_eq!(denied["error"]["code"], 103, "{denied}");
+    let ok = ws.subscribe("market:summary.1m").await;
+    assert!(ok.get("subscribe").is_some(), "{ok}");
+    assert_eq!(ok["subscribe"]["recoverable"], true);
+    assert_eq!(ok["subscribe"]["positioned"], true);
+    assert!(ok["subscribe"]["epoch"].is_string());
+    assert_eq!(
+        ws.subscribe("sources:status").await["subscribe"]["recoverable"],
+        true
+    );
+    assert_eq!(ws.subscribe("gpu:rtx-4090").await["error"]["code"], 103);
+}
+
+#[tokio::test]
+async fn tiers_follow_the_channel_table() {
+    let app = spawn_app().await;
+    let cases = [
+        (Tier::Individual, "market:summary", None),
+        (Tier::Individual, "gpu:rtx-4090", None),
+        (Tier::Individual, "offers:rtx-4090", Some(103)),
+        (Tier::Professional, "offers:rtx-4090", None),
+        (Tier::Professional, "offers:all", Some(103)),
+        (Tier::Enterprise, "offers:all", None),
+        (Tier::Enterprise, "nowhere:at-all", Some(102)),
+        (Tier::Enterprise, "gpu:Not A Slug", Some(102)),
+    ];
+    for (i, (tier, channel, error)) in cases.into_iter().enumerate() {
+        let (mut ws, _) = app.connect(&format!("u{i}"), tier).await;
+        let r = ws.subscribe(channel).await;
+        match error {
+            None => assert!(r.get("subscribe").is_some(), "{tier} {channel}: {r}"),
+            Some(code) => assert_eq!(r["error"]["code"], code, "{tier} {channel}: {r}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn personal_channels_belong_to_their_user() {
+    let app = spawn_app().await;
+    let (mut ws, _) = app.connect("7", Tier::Enterprise).await;
+    assert_eq!(ws.subscribe("alerts:#42").await["error"]["code"], 103);
+    assert_eq!(ws.subscribe("advisor:#42").await["error"]["code"], 103);
+    // Its own are server-side subscriptions already.
+    assert_eq!(ws.subscribe("alerts:#7").await["error"]["code"], 105);
+
+    // A publication to user 42's alerts reaches 42 and nobody else.
+    let (mut owner, _) = app.connect("42", Tier::Free).await;
+    app.publish("alerts:#42", json!({"alert": "price"})).await;
+    let push = owner.push().await;
+    assert_eq!(push["channel"], "alerts:#42");
+    assert_eq!(push["pub"]["data"]["alert"], "price");
+    assert!(
+        ws.next_within(std::time::Duration::from_millis(300))
+            .await
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn channel_limits_come_from_the_tier() {
+    let app = spawn_app_with(|s| {
+        let t = s.tiers.get_mut(&Tier::Individual).unwrap();
+        t.max_gpu_channels = 2;
+        t.channels_per_connection = 5;
+    })
+    .await;
+    let (mut ws, _) = app.connect("5", Tier::Individual).await;
+    assert!(ws.subscribe("gpu:a").await.get("subscribe").is_some());
+    assert!(ws.subscribe("gpu:b").await.get("subscribe").is_some());
+    assert_eq!(ws.subscribe("gpu:c").await["error"]["code"], 106);
+    // Two personal + two gpu + one more = five.
+    assert!(
+        ws.subscribe("market:summary")
+            .await
+            .get("subscribe")
+            .is_some()
+    );
+    assert_eq!(ws.subscribe("sources:status").await["error"]["code"], 106);
+    // Unsubscribing frees a slot.
+    let r = ws
+        .request(json!({"unsubscribe": {"channel": "gpu:a"}}))
+        .await;
+    assert!(r.get("unsubscribe").is_some(), "{r}");
+    assert!(
+        ws.subscribe("sources:status")
+            .await
+            .get("subscribe")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn subscribe_reply_carries_the_channel_snapshot() {
+    let app = spawn_app_with(|s| {
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 50;
+        s.ingest.simulated.seed = 3;
+    })
+    .await;
+    let (mut ws, _) = app.connect("1", Tier::Individual).await;
+    let r = ws.subscribe("market:summary").await;
+    let data = &r["subscribe"]["data"];
+    assert_eq!(data["source"], "simulated", "{r}");
+    assert_eq!(data["type"], "snapshot");
+    assert!(data["models"].as_array().is_some_and(|m| !m.is_empty()));
+    // Then deltas flow, labelled too, with offsets.
+    let push = ws.push().await;
+    assert_eq!(push["channel"], "market:summary");
+    assert_eq!(push["pub"]["data"]["source"], "simulated");
+    assert_eq!(push["pub"]["data"]["type"], "delta");
+    assert!(push["pub"]["offset"].as_u64().is_some_and(|o| o >= 1));
+}
