@@ -22,12 +22,7 @@ pub enum Tier {
 }
 
 impl Tier {
-    pub const ALL: [Tier; 4] = [
-        Tier::Free,
-        Tier::Individual,
-        Tier::Professional,
-        Tier::Enterprise,
-    ];
+    pub const ALL: [Tier; 4] = [Tier::Free, Tier::Individual, Tier::Professional, Tier::Enterprise];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,9 +50,7 @@ impl std::str::FromStr for Tier {
         Tier::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| {
-                format!("unknown tier `{s}` (free, individual, professional, enterprise)")
-            })
+            .ok_or_else(|| format!("unknown tier `{s}` (free, individual, professional, enterprise)"))
     }
 }
 
@@ -130,8 +123,8 @@ impl TokenVerifier {
 
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map_err(|e| match e.kind() {
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
             })?;
@@ -180,11 +173,7 @@ pub fn unix_now_ms() -> u64 {
 }
 
 fn valid_user_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// A channel the hub knows, parsed from its name (DESIGN §5).
@@ -214,14 +203,8 @@ impl<'a> ChannelKind<'a> {
             ("offers", "all") => Some(Self::OffersAll),
             ("gpu", model) if valid_model_slug(model) => Some(Self::Gpu(model)),
             ("offers", model) if valid_model_slug(model) => Some(Self::Offers(model)),
-            ("alerts", user) => user
-                .strip_prefix('#')
-                .filter(|u| valid_user_id(u))
-                .map(Self::Alerts),
-            ("advisor", user) => user
-                .strip_prefix('#')
-                .filter(|u| valid_user_id(u))
-                .map(Self::Advisor),
+            ("alerts", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Alerts),
+            ("advisor", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Advisor),
             _ => None,
         }
     }
@@ -315,14 +298,8 @@ mod tests {
 
     #[test]
     fn channel_names_parse() {
-        assert_eq!(
-            ChannelKind::parse("gpu:rtx-4090"),
-            Some(ChannelKind::Gpu("rtx-4090"))
-        );
-        assert_eq!(
-            ChannelKind::parse("alerts:#42"),
-            Some(ChannelKind::Alerts("42"))
-        );
+        assert_eq!(ChannelKind::parse("gpu:rtx-4090"), Some(ChannelKind::Gpu("rtx-4090")));
+        assert_eq!(ChannelKind::parse("alerts:#42"), Some(ChannelKind::Alerts("42")));
         assert_eq!(ChannelKind::parse("alerts:42"), None);
         assert_eq!(ChannelKind::parse("market:other"), None);
         assert_eq!(ChannelKind::parse("gpu:RTX 4090"), None);
@@ -332,30 +309,19 @@ mod tests {
     #[test]
     fn tier_table_of_design() {
         let s = settings();
-        let check = |tier: Tier, channel: &str| {
-            authorize_subscribe(s.tier(tier), "42", channel).map(|_| ())
-        };
+        let check = |tier: Tier, channel: &str| authorize_subscribe(s.tier(tier), "42", channel).map(|_| ());
         assert!(check(Tier::Free, "market:summary.1m").is_ok());
         assert_eq!(check(Tier::Free, "market:summary").unwrap_err().code, 103);
         assert_eq!(check(Tier::Free, "gpu:rtx-4090").unwrap_err().code, 103);
         assert!(check(Tier::Individual, "market:summary").is_ok());
         assert!(check(Tier::Individual, "gpu:rtx-4090").is_ok());
-        assert_eq!(
-            check(Tier::Individual, "offers:rtx-4090").unwrap_err().code,
-            103
-        );
+        assert_eq!(check(Tier::Individual, "offers:rtx-4090").unwrap_err().code, 103);
         assert!(check(Tier::Professional, "offers:rtx-4090").is_ok());
-        assert_eq!(
-            check(Tier::Professional, "offers:all").unwrap_err().code,
-            103
-        );
+        assert_eq!(check(Tier::Professional, "offers:all").unwrap_err().code, 103);
         assert!(check(Tier::Enterprise, "offers:all").is_ok());
         assert!(check(Tier::Free, "alerts:#42").is_ok());
         assert_eq!(check(Tier::Enterprise, "alerts:#7").unwrap_err().code, 103);
-        assert_eq!(
-            check(Tier::Enterprise, "weird:thing").unwrap_err().code,
-            102
-        );
+        assert_eq!(check(Tier::Enterprise, "weird:thing").unwrap_err().code, 102);
     }
 
     #[test]

@@ -74,12 +74,9 @@ pub struct ServerSettings {
 impl ServerSettings {
     /// The parsed listen address (validated at start).
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.listen.parse().map_err(|e| {
-            invalid(
-                "server.listen",
-                format!("`{}` is not host:port ({e})", self.listen),
-            )
-        })
+        self.listen
+            .parse()
+            .map_err(|e| invalid("server.listen", format!("`{}` is not host:port ({e})", self.listen)))
     }
 }
 
@@ -170,13 +167,9 @@ impl Settings {
         let dir = std::env::var("GPUSCOUT_CONFIG_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|_| PathBuf::from("config"));
-        let environment =
-            std::env::var("GPUSCOUT__ENVIRONMENT").unwrap_or_else(|_| "development".into());
+        let environment = std::env::var("GPUSCOUT__ENVIRONMENT").unwrap_or_else(|_| "development".into());
         let builder = config::Config::builder()
-            .add_source(config::File::from_str(
-                DEFAULT_TOML,
-                config::FileFormat::Toml,
-            ))
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
             .add_source(config::File::from(dir.join("default.toml")).required(false))
             .add_source(config::File::from(dir.join(format!("{environment}.toml"))).required(false))
             .add_source(
@@ -198,10 +191,7 @@ impl Settings {
     /// The embedded defaults alone (tests start from these and change what they need).
     pub fn defaults() -> Self {
         config::Config::builder()
-            .add_source(config::File::from_str(
-                DEFAULT_TOML,
-                config::FileFormat::Toml,
-            ))
+            .add_source(config::File::from_str(DEFAULT_TOML, config::FileFormat::Toml))
             .build()
             .and_then(|c| c.try_deserialize())
             .expect("the embedded config/default.toml is valid")
@@ -222,10 +212,7 @@ impl Settings {
             ("server.outbox_max_messages", s.outbox_max_messages),
             ("server.max_batch_bytes", s.max_batch_bytes),
             ("bus.history_size", self.bus.history_size),
-            (
-                "database.max_connections",
-                self.database.max_connections as usize,
-            ),
+            ("database.max_connections", self.database.max_connections as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -238,22 +225,13 @@ impl Settings {
             ));
         }
         if self.ingest.simulated.poll_interval_ms < 10 {
-            return Err(invalid(
-                "ingest.simulated.poll_interval_ms",
-                "must be at least 10",
-            ));
+            return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
         }
         if self.ingest.simulated.summary_interval_s == 0 {
-            return Err(invalid(
-                "ingest.simulated.summary_interval_s",
-                "must be greater than 0",
-            ));
+            return Err(invalid("ingest.simulated.summary_interval_s", "must be greater than 0"));
         }
         let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:")
-            || url.starts_with("postgres://")
-            || url.starts_with("postgresql://"))
-        {
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid(
                 "database.url",
                 "must start with sqlite:, postgres:// or postgresql://",
@@ -269,10 +247,7 @@ impl Settings {
         match self.auth.algorithm {
             JwtAlgorithm::HS256 => {
                 if self.auth.hmac_secret.expose_secret().len() < 32 {
-                    return Err(invalid(
-                        "auth.hmac_secret",
-                        "must be at least 32 bytes for HS256",
-                    ));
+                    return Err(invalid("auth.hmac_secret", "must be at least 32 bytes for HS256"));
                 }
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
@@ -285,9 +260,7 @@ impl Settings {
             }
         }
         if self.environment == Environment::Production {
-            if self.auth.algorithm == JwtAlgorithm::HS256
-                && self.auth.hmac_secret.expose_secret() == DEV_SECRET
-            {
+            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.hmac_secret.expose_secret() == DEV_SECRET {
                 return Err(invalid(
                     "auth.hmac_secret",
                     "the development secret is refused in production; set GPUSCOUT__AUTH__HMAC_SECRET",
@@ -299,10 +272,7 @@ impl Settings {
         }
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {
-                return Err(invalid(
-                    &format!("tiers.{}", tier.as_str()),
-                    "missing tier section",
-                ));
+                return Err(invalid(&format!("tiers.{}", tier.as_str()), "missing tier section"));
             };
             let key = |k: &str| format!("tiers.{}.{k}", tier.as_str());
             for (k, v) in [
@@ -363,10 +333,7 @@ mod tests {
         assert!(err.contains("auth.hmac_secret"), "{err}");
 
         let mut s = Settings::defaults();
-        s.tiers
-            .get_mut(&Tier::Free)
-            .unwrap()
-            .channels_per_connection = 0;
+        s.tiers.get_mut(&Tier::Free).unwrap().channels_per_connection = 0;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("tiers.free.channels_per_connection"), "{err}");
     }

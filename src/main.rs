@@ -9,11 +9,7 @@ use gpuscout_hub::store::Store;
 use gpuscout_hub::telemetry;
 
 #[derive(Parser)]
-#[command(
-    name = "gpuscout",
-    version,
-    about = "GPUScout Hub: real-time GPU rental market data"
-)]
+#[command(name = "gpuscout", version, about = "GPUScout Hub: real-time GPU rental market data")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -48,10 +44,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gpuscout: cannot start the runtime: {e}");

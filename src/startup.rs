@@ -36,10 +36,7 @@ impl Application {
         let store = Store::connect(&settings.database)
             .await
             .context("connecting to the database")?;
-        store
-            .migrate()
-            .await
-            .context("running database migrations")?;
+        store.migrate().await.context("running database migrations")?;
 
         let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(&settings.bus));
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);

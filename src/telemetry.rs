@@ -13,8 +13,7 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Install the global tracing subscriber. `RUST_LOG` wins over `log.level`.
 pub fn init_tracing(settings: &LogSettings) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -81,8 +80,7 @@ impl Histogram {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_ns
-            .fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
+        self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 }
 
@@ -203,25 +201,16 @@ impl Metrics {
             let mut cumulative = 0;
             for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
                 cumulative += h.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}"
-                );
+                let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
             }
             let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}"
-            );
+            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
             let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
             let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
             let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
         }
         for (name, help, value) in extra {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
-            );
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         }
         out
     }

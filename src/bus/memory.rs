@@ -8,9 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::{DashMap, DashSet};
 
-use super::{
-    Bus, BusError, HistoryQuery, HistoryResult, Publication, PublicationHandler, StreamPosition,
-};
+use super::{Bus, BusError, HistoryQuery, HistoryResult, Publication, PublicationHandler, StreamPosition};
 use crate::config::BusSettings;
 
 /// One channel's stream. Guarded by a std mutex, held only for in-memory work (never across
@@ -92,10 +90,7 @@ impl Bus for MemoryBus {
         let now = Instant::now();
         let mut s = lock(&stream);
         s.top += 1;
-        let publication = Publication {
-            offset: s.top,
-            data,
-        };
+        let publication = Publication { offset: s.top, data };
         s.ring.push_back((publication.clone(), now));
         self.trim(&mut s, now);
         if self.subscribed.contains(channel)
@@ -149,10 +144,7 @@ impl Bus for MemoryBus {
                 .cloned()
                 .collect()
         };
-        Ok(HistoryResult {
-            publications,
-            position,
-        })
+        Ok(HistoryResult { publications, position })
     }
 
     async fn ready(&self) -> bool {

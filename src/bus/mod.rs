@@ -86,12 +86,7 @@ pub struct Recovery {
 
 /// Recover the publications after `since`, all or nothing: at most `max` publications, the epoch
 /// unchanged, and no gap between `since` and the oldest one kept.
-pub async fn recover(
-    bus: &dyn Bus,
-    channel: &str,
-    since: StreamPosition,
-    max: usize,
-) -> Result<Recovery, BusError> {
+pub async fn recover(bus: &dyn Bus, channel: &str, since: StreamPosition, max: usize) -> Result<Recovery, BusError> {
     let result = bus
         .history(
             channel,
@@ -108,10 +103,7 @@ pub async fn recover(
         && since.offset <= top.offset
         && missed as usize == result.publications.len()
         && result.publications.len() <= max
-        && result
-            .publications
-            .first()
-            .is_none_or(|p| p.offset == since.offset + 1);
+        && result.publications.first().is_none_or(|p| p.offset == since.offset + 1);
     Ok(if complete {
         Recovery {
             publications: result.publications,
@@ -149,20 +141,12 @@ pub(crate) mod suite {
         bus.attach(collect.clone());
         bus.subscribe("t:a").await.unwrap();
         for i in 1..=5u64 {
-            let pos = bus
-                .publish("t:a", Bytes::from(format!("{{\"n\":{i}}}")))
-                .await
-                .unwrap();
+            let pos = bus.publish("t:a", Bytes::from(format!("{{\"n\":{i}}}"))).await.unwrap();
             assert_eq!(pos.offset, i);
         }
-        bus.publish("t:unsubscribed", Bytes::from_static(b"1"))
-            .await
-            .unwrap();
+        bus.publish("t:unsubscribed", Bytes::from_static(b"1")).await.unwrap();
         let got = collect.0.lock().unwrap().clone();
-        assert_eq!(
-            got.iter().map(|g| g.1).collect::<Vec<_>>(),
-            vec![1, 2, 3, 4, 5]
-        );
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
         assert!(got.iter().all(|g| g.0 == "t:a"));
         bus.unsubscribe("t:a").await.unwrap();
         bus.publish("t:a", Bytes::from_static(b"6")).await.unwrap();
@@ -172,10 +156,7 @@ pub(crate) mod suite {
     pub async fn recovery_is_all_or_nothing(bus: &dyn Bus, history_size: usize) {
         let mut last = StreamPosition::default();
         for i in 0..3 {
-            last = bus
-                .publish("t:r", Bytes::from(format!("{i}")))
-                .await
-                .unwrap();
+            last = bus.publish("t:r", Bytes::from(format!("{i}"))).await.unwrap();
         }
         let since = StreamPosition {
             offset: 1,
@@ -183,10 +164,7 @@ pub(crate) mod suite {
         };
         let r = recover(bus, "t:r", since.clone(), 100).await.unwrap();
         assert!(r.recovered);
-        assert_eq!(
-            r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
+        assert_eq!(r.publications.iter().map(|p| p.offset).collect::<Vec<_>>(), vec![2, 3]);
         // Too many missed for the caller's limit: nothing.
         let r = recover(bus, "t:r", since.clone(), 1).await.unwrap();
         assert!(!r.recovered && r.publications.is_empty());
@@ -201,18 +179,14 @@ pub(crate) mod suite {
         assert!(r.recovered && r.publications.is_empty());
         // Past the history window: nothing.
         for i in 0..history_size + 2 {
-            bus.publish("t:r", Bytes::from(format!("{i}")))
-                .await
-                .unwrap();
+            bus.publish("t:r", Bytes::from(format!("{i}"))).await.unwrap();
         }
         assert!(!recover(bus, "t:r", since, 10_000).await.unwrap().recovered);
     }
 
     pub async fn history_reads_forward_and_reverse(bus: &dyn Bus) {
         for i in 1..=4 {
-            bus.publish("t:h", Bytes::from(format!("{i}")))
-                .await
-                .unwrap();
+            bus.publish("t:h", Bytes::from(format!("{i}"))).await.unwrap();
         }
         let all = bus
             .history(
@@ -226,10 +200,7 @@ pub(crate) mod suite {
             .await
             .unwrap();
         assert_eq!(
-            all.publications
-                .iter()
-                .map(|p| p.offset)
-                .collect::<Vec<_>>(),
+            all.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
             vec![1, 2, 3, 4]
         );
         let rev = bus
@@ -244,10 +215,7 @@ pub(crate) mod suite {
             .await
             .unwrap();
         assert_eq!(
-            rev.publications
-                .iter()
-                .map(|p| p.offset)
-                .collect::<Vec<_>>(),
+            rev.publications.iter().map(|p| p.offset).collect::<Vec<_>>(),
             vec![4, 3]
         );
         let none = bus
@@ -263,10 +231,7 @@ pub(crate) mod suite {
             .unwrap();
         assert!(none.publications.is_empty());
         assert_eq!(none.position.offset, 4);
-        let empty = bus
-            .history("t:never", HistoryQuery::default())
-            .await
-            .unwrap();
+        let empty = bus.history("t:never", HistoryQuery::default()).await.unwrap();
         assert_eq!(empty.position.offset, 0);
         assert!(!empty.position.epoch.is_empty());
     }

@@ -36,27 +36,12 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let users = hub.num_users() as f64;
     let uptime = hub.uptime_s() as f64;
     let text = hub.metrics.render(&[
-        (
-            "gpuscout_channels",
-            "Channels with local subscribers.",
-            channels,
-        ),
-        (
-            "gpuscout_users",
-            "Distinct users connected to this node.",
-            users,
-        ),
-        (
-            "gpuscout_uptime_seconds",
-            "Seconds since the node started.",
-            uptime,
-        ),
+        ("gpuscout_channels", "Channels with local subscribers.", channels),
+        ("gpuscout_users", "Distinct users connected to this node.", users),
+        ("gpuscout_uptime_seconds", "Seconds since the node started.", uptime),
     ]);
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
 }

@@ -27,19 +27,14 @@ use crate::protocol::ProtoError;
 fn check_key(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = app.settings.api.key.expose_secret();
     if key.is_empty() {
-        return Err(ApiError::not_found(
-            "the server API is disabled (api.key is empty)",
-        ));
+        return Err(ApiError::not_found("the server API is disabled (api.key is empty)"));
     }
-    let given = headers
-        .get("x-api-key")
-        .and_then(|v| v.to_str().ok())
-        .or_else(|| {
-            headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("apikey "))
-        });
+    let given = headers.get("x-api-key").and_then(|v| v.to_str().ok()).or_else(|| {
+        headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("apikey "))
+    });
     match given {
         Some(g) if constant_time_eq(g.trim().as_bytes(), key.as_bytes()) => Ok(()),
         Some(_) => Err(ApiError::unauthorized("wrong API key")),
@@ -47,19 +42,56 @@ fn check_key(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
-        let body = json!({"error": {"code": 107, "message": format!("bad request: {e}")}});
-        (StatusCode::BAD_REQUEST, Json(body)).into_response()
-    })
+/// Why a server API call failed: HTTP-level (key, route) or a protocol error in the body.
+pub enum ServerApiError {
+    Http(ApiError),
+    /// The body is not the JSON the method expects: HTTP 400 with code 107.
+    BadBody(String),
+    /// The request was understood and refused: HTTP 200 with the protocol's code, as Centrifugo does.
+    Proto(ProtoError),
+}
+
+impl From<ApiError> for ServerApiError {
+    fn from(e: ApiError) -> Self {
+        Self::Http(e)
+    }
+}
+
+impl From<ProtoError> for ServerApiError {
+    fn from(e: ProtoError) -> Self {
+        Self::Proto(e)
+    }
+}
+
+impl IntoResponse for ServerApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Http(e) => e.into_response(),
+            Self::BadBody(message) => {
+                let body = json!({"error": {"code": 107, "message": format!("bad request: {message}")}});
+                (StatusCode::BAD_REQUEST, Json(body)).into_response()
+            }
+            Self::Proto(e) => Json(api_error(&e)).into_response(),
+        }
+    }
+}
+
+type ApiResult = Result<Json<Value>, ServerApiError>;
+
+fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ServerApiError> {
+    serde_json::from_slice(body).map_err(|e| ServerApiError::BadBody(e.to_string()))
 }
 
 fn api_error(e: &ProtoError) -> Value {
     json!({"error": {"code": e.code, "message": e.message}})
 }
 
-fn result(value: Value) -> Response {
-    Json(json!({ "result": value })).into_response()
+fn result(value: Value) -> ApiResult {
+    Ok(Json(json!({ "result": value })))
+}
+
+fn required<T>(value: Option<T>, what: &str) -> Result<T, ProtoError> {
+    value.ok_or_else(|| ProtoError::bad_request().with_message(format!("{what} required")))
 }
 
 #[derive(Deserialize)]
@@ -77,32 +109,17 @@ async fn publish_one(hub: &Hub, channel: &str, data: &RawValue) -> Result<Value,
         return Err(ProtoError::unknown_channel());
     }
     let position = hub.publish(channel, data).await.map_err(|e| match e {
-        crate::bus::BusError::InvalidData => {
-            ProtoError::bad_request().with_message("data must be JSON")
-        }
+        crate::bus::BusError::InvalidData => ProtoError::bad_request().with_message("data must be JSON"),
         crate::bus::BusError::Unavailable(_) => ProtoError::internal(),
     })?;
     Ok(json!({"offset": position.offset, "epoch": position.epoch}))
 }
 
-pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_key(&app, &headers) {
-        return e.into_response();
-    }
-    let req: PublishBody = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let Some(data) = req.data else {
-        return Json(api_error(
-            &ProtoError::bad_request().with_message("data required"),
-        ))
-        .into_response();
-    };
-    match publish_one(&app.hub, &req.channel, &data).await {
-        Ok(v) => result(v),
-        Err(e) => Json(api_error(&e)).into_response(),
-    }
+pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_key(&app, &headers)?;
+    let req: PublishBody = parse(&body)?;
+    let data = required(req.data, "data")?;
+    result(publish_one(&app.hub, &req.channel, &data).await?)
 }
 
 #[derive(Deserialize)]
@@ -112,25 +129,12 @@ pub struct BroadcastBody {
     data: Option<Box<RawValue>>,
 }
 
-pub async fn broadcast(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_key(&app, &headers) {
-        return e.into_response();
-    }
-    let req: BroadcastBody = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
-    let Some(data) = req.data else {
-        return Json(api_error(
-            &ProtoError::bad_request().with_message("data required"),
-        ))
-        .into_response();
-    };
+pub async fn broadcast(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_key(&app, &headers)?;
+    let req: BroadcastBody = parse(&body)?;
+    let data = required(req.data, "data")?;
     if req.channels.is_empty() {
-        return Json(api_error(
-            &ProtoError::bad_request().with_message("channels required"),
-        ))
-        .into_response();
+        return Err(ProtoError::bad_request().with_message("channels required").into());
     }
     let mut responses = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
@@ -162,22 +166,14 @@ pub struct SinceBody {
     epoch: String,
 }
 
-pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(e) = check_key(&app, &headers) {
-        return e.into_response();
-    }
-    let req: HistoryBody = match parse(&body) {
-        Ok(r) => r,
-        Err(r) => return r,
-    };
+pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_key(&app, &headers)?;
+    let req: HistoryBody = parse(&body)?;
     if req.channel.is_empty() {
-        return Json(api_error(
-            &ProtoError::bad_request().with_message("channel required"),
-        ))
-        .into_response();
+        return Err(ProtoError::bad_request().with_message("channel required").into());
     }
     if !Hub::known_channel(&req.channel) {
-        return Json(api_error(&ProtoError::unknown_channel())).into_response();
+        return Err(ProtoError::unknown_channel().into());
     }
     let max = app.settings.bus.history_size;
     let limit = if req.limit < 0 {
@@ -191,16 +187,12 @@ pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Byte
     });
     if let Some(s) = &since {
         // A position from another epoch cannot be continued from.
-        let top = app
-            .hub
-            .bus
-            .history(&req.channel, HistoryQuery::default())
-            .await;
+        let top = app.hub.bus.history(&req.channel, HistoryQuery::default()).await;
         if let Ok(top) = top
             && !s.epoch.is_empty()
             && top.position.epoch != s.epoch
         {
-            return Json(api_error(&ProtoError::unrecoverable_position())).into_response();
+            return Err(ProtoError::unrecoverable_position().into());
         }
     }
     let query = HistoryQuery {
@@ -208,33 +200,27 @@ pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Byte
         limit,
         reverse: req.reverse,
     };
-    match app.hub.bus.history(&req.channel, query).await {
-        Ok(h) => {
-            let publications: Vec<Value> = h
-                .publications
-                .iter()
-                .map(|p| {
-                    let data: Value = serde_json::from_slice(&p.data).unwrap_or(Value::Null);
-                    json!({"data": data, "offset": p.offset})
-                })
-                .collect();
-            result(
-                json!({"publications": publications, "offset": h.position.offset, "epoch": h.position.epoch}),
-            )
-        }
-        Err(_) => Json(api_error(&ProtoError::internal())).into_response(),
-    }
+    let h = app
+        .hub
+        .bus
+        .history(&req.channel, query)
+        .await
+        .map_err(|_| ProtoError::internal())?;
+    let publications: Vec<Value> = h
+        .publications
+        .iter()
+        .map(|p| {
+            let data: Value = serde_json::from_slice(&p.data).unwrap_or(Value::Null);
+            json!({"data": data, "offset": p.offset})
+        })
+        .collect();
+    result(json!({"publications": publications, "offset": h.position.offset, "epoch": h.position.epoch}))
 }
 
-pub async fn info(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(e) = check_key(&app, &headers) {
-        return e.into_response();
-    }
+pub async fn info(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    check_key(&app, &headers)?;
     let hub = &app.hub;
-    let subs = hub
-        .metrics
-        .subscriptions
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let subs = hub.metrics.subscriptions.load(std::sync::atomic::Ordering::Relaxed);
     result(json!({"nodes": [{
         "uid": hub.node_id(),
         "name": "gpuscout",
@@ -255,14 +241,9 @@ pub struct DevTokenQuery {
 }
 
 /// A development login: a token for any user and tier. Only with `auth.dev_mode = true`.
-pub async fn dev_token(
-    State(app): State<AppState>,
-    Query(q): Query<DevTokenQuery>,
-) -> Result<Response, ApiError> {
+pub async fn dev_token(State(app): State<AppState>, Query(q): Query<DevTokenQuery>) -> Result<Response, ApiError> {
     if !app.settings.auth.dev_mode {
-        return Err(ApiError::not_found(
-            "dev mode is off (auth.dev_mode = false)",
-        ));
+        return Err(ApiError::not_found("dev mode is off (auth.dev_mode = false)"));
     }
     let user = q.user.unwrap_or_else(|| "demo".into());
     let tier: Tier = q
@@ -277,8 +258,5 @@ pub async fn dev_token(
         .verifier
         .mint(&user, tier, ttl)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(
-        Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl}))
-            .into_response(),
-    )
+    Ok(Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl})).into_response())
 }

@@ -143,11 +143,7 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
             code: disconnect.code,
             reason: Utf8Bytes::from(disconnect.reason),
         };
-        let _ = tokio::time::timeout(
-            Duration::from_secs(1),
-            socket.send(Message::Close(Some(frame))),
-        )
-        .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
@@ -156,9 +152,7 @@ fn read_error(error: axum::Error) -> End {
     use tokio_tungstenite::tungstenite::error::CapacityError;
     match error.into_inner().downcast::<WsError>() {
         Ok(e) => match *e {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-                End::Close(Disconnect::MESSAGE_TOO_BIG)
-            }
+            WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Disconnect::MESSAGE_TOO_BIG),
             WsError::Utf8(_) => End::Close(Disconnect::BAD_REQUEST),
             _ => End::Gone,
         },

@@ -10,14 +10,12 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use super::{Hub, Outbox, RpcContext, Subscriber, quota};
-use crate::auth::{
-    AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s,
-};
+use crate::auth::{AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s};
 use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
 use crate::protocol::{
-    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut,
-    RefreshRequest, RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult,
-    SubscribeRecovery, SubscribeRequest, SubscribeResult,
+    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut, RefreshRequest,
+    RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery, SubscribeRequest,
+    SubscribeResult,
 };
 use crate::telemetry::CommandKind;
 
@@ -163,18 +161,9 @@ impl Client {
             Method::Refresh(req) => self.refresh(id, req)?,
             Method::SubRefresh(req) => {
                 if self.subs.contains_key(&req.channel) {
-                    self.reply(
-                        id,
-                        ReplyBody::SubRefresh(SubRefreshResult {
-                            expires: false,
-                            ttl: 0,
-                        }),
-                    );
+                    self.reply(id, ReplyBody::SubRefresh(SubRefreshResult { expires: false, ttl: 0 }));
                 } else {
-                    self.reply_error(
-                        id,
-                        &ProtoError::bad_request().with_message("not subscribed"),
-                    );
+                    self.reply_error(id, &ProtoError::bad_request().with_message("not subscribed"));
                 }
             }
             // Clients never publish: market data comes from the hub's sources only.
@@ -194,10 +183,7 @@ impl Client {
             return Err(Disconnect::BAD_REQUEST);
         }
         if req.token.is_empty() {
-            self.reply_error(
-                id,
-                &ProtoError::unauthorized().with_message("token required"),
-            );
+            self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
             return Ok(());
         }
         let claims = match self.hub.verifier.verify(&req.token) {
@@ -214,10 +200,7 @@ impl Client {
         self.hub
             .register_session(&self.id, &claims.sub, claims.tier, self.outbox.clone())?;
         let tier = self.hub.settings.tier(claims.tier);
-        self.limiter = Some(RateLimiter::direct(quota(
-            tier.commands_per_second,
-            tier.command_burst,
-        )));
+        self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
         let user = claims.sub.clone();
         self.identity = Some(Identity {
             user: claims.sub,
@@ -230,12 +213,7 @@ impl Client {
         let mut live = Vec::new();
         for channel in personal_channels(&user) {
             let sub = Subscriber::new(self.outbox.clone());
-            if self
-                .hub
-                .add_subscriber(&channel, sub.clone())
-                .await
-                .is_err()
-            {
+            if self.hub.add_subscriber(&channel, sub.clone()).await.is_err() {
                 self.reply_error(id, &ProtoError::internal());
                 return Ok(());
             }
@@ -266,8 +244,7 @@ impl Client {
                 data: None,
             }),
         );
-        let pairs: Vec<(&Subscriber, u64)> =
-            live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
+        let pairs: Vec<(&Subscriber, u64)> = live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
         Subscriber::go_live(&self.outbox, Bytes::from(reply), &pairs);
         Ok(())
     }
@@ -333,10 +310,7 @@ impl Client {
     }
 
     async fn subscribe(&mut self, id: u32, req: &SubscribeRequest) -> Result<(), ProtoError> {
-        let identity = self
-            .identity
-            .as_ref()
-            .ok_or_else(ProtoError::unauthorized)?;
+        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
         if req.channel.is_empty() || req.kind != 0 {
             return Err(ProtoError::bad_request());
         }
@@ -351,9 +325,7 @@ impl Client {
         if matches!(kind, ChannelKind::Gpu(_)) && policy.max_gpu_channels > 0 {
             let gpu = self.subs.keys().filter(|c| c.starts_with("gpu:")).count();
             if gpu >= policy.max_gpu_channels as usize {
-                return Err(
-                    ProtoError::limit_exceeded().with_message("gpu channel limit for your tier")
-                );
+                return Err(ProtoError::limit_exceeded().with_message("gpu channel limit for your tier"));
             }
         }
         let sub = Subscriber::new(self.outbox.clone());
@@ -366,10 +338,7 @@ impl Client {
             offset: req.offset,
             epoch: req.epoch.clone(),
         });
-        match self
-            .position_subscription(&req.channel, recovery.as_ref())
-            .await
-        {
+        match self.position_subscription(&req.channel, recovery.as_ref()).await {
             Ok((result, top)) => {
                 self.subs.insert(req.channel.clone(), sub.clone());
                 let reply = protocol::encode_reply(id, ReplyBody::Subscribe(result));
@@ -384,10 +353,7 @@ impl Client {
     }
 
     async fn rpc(&self, req: &RpcRequest) -> Result<RpcResult, ProtoError> {
-        let identity = self
-            .identity
-            .as_ref()
-            .ok_or_else(ProtoError::unauthorized)?;
+        let identity = self.identity.as_ref().ok_or_else(ProtoError::unauthorized)?;
         if req.method.is_empty() {
             return Err(ProtoError::bad_request().with_message("rpc method required"));
         }
@@ -451,10 +417,133 @@ fn publications_out(publications: Vec<Publication>) -> Vec<PublicationOut> {
         .filter_map(|p| {
             let text = String::from_utf8(p.data.to_vec()).ok()?;
             let data = serde_json::value::RawValue::from_string(text).ok()?;
-            Some(PublicationOut {
-                data,
-                offset: p.offset,
-            })
+            Some(PublicationOut { data, offset: p.offset })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::TokenVerifier;
+    use crate::bus::MemoryBus;
+    use crate::config::Settings;
+    use crate::telemetry::Metrics;
+    use proptest::prelude::*;
+    use tokio_util::sync::CancellationToken;
+
+    fn hub() -> Arc<Hub> {
+        let settings = Arc::new(Settings::defaults());
+        let bus = Arc::new(MemoryBus::new(&settings.bus));
+        let verifier = Arc::new(TokenVerifier::new(&settings.auth).unwrap());
+        Hub::new(
+            settings,
+            bus,
+            verifier,
+            Arc::new(Metrics::default()),
+            CancellationToken::new(),
+        )
+    }
+
+    /// Every reply the client produced must be one JSON object; returns them.
+    fn replies(outbox: &Outbox) -> Vec<serde_json::Value> {
+        let mut batch = Vec::new();
+        outbox.drain(&mut batch);
+        batch
+            .iter()
+            .map(|b| serde_json::from_slice(b).expect("every queued message is JSON"))
+            .collect()
+    }
+
+    fn check_outcome(result: Result<(), Disconnect>, outbox: &Outbox) {
+        if let Err(d) = result {
+            assert!(
+                (3000..4000).contains(&d.code) || d.code == 1009,
+                "close code {}",
+                d.code
+            );
+        }
+        for reply in replies(outbox) {
+            if let Some(e) = reply.get("error") {
+                let code = e["code"].as_u64().unwrap();
+                assert!((100..=112).contains(&code), "error code {code}");
+                assert!(reply["id"].as_u64().is_some_and(|id| id > 0));
+            }
+        }
+    }
+
+    fn command() -> impl Strategy<Value = String> {
+        let method = prop_oneof![
+            Just("connect"),
+            Just("subscribe"),
+            Just("unsubscribe"),
+            Just("publish"),
+            Just("rpc"),
+            Just("refresh"),
+            Just("sub_refresh"),
+            Just("presence"),
+            Just("history"),
+            Just("send"),
+            Just("bogus"),
+        ];
+        let value = prop_oneof![
+            Just(serde_json::json!(null)),
+            Just(serde_json::json!({})),
+            Just(serde_json::json!({"channel": "market:summary"})),
+            Just(serde_json::json!({"channel": "gpu:rtx-4090", "recover": true, "offset": 3, "epoch": "x"})),
+            Just(serde_json::json!({"channel": "alerts:#1"})),
+            Just(serde_json::json!({"method": "session.info"})),
+            Just(serde_json::json!({"method": "nope", "data": [1, 2]})),
+            Just(serde_json::json!({"token": "abc"})),
+            Just(serde_json::json!({"channel": 5, "offset": -1})),
+            any::<String>().prop_map(|s| serde_json::json!({"channel": s, "token": s})),
+        ];
+        (any::<u32>(), method, value).prop_map(|(id, m, v)| {
+            let mut cmd = serde_json::json!({ m: v });
+            if id % 5 != 0 {
+                cmd["id"] = serde_json::json!(id % 1000);
+            }
+            cmd.to_string()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let hub = hub();
+                let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+                let mut client = Client::new(hub, outbox.clone());
+                let text = String::from_utf8_lossy(&bytes);
+                let result = client.handle_frame(&text).await;
+                check_outcome(result, &outbox);
+                client.close().await;
+            });
+        }
+
+        #[test]
+        fn arbitrary_commands_never_panic(commands in proptest::collection::vec(command(), 1..12), connect_first in any::<bool>()) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let hub = hub();
+                let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+                let mut client = Client::new(hub.clone(), outbox.clone());
+                let mut frame = Vec::new();
+                if connect_first {
+                    let token = hub.verifier.mint("1", Tier::Professional, 60).unwrap();
+                    frame.push(serde_json::json!({"id": 1, "connect": {"token": token}}).to_string());
+                }
+                frame.extend(commands);
+                let result = client.handle_frame(&frame.join("\n")).await;
+                check_outcome(result, &outbox);
+                client.close().await;
+                // Everything the connection held is released.
+                assert_eq!(hub.num_channels(), 0);
+                assert_eq!(hub.num_clients(), 0);
+            });
+        }
+    }
 }

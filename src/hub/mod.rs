@@ -8,7 +8,7 @@ pub mod client;
 pub mod outbox;
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -40,11 +40,7 @@ pub struct RpcContext {
 /// A server method clients call with the `rpc` command.
 #[async_trait]
 pub trait RpcHandler: Send + Sync + 'static {
-    async fn call(
-        &self,
-        ctx: &RpcContext,
-        data: Option<&RawValue>,
-    ) -> Result<Option<Raw>, ProtoError>;
+    async fn call(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError>;
 }
 
 /// A subscription of one connection to one channel, as the fan-out sees it.
@@ -165,9 +161,7 @@ impl Hub {
             metrics,
             verifier,
             channels: DashMap::new(),
-            sub_locks: (0..SUB_LOCK_STRIPES)
-                .map(|_| tokio::sync::Mutex::new(()))
-                .collect(),
+            sub_locks: (0..SUB_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             sessions: DashMap::new(),
             user_connections: DashMap::new(),
             user_limiters,
@@ -195,11 +189,7 @@ impl Hub {
     }
 
     pub fn rpc_handler(&self, method: &str) -> Option<Arc<dyn RpcHandler>> {
-        self.rpc
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(method)
-            .cloned()
+        self.rpc.read().unwrap_or_else(|e| e.into_inner()).get(method).cloned()
     }
 
     /// Set the snapshot a subscriber of `channel` receives in its subscribe reply's `data`.
@@ -212,15 +202,9 @@ impl Hub {
     }
 
     /// Publish compact JSON to a channel through the bus (the one path to clients).
-    pub async fn publish(
-        &self,
-        channel: &str,
-        data: &RawValue,
-    ) -> Result<StreamPosition, BusError> {
+    pub async fn publish(&self, channel: &str, data: &RawValue) -> Result<StreamPosition, BusError> {
         let data = protocol::compact_json(data).map_err(|_| BusError::InvalidData)?;
-        self.bus
-            .publish(channel, Bytes::from(data.get().to_owned()))
-            .await
+        self.bus.publish(channel, Bytes::from(data.get().to_owned())).await
     }
 
     /// Whether a channel name is one the hub serves.
@@ -229,17 +213,11 @@ impl Hub {
     }
 
     fn sub_lock(&self, channel: &str) -> &tokio::sync::Mutex<()> {
-        let mut h = self.hasher.build_hasher();
-        channel.hash(&mut h);
-        &self.sub_locks[h.finish() as usize % SUB_LOCK_STRIPES]
+        &self.sub_locks[self.hasher.hash_one(channel) as usize % SUB_LOCK_STRIPES]
     }
 
     /// Add a local subscriber; subscribes the node on the bus when it is the channel's first.
-    pub async fn add_subscriber(
-        &self,
-        channel: &str,
-        sub: Arc<Subscriber>,
-    ) -> Result<(), BusError> {
+    pub async fn add_subscriber(&self, channel: &str, sub: Arc<Subscriber>) -> Result<(), BusError> {
         let _guard = self.sub_lock(channel).lock().await;
         let entry = self
             .channels
@@ -260,9 +238,7 @@ impl Hub {
                 self.remove_locked(channel, &sub);
                 return Err(e);
             }
-            self.metrics
-                .bus_subscriptions
-                .fetch_add(1, Ordering::Relaxed);
+            self.metrics.bus_subscriptions.fetch_add(1, Ordering::Relaxed);
         }
         self.metrics.subscriptions.fetch_add(1, Ordering::Relaxed);
         Ok(())
@@ -277,9 +253,7 @@ impl Hub {
                 if let Err(e) = self.bus.unsubscribe(channel).await {
                     tracing::warn!(channel, error = %e, "bus unsubscribe failed");
                 }
-                self.metrics
-                    .bus_subscriptions
-                    .fetch_sub(1, Ordering::Relaxed);
+                self.metrics.bus_subscriptions.fetch_sub(1, Ordering::Relaxed);
             }
         }
     }
@@ -311,11 +285,7 @@ impl Hub {
             return;
         };
         // Serialised once; every queue holds a reference to the same bytes.
-        let push = Bytes::from(protocol::encode_publication_push(
-            channel,
-            publication.offset,
-            data,
-        ));
+        let push = Bytes::from(protocol::encode_publication_push(channel, publication.offset, data));
         let mut delivered = 0u64;
         let mut dropped = 0u64;
         {
@@ -326,24 +296,16 @@ impl Hub {
                     Ok(false) => {}
                     Err(PushError::Overflow) => {
                         dropped += 1;
-                        self.metrics
-                            .slow_disconnects_total
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.metrics.slow_disconnects_total.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(PushError::Closed) => dropped += 1,
                 }
             }
         }
-        self.metrics
-            .publications_total
-            .fetch_add(1, Ordering::Relaxed);
-        self.metrics
-            .deliveries_total
-            .fetch_add(delivered, Ordering::Relaxed);
+        self.metrics.publications_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics.deliveries_total.fetch_add(delivered, Ordering::Relaxed);
         if dropped > 0 {
-            self.metrics
-                .queue_drops_total
-                .fetch_add(dropped, Ordering::Relaxed);
+            self.metrics.queue_drops_total.fetch_add(dropped, Ordering::Relaxed);
         }
     }
 
@@ -390,9 +352,7 @@ impl Hub {
 
     /// Per-user command budget, shared by all the user's connections on this node.
     pub fn check_user_rate(&self, user: &str, tier: Tier) -> bool {
-        self.user_limiters[tier.index()]
-            .check_key(&user.to_owned())
-            .is_ok()
+        self.user_limiters[tier.index()].check_key(&user.to_owned()).is_ok()
     }
 
     /// Forget rate-limiter state of users not seen recently (keyed limiters grow otherwise).
@@ -455,11 +415,7 @@ struct SessionInfo;
 
 #[async_trait]
 impl RpcHandler for SessionInfo {
-    async fn call(
-        &self,
-        ctx: &RpcContext,
-        _data: Option<&RawValue>,
-    ) -> Result<Option<Raw>, ProtoError> {
+    async fn call(&self, ctx: &RpcContext, _data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
         let value = serde_json::json!({"client": ctx.client, "user": ctx.user, "tier": ctx.tier});
         RawValue::from_string(value.to_string())
             .map(Some)

@@ -113,10 +113,7 @@ mod tests {
     fn overflow_closes_as_slow_and_drops_the_queue() {
         let o = Outbox::new(10, 100);
         o.push(Bytes::from_static(b"12345")).unwrap();
-        assert_eq!(
-            o.push(Bytes::from_static(b"1234567")),
-            Err(PushError::Overflow)
-        );
+        assert_eq!(o.push(Bytes::from_static(b"1234567")), Err(PushError::Overflow));
         let mut batch = Vec::new();
         assert_eq!(o.drain(&mut batch), Some(Disconnect::SLOW));
         assert!(batch.is_empty());

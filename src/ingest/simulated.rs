@@ -78,11 +78,7 @@ impl SimulatedMarket {
                 }
             })
             .collect();
-        Self {
-            rng,
-            models,
-            seq: 0,
-        }
+        Self { rng, models, seq: 0 }
     }
 
     /// One poll: some models see rentals start or end and prices drift. Returns what changed.

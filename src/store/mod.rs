@@ -67,9 +67,7 @@ impl Store {
             .await?;
         if backend == Backend::Sqlite {
             // WAL lets readers work while the minute writer writes.
-            sqlx::query("PRAGMA journal_mode=WAL")
-                .execute(&pool)
-                .await?;
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;
         }
         Ok(Self { pool, backend })
     }
@@ -86,11 +84,7 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self.backend {
             Backend::Sqlite => sqlx::migrate!("migrations/sqlite").run(&self.pool).await?,
-            Backend::Postgres => {
-                sqlx::migrate!("migrations/postgres")
-                    .run(&self.pool)
-                    .await?
-            }
+            Backend::Postgres => sqlx::migrate!("migrations/postgres").run(&self.pool).await?,
         }
         Ok(())
     }

@@ -19,10 +19,7 @@ async fn connect_reply_carries_client_ping_and_server_side_subscriptions() {
     let app = spawn_app().await;
     let (_ws, reply) = app.connect("42", Tier::Professional).await;
     let c = &reply["connect"];
-    assert!(
-        c["client"].as_str().is_some_and(|s| s.len() >= 32),
-        "{reply}"
-    );
+    assert!(c["client"].as_str().is_some_and(|s| s.len() >= 32), "{reply}");
     assert!(c["version"].is_string());
     assert_eq!(c["ping"], 25);
     assert_eq!(c["pong"], true);
@@ -83,9 +80,7 @@ async fn expired_token_gets_token_expired() {
         jti: None,
     };
     let mut ws = app.raw_ws().await;
-    let reply = ws
-        .request(json!({"connect": {"token": sign(&app, &claims)}}))
-        .await;
+    let reply = ws.request(json!({"connect": {"token": sign(&app, &claims)}})).await;
     assert_eq!(reply["error"]["code"], 109, "{reply}");
 }
 
@@ -95,8 +90,7 @@ async fn alg_none_is_refused() {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let app = spawn_app().await;
     let header = b64.encode(r#"{"alg":"none","typ":"JWT"}"#);
-    let body =
-        b64.encode(json!({"sub": "42", "tier": "enterprise", "exp": now() + 600}).to_string());
+    let body = b64.encode(json!({"sub": "42", "tier": "enterprise", "exp": now() + 600}).to_string());
     for token in [format!("{header}.{body}."), format!("{header}.{body}")] {
         let mut ws = app.raw_ws().await;
         ws.send(json!({"connect": {"token": token}})).await;
@@ -139,9 +133,7 @@ async fn connection_limit_per_user() {
     let mut ok = false;
     for _ in 0..50 {
         let mut ws = app.raw_ws().await;
-        let r = ws
-            .send(json!({"connect": {"token": app.token("9", Tier::Free)}}))
-            .await;
+        let r = ws.send(json!({"connect": {"token": app.token("9", Tier::Free)}})).await;
         if let Incoming::Json(v) = ws.next().await
             && v["id"] == r
             && v.get("connect").is_some()

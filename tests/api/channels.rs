@@ -14,10 +14,7 @@ async fn free_tier_gets_the_minute_summary_only() {
     assert_eq!(ok["subscribe"]["recoverable"], true);
     assert_eq!(ok["subscribe"]["positioned"], true);
     assert!(ok["subscribe"]["epoch"].is_string());
-    assert_eq!(
-        ws.subscribe("sources:status").await["subscribe"]["recoverable"],
-        true
-    );
+    assert_eq!(ws.subscribe("sources:status").await["subscribe"]["recoverable"], true);
     assert_eq!(ws.subscribe("gpu:rtx-4090").await["error"]["code"], 103);
 }
 
@@ -59,11 +56,7 @@ async fn personal_channels_belong_to_their_user() {
     let push = owner.push().await;
     assert_eq!(push["channel"], "alerts:#42");
     assert_eq!(push["pub"]["data"]["alert"], "price");
-    assert!(
-        ws.next_within(std::time::Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    assert!(ws.next_within(std::time::Duration::from_millis(300)).await.is_none());
 }
 
 #[tokio::test]
@@ -79,24 +72,12 @@ async fn channel_limits_come_from_the_tier() {
     assert!(ws.subscribe("gpu:b").await.get("subscribe").is_some());
     assert_eq!(ws.subscribe("gpu:c").await["error"]["code"], 106);
     // Two personal + two gpu + one more = five.
-    assert!(
-        ws.subscribe("market:summary")
-            .await
-            .get("subscribe")
-            .is_some()
-    );
+    assert!(ws.subscribe("market:summary").await.get("subscribe").is_some());
     assert_eq!(ws.subscribe("sources:status").await["error"]["code"], 106);
     // Unsubscribing frees a slot.
-    let r = ws
-        .request(json!({"unsubscribe": {"channel": "gpu:a"}}))
-        .await;
+    let r = ws.request(json!({"unsubscribe": {"channel": "gpu:a"}})).await;
     assert!(r.get("unsubscribe").is_some(), "{r}");
-    assert!(
-        ws.subscribe("sources:status")
-            .await
-            .get("subscribe")
-            .is_some()
-    );
+    assert!(ws.subscribe("sources:status").await.get("subscribe").is_some());
 }
 
 #[tokio::test]

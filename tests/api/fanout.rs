@@ -9,22 +9,13 @@ async fn every_subscriber_gets_every_publication_in_order() {
     let mut clients = Vec::new();
     for i in 0..40 {
         let (mut ws, _) = app.connect(&format!("s{i}"), Tier::Professional).await;
-        assert!(
-            ws.subscribe("gpu:rtx-4090")
-                .await
-                .get("subscribe")
-                .is_some()
-        );
+        assert!(ws.subscribe("gpu:rtx-4090").await.get("subscribe").is_some());
         clients.push(ws);
     }
     let (mut other, _) = app.connect("other", Tier::Professional).await;
     other.subscribe("gpu:rtx-3090").await;
     for n in 1..=25u64 {
-        assert_eq!(
-            app.publish("gpu:rtx-4090", json!({"n": n, "text": "a\nb"}))
-                .await,
-            n
-        );
+        assert_eq!(app.publish("gpu:rtx-4090", json!({"n": n, "text": "a\nb"})).await, n);
     }
     for ws in &mut clients {
         for n in 1..=25u64 {
@@ -36,10 +27,7 @@ async fn every_subscriber_gets_every_publication_in_order() {
         }
     }
     assert!(
-        other
-            .next_within(std::time::Duration::from_millis(200))
-            .await
-            .is_none(),
+        other.next_within(std::time::Duration::from_millis(200)).await.is_none(),
         "no cross-channel leak"
     );
     let metrics = app
@@ -51,10 +39,7 @@ async fn every_subscriber_gets_every_publication_in_order() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("gpuscout_deliveries_total 1000"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("gpuscout_deliveries_total 1000"), "{metrics}");
     // One bus subscription per channel: the two gpu channels and each user's two personal ones.
     let expected = format!("gpuscout_bus_subscriptions {}", 2 + 2 * 41);
     assert!(metrics.contains(&expected), "{expected}:\n{metrics}");
@@ -120,8 +105,5 @@ async fn a_slow_consumer_is_cut_off_without_hurting_others() {
         .text()
         .await
         .unwrap();
-    assert!(
-        metrics.contains("gpuscout_slow_disconnects_total 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("gpuscout_slow_disconnects_total 1"), "{metrics}");
 }

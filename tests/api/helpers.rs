@@ -40,9 +40,7 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     settings.database.url = SecretString::from(format!("sqlite://{}/hub.db", dir.path().display()));
     settings.ingest.simulated.enabled = false;
     change(&mut settings);
-    let app = Application::build(settings.clone())
-        .await
-        .expect("hub builds");
+    let app = Application::build(settings.clone()).await.expect("hub builds");
     let addr = app.local_addr();
     let shutdown = app.shutdown_token();
     let handle = tokio::spawn(app.run_until_stopped());
@@ -70,10 +68,9 @@ impl TestApp {
 
     /// A socket that has not sent `connect` yet.
     pub async fn raw_ws(&self) -> WsClient {
-        let (stream, _) =
-            tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", self.addr))
-                .await
-                .expect("websocket handshake");
+        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", self.addr))
+            .await
+            .expect("websocket handshake");
         WsClient {
             stream,
             next_id: 1,
@@ -105,9 +102,7 @@ impl TestApp {
     }
 
     pub async fn publish(&self, channel: &str, data: Value) -> u64 {
-        let v = self
-            .api("publish", json!({"channel": channel, "data": data}))
-            .await;
+        let v = self.api("publish", json!({"channel": channel, "data": data})).await;
         v["result"]["offset"]
             .as_u64()
             .unwrap_or_else(|| panic!("publish failed: {v}"))
@@ -150,10 +145,7 @@ pub const WAIT: Duration = Duration::from_secs(5);
 
 impl WsClient {
     pub async fn send_text(&mut self, text: &str) {
-        self.stream
-            .send(Message::text(text.to_owned()))
-            .await
-            .expect("send");
+        self.stream.send(Message::text(text.to_owned())).await.expect("send");
     }
 
     /// Send a command, assigning it the next id; returns the id.
@@ -167,9 +159,7 @@ impl WsClient {
 
     /// Read the next message the hub sends (a JSON line or a close), within `WAIT`.
     pub async fn next(&mut self) -> Incoming {
-        self.next_within(WAIT)
-            .await
-            .expect("hub sent nothing in time")
+        self.next_within(WAIT).await.expect("hub sent nothing in time")
     }
 
     pub async fn next_within(&mut self, wait: Duration) -> Option<Incoming> {
@@ -178,9 +168,7 @@ impl WsClient {
             if let Some(m) = self.buffered.pop_front() {
                 return Some(m);
             }
-            let msg = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()?;
+            let msg = tokio::time::timeout_at(deadline, self.stream.next()).await.ok()?;
             match msg {
                 Some(Ok(Message::Text(text))) => {
                     for line in text.as_str().split('\n').filter(|l| !l.is_empty()) {
@@ -253,7 +241,6 @@ impl WsClient {
     }
 
     pub async fn subscribe(&mut self, channel: &str) -> Value {
-        self.request(json!({"subscribe": {"channel": channel}}))
-            .await
+        self.request(json!({"subscribe": {"channel": channel}})).await
     }
 }

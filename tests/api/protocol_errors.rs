@@ -14,8 +14,7 @@ async fn malformed_json_closes_with_bad_request() {
     ws.send_text("not json").await;
     assert_eq!(ws.closed().await, 3501);
     let mut ws = app.raw_ws().await;
-    ws.send(json!({"subscribe": {"channel": "market:summary.1m"}}))
-        .await;
+    ws.send(json!({"subscribe": {"channel": "market:summary.1m"}})).await;
     assert_eq!(ws.closed().await, 3501);
 }
 
@@ -25,9 +24,7 @@ async fn binary_frames_are_refused() {
     let app = spawn_app().await;
     let (mut ws, _) = app.connect("1", Tier::Free).await;
     ws.stream
-        .send(tokio_tungstenite::tungstenite::Message::binary(vec![
-            1u8, 2, 3,
-        ]))
+        .send(tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2, 3]))
         .await
         .unwrap();
     assert_eq!(ws.closed().await, 3501);
@@ -37,8 +34,7 @@ async fn binary_frames_are_refused() {
 async fn frame_over_the_limit_closes_with_1009() {
     let app = spawn_app_with(|s| s.server.max_message_bytes = 4096).await;
     let (mut ws, _) = app.connect("1", Tier::Free).await;
-    let big =
-        json!({"id": 9, "rpc": {"method": "session.info", "data": {"pad": "x".repeat(10_000)}}});
+    let big = json!({"id": 9, "rpc": {"method": "session.info", "data": {"pad": "x".repeat(10_000)}}});
     ws.send_text(&big.to_string()).await;
     assert_eq!(ws.closed().await, 1009);
 }
@@ -65,9 +61,7 @@ async fn client_publish_is_denied_and_unsupported_commands_say_so() {
         .request(json!({"publish": {"channel": "market:summary", "data": {"x": 1}}}))
         .await;
     assert_eq!(r["error"]["code"], 103, "{r}");
-    let r = ws
-        .request(json!({"presence": {"channel": "market:summary"}}))
-        .await;
+    let r = ws.request(json!({"presence": {"channel": "market:summary"}})).await;
     assert_eq!(r["error"]["code"], 108, "{r}");
     let r = ws
         .request(json!({"subscribe": {"channel": "market:summary", "type": 1}}))
@@ -124,14 +118,11 @@ async fn server_pings_and_closes_a_client_that_never_answers() {
     silent.answer_pings = false;
     // Reading is what answers the pings, so the polite client reads meanwhile; nothing but pings
     // arrives for it.
-    let (polite_saw, ()) = tokio::join!(
-        polite.next_within(std::time::Duration::from_millis(3500)),
-        async {
-            let first = silent.json().await;
-            assert_eq!(first, json!({}), "a ping is an empty object");
-            assert_eq!(silent.closed().await, 3012);
-        }
-    );
+    let (polite_saw, ()) = tokio::join!(polite.next_within(std::time::Duration::from_millis(3500)), async {
+        let first = silent.json().await;
+        assert_eq!(first, json!({}), "a ping is an empty object");
+        assert_eq!(silent.closed().await, 3012);
+    });
     assert!(polite_saw.is_none(), "{polite_saw:?}");
     assert!(
         polite

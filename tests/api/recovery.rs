@@ -61,8 +61,7 @@ async fn unrecoverable_positions_get_recovered_false_and_nothing() {
     );
     assert!(offsets(&r["subscribe"]).is_empty());
     let epoch = r["subscribe"]["epoch"].as_str().unwrap().to_owned();
-    ws.request(json!({"unsubscribe": {"channel": "gpu:l40s"}}))
-        .await;
+    ws.request(json!({"unsubscribe": {"channel": "gpu:l40s"}})).await;
     // Fell out of the history window: all or nothing, so nothing.
     for n in 4..=12 {
         app.publish("gpu:l40s", json!({"n": n})).await;

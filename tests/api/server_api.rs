@@ -50,16 +50,12 @@ async fn the_api_is_off_without_a_key() {
 async fn publish_broadcast_history_and_info() {
     let app = spawn_app().await;
     let (_ws, _) = app.connect("1", Tier::Free).await;
-    let v = app
-        .api("publish", json!({"channel": "gpu:x", "data": {"a": 1}}))
-        .await;
+    let v = app.api("publish", json!({"channel": "gpu:x", "data": {"a": 1}})).await;
     assert_eq!(v["result"]["offset"], 1);
     let epoch = v["result"]["epoch"].as_str().unwrap().to_owned();
     assert!(!epoch.is_empty());
 
-    let v = app
-        .api("publish", json!({"channel": "nope", "data": {}}))
-        .await;
+    let v = app.api("publish", json!({"channel": "nope", "data": {}})).await;
     assert_eq!(v["error"]["code"], 102, "{v}");
 
     let v = app
@@ -73,9 +69,7 @@ async fn publish_broadcast_history_and_info() {
     assert_eq!(responses[1]["result"]["offset"], 1);
     assert_eq!(responses[2]["error"]["code"], 102);
 
-    let v = app
-        .api("history", json!({"channel": "gpu:x", "limit": -1}))
-        .await;
+    let v = app.api("history", json!({"channel": "gpu:x", "limit": -1})).await;
     let pubs = v["result"]["publications"].as_array().unwrap();
     assert_eq!(pubs.len(), 2);
     assert_eq!(pubs[0]["data"]["a"], 1);
@@ -89,10 +83,7 @@ async fn publish_broadcast_history_and_info() {
         .await;
     assert_eq!(v["result"]["publications"][0]["offset"], 2);
     let v = app
-        .api(
-            "history",
-            json!({"channel": "gpu:x", "limit": 1, "reverse": true}),
-        )
+        .api("history", json!({"channel": "gpu:x", "limit": 1, "reverse": true}))
         .await;
     assert_eq!(v["result"]["publications"][0]["data"]["b"], 2);
     let v = app.api("history", json!({"channel": "gpu:x"})).await;
@@ -151,12 +142,7 @@ async fn health_readiness_metrics_and_unknown_routes() {
     ] {
         assert!(text.contains(name), "missing {name}:\n{text}");
     }
-    let r = app
-        .http
-        .get(app.url("/no/such/route"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.http.get(app.url("/no/such/route")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["code"], "not_found");
@@ -180,11 +166,6 @@ async fn dev_token_only_in_dev_mode() {
     assert!(r["connect"]["subs"].get("alerts:#77").is_some(), "{r}");
 
     let off = spawn_app_with(|s| s.auth.dev_mode = false).await;
-    let r = off
-        .http
-        .get(off.url("/api/v1/dev/token"))
-        .send()
-        .await
-        .unwrap();
+    let r = off.http.get(off.url("/api/v1/dev/token")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }

@@ -19,8 +19,8 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 
 /// A fresh PostgreSQL database, or `None` on a laptop without one (never under CI).
 async fn postgres() -> Option<Store> {
-    let base = std::env::var("GPUSCOUT_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let base =
+        std::env::var("GPUSCOUT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let admin = Store::connect(&DatabaseSettings {
         url: SecretString::from(format!("{base}/postgres")),
         max_connections: 1,
@@ -51,15 +51,9 @@ async fn postgres() -> Option<Store> {
 
 async fn users_round_trip(store: &Store) {
     store.upsert_user("42", "free", 1).await.unwrap();
-    assert_eq!(
-        store.user_tier("42").await.unwrap().as_deref(),
-        Some("free")
-    );
+    assert_eq!(store.user_tier("42").await.unwrap().as_deref(), Some("free"));
     store.upsert_user("42", "enterprise", 2).await.unwrap();
-    assert_eq!(
-        store.user_tier("42").await.unwrap().as_deref(),
-        Some("enterprise")
-    );
+    assert_eq!(store.user_tier("42").await.unwrap().as_deref(), Some("enterprise"));
     assert_eq!(store.user_tier("43").await.unwrap(), None);
     // Migrations are idempotent.
     store.migrate().await.unwrap();
