@@ -8,7 +8,8 @@
 //! - [`auth`]: JWTs, tiers and their channel policy, API keys.
 //! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis.
 //! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
-//! - [`ingest`]: market sources.
+//! - [`ingest`]: market sources and the poll scheduler.
+//! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads.
 //! - [`store`]: the database.
 //! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
 //! - [`startup`]: wiring and graceful shutdown.
@@ -19,6 +20,7 @@ pub mod config;
 pub mod http;
 pub mod hub;
 pub mod ingest;
+pub mod market;
 pub mod protocol;
 pub mod startup;
 pub mod store;

@@ -1,0 +1,192 @@
+//! A channel's feed: its sequence number and checksum, and the payloads it publishes.
+//!
+//! The subscribe reply's `data` is a snapshot `{type:"snapshot", channel, seq, checksum, items, ...}`;
+//! each publication a delta `{type:"delta", channel, seq, prev_seq, changes:{added, changed, removed},
+//! checksum, ...}`. Applying a delta's changes to the items of the snapshot (or of the previous delta)
+//! gives the items whose checksum the delta carries.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::checksum::item_crc;
+
+/// What changed between two states of a channel's items.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    pub added: Vec<(String, Value)>,
+    pub changed: Vec<(String, Value)>,
+    pub removed: Vec<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty() && self.changed.is_empty() && self.removed.is_empty()
+    }
+
+    /// The diff of two typed states, each item turned into JSON only when it changed.
+    pub fn between<T: PartialEq + Serialize>(old: &BTreeMap<String, T>, new: &BTreeMap<String, T>) -> Self {
+        let mut changes = Changes::default();
+        for (key, value) in new {
+            match old.get(key) {
+                None => changes.added.push((key.clone(), to_value(value))),
+                Some(prev) if prev != value => changes.changed.push((key.clone(), to_value(value))),
+                Some(_) => {}
+            }
+        }
+        for key in old.keys() {
+            if !new.contains_key(key) {
+                changes.removed.push(key.clone());
+            }
+        }
+        changes
+    }
+
+    fn to_json(&self) -> Value {
+        let obj = |items: &[(String, Value)]| -> Value {
+            Value::Object(items.iter().cloned().collect::<Map<String, Value>>())
+        };
+        json!({"added": obj(&self.added), "changed": obj(&self.changed), "removed": self.removed})
+    }
+}
+
+pub fn to_value<T: Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// Sequence and checksum bookkeeping of one channel.
+#[derive(Debug, Default)]
+pub struct Feed {
+    pub channel: String,
+    seq: u64,
+    checksum: u32,
+    crcs: HashMap<String, u32>,
+}
+
+impl Feed {
+    pub fn new(channel: impl Into<String>) -> Self {
+        Self {
+            channel: channel.into(),
+            ..Default::default()
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    pub fn checksum(&self) -> u32 {
+        self.checksum
+    }
+
+    /// Apply `changes`; returns the delta payload, or `None` when nothing changed (nothing is
+    /// published then). `header` fields (e.g. `source`, `ts`) are added to the payload.
+    pub fn apply(&mut self, changes: &Changes, header: &Map<String, Value>) -> Option<Value> {
+        if changes.is_empty() {
+            return None;
+        }
+        for (key, value) in changes.added.iter().chain(&changes.changed) {
+            let crc = item_crc(key, value);
+            if let Some(old) = self.crcs.insert(key.clone(), crc) {
+                self.checksum = self.checksum.wrapping_sub(old);
+            }
+            self.checksum = self.checksum.wrapping_add(crc);
+        }
+        for key in &changes.removed {
+            if let Some(old) = self.crcs.remove(key) {
+                self.checksum = self.checksum.wrapping_sub(old);
+            }
+        }
+        let prev = self.seq;
+        self.seq += 1;
+        let mut payload = Map::new();
+        payload.insert("type".into(), "delta".into());
+        payload.insert("channel".into(), self.channel.clone().into());
+        payload.extend(header.clone());
+        payload.insert("seq".into(), self.seq.into());
+        payload.insert("prev_seq".into(), prev.into());
+        payload.insert("changes".into(), changes.to_json());
+        payload.insert("checksum".into(), self.checksum.into());
+        Some(Value::Object(payload))
+    }
+
+    /// The snapshot payload of `items` (which must be the state the feed has seen).
+    pub fn snapshot(&self, items: Map<String, Value>, header: &Map<String, Value>) -> Value {
+        let mut payload = Map::new();
+        payload.insert("type".into(), "snapshot".into());
+        payload.insert("channel".into(), self.channel.clone().into());
+        payload.extend(header.clone());
+        payload.insert("seq".into(), self.seq.into());
+        payload.insert("checksum".into(), self.checksum.into());
+        payload.insert("items".into(), Value::Object(items));
+        Value::Object(payload)
+    }
+}
+
+/// The checksum of a whole item map, computed from scratch (what a client does after a snapshot).
+pub fn checksum_of(items: &Map<String, Value>) -> u32 {
+    items.iter().fold(0u32, |acc, (k, v)| acc.wrapping_add(item_crc(k, v)))
+}
+
+/// Apply a delta's `changes` to an item map, as a client does.
+pub fn apply_delta(items: &mut Map<String, Value>, changes: &Value) {
+    for section in ["added", "changed"] {
+        if let Some(obj) = changes[section].as_object() {
+            for (k, v) in obj {
+                items.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    if let Some(removed) = changes["removed"].as_array() {
+        for k in removed.iter().filter_map(|k| k.as_str()) {
+            items.remove(k);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn state() -> impl Strategy<Value = BTreeMap<String, (u8, i32)>> {
+        proptest::collection::btree_map("[a-e]{1,2}", (any::<u8>(), -5i32..5), 0..12)
+    }
+
+    proptest! {
+        /// Applying any sequence of deltas to a snapshot gives the next state and its checksum.
+        #[test]
+        fn deltas_replay_to_the_same_state_and_checksum(states in proptest::collection::vec(state(), 1..8)) {
+            let mut feed = Feed::new("t:x");
+            let header = Map::new();
+            let mut prev: BTreeMap<String, (u8, i32)> = BTreeMap::new();
+            // The client starts from the snapshot of the first state.
+            let first = Changes::between(&prev, &states[0]);
+            feed.apply(&first, &header);
+            prev = states[0].clone();
+            let items: Map<String, Value> = prev.iter().map(|(k, v)| (k.clone(), to_value(v))).collect();
+            let snapshot = feed.snapshot(items, &header);
+            let mut client: Map<String, Value> = snapshot["items"].as_object().unwrap().clone();
+            prop_assert_eq!(checksum_of(&client), snapshot["checksum"].as_u64().unwrap() as u32);
+            let mut client_seq = snapshot["seq"].as_u64().unwrap();
+            for next in &states[1..] {
+                let changes = Changes::between(&prev, next);
+                match feed.apply(&changes, &header) {
+                    None => prop_assert_eq!(&prev, next),
+                    Some(delta) => {
+                        prop_assert_eq!(delta["prev_seq"].as_u64().unwrap(), client_seq);
+                        client_seq = delta["seq"].as_u64().unwrap();
+                        // Through JSON text, as a client receives it.
+                        let delta: Value = serde_json::from_str(&delta.to_string()).unwrap();
+                        apply_delta(&mut client, &delta["changes"]);
+                        prop_assert_eq!(checksum_of(&client), delta["checksum"].as_u64().unwrap() as u32);
+                    }
+                }
+                prev = next.clone();
+                let expected: Map<String, Value> = prev.iter().map(|(k, v)| (k.clone(), to_value(v))).collect();
+                prop_assert_eq!(&client, &expected);
+            }
+        }
+    }
+}

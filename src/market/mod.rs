@@ -1,0 +1,91 @@
+//! The market: normalised offers from every source, the book, its diffs, per-model aggregates,
+//! checksums and the channel payloads built from them. Pure computation: no I/O.
+
+pub mod aggregate;
+pub mod book;
+pub mod checksum;
+pub mod feed;
+pub mod models;
+pub mod state;
+
+use serde::Serialize;
+
+/// One offer, normalised. Prices are per GPU-hour in USD.
+#[derive(Debug, Clone, Serialize)]
+pub struct Offer {
+    /// The adapter it came from (`farm500`, `vast`, `runpod`, `simulated`).
+    pub source: &'static str,
+    /// Where it can be rented; the same Vast.ai offer seen through two sources is one offer.
+    pub marketplace: &'static str,
+    pub offer_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub machine_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_id: Option<String>,
+    /// Canonical model slug (`rtx-4090`).
+    pub model: String,
+    /// The model's display name as the source gave it.
+    pub model_name: String,
+    pub num_gpus: u32,
+    /// GPUs of this offer currently rented (a machine may be partly rented).
+    pub gpus_rented: u32,
+    #[serde(serialize_with = "round4_ser")]
+    pub price_per_gpu_hour_usd: f64,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "round4_opt_ser")]
+    pub reliability: Option<f64>,
+    pub verified: bool,
+    pub datacenter: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "round4_opt_ser")]
+    pub vram_gb: Option<f64>,
+    /// When the source reported it. Not part of the offer's identity or of its diffs.
+    #[serde(skip)]
+    pub observed_at_ms: i64,
+}
+
+impl Offer {
+    /// The book key: marketplace and offer id.
+    pub fn key(&self) -> String {
+        format!("{}:{}", self.marketplace, self.offer_id)
+    }
+
+    pub fn gpus_available(&self) -> u32 {
+        self.num_gpus.saturating_sub(self.gpus_rented)
+    }
+}
+
+impl PartialEq for Offer {
+    fn eq(&self, o: &Self) -> bool {
+        self.source == o.source
+            && self.marketplace == o.marketplace
+            && self.offer_id == o.offer_id
+            && self.machine_id == o.machine_id
+            && self.host_id == o.host_id
+            && self.model == o.model
+            && self.model_name == o.model_name
+            && self.num_gpus == o.num_gpus
+            && self.gpus_rented == o.gpus_rented
+            && self.price_per_gpu_hour_usd == o.price_per_gpu_hour_usd
+            && self.reliability == o.reliability
+            && self.verified == o.verified
+            && self.datacenter == o.datacenter
+            && self.country == o.country
+            && self.region == o.region
+            && self.vram_gb == o.vram_gb
+    }
+}
+
+/// Every fractional number published is rounded to 4 decimals (see `checksum`).
+fn round4_ser<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(checksum::round4(*v))
+}
+
+fn round4_opt_ser<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.serialize_f64(checksum::round4(*v)),
+        None => s.serialize_none(),
+    }
+}

@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# Protocol conformance: the unmodified `centrifuge` npm client (js/), and centrifuge-python plus the
+# `cent` server API client (python/), against a private hub started here.
+#
+#   GPUSCOUT_BIN=target/debug/gpuscout tests/conformance/run.sh
+#
+# GPUSCOUT_BIN defaults to target/debug/gpuscout, relative to the repository root. Installs the npm
+# packages with `npm ci` (js/node_modules) and the Python ones with `pip install --require-hashes`
+# into tests/conformance/.venv, each skipped when its lock file has not changed since the last
+# install. Exits non-zero if the hub does not start or any check fails.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+cd "$ROOT"
+
+BIN="${GPUSCOUT_BIN:-target/debug/gpuscout}"
+[[ "$BIN" == /* ]] || BIN="$ROOT/$BIN"
+if [[ ! -x "$BIN" ]]; then
+  echo "run.sh: hub binary not found at $BIN (build it with: cargo build --bin gpuscout)" >&2
+  exit 1
+fi
+command -v node >/dev/null || { echo "run.sh: node is required" >&2; exit 1; }
+command -v npm >/dev/null || { echo "run.sh: npm is required" >&2; exit 1; }
+PYTHON="${PYTHON:-python3}"
+command -v "$PYTHON" >/dev/null || { echo "run.sh: $PYTHON is required" >&2; exit 1; }
+
+log() { printf '[conformance] %s\n' "$*"; }
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpuscout-conformance.XXXXXX")"
+HUB_PID=""
+
+stop_hub() {
+  if [[ -n "$HUB_PID" ]] && kill -0 "$HUB_PID" 2>/dev/null; then
+    kill -TERM "$HUB_PID" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$HUB_PID" 2>/dev/null || break
+      sleep 0.1
+    done
+    kill -KILL "$HUB_PID" 2>/dev/null || true
+    wait "$HUB_PID" 2>/dev/null || true
+  fi
+  HUB_PID=""
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_hub
+  if [[ $rc -ne 0 && -f "$WORK/hub.log" ]]; then
+    echo "---- hub log (last 60 lines) ----" >&2
+    tail -n 60 "$WORK/hub.log" >&2 || true
+  fi
+  rm -rf "$WORK"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- dependencies -------------------------------------------------------------------------------
+
+sha() { sha256sum "$@" | sha256sum | cut -d' ' -f1; }
+
+install_js() {
+  local dir="$HERE/js" stamp="$HERE/js/node_modules/.conformance-stamp"
+  local want
+  want="$(sha "$dir/package.json" "$dir/package-lock.json") node-$(node --version)"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+    log "npm packages are current"
+    return
+  fi
+  log "npm ci (js/)"
+  # No install scripts: the client libraries need none.
+  (cd "$dir" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
+  echo "$want" >"$stamp"
+}
+
+install_python() {
+  local venv="$HERE/.venv" req="$HERE/python/requirements.txt" stamp="$HERE/.venv/.conformance-stamp"
+  local want
+  want="$(sha "$req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import centrifuge, cent' 2>/dev/null; then
+    log "Python packages are current"
+    return
+  fi
+  log "pip install --require-hashes (python/ into .venv)"
+  rm -rf "$venv"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+    --require-hashes -r "$req"
+  echo "$want" >"$stamp"
+}
+
+install_js
+install_python
+
+# ---- the hub ------------------------------------------------------------------------------------
+
+free_port() {
+  "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+export GPUSCOUT__API__KEY="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+export GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db"
+export GPUSCOUT__INGEST__SIMULATED__ENABLED=false
+# Short ping and pong intervals (defaults 25 s and 10 s), so the scripts can check within seconds
+# that the clients get pings and answer them. GPUSCOUT_PING_S tells the scripts.
+export GPUSCOUT_PING_S="${GPUSCOUT_PING_S:-2}"
+export GPUSCOUT__SERVER__PING_INTERVAL_S="$GPUSCOUT_PING_S"
+export GPUSCOUT__SERVER__PONG_TIMEOUT_S="${GPUSCOUT__SERVER__PONG_TIMEOUT_S:-2}"
+
+# readyz answers 200 once the bus and the database are up.
+ready() {
+  if command -v curl >/dev/null; then
+    curl -sf --noproxy '*' -m 2 -o /dev/null "http://127.0.0.1:$1/readyz"
+  else
+    "$PYTHON" -c 'import sys, urllib.request as u; u.build_opener(u.ProxyHandler({})).open(sys.argv[1], timeout=2)' \
+      "http://127.0.0.1:$1/readyz" 2>/dev/null
+  fi
+}
+
+start_hub() {
+  local attempt port
+  for attempt in 1 2 3; do
+    port="$(free_port)"
+    export GPUSCOUT__SERVER__LISTEN="127.0.0.1:$port"
+    log "starting the hub on 127.0.0.1:$port (attempt $attempt)"
+    "$BIN" serve >"$WORK/hub.log" 2>&1 &
+    HUB_PID=$!
+    for _ in $(seq 1 300); do
+      if ! kill -0 "$HUB_PID" 2>/dev/null; then
+        break
+      fi
+      if ready "$port"; then
+        PORT="$port"
+        return 0
+      fi
+      sleep 0.1
+    done
+    if kill -0 "$HUB_PID" 2>/dev/null; then
+      echo "run.sh: the hub did not become ready within 30 s" >&2
+      return 1
+    fi
+    wait "$HUB_PID" 2>/dev/null || true
+    HUB_PID=""
+    echo "run.sh: the hub exited during start; its log:" >&2
+    tail -n 20 "$WORK/hub.log" >&2 || true
+  done
+  return 1
+}
+
+PORT=""
+start_hub
+export GPUSCOUT_URL="http://127.0.0.1:$PORT" GPUSCOUT_PORT="$PORT" GPUSCOUT_API_KEY="$GPUSCOUT__API__KEY"
+log "hub ready at $GPUSCOUT_URL (pid $HUB_PID)"
+
+# Tokens are minted with the same settings (environment) as the running hub, so the secrets match.
+token() { "$BIN" token --user "$1" --tier "$2" --ttl 600; }
+
+# ---- the scripts --------------------------------------------------------------------------------
+
+failed=()
+
+log "centrifuge-js (node $(node --version))"
+if (
+  cd "$HERE/js"
+  TOKEN_PRO="$(token 7101 professional)" TOKEN_PRO_USER=7101 \
+    TOKEN_FREE="$(token 7102 free)" TOKEN_FREE_USER=7102 \
+    timeout 90 node conformance.mjs
+); then
+  log "centrifuge-js: passed"
+else
+  failed+=("centrifuge-js")
+fi
+
+log "centrifuge-python + cent ($("$HERE/.venv/bin/python" --version))"
+if (
+  cd "$HERE/python"
+  TOKEN_PRO="$(token 7201 professional)" TOKEN_PRO_USER=7201 \
+    TOKEN_FREE="$(token 7202 free)" TOKEN_FREE_USER=7202 \
+    timeout 90 "$HERE/.venv/bin/python" conformance.py
+); then
+  log "centrifuge-python + cent: passed"
+else
+  failed+=("centrifuge-python")
+fi
+
+if ! kill -0 "$HUB_PID" 2>/dev/null; then
+  echo "run.sh: the hub died during the run" >&2
+  failed+=("hub")
+fi
+
+if ((${#failed[@]})); then
+  echo "run.sh: FAILED: ${failed[*]}" >&2
+  exit 1
+fi
+log "all conformance checks passed"
