@@ -136,7 +136,18 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
+    pub summary_interval_s: u64,
     pub simulated: SimulatedSourceSettings,
+    pub farm500: HttpSourceSettings,
+    pub vast: HttpSourceSettings,
+    pub runpod: HttpSourceSettings,
+}
+
+impl IngestSettings {
+    /// Whether any real (non-simulated) source is enabled.
+    pub fn any_real_source(&self) -> bool {
+        self.farm500.enabled || self.vast.enabled || self.runpod.enabled
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -144,8 +155,28 @@ pub struct IngestSettings {
 pub struct SimulatedSourceSettings {
     pub enabled: bool,
     pub poll_interval_ms: u64,
-    pub summary_interval_s: u64,
     pub seed: u64,
+}
+
+/// Scheduling and endpoint of one polled HTTP source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSourceSettings {
+    pub enabled: bool,
+    pub base_url: String,
+    pub api_key: SecretString,
+    /// Vast.ai only: `bundles` or `asks`.
+    #[serde(default)]
+    pub method: String,
+    pub poll_interval_ms: u64,
+    pub jitter_ratio: f64,
+    pub timeout_ms: u64,
+    pub max_retries: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    pub breaker_failures: u32,
+    pub breaker_cooldown_ms: u64,
+    pub stale_after_ms: u64,
 }
 
 /// What one subscription tier may do. Every number here is policy, so it lives in configuration.
@@ -227,8 +258,42 @@ impl Settings {
         if self.ingest.simulated.poll_interval_ms < 10 {
             return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
         }
-        if self.ingest.simulated.summary_interval_s == 0 {
-            return Err(invalid("ingest.simulated.summary_interval_s", "must be greater than 0"));
+        if self.ingest.summary_interval_s == 0 {
+            return Err(invalid("ingest.summary_interval_s", "must be greater than 0"));
+        }
+        for (name, src) in [
+            ("farm500", &self.ingest.farm500),
+            ("vast", &self.ingest.vast),
+            ("runpod", &self.ingest.runpod),
+        ] {
+            let key = |k: &str| format!("ingest.{name}.{k}");
+            if !src.enabled {
+                continue;
+            }
+            if !(src.base_url.starts_with("http://") || src.base_url.starts_with("https://")) {
+                return Err(invalid(&key("base_url"), "must be an http:// or https:// URL"));
+            }
+            if src.poll_interval_ms < 100 {
+                return Err(invalid(&key("poll_interval_ms"), "must be at least 100"));
+            }
+            if src.timeout_ms == 0 {
+                return Err(invalid(&key("timeout_ms"), "must be greater than 0"));
+            }
+            if !(0.0..=0.5).contains(&src.jitter_ratio) {
+                return Err(invalid(&key("jitter_ratio"), "must be between 0 and 0.5"));
+            }
+            if src.breaker_failures == 0 {
+                return Err(invalid(&key("breaker_failures"), "must be greater than 0"));
+            }
+        }
+        if self.ingest.runpod.enabled && self.ingest.runpod.api_key.expose_secret().is_empty() {
+            return Err(invalid(
+                "ingest.runpod.api_key",
+                "RunPod requires an API key; set it or disable the source",
+            ));
+        }
+        if self.ingest.vast.enabled && !matches!(self.ingest.vast.method.as_str(), "bundles" | "asks") {
+            return Err(invalid("ingest.vast.method", "must be `bundles` or `asks`"));
         }
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {

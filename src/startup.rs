@@ -32,6 +32,8 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
+        // reqwest uses rustls with the ring provider; it must be installed before any client exists.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let settings = Arc::new(settings);
         let store = Store::connect(&settings.database)
             .await
@@ -56,13 +58,13 @@ impl Application {
         let local_addr = listener.local_addr()?;
 
         let background = TaskTracker::new();
-        if settings.ingest.simulated.enabled {
-            background.spawn(ingest::simulated::run(
-                hub.clone(),
-                settings.ingest.simulated.clone(),
-                shutdown.clone(),
-            ));
-        }
+        let market = ingest::runner::spawn(
+            hub.clone(),
+            store.clone(),
+            &settings.ingest,
+            &background,
+            shutdown.clone(),
+        );
         {
             let hub = hub.clone();
             let stop = shutdown.clone();
@@ -80,6 +82,7 @@ impl Application {
         let state = AppState {
             hub,
             store,
+            market,
             settings,
             tracker: TaskTracker::new(),
         };

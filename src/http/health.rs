@@ -35,13 +35,56 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     let channels = hub.num_channels() as f64;
     let users = hub.num_users() as f64;
     let uptime = hub.uptime_s() as f64;
-    let text = hub.metrics.render(&[
+    let mut text = hub.metrics.render(&[
         ("gpuscout_channels", "Channels with local subscribers.", channels),
         ("gpuscout_users", "Distinct users connected to this node.", users),
         ("gpuscout_uptime_seconds", "Seconds since the node started.", uptime),
     ]);
+    source_metrics(&app, &mut text);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         text,
     )
+}
+
+/// Per-source health gauges, labelled by source.
+fn source_metrics(app: &AppState, out: &mut String) {
+    use std::fmt::Write as _;
+    let now = crate::auth::unix_now_ms() as i64;
+    let state = app.market.read();
+    let health = state.health();
+    type Gauge = fn(&crate::market::state::SourceHealth, i64) -> f64;
+    let gauges: [(&str, &str, Gauge); 5] = [
+        (
+            "gpuscout_source_up",
+            "1 when the source's last poll succeeded.",
+            |h, _| f64::from(u8::from(h.state == "ok")),
+        ),
+        (
+            "gpuscout_source_stale",
+            "1 when the source's data is older than its stale age.",
+            |h, _| f64::from(u8::from(h.stale)),
+        ),
+        (
+            "gpuscout_source_offers",
+            "Offers in the source's last successful poll.",
+            |h, _| f64::from(h.offers),
+        ),
+        (
+            "gpuscout_source_consecutive_failures",
+            "Failed polls in a row.",
+            |h, _| f64::from(h.consecutive_failures),
+        ),
+        (
+            "gpuscout_source_data_age_seconds",
+            "Seconds since the source's last successful poll (-1: never).",
+            |h, now| h.last_success_ms.map_or(-1.0, |t| (now - t) as f64 / 1000.0),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for (source, h) in health {
+            let _ = writeln!(out, "{name}{{source=\"{source}\"}} {}", value(h, now));
+        }
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod error;
 pub mod health;
+pub mod market;
 pub mod server_api;
 pub mod ws;
 
@@ -14,6 +15,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::hub::Hub;
+use crate::ingest::runner::Market;
 use crate::store::Store;
 
 /// Shared state of every handler.
@@ -23,6 +25,8 @@ pub struct AppState {
     pub hub: Arc<Hub>,
     /// The database.
     pub store: Store,
+    /// The market's current state (aggregates, book, source health).
+    pub market: Market,
     pub settings: Arc<Settings>,
     /// Tracks connection tasks so shutdown can wait for them to finish.
     pub tracker: TaskTracker,

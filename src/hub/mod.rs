@@ -43,6 +43,11 @@ pub trait RpcHandler: Send + Sync + 'static {
     async fn call(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError>;
 }
 
+/// Where subscribe snapshots come from (the market, for its channels).
+pub trait SnapshotProvider: Send + Sync + 'static {
+    fn snapshot(&self, channel: &str) -> Option<Raw>;
+}
+
 /// A subscription of one connection to one channel, as the fan-out sees it.
 pub struct Subscriber {
     pub outbox: Arc<Outbox>,
@@ -129,7 +134,7 @@ pub struct Hub {
     sessions: DashMap<String, SessionEntry>,
     user_connections: DashMap<String, u32>,
     user_limiters: Vec<DefaultKeyedRateLimiter<String>>,
-    snapshots: DashMap<String, Raw>,
+    snapshots: RwLock<Option<Arc<dyn SnapshotProvider>>>,
     rpc: RwLock<HashMap<String, Arc<dyn RpcHandler>>>,
     shutdown: CancellationToken,
     hasher: std::collections::hash_map::RandomState,
@@ -165,7 +170,7 @@ impl Hub {
             sessions: DashMap::new(),
             user_connections: DashMap::new(),
             user_limiters,
-            snapshots: DashMap::new(),
+            snapshots: RwLock::new(None),
             rpc: RwLock::new(HashMap::new()),
             shutdown,
             hasher: Default::default(),
@@ -192,13 +197,15 @@ impl Hub {
         self.rpc.read().unwrap_or_else(|e| e.into_inner()).get(method).cloned()
     }
 
-    /// Set the snapshot a subscriber of `channel` receives in its subscribe reply's `data`.
-    pub fn set_snapshot(&self, channel: &str, data: Raw) {
-        self.snapshots.insert(channel.to_owned(), data);
+    /// Set where subscribe replies get their channel snapshot (`data`) from.
+    pub fn set_snapshot_provider(&self, provider: Arc<dyn SnapshotProvider>) {
+        *self.snapshots.write().unwrap_or_else(|e| e.into_inner()) = Some(provider);
     }
 
+    /// The current snapshot of a channel, for its subscribe reply.
     pub fn snapshot(&self, channel: &str) -> Option<Raw> {
-        self.snapshots.get(channel).map(|d| d.clone())
+        let provider = self.snapshots.read().unwrap_or_else(|e| e.into_inner()).clone();
+        provider.and_then(|p| p.snapshot(channel))
     }
 
     /// Publish compact JSON to a channel through the bus (the one path to clients).

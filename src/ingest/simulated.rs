@@ -1,173 +1,257 @@
-//! The simulated market: a small random walk over a few GPU models so the hub has live data
-//! offline. Every payload says `"source":"simulated"`.
-//!
-//! It publishes per-model aggregates to `market:summary` (only the models that changed) and a
-//! full snapshot to `market:summary.1m` every `summary_interval_s`; both channels' subscribe
-//! snapshots are kept current.
+//! The simulated market: a living imitation of Vast.ai, so the hub shows something true to life
+//! offline. Seeded from the 88 models of a real 500.farm reading (`simulated_models.csv`: GPUs
+//! listed and rented, verified share, price percentiles), it lists machines of 1–8 GPUs whose
+//! rentals start and end and whose hosts reprice, and machines that come and go. Every payload it
+//! feeds says `"source":"simulated"`.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use async_trait::async_trait;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
-use serde_json::json;
-use serde_json::value::RawValue;
-use tokio_util::sync::CancellationToken;
 
+use super::{Fetched, MarketSource, SourceError};
 use crate::auth::unix_now_ms;
-use crate::config::SimulatedSourceSettings;
-use crate::hub::Hub;
+use crate::market::Offer;
+use crate::market::models::canonical_slug;
 
-/// Models, GPU counts and median prices (USD per GPU-hour) the walk starts from.
-const MODELS: &[(&str, &str, u32, f64)] = &[
-    ("rtx-4090", "RTX 4090", 1800, 0.38),
-    ("rtx-3090", "RTX 3090", 1400, 0.20),
-    ("rtx-5090", "RTX 5090", 600, 0.65),
-    ("a100-sxm4-80gb", "A100 SXM4 80GB", 500, 1.05),
-    ("h100-sxm", "H100 SXM", 900, 1.85),
-    ("l40s", "L40S", 300, 0.70),
-    ("rtx-a6000", "RTX A6000", 400, 0.45),
-    ("rtx-4080", "RTX 4080", 350, 0.26),
+const SEED_CSV: &str = include_str!("simulated_models.csv");
+
+const COUNTRIES: &[(&str, &str)] = &[
+    ("US", "California, US"),
+    ("US", "Texas, US"),
+    ("CA", "Quebec, CA"),
+    ("DE", "Hesse, DE"),
+    ("NL", "North Holland, NL"),
+    ("PL", "Mazovia, PL"),
+    ("SE", "Stockholm, SE"),
+    ("JP", "Tokyo, JP"),
+    ("VN", "Hanoi, VN"),
+    ("BR", "Sao Paulo, BR"),
 ];
 
-#[derive(Debug, Clone, Serialize)]
-pub struct ModelSummary {
-    pub model: &'static str,
-    pub name: &'static str,
+/// One model of the seed table.
+#[derive(Debug, Clone)]
+pub struct SeedModel {
+    pub name: String,
     pub gpus_total: u32,
     pub gpus_rented: u32,
-    pub gpus_available: u32,
-    pub utilisation: f64,
-    pub price_median: f64,
+    pub gpus_verified: u32,
     pub price_p10: f64,
+    pub price_median: f64,
     pub price_p90: f64,
+    pub vram_gb: f64,
 }
 
-pub struct SimulatedMarket {
+/// The 88 seed models.
+pub fn seed_models() -> Vec<SeedModel> {
+    SEED_CSV
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok());
+            Some(SeedModel {
+                name: f.first()?.to_string(),
+                gpus_total: num(1)? as u32,
+                gpus_rented: num(2)? as u32,
+                gpus_verified: num(3)? as u32,
+                price_p10: num(4)?,
+                price_median: num(5)?,
+                price_p90: num(6)?,
+                vram_gb: num(7).unwrap_or(0.0),
+            })
+        })
+        .collect()
+}
+
+struct Machine {
+    offer: Offer,
+    /// Each machine's host prices around its own anchor.
+    anchor: f64,
+}
+
+pub struct SimulatedSource {
     rng: StdRng,
-    models: Vec<ModelSummary>,
-    seq: u64,
+    models: Vec<(SeedModel, String)>,
+    machines: Vec<Machine>,
+    next_machine_id: u64,
 }
 
-fn round4(x: f64) -> f64 {
-    (x * 10_000.0).round() / 10_000.0
+/// A price drawn from the model's percentiles (piecewise linear in quantile space).
+fn draw_price(rng: &mut StdRng, m: &SeedModel) -> f64 {
+    let u: f64 = rng.random();
+    let points = [
+        (0.0, m.price_p10 * 0.75),
+        (0.1, m.price_p10),
+        (0.5, m.price_median),
+        (0.9, m.price_p90),
+        (1.0, m.price_p90 * 1.4),
+    ];
+    for w in points.windows(2) {
+        let ((u0, p0), (u1, p1)) = (w[0], w[1]);
+        if u <= u1 {
+            return (p0 + (p1 - p0) * (u - u0) / (u1 - u0)).max(0.005);
+        }
+    }
+    m.price_p90
 }
 
-impl SimulatedMarket {
+impl SimulatedSource {
     pub fn new(seed: u64) -> Self {
-        let mut rng = if seed == 0 {
+        let rng = if seed == 0 {
             StdRng::from_os_rng()
         } else {
             StdRng::seed_from_u64(seed)
         };
-        let models = MODELS
-            .iter()
-            .map(|(slug, name, total, median)| {
-                let rented = (*total as f64 * rng.random_range(0.55..0.85)) as u32;
-                ModelSummary {
-                    model: slug,
-                    name,
-                    gpus_total: *total,
-                    gpus_rented: rented,
-                    gpus_available: total - rented,
-                    utilisation: round4(rented as f64 / *total as f64),
-                    price_median: *median,
-                    price_p10: round4(median * 0.7),
-                    price_p90: round4(median * 1.5),
-                }
-            })
+        let models = seed_models()
+            .into_iter()
+            .filter_map(|m| canonical_slug(&m.name).map(|s| (m, s)))
             .collect();
-        Self { rng, models, seq: 0 }
-    }
-
-    /// One poll: some models see rentals start or end and prices drift. Returns what changed.
-    pub fn step(&mut self) -> Vec<ModelSummary> {
-        let mut changed = Vec::new();
-        for m in &mut self.models {
-            if !self.rng.random_bool(0.35) {
-                continue;
+        let mut sim = Self {
+            rng,
+            models,
+            machines: Vec::new(),
+            next_machine_id: 10_000,
+        };
+        for i in 0..sim.models.len() {
+            let mut gpus = 0;
+            let total = sim.models[i].0.gpus_total;
+            while gpus < total {
+                let m = sim.new_machine(i);
+                gpus += m.offer.num_gpus;
+                sim.machines.push(m);
             }
-            let swing = (m.gpus_total / 50).max(1) as i64;
-            let delta = self.rng.random_range(-swing..=swing);
-            m.gpus_rented = (m.gpus_rented as i64 + delta).clamp(0, m.gpus_total as i64) as u32;
-            m.gpus_available = m.gpus_total - m.gpus_rented;
-            m.utilisation = round4(m.gpus_rented as f64 / m.gpus_total as f64);
-            let drift = 1.0 + self.rng.random_range(-0.01..0.01);
-            m.price_median = round4((m.price_median * drift).max(0.01));
-            m.price_p10 = round4(m.price_median * 0.7);
-            m.price_p90 = round4(m.price_median * 1.5);
-            changed.push(m.clone());
         }
-        if !changed.is_empty() {
-            self.seq += 1;
-        }
-        changed
+        sim
     }
 
-    pub fn snapshot(&self) -> serde_json::Value {
-        json!({"type": "snapshot", "source": "simulated", "seq": self.seq, "ts": unix_now_ms(), "models": self.models})
+    fn new_machine(&mut self, model: usize) -> Machine {
+        let (seed, slug) = &self.models[model];
+        let sizes = [1, 1, 1, 1, 2, 2, 4, 4, 8, 8];
+        let num_gpus = sizes[self.rng.random_range(0..sizes.len())];
+        let rented_share = seed.gpus_rented as f64 / seed.gpus_total.max(1) as f64;
+        let gpus_rented = (0..num_gpus)
+            .filter(|_| self.rng.random_bool(rented_share.clamp(0.0, 1.0)))
+            .count() as u32;
+        let verified_share = seed.gpus_verified as f64 / seed.gpus_total.max(1) as f64;
+        let (country, region) = COUNTRIES[self.rng.random_range(0..COUNTRIES.len())];
+        let anchor = draw_price(&mut self.rng, seed);
+        self.next_machine_id += 1;
+        let id = self.next_machine_id;
+        Machine {
+            anchor,
+            offer: Offer {
+                source: "simulated",
+                marketplace: "simulated",
+                offer_id: format!("m{id}"),
+                machine_id: Some(id.to_string()),
+                host_id: Some((id % 997 + 1000).to_string()),
+                model: slug.clone(),
+                model_name: seed.name.clone(),
+                num_gpus,
+                gpus_rented,
+                price_per_gpu_hour_usd: (anchor * 1000.0).round() / 1000.0,
+                reliability: Some(((0.9 + self.rng.random::<f64>() * 0.1) * 10_000.0).round() / 10_000.0),
+                verified: self.rng.random_bool(verified_share.clamp(0.0, 1.0)),
+                datacenter: self.rng.random_bool(0.2),
+                country: Some(country.to_owned()),
+                region: Some(region.to_owned()),
+                vram_gb: (seed.vram_gb > 0.0).then_some(seed.vram_gb),
+                observed_at_ms: 0,
+            },
+        }
+    }
+
+    /// One poll's worth of market life.
+    pub fn step(&mut self) {
+        let n = self.machines.len();
+        if n == 0 {
+            return;
+        }
+        // Rentals start and end on about 0.5% of machines.
+        for _ in 0..(n / 200).max(1) {
+            let m = &mut self.machines[self.rng.random_range(0..n)].offer;
+            let delta: i32 = if self.rng.random_bool(0.5) { 1 } else { -1 };
+            m.gpus_rented = (m.gpus_rented as i32 + delta).clamp(0, m.num_gpus as i32) as u32;
+        }
+        // A few hosts reprice around their anchor.
+        for _ in 0..(n / 1000).max(1) {
+            let machine = &mut self.machines[self.rng.random_range(0..n)];
+            let drift = 1.0 + self.rng.random_range(-0.06..0.06);
+            machine.offer.price_per_gpu_hour_usd = ((machine.anchor * drift) * 1000.0).round().max(5.0) / 1000.0;
+        }
+        // Now and then a machine leaves and another joins.
+        if self.rng.random_bool(0.2) {
+            let gone = self.rng.random_range(0..n);
+            let model = self
+                .models
+                .iter()
+                .position(|(_, slug)| *slug == self.machines[gone].offer.model)
+                .unwrap_or(0);
+            self.machines.swap_remove(gone);
+            let fresh = self.new_machine(model);
+            self.machines.push(fresh);
+        }
+    }
+
+    pub fn offers(&self, observed_at_ms: i64) -> Vec<Offer> {
+        self.machines
+            .iter()
+            .map(|m| {
+                let mut o = m.offer.clone();
+                o.observed_at_ms = observed_at_ms;
+                o
+            })
+            .collect()
     }
 }
 
-fn raw(value: &serde_json::Value) -> Box<RawValue> {
-    // Serialising a Value to JSON text cannot fail.
-    RawValue::from_string(value.to_string()).unwrap_or_else(|_| RawValue::NULL.to_owned())
-}
+#[async_trait]
+impl MarketSource for SimulatedSource {
+    fn name(&self) -> &'static str {
+        "simulated"
+    }
 
-/// Run the simulated source until `stop` is cancelled.
-pub async fn run(hub: Arc<Hub>, settings: SimulatedSourceSettings, stop: CancellationToken) {
-    let mut market = SimulatedMarket::new(settings.seed);
-    let mut poll = tokio::time::interval(Duration::from_millis(settings.poll_interval_ms));
-    let mut summary = tokio::time::interval(Duration::from_secs(settings.summary_interval_s));
-    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    summary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let snapshot = raw(&market.snapshot());
-    hub.set_snapshot("market:summary", snapshot.clone());
-    hub.set_snapshot("market:summary.1m", snapshot);
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = poll.tick() => {
-                let prev = market.seq;
-                let changes = market.step();
-                if changes.is_empty() {
-                    continue;
-                }
-                let delta = json!({
-                    "type": "delta", "source": "simulated", "seq": market.seq, "prev_seq": prev,
-                    "ts": unix_now_ms(), "changes": changes,
-                });
-                hub.set_snapshot("market:summary", raw(&market.snapshot()));
-                if let Err(e) = hub.publish("market:summary", &raw(&delta)).await {
-                    tracing::warn!(error = %e, "simulated market: publish failed");
-                }
-            }
-            _ = summary.tick() => {
-                let snapshot = raw(&market.snapshot());
-                hub.set_snapshot("market:summary.1m", snapshot.clone());
-                if let Err(e) = hub.publish("market:summary.1m", &snapshot).await {
-                    tracing::warn!(error = %e, "simulated market: publish failed");
-                }
-            }
-        }
+    async fn fetch(&mut self) -> Result<Fetched, SourceError> {
+        self.step();
+        Ok(Fetched::Offers(self.offers(unix_now_ms() as i64)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::market::aggregate::aggregate;
 
     #[test]
-    fn walk_keeps_counts_consistent_and_labels_source() {
-        let mut m = SimulatedMarket::new(7);
-        for _ in 0..200 {
-            for c in m.step() {
-                assert_eq!(c.gpus_rented + c.gpus_available, c.gpus_total);
-                assert!(c.price_p10 <= c.price_median && c.price_median <= c.price_p90);
-            }
+    fn seeded_from_the_88_real_models() {
+        let seeds = seed_models();
+        assert_eq!(seeds.len(), 88);
+        let sim = SimulatedSource::new(7);
+        let aggregates = aggregate(sim.machines.iter().map(|m| &m.offer));
+        assert_eq!(aggregates.len(), 88);
+        let rtx = &aggregates["rtx-4090"];
+        assert!(rtx.all.gpus_total >= 4986 && rtx.all.gpus_total < 4986 + 8);
+        // Utilisation close to the real share (2402 of 4986 rented).
+        assert!((rtx.all.utilisation - 0.48).abs() < 0.05, "{}", rtx.all.utilisation);
+        let median = rtx.all.price_available.median.unwrap();
+        assert!((0.28..0.42).contains(&median), "median {median}");
+    }
+
+    #[test]
+    fn the_market_moves_but_stays_consistent() {
+        let mut sim = SimulatedSource::new(3);
+        let before = sim.offers(0);
+        for _ in 0..20 {
+            sim.step();
         }
-        assert!(m.seq > 0);
-        assert_eq!(m.snapshot()["source"], "simulated");
+        let after = sim.offers(0);
+        let changed = after.iter().zip(&before).filter(|(a, b)| a != b).count();
+        assert!(changed > 0);
+        assert!(
+            after
+                .iter()
+                .all(|o| o.gpus_rented <= o.num_gpus && o.price_per_gpu_hour_usd > 0.0)
+        );
+        assert!(after.iter().all(|o| o.source == "simulated"));
     }
 }

@@ -67,7 +67,7 @@ fn median(sorted: &[f64]) -> Option<f64> {
     let n = sorted.len();
     match n {
         0 => None,
-        _ if n % 2 == 0 => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
+        _ if n.is_multiple_of(2) => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
         _ => Some(sorted[n / 2]),
     }
 }
@@ -164,7 +164,8 @@ struct ModelBuilder {
 /// Aggregate offers per model (keyed by slug).
 pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, ModelAggregate> {
     let mut models: BTreeMap<&str, ModelBuilder> = BTreeMap::new();
-    for offer in offers {
+    // Offers without GPU counts (list prices) carry no supply: they stay out of the aggregates.
+    for offer in offers.into_iter().filter(|o| o.num_gpus > 0) {
         let b = models.entry(offer.model.as_str()).or_default();
         if b.name.is_empty() {
             b.name = offer.model_name.clone();
@@ -205,7 +206,7 @@ pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<St
 /// country.
 pub fn model_segments<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, Segment> {
     let mut segments: BTreeMap<String, SegmentBuilder> = BTreeMap::new();
-    for offer in offers {
+    for offer in offers.into_iter().filter(|o| o.num_gpus > 0) {
         let cents = price_cents(offer.price_per_gpu_hour_usd);
         segments.entry("all".into()).or_default().add(offer, cents);
         let v = if offer.verified { "verified" } else { "unverified" };
@@ -213,7 +214,10 @@ pub fn model_segments<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeM
         let d = if offer.datacenter { "datacenter" } else { "community" };
         segments.entry(d.into()).or_default().add(offer, cents);
         if let Some(country) = &offer.country {
-            segments.entry(format!("country:{country}")).or_default().add(offer, cents);
+            segments
+                .entry(format!("country:{country}"))
+                .or_default()
+                .add(offer, cents);
         }
     }
     segments.into_iter().map(|(k, b)| (k, b.build())).collect()

@@ -51,7 +51,10 @@ impl MarketBook {
     pub fn by_model(&self) -> BTreeMap<&str, Vec<(&str, &Offer)>> {
         let mut groups: BTreeMap<&str, Vec<(&str, &Offer)>> = BTreeMap::new();
         for (key, offer) in &self.offers {
-            groups.entry(offer.model.as_str()).or_default().push((key.as_str(), offer));
+            groups
+                .entry(offer.model.as_str())
+                .or_default()
+                .push((key.as_str(), offer));
         }
         for list in groups.values_mut() {
             list.sort_unstable_by_key(|(k, _)| *k);

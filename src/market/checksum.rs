@@ -77,7 +77,11 @@ pub fn item_crc(key: &str, value: &Value) -> u32 {
 
 /// Round to 4 decimals: every fractional number the hub publishes goes through this.
 pub fn round4(x: f64) -> f64 {
-    if x.is_finite() { (x * 10_000.0).round() / 10_000.0 } else { 0.0 }
+    if x.is_finite() {
+        (x * 10_000.0).round() / 10_000.0
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]
@@ -88,7 +92,10 @@ mod tests {
     #[test]
     fn canonical_form_sorts_keys_and_writes_numbers_like_javascript() {
         let v = json!({"b": 2.0, "a": [0.38, 1, -3, "x\"y"], "c": {"z": null, "y": true}, "d": 0.0001});
-        assert_eq!(canonical(&v), r#"{"a":[0.38,1,-3,"x\"y"],"b":2,"c":{"y":true,"z":null},"d":0.0001}"#);
+        assert_eq!(
+            canonical(&v),
+            r#"{"a":[0.38,1,-3,"x\"y"],"b":2,"c":{"y":true,"z":null},"d":0.0001}"#
+        );
     }
 
     #[test]
@@ -100,6 +107,10 @@ mod tests {
             h.finalize()
         };
         assert_eq!(item_crc("a", &json!(1.0)), expected);
-        assert_eq!(crc32fast::hash(b"123456789"), 0xCBF4_3926, "the standard CRC-32 check value");
+        assert_eq!(
+            crc32fast::hash(b"123456789"),
+            0xCBF4_3926,
+            "the standard CRC-32 check value"
+        );
     }
 }

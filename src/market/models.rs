@@ -10,11 +10,15 @@ const DISTINGUISHING_SUFFIXES: &[&str] = &["sxm", "sxm4", "sxm5", "pcie", "nvl",
 
 /// The canonical slug of a GPU model name, or `None` when nothing is left of it.
 pub fn canonical_slug(name: &str) -> Option<String> {
-    let lower = name.trim().to_ascii_lowercase().replace('™', "").replace('®', "");
+    let lower = name.trim().to_ascii_lowercase().replace(['™', '®'], "");
     // Split letters from digits inside tokens too: "geforcertx4090" → "geforce rtx 4090"
     // is impossible to do generally, so known glued prefixes are unglued first.
     let mut text = lower.replace(['_', '/', ',', '(', ')'], " ");
-    for (glued, spaced) in [("geforcertx", "geforce rtx "), ("geforcegtx", "geforce gtx "), ("rtxpro", "rtx pro ")] {
+    for (glued, spaced) in [
+        ("geforcertx", "geforce rtx "),
+        ("geforcegtx", "geforce gtx "),
+        ("rtxpro", "rtx pro "),
+    ] {
         text = text.replace(glued, spaced);
     }
     let mut tokens: Vec<String> = Vec::new();
@@ -74,7 +78,13 @@ mod tests {
 
     #[test]
     fn the_same_model_from_every_source_gets_one_slug() {
-        for name in ["RTX 4090", "NVIDIA GeForce RTX 4090", "geforcertx4090-pcie-24gb", "rtx_4090", " RTX4090 "] {
+        for name in [
+            "RTX 4090",
+            "NVIDIA GeForce RTX 4090",
+            "geforcertx4090-pcie-24gb",
+            "rtx_4090",
+            " RTX4090 ",
+        ] {
             assert_eq!(canonical_slug(name).as_deref(), Some("rtx-4090"), "{name}");
         }
     }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use super::Offer;
 use super::aggregate::{self, ModelAggregate, Segment};
 use super::book::{BookDiff, MarketBook};
 use super::feed::{Changes, Feed, to_value};
-use super::Offer;
 
 pub const SUMMARY: &str = "market:summary";
 pub const SUMMARY_1M: &str = "market:summary.1m";
@@ -83,7 +83,11 @@ impl MarketState {
     /// The label every payload carries: the sources whose data it holds (`simulated`, `farm500+vast`).
     pub fn label(&self) -> String {
         let names: Vec<&str> = self.sources.keys().copied().collect();
-        if names.is_empty() { "none".into() } else { names.join("+") }
+        if names.is_empty() {
+            "none".into()
+        } else {
+            names.join("+")
+        }
     }
 
     fn header(&self, now_ms: i64) -> Map<String, Value> {
@@ -228,7 +232,11 @@ impl MarketState {
         } else if channel == SOURCES_STATUS {
             self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
         } else if channel == OFFERS_ALL {
-            self.book.offers.iter().map(|(k, o)| (k.clone(), to_value(o.as_ref()))).collect()
+            self.book
+                .offers
+                .iter()
+                .map(|(k, o)| (k.clone(), to_value(o.as_ref())))
+                .collect()
         } else if let Some(model) = model_of(channel, "gpu:") {
             self.segments
                 .get(&model)
@@ -252,4 +260,3 @@ impl MarketState {
         self.aggregates.iter().map(|(k, v)| (k.as_str(), v)).collect()
     }
 }
-

@@ -120,7 +120,89 @@ impl Store {
         })
     }
 
+    /// Write one minute's per-model aggregates (`rows`: slug and aggregate JSON). Idempotent per
+    /// model and minute.
+    pub async fn insert_market_snapshots(
+        &self,
+        ts_ms: i64,
+        source: &str,
+        rows: &[(String, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for (model, a) in rows {
+            let int = |k: &str| a[k].as_i64().unwrap_or(0);
+            let price = |side: &str, k: &str| a[side][k].as_f64();
+            sqlx::query(
+                "INSERT INTO market_snapshots (ts_ms, model, source, gpus_total, gpus_rented, gpus_available, \
+                 utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, data) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (model, ts_ms) DO NOTHING",
+            )
+            .bind(ts_ms)
+            .bind(model.as_str())
+            .bind(source)
+            .bind(int("gpus_total"))
+            .bind(int("gpus_rented"))
+            .bind(int("gpus_available"))
+            .bind(a["utilisation"].as_f64().unwrap_or(0.0))
+            .bind(price("price_available", "median"))
+            .bind(price("price_available", "p10"))
+            .bind(price("price_available", "p90"))
+            .bind(price("price_rented", "median"))
+            .bind(a.to_string())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// A model's stored aggregates between two times (inclusive), oldest first.
+    pub async fn market_history(&self, model: &str, from_ms: i64, to_ms: i64) -> Result<Vec<MarketPoint>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, price_available_median, \
+             price_available_p10, price_available_p90, price_rented_median FROM market_snapshots \
+             WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms LIMIT 100000",
+        )
+        .bind(model)
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(MarketPoint {
+                    ts_ms: r.try_get(0)?,
+                    gpus_total: r.try_get(1)?,
+                    gpus_rented: r.try_get(2)?,
+                    gpus_available: r.try_get(3)?,
+                    utilisation: r.try_get(4)?,
+                    price_available_median: r.try_get(5)?,
+                    price_available_p10: r.try_get(6)?,
+                    price_available_p90: r.try_get(7)?,
+                    price_rented_median: r.try_get(8)?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// One stored minute of a model's market.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct MarketPoint {
+    pub ts_ms: i64,
+    pub gpus_total: i64,
+    pub gpus_rented: i64,
+    pub gpus_available: i64,
+    pub utilisation: f64,
+    pub price_available_median: Option<f64>,
+    pub price_available_p10: Option<f64>,
+    pub price_available_p90: Option<f64>,
+    pub price_rented_median: Option<f64>,
 }

@@ -81,23 +81,45 @@ async fn channel_limits_come_from_the_tier() {
 }
 
 #[tokio::test]
-async fn subscribe_reply_carries_the_channel_snapshot() {
+async fn snapshot_then_deltas_reproduce_the_hubs_checksums() {
+    use gpuscout_hub::market::feed::{apply_delta, checksum_of};
     let app = spawn_app_with(|s| {
         s.ingest.simulated.enabled = true;
-        s.ingest.simulated.poll_interval_ms = 50;
+        s.ingest.simulated.poll_interval_ms = 100;
         s.ingest.simulated.seed = 3;
     })
     .await;
     let (mut ws, _) = app.connect("1", Tier::Individual).await;
     let r = ws.subscribe("market:summary").await;
     let data = &r["subscribe"]["data"];
-    assert_eq!(data["source"], "simulated", "{r}");
-    assert_eq!(data["type"], "snapshot");
-    assert!(data["models"].as_array().is_some_and(|m| !m.is_empty()));
-    // Then deltas flow, labelled too, with offsets.
-    let push = ws.push().await;
-    assert_eq!(push["channel"], "market:summary");
-    assert_eq!(push["pub"]["data"]["source"], "simulated");
-    assert_eq!(push["pub"]["data"]["type"], "delta");
-    assert!(push["pub"]["offset"].as_u64().is_some_and(|o| o >= 1));
+    assert_eq!(data["type"], "snapshot", "{r}");
+    assert_eq!(data["channel"], "market:summary");
+    let mut items = data["items"].as_object().cloned().unwrap_or_default();
+    assert_eq!(checksum_of(&items) as u64, data["checksum"].as_u64().unwrap());
+    let mut seq = data["seq"].as_u64().unwrap();
+    // Deltas flow, labelled, each continuing the last and checksummed.
+    let mut applied = 0;
+    while applied < 5 {
+        let push = ws.push().await;
+        assert_eq!(push["channel"], "market:summary");
+        let delta = &push["pub"]["data"];
+        assert_eq!(delta["source"], "simulated");
+        assert_eq!(delta["type"], "delta");
+        if delta["seq"].as_u64().unwrap() <= seq {
+            continue; // already in the snapshot
+        }
+        assert_eq!(delta["prev_seq"].as_u64().unwrap(), seq, "no gap");
+        apply_delta(&mut items, &delta["changes"]);
+        assert_eq!(
+            checksum_of(&items) as u64,
+            delta["checksum"].as_u64().unwrap(),
+            "checksum after seq {seq}"
+        );
+        seq = delta["seq"].as_u64().unwrap();
+        applied += 1;
+    }
+    assert_eq!(items.len(), 88, "the 88 seed models");
+    let rtx = &items["rtx-4090"];
+    assert!(rtx["gpus_total"].as_u64().unwrap() > 4000);
+    assert!(rtx["price_available"]["median"].as_f64().unwrap() > 0.0);
 }

@@ -29,6 +29,7 @@ log() { printf '[conformance] %s\n' "$*"; }
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpuscout-conformance.XXXXXX")"
 HUB_PID=""
+CHILD_PID=""
 
 stop_hub() {
   if [[ -n "$HUB_PID" ]] && kill -0 "$HUB_PID" 2>/dev/null; then
@@ -46,6 +47,10 @@ stop_hub() {
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  if [[ -n "$CHILD_PID" ]]; then
+    kill -TERM "$CHILD_PID" 2>/dev/null || true
+    wait "$CHILD_PID" 2>/dev/null || true
+  fi
   stop_hub
   if [[ $rc -ne 0 && -f "$WORK/hub.log" ]]; then
     echo "---- hub log (last 60 lines) ----" >&2
@@ -101,6 +106,9 @@ free_port() {
   "$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
 }
 
+# Only the settings compiled into the binary plus the environment below: a developer's config/
+# files (or a config/default.toml newer than the binary) do not leak in.
+export GPUSCOUT_CONFIG_DIR="${GPUSCOUT_CONFIG_DIR:-$WORK/config}"
 export GPUSCOUT__API__KEY="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db"
 export GPUSCOUT__INGEST__SIMULATED__ENABLED=false
@@ -160,27 +168,36 @@ token() { "$BIN" token --user "$1" --tier "$2" --ttl 600; }
 
 # ---- the scripts --------------------------------------------------------------------------------
 
+# run_script DIR PRO_USER FREE_USER COMMAND...: in DIR, with fresh tokens, at most 90 s. In the
+# background and waited for, so that a signal to this script ends it (and the hub) at once.
+run_script() {
+  local dir="$1" pro="$2" free="$3" rc=0
+  shift 3
+  local token_pro token_free
+  token_pro="$(token "$pro" professional)"
+  token_free="$(token "$free" free)"
+  (
+    cd "$dir"
+    TOKEN_PRO="$token_pro" TOKEN_PRO_USER="$pro" TOKEN_FREE="$token_free" TOKEN_FREE_USER="$free" \
+      exec timeout --foreground -k 5 90 "$@"
+  ) &
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
+  return "$rc"
+}
+
 failed=()
 
 log "centrifuge-js (node $(node --version))"
-if (
-  cd "$HERE/js"
-  TOKEN_PRO="$(token 7101 professional)" TOKEN_PRO_USER=7101 \
-    TOKEN_FREE="$(token 7102 free)" TOKEN_FREE_USER=7102 \
-    timeout 90 node conformance.mjs
-); then
+if run_script "$HERE/js" 7101 7102 node conformance.mjs; then
   log "centrifuge-js: passed"
 else
   failed+=("centrifuge-js")
 fi
 
 log "centrifuge-python + cent ($("$HERE/.venv/bin/python" --version))"
-if (
-  cd "$HERE/python"
-  TOKEN_PRO="$(token 7201 professional)" TOKEN_PRO_USER=7201 \
-    TOKEN_FREE="$(token 7202 free)" TOKEN_FREE_USER=7202 \
-    timeout 90 "$HERE/.venv/bin/python" conformance.py
-); then
+if run_script "$HERE/python" 7201 7202 "$HERE/.venv/bin/python" conformance.py; then
   log "centrifuge-python + cent: passed"
 else
   failed+=("centrifuge-python")

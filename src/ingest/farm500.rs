@@ -1,0 +1,95 @@
+//! The public 500.farm Vast.ai exporter (`https://500.farm/vastai-exporter`).
+//!
+//! Polls `/machines` (one record per machine, with `num_gpus_rented`) with `If-None-Match` and
+//! `If-Modified-Since`, so an unchanged exporter costs a 304 and nothing downstream; falls back
+//! to `/offers` (chunks, rebuilt into machines) when `/machines` is missing. The live wrappers
+//! differ from the exporter's Go source (`note` string vs `notes` array): both are accepted and
+//! ignored, as are keys we do not know.
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
+use serde_json::Value;
+
+use super::vast::{VastMachine, machines_from_chunks, offer_records};
+use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
+use crate::auth::unix_now_ms;
+use crate::config::HttpSourceSettings;
+
+pub struct Farm500Source {
+    client: reqwest::Client,
+    base_url: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+    /// `/machines` answered 404 once: use `/offers` from then on.
+    use_offers: bool,
+}
+
+impl Farm500Source {
+    pub fn new(client: reqwest::Client, settings: &HttpSourceSettings) -> Self {
+        Self {
+            client,
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            etag: None,
+            last_modified: None,
+            use_offers: false,
+        }
+    }
+}
+
+/// Parse a `/machines` or `/offers` body into machines.
+pub fn parse_machines(body: &Value, chunks: bool) -> Result<Vec<VastMachine>, SourceError> {
+    let records = offer_records(body)?;
+    if chunks {
+        return Ok(machines_from_chunks(records));
+    }
+    Ok(records.iter().filter_map(VastMachine::from_machine_record).collect())
+}
+
+#[async_trait]
+impl MarketSource for Farm500Source {
+    fn name(&self) -> &'static str {
+        "farm500"
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched, SourceError> {
+        let path = if self.use_offers { "offers" } else { "machines" };
+        let mut request = self.client.get(format!("{}/{path}", self.base_url));
+        // The exporter compares If-None-Match byte for byte: send the ETag back exactly.
+        if let Some(etag) = &self.etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        } else if let Some(lm) = &self.last_modified {
+            request = request.header(IF_MODIFIED_SINCE, lm);
+        }
+        let response = request.send().await.map_err(transport_error)?;
+        match response.status() {
+            StatusCode::NOT_MODIFIED => return Ok(Fetched::Unchanged),
+            StatusCode::NOT_FOUND if !self.use_offers => {
+                tracing::info!("500.farm /machines not found; using /offers");
+                self.use_offers = true;
+                self.etag = None;
+                self.last_modified = None;
+                return Box::pin(self.fetch()).await;
+            }
+            s if !s.is_success() => return Err(status_error(response).await),
+            _ => {}
+        }
+        let header = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
+        let body: Value = response.json().await.map_err(transport_error)?;
+        let machines = parse_machines(&body, self.use_offers)?;
+        // Validators only once the body parsed: a truncated body must not be "unchanged" next time.
+        self.etag = etag;
+        self.last_modified = last_modified;
+        let now = unix_now_ms() as i64;
+        Ok(Fetched::Offers(
+            machines.iter().filter_map(|m| m.to_offer("farm500", now)).collect(),
+        ))
+    }
+}

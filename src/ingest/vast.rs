@@ -1,0 +1,247 @@
+//! Vast.ai's search API, and the Vast.ai record shapes shared with the 500.farm exporter.
+//!
+//! The search returns offers as *chunks* of machines (a 4-GPU machine may be listed whole and as
+//! two 2-GPU chunks). Market occupancy is per machine: the whole-machine chunk (`gpu_frac == 1`)
+//! gives GPUs and price, and the GPUs not in any rentable chunk are rented, as the 500.farm
+//! exporter computes `/machines`. `rented` in the API is about the caller's own rentals and
+//! `verified` is null: `verification == "verified"` is what counts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Value, json};
+
+use super::{Fetched, MarketSource, SourceError, country_of, status_error, transport_error};
+use crate::auth::unix_now_ms;
+use crate::config::HttpSourceSettings;
+use crate::market::Offer;
+use crate::market::models::canonical_slug;
+
+/// One Vast.ai machine, as 500.farm's `/machines` lists it (or as rebuilt from chunks).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VastMachine {
+    pub machine_id: u64,
+    pub host_id: Option<u64>,
+    pub gpu_name: String,
+    pub num_gpus: u32,
+    pub num_gpus_rented: u32,
+    /// USD per hour for the whole machine, GPUs only (no storage or bandwidth).
+    pub dph_base: f64,
+    pub verified: bool,
+    pub datacenter: bool,
+    pub geolocation: Option<String>,
+    pub reliability: Option<f64>,
+    pub gpu_ram_mb: Option<f64>,
+}
+
+fn u64_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+        .or_else(|| v.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+}
+
+fn verified_of(record: &Value) -> bool {
+    match record.get("verified").and_then(Value::as_bool) {
+        Some(v) => v,
+        None => record.get("verification").and_then(Value::as_str) == Some("verified"),
+    }
+}
+
+impl VastMachine {
+    /// A `/machines` record (fields the exporter documents; `num_gpus_rented` required).
+    pub fn from_machine_record(r: &Value) -> Option<Self> {
+        let num_gpus = u64_of(&r["num_gpus"])? as u32;
+        Some(Self {
+            machine_id: u64_of(&r["machine_id"])?,
+            host_id: u64_of(&r["host_id"]),
+            gpu_name: r["gpu_name"].as_str()?.to_owned(),
+            num_gpus,
+            num_gpus_rented: (u64_of(&r["num_gpus_rented"])? as u32).min(num_gpus),
+            dph_base: r["dph_base"].as_f64()?,
+            verified: verified_of(r),
+            datacenter: r["hosting_type"].as_i64().is_some_and(|h| h > 0),
+            geolocation: r["geolocation"].as_str().map(str::to_owned),
+            reliability: r["reliability2"].as_f64().or_else(|| r["reliability"].as_f64()),
+            gpu_ram_mb: r["gpu_ram"].as_f64(),
+        })
+    }
+
+    /// The normalised offer of this machine.
+    pub fn to_offer(&self, source: &'static str, observed_at_ms: i64) -> Option<Offer> {
+        if self.num_gpus == 0 || !self.dph_base.is_finite() || self.dph_base < 0.0 {
+            return None;
+        }
+        let model = canonical_slug(&self.gpu_name)?;
+        Some(Offer {
+            source,
+            marketplace: "vast",
+            offer_id: format!("m{}", self.machine_id),
+            machine_id: Some(self.machine_id.to_string()),
+            host_id: self.host_id.map(|h| h.to_string()),
+            model,
+            model_name: self.gpu_name.clone(),
+            num_gpus: self.num_gpus,
+            gpus_rented: self.num_gpus_rented,
+            price_per_gpu_hour_usd: self.dph_base / self.num_gpus as f64,
+            reliability: self.reliability,
+            verified: self.verified,
+            datacenter: self.datacenter,
+            country: self.geolocation.as_deref().and_then(country_of),
+            region: self.geolocation.clone(),
+            vram_gb: self.gpu_ram_mb.map(|mb| (mb / 1024.0).ceil()),
+            observed_at_ms,
+        })
+    }
+}
+
+/// Rebuild machines from offer chunks (`/offers` of 500.farm, or the search API).
+/// A machine without its whole-machine chunk is skipped, as the exporter does.
+pub fn machines_from_chunks(chunks: &[Value]) -> Vec<VastMachine> {
+    let mut by_machine: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
+    for c in chunks {
+        if let Some(id) = u64_of(&c["machine_id"]) {
+            by_machine.entry(id).or_default().push(c);
+        }
+    }
+    let mut machines = Vec::with_capacity(by_machine.len());
+    for (machine_id, list) in by_machine {
+        let Some(whole) = list.iter().find(|c| c["gpu_frac"].as_f64() == Some(1.0)) else {
+            continue;
+        };
+        let Some(num_gpus) = u64_of(&whole["num_gpus"]).map(|n| n as u32) else {
+            continue;
+        };
+        let free: BTreeSet<u64> = list
+            .iter()
+            .filter(|c| c["rentable"].as_bool() == Some(true))
+            .flat_map(|c| c["gpu_ids"].as_array().into_iter().flatten().filter_map(u64_of))
+            .collect();
+        let (Some(gpu_name), Some(dph_base)) = (whole["gpu_name"].as_str(), whole["dph_base"].as_f64()) else {
+            continue;
+        };
+        machines.push(VastMachine {
+            machine_id,
+            host_id: u64_of(&whole["host_id"]),
+            gpu_name: gpu_name.to_owned(),
+            num_gpus,
+            num_gpus_rented: num_gpus.saturating_sub(free.len() as u32),
+            dph_base,
+            verified: verified_of(whole),
+            datacenter: whole["hosting_type"].as_i64().is_some_and(|h| h > 0),
+            geolocation: whole["geolocation"].as_str().map(str::to_owned),
+            reliability: whole["reliability2"].as_f64().or_else(|| whole["reliability"].as_f64()),
+            gpu_ram_mb: whole["gpu_ram"].as_f64(),
+        });
+    }
+    machines
+}
+
+/// The records of a search response: `{"offers":[...]}` or a bare array.
+pub fn offer_records(body: &Value) -> Result<&Vec<Value>, SourceError> {
+    match body {
+        Value::Array(a) => Ok(a),
+        Value::Object(o) => o
+            .get("offers")
+            .and_then(Value::as_array)
+            .ok_or_else(|| SourceError::Invalid("no `offers` array".into())),
+        _ => Err(SourceError::Invalid("neither an object nor an array".into())),
+    }
+}
+
+/// The whole market: no `rentable`/`verified`/`rented` filters, which would hide rented and
+/// unverified machines.
+fn market_query() -> Value {
+    json!({"external": {"eq": false}, "type": "on-demand", "disable_bundling": true})
+}
+
+pub struct VastSource {
+    client: reqwest::Client,
+    base_url: String,
+    api_key: SecretString,
+    method: String,
+}
+
+impl VastSource {
+    pub fn new(client: reqwest::Client, settings: &HttpSourceSettings) -> Self {
+        Self {
+            client,
+            base_url: settings.base_url.trim_end_matches('/').to_owned(),
+            api_key: settings.api_key.clone(),
+            method: settings.method.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl MarketSource for VastSource {
+    fn name(&self) -> &'static str {
+        "vast"
+    }
+
+    async fn fetch(&mut self) -> Result<Fetched, SourceError> {
+        let request = if self.method == "asks" {
+            self.client
+                .put(format!("{}/api/v0/search/asks/", self.base_url))
+                .json(&json!({"select_cols": ["*"], "q": market_query()}))
+        } else {
+            self.client
+                .post(format!("{}/api/v0/bundles/", self.base_url))
+                .json(&market_query())
+        };
+        let key = self.api_key.expose_secret();
+        let request = if key.is_empty() {
+            request
+        } else {
+            request.bearer_auth(key)
+        };
+        let response = request.send().await.map_err(transport_error)?;
+        if !response.status().is_success() {
+            return Err(status_error(response).await);
+        }
+        let body: Value = response.json().await.map_err(transport_error)?;
+        let records = offer_records(&body)?;
+        let now = unix_now_ms() as i64;
+        let offers = machines_from_chunks(records)
+            .iter()
+            .filter_map(|m| m.to_offer("vast", now))
+            .collect();
+        Ok(Fetched::Offers(offers))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machines_are_rebuilt_from_chunks() {
+        let chunks = json!([
+            {"id": 1, "machine_id": 7, "gpu_frac": 1.0, "num_gpus": 4, "gpu_ids": [1,2,3,4], "rentable": false,
+             "gpu_name": "RTX 4090", "dph_base": 1.6, "verification": "verified", "verified": null, "hosting_type": 1,
+             "geolocation": "Ontario, CA", "reliability2": 0.99, "gpu_ram": 24564},
+            {"id": 2, "machine_id": 7, "gpu_frac": 0.5, "num_gpus": 2, "gpu_ids": [3,4], "rentable": true,
+             "gpu_name": "RTX 4090", "dph_base": 0.8},
+            {"id": 3, "machine_id": 8, "gpu_frac": 0.5, "num_gpus": 1, "gpu_ids": [9], "rentable": true,
+             "gpu_name": "RTX 3090", "dph_base": 0.2}
+        ]);
+        let machines = machines_from_chunks(chunks.as_array().unwrap());
+        assert_eq!(machines.len(), 1, "machine 8 has no whole-machine chunk");
+        let m = &machines[0];
+        assert_eq!((m.num_gpus, m.num_gpus_rented), (4, 2));
+        let o = m.to_offer("vast", 0).unwrap();
+        assert_eq!(o.model, "rtx-4090");
+        assert_eq!(o.price_per_gpu_hour_usd, 0.4);
+        assert!(o.verified && o.datacenter);
+        assert_eq!(o.country.as_deref(), Some("CA"));
+        assert_eq!(o.vram_gb, Some(24.0));
+    }
+
+    #[test]
+    fn both_response_wrappings_are_read() {
+        let wrapped = json!({"offers": [{"id": 1}]});
+        let bare = json!([{"id": 1}, {"id": 2}]);
+        assert_eq!(offer_records(&wrapped).unwrap().len(), 1);
+        assert_eq!(offer_records(&bare).unwrap().len(), 2);
+        assert!(offer_records(&json!({"error": "x"})).is_err());
+    }
+}
