@@ -43,6 +43,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(server_api::broadcast))
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
+        .route("/api/v1/market/snapshot", get(market::snapshot))
+        .route("/api/v1/market/history", get(market::history))
         .route(
             "/api/v1/dev/token",
             post(server_api::dev_token).get(server_api::dev_token),

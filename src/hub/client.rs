@@ -71,7 +71,7 @@ impl Client {
     }
 
     fn send(&self, bytes: Vec<u8>) {
-        let _ = self.outbox.push(Bytes::from(bytes));
+        let _ = self.outbox.push_reply(Bytes::from(bytes));
     }
 
     fn reply(&self, id: u32, body: ReplyBody<'_>) {

@@ -94,7 +94,7 @@ impl Subscriber {
     /// every subscriber's lock while queueing keeps the reply ahead of any later publication.
     pub fn go_live(outbox: &Outbox, reply: Bytes, subs: &[(&Subscriber, u64)]) {
         let mut guards: Vec<_> = subs.iter().map(|(s, after)| (s.lock(), *after)).collect();
-        let _ = outbox.push(reply);
+        let _ = outbox.push_reply(reply);
         for (guard, after) in guards.iter_mut() {
             let mut top = *after;
             if let SyncState::Syncing(held) = &mut **guard {

@@ -52,13 +52,24 @@ impl Outbox {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queue one message (a reply or a push) for the writer.
+    /// Queue one push for the writer; over the bound, the connection is closed as slow.
     pub fn push(&self, message: Bytes) -> Result<(), PushError> {
+        self.enqueue(message, false)
+    }
+
+    /// Queue a reply. Replies answer the client's own commands (whose rate is limited), and a
+    /// subscribe reply may carry a large snapshot, so only the message count bounds them.
+    pub fn push_reply(&self, message: Bytes) -> Result<(), PushError> {
+        self.enqueue(message, true)
+    }
+
+    fn enqueue(&self, message: Bytes, reply: bool) -> Result<(), PushError> {
         let mut inner = self.lock();
         if inner.close.is_some() {
             return Err(PushError::Closed);
         }
-        if inner.queue.len() >= self.max_messages || inner.bytes + message.len() > self.max_bytes {
+        let over_bytes = !reply && inner.bytes + message.len() > self.max_bytes;
+        if inner.queue.len() >= self.max_messages || over_bytes {
             inner.queue.clear();
             inner.bytes = 0;
             inner.close = Some(Disconnect::SLOW);

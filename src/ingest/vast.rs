@@ -94,8 +94,9 @@ impl VastMachine {
     }
 }
 
-/// Rebuild machines from offer chunks (`/offers` of 500.farm, or the search API).
-/// A machine without its whole-machine chunk is skipped, as the exporter does.
+/// Rebuild machines from offer chunks (`/offers` of 500.farm, or the search API). Where the
+/// whole-machine chunk is missing (a filtered search), the machine is estimated from a chunk and
+/// its `gpu_frac` rather than dropped, unlike the exporter, which skips such machines.
 pub fn machines_from_chunks(chunks: &[Value]) -> Vec<VastMachine> {
     let mut by_machine: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
     for c in chunks {
@@ -105,32 +106,51 @@ pub fn machines_from_chunks(chunks: &[Value]) -> Vec<VastMachine> {
     }
     let mut machines = Vec::with_capacity(by_machine.len());
     for (machine_id, list) in by_machine {
-        let Some(whole) = list.iter().find(|c| c["gpu_frac"].as_f64() == Some(1.0)) else {
-            continue;
-        };
-        let Some(num_gpus) = u64_of(&whole["num_gpus"]).map(|n| n as u32) else {
-            continue;
-        };
         let free: BTreeSet<u64> = list
             .iter()
             .filter(|c| c["rentable"].as_bool() == Some(true))
             .flat_map(|c| c["gpu_ids"].as_array().into_iter().flatten().filter_map(u64_of))
             .collect();
-        let (Some(gpu_name), Some(dph_base)) = (whole["gpu_name"].as_str(), whole["dph_base"].as_f64()) else {
+        // The whole-machine chunk, else the chunk standing for the machine: its GPU count scaled
+        // by `gpu_frac` (a 1-GPU chunk with gpu_frac 0.125 is one eighth of an 8-GPU machine).
+        let whole = list.iter().find(|c| c["gpu_frac"].as_f64() == Some(1.0));
+        let (base, num_gpus, dph_base) = match whole {
+            Some(w) => {
+                let (Some(n), Some(dph)) = (u64_of(&w["num_gpus"]), w["dph_base"].as_f64()) else {
+                    continue;
+                };
+                (*w, n as u32, dph)
+            }
+            None => {
+                let Some(c) = list.first() else { continue };
+                let (Some(n), Some(frac), Some(dph)) =
+                    (u64_of(&c["num_gpus"]), c["gpu_frac"].as_f64(), c["dph_base"].as_f64())
+                else {
+                    continue;
+                };
+                if n == 0 || !(frac > 0.0 && frac <= 1.0) {
+                    continue;
+                }
+                let total = (n as f64 / frac).round().max(n as f64) as u32;
+                (*c, total, dph / n as f64 * total as f64)
+            }
+        };
+        let Some(gpu_name) = base["gpu_name"].as_str() else {
             continue;
         };
+        // Without the whole-machine chunk, GPUs of chunks we did not see count as rented.
         machines.push(VastMachine {
             machine_id,
-            host_id: u64_of(&whole["host_id"]),
+            host_id: u64_of(&base["host_id"]),
             gpu_name: gpu_name.to_owned(),
             num_gpus,
             num_gpus_rented: num_gpus.saturating_sub(free.len() as u32),
             dph_base,
-            verified: verified_of(whole),
-            datacenter: whole["hosting_type"].as_i64().is_some_and(|h| h > 0),
-            geolocation: whole["geolocation"].as_str().map(str::to_owned),
-            reliability: whole["reliability2"].as_f64().or_else(|| whole["reliability"].as_f64()),
-            gpu_ram_mb: whole["gpu_ram"].as_f64(),
+            verified: verified_of(base),
+            datacenter: base["hosting_type"].as_i64().is_some_and(|h| h > 0),
+            geolocation: base["geolocation"].as_str().map(str::to_owned),
+            reliability: base["reliability2"].as_f64().or_else(|| base["reliability"].as_f64()),
+            gpu_ram_mb: base["gpu_ram"].as_f64(),
         });
     }
     machines
@@ -225,7 +245,7 @@ mod tests {
              "gpu_name": "RTX 3090", "dph_base": 0.2}
         ]);
         let machines = machines_from_chunks(chunks.as_array().unwrap());
-        assert_eq!(machines.len(), 1, "machine 8 has no whole-machine chunk");
+        assert_eq!(machines.len(), 2);
         let m = &machines[0];
         assert_eq!((m.num_gpus, m.num_gpus_rented), (4, 2));
         let o = m.to_offer("vast", 0).unwrap();
@@ -234,6 +254,10 @@ mod tests {
         assert!(o.verified && o.datacenter);
         assert_eq!(o.country.as_deref(), Some("CA"));
         assert_eq!(o.vram_gb, Some(24.0));
+        // Machine 8: one free GPU of a 2-GPU machine seen through a half chunk.
+        let m8 = &machines[1];
+        assert_eq!((m8.num_gpus, m8.num_gpus_rented), (2, 1));
+        assert!((m8.dph_base - 0.4).abs() < 1e-12);
     }
 
     #[test]

@@ -131,29 +131,41 @@ impl Store {
         if rows.is_empty() {
             return Ok(());
         }
+        // Multi-row inserts: one round trip per 64 models instead of one per model.
+        const COLUMNS: usize = 12;
         let mut tx = self.pool.begin().await?;
-        for (model, a) in rows {
-            let int = |k: &str| a[k].as_i64().unwrap_or(0);
-            let price = |side: &str, k: &str| a[side][k].as_f64();
-            sqlx::query(
+        for batch in rows.chunks(64) {
+            let mut sql = String::from(
                 "INSERT INTO market_snapshots (ts_ms, model, source, gpus_total, gpus_rented, gpus_available, \
-                 utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, data) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) ON CONFLICT (model, ts_ms) DO NOTHING",
-            )
-            .bind(ts_ms)
-            .bind(model.as_str())
-            .bind(source)
-            .bind(int("gpus_total"))
-            .bind(int("gpus_rented"))
-            .bind(int("gpus_available"))
-            .bind(a["utilisation"].as_f64().unwrap_or(0.0))
-            .bind(price("price_available", "median"))
-            .bind(price("price_available", "p10"))
-            .bind(price("price_available", "p90"))
-            .bind(price("price_rented", "median"))
-            .bind(a.to_string())
-            .execute(&mut *tx)
-            .await?;
+                 utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, data) VALUES ",
+            );
+            for i in 0..batch.len() {
+                let placeholders: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
+                sql.push_str(if i == 0 { "(" } else { ", (" });
+                sql.push_str(&placeholders.join(", "));
+                sql.push(')');
+            }
+            sql.push_str(" ON CONFLICT (model, ts_ms) DO NOTHING");
+            // Only placeholders are interpolated; every value is bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (model, a) in batch {
+                let int = |k: &str| a[k].as_i64().unwrap_or(0);
+                let price = |side: &str, k: &str| a[side][k].as_f64();
+                query = query
+                    .bind(ts_ms)
+                    .bind(model.clone())
+                    .bind(source.to_owned())
+                    .bind(int("gpus_total"))
+                    .bind(int("gpus_rented"))
+                    .bind(int("gpus_available"))
+                    .bind(a["utilisation"].as_f64().unwrap_or(0.0))
+                    .bind(price("price_available", "median"))
+                    .bind(price("price_available", "p10"))
+                    .bind(price("price_available", "p90"))
+                    .bind(price("price_rented", "median"))
+                    .bind(a.to_string());
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())

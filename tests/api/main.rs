@@ -2,9 +2,11 @@
 
 mod auth;
 mod channels;
+mod fakes;
 mod fanout;
 mod helpers;
 mod lifecycle;
+mod market;
 mod protocol_errors;
 mod recovery;
 mod server_api;

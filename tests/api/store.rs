@@ -60,15 +60,40 @@ async fn users_round_trip(store: &Store) {
     store.ping().await.unwrap();
 }
 
+async fn market_history_round_trip(store: &Store) {
+    let a = serde_json::json!({"gpus_total": 10, "gpus_rented": 4, "gpus_available": 6, "utilisation": 0.4,
+        "price_available": {"gpus": 6, "median": 0.35, "p10": 0.3, "p90": 0.5}, "price_rented": {"gpus": 4}});
+    let rows = vec![("rtx-4090".to_owned(), a.clone()), ("h100-sxm".to_owned(), a)];
+    store.insert_market_snapshots(60_000, "farm500", &rows).await.unwrap();
+    store.insert_market_snapshots(120_000, "farm500", &rows).await.unwrap();
+    // The same minute again is ignored.
+    store.insert_market_snapshots(120_000, "farm500", &rows).await.unwrap();
+    let points = store.market_history("rtx-4090", 0, 200_000).await.unwrap();
+    assert_eq!(points.len(), 2);
+    assert_eq!(points[0].ts_ms, 60_000);
+    assert_eq!(points[1].gpus_available, 6);
+    assert_eq!(points[1].price_available_median, Some(0.35));
+    assert_eq!(points[1].price_rented_median, None);
+    assert!(
+        store
+            .market_history("rtx-4090", 70_000, 80_000)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 #[tokio::test]
 async fn sqlite_store() {
     let (store, _dir) = sqlite().await;
     users_round_trip(&store).await;
+    market_history_round_trip(&store).await;
 }
 
 #[tokio::test]
 async fn postgres_store() {
     if let Some(store) = postgres().await {
         users_round_trip(&store).await;
+        market_history_round_trip(&store).await;
     }
 }
