@@ -69,6 +69,8 @@ pub struct ServerSettings {
     pub outbox_max_messages: usize,
     pub max_batch_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// Serve the dashboard and SDK from this checkout root instead of the copies in the binary.
+    pub static_dir: String,
 }
 
 impl ServerSettings {

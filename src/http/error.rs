@@ -38,7 +38,3 @@ impl IntoResponse for ApiError {
         (self.status, body).into_response()
     }
 }
-
-pub async fn not_found() -> ApiError {
-    ApiError::not_found("no such route")
-}

@@ -5,6 +5,7 @@ pub mod error;
 pub mod health;
 pub mod market;
 pub mod server_api;
+pub mod static_files;
 pub mod ws;
 
 use std::sync::Arc;
@@ -49,6 +50,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/dev/token",
             post(server_api::dev_token).get(server_api::dev_token),
         )
-        .fallback(error::not_found)
+        .route("/sdk/{*file}", get(static_files::sdk))
+        .fallback(static_files::web)
         .with_state(state)
 }

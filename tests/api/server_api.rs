@@ -169,3 +169,30 @@ async fn dev_token_only_in_dev_mode() {
     let r = off.http.get(off.url("/api/v1/dev/token")).send().await.unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn the_dashboard_and_the_sdk_are_served() {
+    let app = spawn_app().await;
+    let r = app.http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(r.text().await.unwrap().contains("GPUScout"));
+    let r = app.http.get(app.url("/sdk/index.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    for path in [
+        "/sdk/nope.js",
+        "/nope.html",
+        "/api/v1/nope",
+        "/sdk/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+    ] {
+        let r = app.http.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+}
