@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
 use crate::auth::unix_now_ms;
 use crate::config::HttpSourceSettings;
-use crate::market::Offer;
 use crate::market::models::canonical_slug;
+use crate::market::{Offer, intern};
 
 const QUERY: &str = "query GpuTypes { gpuTypes { id displayName memoryInGb secureCloud communityCloud \
     lowestPrice(input: {gpuCount: 1}) { minimumBidPrice uninterruptablePrice } } }";
@@ -57,8 +57,8 @@ pub fn parse_gpu_types(body: &Value, observed_at_ms: i64) -> Result<Vec<Offer>, 
             offer_id: id.to_owned(),
             machine_id: None,
             host_id: None,
-            model,
-            model_name: name.to_owned(),
+            model: intern(&model),
+            model_name: intern(name),
             num_gpus: 0,
             gpus_rented: 0,
             price_per_gpu_hour_usd: price,
@@ -110,7 +110,7 @@ mod tests {
         ]}});
         let offers = parse_gpu_types(&body, 0).unwrap();
         assert_eq!(offers.len(), 1, "no price, no offer");
-        assert_eq!(offers[0].model, "rtx-4090");
+        assert_eq!(&*offers[0].model, "rtx-4090");
         assert_eq!(offers[0].num_gpus, 0);
         let err = parse_gpu_types(&json!({"errors": [{"message": "Cannot query field"}]}), 0).unwrap_err();
         assert!(err.to_string().contains("Cannot query field"));

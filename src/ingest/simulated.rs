@@ -10,8 +10,8 @@ use rand::{Rng, SeedableRng};
 
 use super::{Fetched, MarketSource, SourceError};
 use crate::auth::unix_now_ms;
-use crate::market::Offer;
 use crate::market::models::canonical_slug;
+use crate::market::{Offer, intern};
 
 const SEED_CSV: &str = include_str!("simulated_models.csv");
 
@@ -145,16 +145,16 @@ impl SimulatedSource {
                 offer_id: format!("m{id}"),
                 machine_id: Some(id.to_string()),
                 host_id: Some((id % 997 + 1000).to_string()),
-                model: slug.clone(),
-                model_name: seed.name.clone(),
+                model: intern(slug),
+                model_name: intern(&seed.name),
                 num_gpus,
                 gpus_rented,
                 price_per_gpu_hour_usd: (anchor * 1000.0).round() / 1000.0,
                 reliability: Some(((0.9 + self.rng.random::<f64>() * 0.1) * 10_000.0).round() / 10_000.0),
                 verified: self.rng.random_bool(verified_share.clamp(0.0, 1.0)),
                 datacenter: self.rng.random_bool(0.2),
-                country: Some(country.to_owned()),
-                region: Some(region.to_owned()),
+                country: Some(intern(country)),
+                region: Some(intern(region)),
                 vram_gb: (seed.vram_gb > 0.0).then_some(seed.vram_gb),
                 observed_at_ms: 0,
             },
@@ -185,7 +185,7 @@ impl SimulatedSource {
             let model = self
                 .models
                 .iter()
-                .position(|(_, slug)| *slug == self.machines[gone].offer.model)
+                .position(|(_, slug)| **slug == *self.machines[gone].offer.model)
                 .unwrap_or(0);
             self.machines.swap_remove(gone);
             let fresh = self.new_machine(model);

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use super::{Fetched, MarketSource, SourceError, country_of, status_error, transport_error};
 use crate::auth::unix_now_ms;
 use crate::config::HttpSourceSettings;
-use crate::market::Offer;
 use crate::market::models::canonical_slug;
+use crate::market::{Offer, intern};
 
 /// One Vast.ai machine, as 500.farm's `/machines` lists it (or as rebuilt from chunks).
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +71,7 @@ impl VastMachine {
         if self.num_gpus == 0 || !self.dph_base.is_finite() || self.dph_base < 0.0 {
             return None;
         }
-        let model = canonical_slug(&self.gpu_name)?;
+        let model = intern(&canonical_slug(&self.gpu_name)?);
         Some(Offer {
             source,
             marketplace: "vast",
@@ -79,15 +79,15 @@ impl VastMachine {
             machine_id: Some(self.machine_id.to_string()),
             host_id: self.host_id.map(|h| h.to_string()),
             model,
-            model_name: self.gpu_name.clone(),
+            model_name: intern(&self.gpu_name),
             num_gpus: self.num_gpus,
             gpus_rented: self.num_gpus_rented,
             price_per_gpu_hour_usd: self.dph_base / self.num_gpus as f64,
             reliability: self.reliability,
             verified: self.verified,
             datacenter: self.datacenter,
-            country: self.geolocation.as_deref().and_then(country_of),
-            region: self.geolocation.clone(),
+            country: self.geolocation.as_deref().and_then(country_of).map(|c| intern(&c)),
+            region: self.geolocation.as_deref().map(intern),
             vram_gb: self.gpu_ram_mb.map(|mb| (mb / 1024.0).ceil()),
             observed_at_ms,
         })
@@ -249,7 +249,7 @@ mod tests {
         let m = &machines[0];
         assert_eq!((m.num_gpus, m.num_gpus_rented), (4, 2));
         let o = m.to_offer("vast", 0).unwrap();
-        assert_eq!(o.model, "rtx-4090");
+        assert_eq!(&*o.model, "rtx-4090");
         assert_eq!(o.price_per_gpu_hour_usd, 0.4);
         assert!(o.verified && o.datacenter);
         assert_eq!(o.country.as_deref(), Some("CA"));

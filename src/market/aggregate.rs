@@ -47,8 +47,8 @@ pub struct Segment {
 /// Everything `market:summary` says about one model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelAggregate {
-    pub model: String,
-    pub name: String,
+    pub model: super::Text,
+    pub name: super::Text,
     #[serde(flatten)]
     pub all: Segment,
     pub verified: Segment,
@@ -62,78 +62,113 @@ pub fn price_cents(price_per_gpu_hour_usd: f64) -> i64 {
     (price_per_gpu_hour_usd * 100.0) as i64
 }
 
-/// The median of sorted values.
-fn median(sorted: &[f64]) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        _ if n.is_multiple_of(2) => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2.0),
-        _ => Some(sorted[n / 2]),
-    }
+/// Per-GPU prices in cents, each with the number of GPUs at that price: a compact form of the
+/// list in which every GPU appears once (100k machines are 100k entries, not 400k).
+#[derive(Default)]
+struct Weighted {
+    entries: Vec<(i64, u32)>,
+    gpus: u32,
 }
 
-/// The percentile of sorted values by rank `p/100 × n` (see the module docs).
-fn percentile(sorted: &[f64], p: f64) -> Option<f64> {
-    let n = sorted.len();
-    match n {
-        0 => None,
-        1 => Some(sorted[0]),
-        _ => {
-            let index = (p / 100.0) * n as f64;
-            if index == (index as i64) as f64 {
-                let i = index as usize;
-                (i >= 1).then(|| sorted[i - 1])
-            } else if index > 1.0 {
-                let i = index as usize;
-                Some((sorted[i - 1] + sorted[i.min(n - 1)]) / 2.0)
-            } else {
-                None
+impl Weighted {
+    fn push(&mut self, cents: i64, gpus: u32) {
+        if gpus > 0 {
+            self.entries.push((cents, gpus));
+            self.gpus += gpus;
+        }
+    }
+
+    fn sort(&mut self) {
+        self.entries.sort_unstable_by_key(|e| e.0);
+    }
+
+    /// The value at 1-based position `k` of the expanded, sorted list.
+    fn nth(&self, k: usize) -> f64 {
+        let mut seen = 0usize;
+        for (cents, n) in &self.entries {
+            seen += *n as usize;
+            if seen >= k {
+                return *cents as f64;
             }
+        }
+        self.entries.last().map_or(0.0, |e| e.0 as f64)
+    }
+
+    fn median(&self) -> Option<f64> {
+        let n = self.gpus as usize;
+        match n {
+            0 => None,
+            _ if n.is_multiple_of(2) => Some((self.nth(n / 2) + self.nth(n / 2 + 1)) / 2.0),
+            _ => Some(self.nth(n / 2 + 1)),
+        }
+    }
+
+    /// The rank rule of the module docs, on the expanded list.
+    fn percentile(&self, p: f64) -> Option<f64> {
+        let n = self.gpus as usize;
+        match n {
+            0 => None,
+            1 => Some(self.nth(1)),
+            _ => {
+                let index = (p / 100.0) * n as f64;
+                if index == (index as i64) as f64 {
+                    let i = index as usize;
+                    (i >= 1).then(|| self.nth(i))
+                } else if index > 1.0 {
+                    let i = index as usize;
+                    Some((self.nth(i) + self.nth((i + 1).min(n))) / 2.0)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    fn stats(mut self) -> PriceStats {
+        self.sort();
+        let usd = |v: Option<f64>| v.map(|c| super::checksum::round4(c / 100.0));
+        let (p10, p90) = match (self.percentile(10.0), self.percentile(90.0)) {
+            // 500.farm shows the 10th and 90th only together.
+            (Some(a), Some(b)) => (Some(a), Some(b)),
+            _ => (None, None),
+        };
+        PriceStats {
+            gpus: self.gpus,
+            p10: usd(p10),
+            p25: usd(self.percentile(25.0)),
+            median: usd(self.median()),
+            p75: usd(self.percentile(75.0)),
+            p90: usd(p90),
         }
     }
 }
 
-/// Percentiles of per-GPU prices given in cents; returned in dollars.
-pub fn price_stats(cents: &mut [i64]) -> PriceStats {
-    cents.sort_unstable();
-    let sorted: Vec<f64> = cents.iter().map(|c| *c as f64).collect();
-    let usd = |v: Option<f64>| v.map(|c| super::checksum::round4(c / 100.0));
-    let (p10, p90) = match (percentile(&sorted, 10.0), percentile(&sorted, 90.0)) {
-        // 500.farm shows the 10th and 90th only together.
-        (Some(a), Some(b)) => (Some(a), Some(b)),
-        _ => (None, None),
-    };
-    PriceStats {
-        gpus: sorted.len() as u32,
-        p10: usd(p10),
-        p25: usd(percentile(&sorted, 25.0)),
-        median: usd(median(&sorted)),
-        p75: usd(percentile(&sorted, 75.0)),
-        p90: usd(p90),
+/// Percentiles of per-GPU prices given in cents (one entry per GPU); returned in dollars.
+pub fn price_stats(cents: &[i64]) -> PriceStats {
+    let mut w = Weighted::default();
+    for c in cents {
+        w.push(*c, 1);
     }
+    w.stats()
 }
 
 #[derive(Default)]
 struct SegmentBuilder {
     offers: u32,
-    rented: Vec<i64>,
-    available: Vec<i64>,
+    rented: Weighted,
+    available: Weighted,
 }
 
 impl SegmentBuilder {
     fn add(&mut self, offer: &Offer, cents: i64) {
         self.offers += 1;
-        for _ in 0..offer.gpus_rented.min(offer.num_gpus) {
-            self.rented.push(cents);
-        }
-        for _ in 0..offer.gpus_available() {
-            self.available.push(cents);
-        }
+        self.rented.push(cents, offer.gpus_rented.min(offer.num_gpus));
+        self.available.push(cents, offer.gpus_available());
     }
 
-    fn build(mut self) -> Segment {
-        let rented = self.rented.len() as u32;
-        let available = self.available.len() as u32;
+    fn build(self) -> Segment {
+        let rented = self.rented.gpus;
+        let available = self.available.gpus;
         let total = rented + available;
         Segment {
             offers: self.offers,
@@ -145,15 +180,15 @@ impl SegmentBuilder {
             } else {
                 super::checksum::round4(rented as f64 / total as f64)
             },
-            price_rented: price_stats(&mut self.rented),
-            price_available: price_stats(&mut self.available),
+            price_rented: self.rented.stats(),
+            price_available: self.available.stats(),
         }
     }
 }
 
 #[derive(Default)]
 struct ModelBuilder {
-    name: String,
+    name: Option<super::Text>,
     all: SegmentBuilder,
     verified: SegmentBuilder,
     unverified: SegmentBuilder,
@@ -163,12 +198,12 @@ struct ModelBuilder {
 
 /// Aggregate offers per model (keyed by slug).
 pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, ModelAggregate> {
-    let mut models: BTreeMap<&str, ModelBuilder> = BTreeMap::new();
+    let mut models: BTreeMap<super::Text, ModelBuilder> = BTreeMap::new();
     // Offers without GPU counts (list prices) carry no supply: they stay out of the aggregates.
     for offer in offers.into_iter().filter(|o| o.num_gpus > 0) {
-        let b = models.entry(offer.model.as_str()).or_default();
-        if b.name.is_empty() {
-            b.name = offer.model_name.clone();
+        let b = models.entry(offer.model.clone()).or_default();
+        if b.name.is_none() {
+            b.name = Some(offer.model_name.clone());
         }
         let cents = price_cents(offer.price_per_gpu_hour_usd);
         b.all.add(offer, cents);
@@ -187,10 +222,10 @@ pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<St
         .into_iter()
         .map(|(slug, b)| {
             (
-                slug.to_owned(),
+                slug.to_string(),
                 ModelAggregate {
-                    model: slug.to_owned(),
-                    name: b.name,
+                    name: b.name.unwrap_or_else(|| slug.clone()),
+                    model: slug,
                     all: b.all.build(),
                     verified: b.verified.build(),
                     unverified: b.unverified.build(),
@@ -226,6 +261,36 @@ pub fn model_segments<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeM
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn median(v: &[f64]) -> Option<f64> {
+        weighted(v).median()
+    }
+
+    fn percentile(v: &[f64], p: f64) -> Option<f64> {
+        weighted(v).percentile(p)
+    }
+
+    fn weighted(v: &[f64]) -> Weighted {
+        let mut w = Weighted::default();
+        for x in v {
+            w.push(*x as i64, 1);
+        }
+        w.sort();
+        w
+    }
+
+    #[test]
+    fn weights_expand_to_one_entry_per_gpu() {
+        let mut w = Weighted::default();
+        w.push(30, 3);
+        w.push(10, 1);
+        w.push(20, 2);
+        w.sort();
+        // 10, 20, 20, 30, 30, 30
+        assert_eq!(w.median(), Some(25.0));
+        assert_eq!(w.percentile(90.0), Some(30.0));
+        assert_eq!(price_stats(&[10, 20, 20, 30, 30, 30]).median, Some(0.25));
+    }
 
     #[test]
     fn percentiles_follow_the_rank_rule() {

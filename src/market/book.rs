@@ -1,17 +1,20 @@
 //! The book: every offer of every source, keyed by marketplace and offer id, and the diff between
 //! two books.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::Offer;
+use rustc_hash::FxHashMap;
+
+use super::{Offer, Text};
 
 /// The market at one moment: the union of every source's latest offers. When two sources report
 /// the same offer (500.farm and Vast.ai both see Vast.ai), the source listed first in
 /// `SOURCE_PRIORITY` wins.
 #[derive(Debug, Default, Clone)]
 pub struct MarketBook {
-    pub offers: HashMap<String, Arc<Offer>>,
+    /// Keyed by `Offer::key()`, computed once per offer per poll.
+    pub offers: FxHashMap<Text, Arc<Offer>>,
 }
 
 /// Which source's copy of an offer is kept when several report it.
@@ -24,10 +27,12 @@ fn priority(source: &str) -> usize {
 impl MarketBook {
     /// Merge the latest offers of every source.
     pub fn merge<'a>(sources: impl IntoIterator<Item = &'a Vec<Arc<Offer>>>) -> Self {
-        let mut offers: HashMap<String, Arc<Offer>> = HashMap::new();
+        let sources: Vec<&Vec<Arc<Offer>>> = sources.into_iter().collect();
+        let total = sources.iter().map(|l| l.len()).sum();
+        let mut offers: FxHashMap<Text, Arc<Offer>> = FxHashMap::with_capacity_and_hasher(total, Default::default());
         for list in sources {
             for offer in list {
-                let key = offer.key();
+                let key: Text = Arc::from(offer.key());
                 match offers.get(&key) {
                     Some(existing) if priority(existing.source) <= priority(offer.source) => {}
                     _ => {
@@ -47,17 +52,11 @@ impl MarketBook {
         self.offers.is_empty()
     }
 
-    /// Offers grouped by model slug, each group sorted by key.
-    pub fn by_model(&self) -> BTreeMap<&str, Vec<(&str, &Offer)>> {
-        let mut groups: BTreeMap<&str, Vec<(&str, &Offer)>> = BTreeMap::new();
-        for (key, offer) in &self.offers {
-            groups
-                .entry(offer.model.as_str())
-                .or_default()
-                .push((key.as_str(), offer));
-        }
-        for list in groups.values_mut() {
-            list.sort_unstable_by_key(|(k, _)| *k);
+    /// Offers grouped by model slug.
+    pub fn by_model(&self) -> BTreeMap<&str, Vec<&Offer>> {
+        let mut groups: BTreeMap<&str, Vec<&Offer>> = BTreeMap::new();
+        for offer in self.offers.values() {
+            groups.entry(&offer.model).or_default().push(offer);
         }
         groups
     }
@@ -100,7 +99,7 @@ impl BookDiff {
             .iter()
             .chain(&self.changed)
             .chain(&self.removed)
-            .map(|o| o.model.as_str())
+            .map(|o| &*o.model)
             .collect()
     }
 }

@@ -8,7 +8,42 @@ pub mod feed;
 pub mod models;
 pub mod state;
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use serde::Serialize;
+
+/// Shared text: model names, regions and countries repeat across thousands of offers and polls.
+pub type Text = Arc<str>;
+
+/// The one shared copy of `s`. Interned text compares by pointer first, which keeps the diff of
+/// 100k offers from touching every string.
+pub fn intern(s: &str) -> Text {
+    static POOL: OnceLock<Mutex<HashSet<Text>>> = OnceLock::new();
+    let pool = POOL.get_or_init(Default::default);
+    let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = pool.get(s) {
+        return t.clone();
+    }
+    let t: Text = Arc::from(s);
+    // Bounded: a source sending ever-new strings cannot grow it without limit.
+    if pool.len() < 100_000 {
+        pool.insert(t.clone());
+    }
+    t
+}
+
+fn same(a: &Text, b: &Text) -> bool {
+    Arc::ptr_eq(a, b) || a == b
+}
+
+fn same_opt(a: &Option<Text>, b: &Option<Text>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => same(a, b),
+        (None, None) => true,
+        _ => false,
+    }
+}
 
 /// One offer, normalised. Prices are per GPU-hour in USD.
 #[derive(Debug, Clone, Serialize)]
@@ -23,9 +58,9 @@ pub struct Offer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_id: Option<String>,
     /// Canonical model slug (`rtx-4090`).
-    pub model: String,
+    pub model: Text,
     /// The model's display name as the source gave it.
-    pub model_name: String,
+    pub model_name: Text,
     pub num_gpus: u32,
     /// GPUs of this offer currently rented (a machine may be partly rented).
     pub gpus_rented: u32,
@@ -36,9 +71,9 @@ pub struct Offer {
     pub verified: bool,
     pub datacenter: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<String>,
+    pub country: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
+    pub region: Option<Text>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "round4_opt_ser")]
     pub vram_gb: Option<f64>,
     /// When the source reported it. Not part of the offer's identity or of its diffs.
@@ -58,23 +93,24 @@ impl Offer {
 }
 
 impl PartialEq for Offer {
+    /// Everything but `observed_at_ms`; the fields that change often are compared first.
     fn eq(&self, o: &Self) -> bool {
-        self.source == o.source
+        self.gpus_rented == o.gpus_rented
+            && self.price_per_gpu_hour_usd == o.price_per_gpu_hour_usd
+            && self.num_gpus == o.num_gpus
+            && self.reliability == o.reliability
+            && self.verified == o.verified
+            && self.datacenter == o.datacenter
+            && self.vram_gb == o.vram_gb
+            && std::ptr::eq(self.source, o.source)
+            && same(&self.model, &o.model)
+            && same(&self.model_name, &o.model_name)
+            && same_opt(&self.country, &o.country)
+            && same_opt(&self.region, &o.region)
             && self.marketplace == o.marketplace
             && self.offer_id == o.offer_id
             && self.machine_id == o.machine_id
             && self.host_id == o.host_id
-            && self.model == o.model
-            && self.model_name == o.model_name
-            && self.num_gpus == o.num_gpus
-            && self.gpus_rented == o.gpus_rented
-            && self.price_per_gpu_hour_usd == o.price_per_gpu_hour_usd
-            && self.reliability == o.reliability
-            && self.verified == o.verified
-            && self.datacenter == o.datacenter
-            && self.country == o.country
-            && self.region == o.region
-            && self.vram_gb == o.vram_gb
     }
 }
 

@@ -136,7 +136,7 @@ impl MarketState {
         let mut new_segments = Vec::new();
         for model in &touched {
             let offers = by_model.get(model.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
-            new_segments.push((model.clone(), aggregate::model_segments(offers.iter().map(|(_, o)| *o))));
+            new_segments.push((model.clone(), aggregate::model_segments(offers.iter().copied())));
         }
         drop(by_model);
         for (model, segments) in new_segments {
@@ -156,16 +156,16 @@ impl MarketState {
         let mut all = Changes::default();
         for offer in &diff.added {
             let item = (offer.key(), to_value(offer.as_ref()));
-            per_model.entry(&offer.model).or_default().added.push(item.clone());
+            per_model.entry(&*offer.model).or_default().added.push(item.clone());
             all.added.push(item);
         }
         for offer in &diff.changed {
             let item = (offer.key(), to_value(offer.as_ref()));
-            per_model.entry(&offer.model).or_default().changed.push(item.clone());
+            per_model.entry(&*offer.model).or_default().changed.push(item.clone());
             all.changed.push(item);
         }
         for offer in &diff.removed {
-            per_model.entry(&offer.model).or_default().removed.push(offer.key());
+            per_model.entry(&*offer.model).or_default().removed.push(offer.key());
             all.removed.push(offer.key());
         }
         let per_model: Vec<(String, Changes)> = per_model.into_iter().map(|(m, c)| (m.to_owned(), c)).collect();
@@ -235,7 +235,7 @@ impl MarketState {
             self.book
                 .offers
                 .iter()
-                .map(|(k, o)| (k.clone(), to_value(o.as_ref())))
+                .map(|(k, o)| (k.to_string(), to_value(o.as_ref())))
                 .collect()
         } else if let Some(model) = model_of(channel, "gpu:") {
             self.segments
@@ -246,8 +246,8 @@ impl MarketState {
             self.book
                 .offers
                 .iter()
-                .filter(|(_, o)| o.model == model)
-                .map(|(k, o)| (k.clone(), to_value(o.as_ref())))
+                .filter(|(_, o)| *o.model == *model)
+                .map(|(k, o)| (k.to_string(), to_value(o.as_ref())))
                 .collect()
         } else {
             return None;

@@ -1,0 +1,356 @@
+export const SDK_VERSION: "0.1.0";
+/**
+ * Codes of `disconnected` events that do not come from a WebSocket close frame (WebSocket close
+ * codes are ≥ 1000; protocol error codes of a refused `connect` are 100-112).
+ */
+export const DisconnectCodes: Readonly<{
+    /** `disconnect()` was called. */
+    disconnectCalled: 0;
+    /** No traffic (not even a ping) within ping + `pingGrace`: the connection is considered dead. */
+    noPing: 2;
+    /** The WebSocket did not open, or the connect reply did not come, within `timeout`. */
+    connectTimeout: 3;
+    /** A subscribe reply did not come within `timeout`. */
+    subscribeTimeout: 4;
+    /** The hub sent a frame that is not JSON. */
+    badFrame: 5;
+    /** `getToken()` failed (the client keeps trying) or there is no way to get a token (it stops). */
+    tokenUnavailable: 6;
+}>;
+/**
+ * A connection to the hub.
+ *
+ * ```js
+ * const client = new GpuscoutClient('wss://hub.example/connection/websocket', { getToken });
+ * client.on('connected', (ctx) => console.log('connected as', ctx.client));
+ * const sub = client.subscribe('sources:status');
+ * sub.on('publication', (ctx) => console.log(ctx.data));
+ * client.connect();
+ * ```
+ * @extends {Emitter<ClientEvents>}
+ */
+export class GpuscoutClient extends Emitter<ClientEvents> {
+    /**
+     * @param {string} url  ws:// or wss:// URL of `/connection/websocket`
+     * @param {ClientOptions} [options]
+     */
+    constructor(url: string, options?: ClientOptions);
+    /** @readonly */
+    readonly url: string;
+    _opts: {
+        minReconnectDelay: number;
+        maxReconnectDelay: number;
+        timeout: number;
+        pingGrace: number;
+        name: string;
+        version: string;
+        data: unknown;
+    };
+    /** @type {WebSocketConstructor | undefined} */
+    _WebSocket: WebSocketConstructor | undefined;
+    /** @type {(() => Promise<string>) | undefined} */
+    _getToken: (() => Promise<string>) | undefined;
+    _token: string;
+    /** Fetch a new token before the next connect. */
+    _needToken: boolean;
+    /** @type {ClientState} */
+    state: ClientState;
+    /** The client id of the current connection ('' when not connected). */
+    clientId: string;
+    /** @type {WebSocket | null} */
+    _ws: WebSocket | null;
+    /** Increments with every connection attempt; events of older attempts are ignored. */
+    _epoch: number;
+    _connectSent: boolean;
+    _nextId: number;
+    /** @type {Map<number, Pending>} */
+    _pending: Map<number, Pending>;
+    /** @type {object[]} */
+    _queue: object[];
+    _flushScheduled: boolean;
+    _attempt: number;
+    _pingInterval: number;
+    _sendPong: boolean;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    _connectTimer: ReturnType<typeof setTimeout> | undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    _deadTimer: ReturnType<typeof setTimeout> | undefined;
+    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    _refreshTimer: ReturnType<typeof setTimeout> | undefined;
+    _refreshing: boolean;
+    /** @type {Map<string, Subscription>} */
+    _subs: Map<string, Subscription>;
+    /** @type {Map<string, Subscription>} */
+    _serverSubs: Map<string, Subscription>;
+    /** Market books over the hub's market channels. */
+    market: Market;
+    /** The user's alerts (server-side subscription `alerts:#<uid>`). */
+    alerts: Alerts;
+    /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). */
+    advisor: Advisor;
+    /** Connect (and keep reconnecting until `disconnect()` or a terminal close). */
+    connect(): void;
+    /** Close the connection for good; subscriptions are kept and resubscribed by a later `connect()`. */
+    disconnect(): void;
+    /**
+     * Resolves once connected (at once when already connected); rejects after `timeout` ms or when
+     * the client disconnects for good first.
+     * @param {number} [timeout]
+     * @returns {Promise<void>}
+     */
+    ready(timeout?: number): Promise<void>;
+    /**
+     * A new subscription to `channel` (not yet subscribed: call `subscribe()` on it).
+     * @param {string} channel
+     * @returns {Subscription}
+     */
+    newSubscription(channel: string): Subscription;
+    /**
+     * The subscription to `channel` (client-side or server-side), if any.
+     * @param {string} channel
+     * @returns {Subscription | undefined}
+     */
+    getSubscription(channel: string): Subscription | undefined;
+    /**
+     * Subscribe to `channel`: the existing subscription or a new one, subscribed.
+     * @param {string} channel
+     * @returns {Subscription}
+     */
+    subscribe(channel: string): Subscription;
+    /**
+     * Unsubscribe and forget a subscription.
+     * @param {Subscription} sub
+     */
+    removeSubscription(sub: Subscription): void;
+    /** The server-side subscriptions (the user's `alerts:#<uid>` and `advisor:#<uid>`). */
+    get serverSubscriptions(): Map<string, Subscription>;
+    /**
+     * Call an RPC method; resolves with the result's `data`, rejects with a GpuscoutError (e.g. 104
+     * method not found). Waits for the connection when connecting.
+     * @param {string} method
+     * @param {unknown} [data]
+     * @returns {Promise<any>}
+     */
+    rpc(method: string, data?: unknown): Promise<any>;
+    /**
+     * Send a command and resolve with its reply (rejects on an error reply, a timeout or a close).
+     * @param {Record<string, unknown>} body
+     * @returns {Promise<any>}
+     */
+    _request(body: Record<string, unknown>): Promise<any>;
+    /**
+     * Queue a command; `onReply` runs synchronously with its reply (so replies of one frame are
+     * handled in order), `onFail` when it gets none. Returns its id.
+     * @param {Record<string, unknown>} body
+     * @param {(reply: any) => void} onReply
+     * @param {(error: GpuscoutError) => void} onFail
+     * @param {number} [timeout]
+     * @returns {number}
+     */
+    _command(body: Record<string, unknown>, onReply: (reply: any) => void, onFail: (error: GpuscoutError) => void, timeout?: number): number;
+    /**
+     * Queue a message for the current socket; everything queued in one tick goes in one frame.
+     * @param {object} message
+     */
+    _enqueue(message: object): void;
+    _flush(): void;
+    /**
+     * @param {WebSocket} ws
+     * @param {object[]} batch
+     */
+    _sendFrame(ws: WebSocket, batch: object[]): void;
+    /**
+     * @param {number} code
+     * @param {string} reason
+     */
+    _setConnecting(code: number, reason: string): void;
+    _openTransport(): Promise<void>;
+    _onOpen(): void;
+    /** @param {any} reply */
+    _onConnectReply(reply: any): void;
+    /** @param {unknown} data */
+    _onFrame(data: unknown): void;
+    /** @param {any} push */
+    _onPush(push: any): void;
+    /** Any traffic from the hub: the connection is alive for another ping interval + grace. */
+    _touch(): void;
+    /** @param {number} ttl  seconds */
+    _scheduleRefresh(ttl: number): void;
+    /**
+     * Get a new token and send it in a `refresh` command.
+     * @param {number} epoch
+     */
+    _refresh(epoch: number): Promise<void>;
+    /**
+     * The connection is lost or refused: clean up, then reconnect or stop.
+     * @param {number} code
+     * @param {string} reason
+     * @param {boolean} reconnect
+     */
+    _lost(code: number, reason: string, reconnect: boolean): void;
+    /**
+     * Stop for good.
+     * @param {number} code
+     * @param {string} reason
+     * @param {boolean} _wasConnected
+     */
+    _fail(code: number, reason: string, _wasConnected: boolean): void;
+    _scheduleReconnect(): void;
+    /**
+     * Close the socket (without waiting for its close event), stop the timers, fail the pending
+     * commands and put the subscriptions back to `subscribing`.
+     * @param {GpuscoutError} error
+     * @param {number} closeCode
+     * @param {string} closeReason
+     */
+    _teardown(error: GpuscoutError, closeCode: number, closeReason: string): void;
+    /** Whether commands can be sent now (connected, or connect already on the wire). */
+    get _canSend(): boolean;
+    /** @param {Subscription} sub */
+    _sendSubscribe(sub: Subscription): void;
+    /** @param {Subscription} sub */
+    _sendUnsubscribe(sub: Subscription): void;
+}
+export type ClientState = "disconnected" | "connecting" | "connected";
+/**
+ * A WebSocket constructor: the browser's, Node's global one (Node ≥ 22), or `ws` from npm.
+ */
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocket;
+export type ClientOptions = {
+    /**
+     * a connection token (JWT)
+     */
+    token?: string | undefined;
+    /**
+     * called for a token when there is none, when the
+     * hub says the token expired (109, close 3005), and before the token expires (refresh)
+     */
+    getToken?: (() => Promise<string>) | undefined;
+    /**
+     * the WebSocket implementation (default
+     * `globalThis.WebSocket`); in Node < 22 pass `WebSocket` from the `ws` package
+     */
+    websocket?: WebSocketConstructor | undefined;
+    /**
+     * ms, default 500
+     */
+    minReconnectDelay?: number | undefined;
+    /**
+     * ms, default 20000
+     */
+    maxReconnectDelay?: number | undefined;
+    /**
+     * ms to wait for a reply (and for the socket to open), default 10000
+     */
+    timeout?: number | undefined;
+    /**
+     * ms of silence tolerated beyond the hub's ping interval before the
+     * connection is considered dead, default 10000
+     */
+    pingGrace?: number | undefined;
+    /**
+     * client name sent in `connect`, default "gpuscout-js"
+     */
+    name?: string | undefined;
+    /**
+     * client version sent in `connect`
+     */
+    version?: string | undefined;
+    /**
+     * `connect.data`
+     */
+    data?: unknown;
+};
+export type ConnectedContext = {
+    /**
+     * the client id the hub assigned
+     */
+    client: string;
+    /**
+     * the hub's version
+     */
+    version: string;
+    /**
+     * whether the token expires (then it is refreshed before `ttl`)
+     */
+    expires: boolean;
+    /**
+     * seconds until the token expires
+     */
+    ttl: number;
+    /**
+     * the hub's ping interval in seconds
+     */
+    ping: number;
+};
+export type DisconnectedContext = {
+    /**
+     * WebSocket close code (≥ 1000), protocol error code of a refused connect
+     * (100-112) or one of `DisconnectCodes`
+     */
+    code: number;
+    reason: string;
+    /**
+     * whether the client reconnects by itself
+     */
+    reconnect: boolean;
+};
+export type ConnectingContext = {
+    code: number;
+    reason: string;
+};
+export type ErrorContext = {
+    type: "connect" | "transport" | "token" | "refresh" | "subscribe" | "protocol";
+    error: Error;
+    channel?: string | undefined;
+};
+export type ServerPublicationContext = {
+    channel: string;
+    data: any;
+    offset?: number | undefined;
+};
+export type ServerSubscribedContext = import("./subscription.js").SubscribedContext & {
+    channel: string;
+};
+export type ClientEvents = {
+    connecting: ConnectingContext;
+    connected: ConnectedContext;
+    disconnected: DisconnectedContext;
+    error: ErrorContext;
+    /**
+     * a server-side subscription (alerts, advisor)
+     */
+    subscribed: ServerSubscribedContext;
+    /**
+     * a publication on a server-side subscription
+     */
+    publication: ServerPublicationContext;
+    /**
+     * a server-side
+     * subscription ended
+     */
+    unsubscribed: {
+        channel: string;
+        code: number;
+        reason: string;
+    };
+    /**
+     * an asynchronous message from the hub
+     */
+    message: {
+        data: any;
+    };
+};
+export type Pending = {
+    onReply: (reply: any) => void;
+    onFail: (error: GpuscoutError) => void;
+    timer: ReturnType<typeof setTimeout> | undefined;
+};
+import { Emitter } from './emitter.js';
+import { Subscription } from './subscription.js';
+import { Market } from './market.js';
+import { Alerts } from './alerts.js';
+import { Advisor } from './advisor.js';
+import { GpuscoutError } from './errors.js';
