@@ -17,7 +17,7 @@ fn machines_body(n: usize, version: u64) -> Vec<u8> {
         .map(|i| {
             let m = &models[i % models.len()];
             let gpus = [1u32, 2, 4, 8][i % 4];
-            let changed = (i as u64 + version) % 100 == 0 && version > 0;
+            let changed = (i as u64 + version).is_multiple_of(100) && version > 0;
             let rented = if changed {
                 (i as u32 + 1) % (gpus + 1)
             } else {
