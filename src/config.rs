@@ -44,7 +44,20 @@ pub struct Settings {
     pub bus: BusSettings,
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
+    pub alerts: AlertSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
+}
+
+/// Alert evaluation and webhook delivery.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    pub default_cooldown_s: u64,
+    pub webhook_timeout_ms: u64,
+    pub webhook_max_attempts: u32,
+    pub webhook_backoff_initial_ms: u64,
+    pub webhook_backoff_max_ms: u64,
+    pub outbox_poll_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -192,6 +205,10 @@ pub struct TierSettings {
     pub user_commands_per_second: u32,
     pub channels: Vec<String>,
     pub max_gpu_channels: u32,
+    /// Alert rules a user may keep.
+    pub alert_rules: u32,
+    /// Whether alert rules may post to webhooks.
+    pub webhooks: bool,
 }
 
 impl Settings {
@@ -259,6 +276,15 @@ impl Settings {
         }
         if self.ingest.simulated.poll_interval_ms < 10 {
             return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
+        }
+        if self.alerts.webhook_max_attempts == 0 {
+            return Err(invalid("alerts.webhook_max_attempts", "must be at least 1"));
+        }
+        if self.alerts.outbox_poll_ms == 0 || self.alerts.webhook_timeout_ms == 0 {
+            return Err(invalid(
+                "alerts.outbox_poll_ms",
+                "alerts.outbox_poll_ms and alerts.webhook_timeout_ms must be greater than 0",
+            ));
         }
         if self.ingest.summary_interval_s == 0 {
             return Err(invalid("ingest.summary_interval_s", "must be greater than 0"));

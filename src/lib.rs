@@ -10,10 +10,12 @@
 //! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
 //! - [`ingest`]: market sources and the poll scheduler.
 //! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads.
+//! - [`alerts`]: alert rules, their evaluation on market changes, delivery.
 //! - [`store`]: the database.
 //! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
 //! - [`startup`]: wiring and graceful shutdown.
 
+pub mod alerts;
 pub mod auth;
 pub mod bus;
 pub mod config;

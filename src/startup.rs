@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::delivery::AlertService;
 use crate::auth::TokenVerifier;
 use crate::bus::{Bus, MemoryBus};
 use crate::config::Settings;
@@ -58,9 +59,15 @@ impl Application {
         let local_addr = listener.local_addr()?;
 
         let background = TaskTracker::new();
+        let client = ingest::http_client();
+        let alerts = AlertService::start(store.clone(), hub.clone(), settings.alerts.clone(), client)
+            .await
+            .context("loading alert rules")?;
+        background.spawn(alerts.clone().run_outbox(shutdown.clone()));
         let market = ingest::runner::spawn(
             hub.clone(),
             store.clone(),
+            alerts.clone(),
             &settings.ingest,
             &background,
             shutdown.clone(),
@@ -83,6 +90,7 @@ impl Application {
             hub,
             store,
             market,
+            alerts,
             settings,
             tracker: TaskTracker::new(),
         };

@@ -1,6 +1,7 @@
 //! The HTTP surface: one router built in one place. Handlers translate between HTTP and the
 //! hub/store; they hold no business rules.
 
+pub mod alerts;
 pub mod error;
 pub mod health;
 pub mod market;
@@ -14,6 +15,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::delivery::AlertService;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::ingest::runner::Market;
@@ -28,6 +30,8 @@ pub struct AppState {
     pub store: Store,
     /// The market's current state (aggregates, book, source health).
     pub market: Market,
+    /// Alert rules' evaluation and delivery.
+    pub alerts: Arc<AlertService>,
     pub settings: Arc<Settings>,
     /// Tracks connection tasks so shutdown can wait for them to finish.
     pub tracker: TaskTracker,
@@ -44,6 +48,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(server_api::broadcast))
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
+        .route(
+            "/api/v1/alerts/rules",
+            post(alerts::create_rule).get(alerts::list_rules),
+        )
+        .route(
+            "/api/v1/alerts/rules/{id}",
+            get(alerts::get_rule)
+                .put(alerts::update_rule)
+                .delete(alerts::delete_rule),
+        )
+        .route("/api/v1/alerts/rules/{id}/test", post(alerts::test_rule))
+        .route("/api/v1/alerts/events", get(alerts::list_events))
+        .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
         .route("/api/v1/market/snapshot", get(market::snapshot))
         .route("/api/v1/market/history", get(market::history))
         .route(

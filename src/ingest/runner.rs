@@ -13,6 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use super::poller::{self, Schedule, SourceEvent};
 use super::{Fetched, MarketSource, farm500, http_client, runpod, simulated, vast};
+use crate::alerts::delivery::AlertService;
 use crate::auth::unix_now_ms;
 use crate::config::IngestSettings;
 use crate::hub::{Hub, SnapshotProvider};
@@ -78,6 +79,7 @@ impl Tracker {
 pub fn spawn(
     hub: Arc<Hub>,
     store: Store,
+    alerts: Arc<AlertService>,
     settings: &IngestSettings,
     tracker: &TaskTracker,
     stop: CancellationToken,
@@ -132,13 +134,24 @@ pub fn spawn(
     }
     drop(tx);
     let summary_every = Duration::from_secs(settings.summary_interval_s);
-    tracker.spawn(run(hub, store, market.clone(), rx, trackers, summary_every, stop));
+    tracker.spawn(run(
+        hub,
+        store,
+        alerts,
+        market.clone(),
+        rx,
+        trackers,
+        summary_every,
+        stop,
+    ));
     market
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     hub: Arc<Hub>,
     store: Store,
+    alerts: Arc<AlertService>,
     market: Market,
     mut events: mpsc::Receiver<SourceEvent>,
     mut trackers: BTreeMap<&'static str, Tracker>,
@@ -160,6 +173,8 @@ async fn run(
             event = events.recv() => {
                 let Some(event) = event else { return };
                 handle(&hub, &market, &mut trackers, event).await;
+                // Every market change (offers or a source's health) is an alert evaluation.
+                alerts.on_market_change(&market.0).await;
             }
             _ = minute.tick() => {
                 let now = unix_now_ms() as i64;

@@ -4,6 +4,8 @@
 //! The `Any` driver runs the same SQL (with `$1` placeholders) on both backends; times are i64
 //! epoch milliseconds and JSON is TEXT, the types `Any` supports everywhere.
 
+pub mod alerts;
+
 use std::path::Path;
 
 use secrecy::ExposeSecret;
@@ -20,6 +22,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database path: {0}")]
     Io(#[from] std::io::Error),
+    #[error("unreadable row: {0}")]
+    Corrupt(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -244,3 +244,31 @@ impl WsClient {
         self.request(json!({"subscribe": {"channel": channel}})).await
     }
 }
+
+/// A fresh PostgreSQL database's URL, or `None` on a laptop without PostgreSQL (never under CI).
+pub async fn fresh_postgres_url() -> Option<String> {
+    use gpuscout_hub::config::DatabaseSettings;
+    use gpuscout_hub::store::Store;
+    let base =
+        std::env::var("GPUSCOUT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let admin = Store::connect(&DatabaseSettings {
+        url: SecretString::from(format!("{base}/postgres")),
+        max_connections: 1,
+    })
+    .await;
+    let admin = match admin {
+        Ok(a) => a,
+        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!("skipping the PostgreSQL part: {e}");
+            return None;
+        }
+        Err(e) => panic!("PostgreSQL is required under CI: {e}"),
+    };
+    let name = format!("gpuscout_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(admin.pool())
+        .await
+        .expect("create a test database");
+    admin.close().await;
+    Some(format!("{base}/{name}"))
+}

@@ -1,5 +1,6 @@
 //! Integration tests: a real hub on a free port, driven over real sockets.
 
+mod alerts;
 mod auth;
 mod channels;
 mod fakes;

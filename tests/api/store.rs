@@ -19,28 +19,9 @@ async fn sqlite() -> (Store, tempfile::TempDir) {
 
 /// A fresh PostgreSQL database, or `None` on a laptop without one (never under CI).
 async fn postgres() -> Option<Store> {
-    let base =
-        std::env::var("GPUSCOUT_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
-    let admin = Store::connect(&DatabaseSettings {
-        url: SecretString::from(format!("{base}/postgres")),
-        max_connections: 1,
-    })
-    .await;
-    let admin = match admin {
-        Ok(a) => a,
-        Err(e) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!("skipping PostgreSQL test: {e}");
-            return None;
-        }
-        Err(e) => panic!("PostgreSQL is required under CI: {e}"),
-    };
-    let name = format!("gpuscout_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(admin.pool())
-        .await
-        .unwrap();
+    let url = crate::helpers::fresh_postgres_url().await?;
     let store = Store::connect(&DatabaseSettings {
-        url: SecretString::from(format!("{base}/{name}")),
+        url: SecretString::from(url),
         max_connections: 2,
     })
     .await

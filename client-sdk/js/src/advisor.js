@@ -50,6 +50,7 @@ export class AdvisorStream {
    * @param {string} [conversationId]
    */
   constructor(advisor, messageId, conversationId) {
+    /** @private */
     this._advisor = advisor;
     /** @readonly */
     this.messageId = messageId;
@@ -59,13 +60,13 @@ export class AdvisorStream {
     this.text = '';
     this.started = false;
     this.finished = false;
-    /** @type {string[]} */
+    /** @type {string[]} @private */
     this._chunks = [];
-    /** @type {Set<number>} */
+    /** @type {Set<number>} @private */
     this._seen = new Set();
-    /** @type {((r: IteratorResult<string> | PromiseLike<IteratorResult<string>>) => void) | null} */
+    /** @type {((r: IteratorResult<string> | PromiseLike<IteratorResult<string>>) => void) | null} @private */
     this._wake = null;
-    /** @type {GpuscoutError | null} */
+    /** @type {GpuscoutError | null} @private */
     this._error = null;
     /** @type {(r: AdvisorResult) => void} */
     let resolve = () => {};
@@ -78,7 +79,9 @@ export class AdvisorStream {
     });
     // An unobserved rejection is not an unhandled one: the iterator reports the error too.
     this.result.catch(() => {});
+    /** @private */
     this._resolve = resolve;
+    /** @private */
     this._reject = reject;
   }
 
@@ -136,7 +139,7 @@ export class AdvisorStream {
     }
   }
 
-  /** @param {AdvisorResult} result */
+  /** @param {AdvisorResult} result @private */
   _finish(result) {
     if (this.finished) return;
     this.finished = true;
@@ -173,12 +176,13 @@ export class AdvisorStream {
 export class Advisor {
   /** @param {import('./client.js').GpuscoutClient} client */
   constructor(client) {
+    /** @private */
     this._client = client;
-    /** @type {Map<string, AdvisorStream>} */
+    /** @type {Map<string, AdvisorStream>} @private */
     this._streams = new Map();
-    /** @type {Map<string, AdvisorEvent[]>} */
+    /** @type {Map<string, AdvisorEvent[]>} @private */
     this._orphans = new Map();
-    /** @type {Set<(event: AdvisorEvent, ctx: {channel: string, offset?: number}) => void>} */
+    /** @type {Set<(event: AdvisorEvent, ctx: {channel: string, offset?: number}) => void>} @private */
     this._handlers = new Set();
     client.on('publication', (ctx) => {
       if (ctx.channel.startsWith('advisor:#')) this._onEvent(ctx.data, { channel: ctx.channel, offset: ctx.offset });

@@ -10,6 +10,7 @@
 export class Alerts {
   /** @param {import('./client.js').GpuscoutClient} client */
   constructor(client) {
+    /** @private */
     this._client = client;
   }
 

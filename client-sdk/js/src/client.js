@@ -144,6 +144,7 @@ export class GpuscoutClient extends Emitter {
     super();
     /** @readonly */
     this.url = url;
+    /** @private */
     this._opts = {
       minReconnectDelay: options.minReconnectDelay ?? 500,
       maxReconnectDelay: options.maxReconnectDelay ?? 20_000,
@@ -153,12 +154,13 @@ export class GpuscoutClient extends Emitter {
       version: options.version ?? SDK_VERSION,
       data: options.data,
     };
-    /** @type {WebSocketConstructor | undefined} */
+    /** @type {WebSocketConstructor | undefined} @private */
     this._WebSocket = options.websocket ?? /** @type {any} */ (globalThis).WebSocket;
-    /** @type {(() => Promise<string>) | undefined} */
+    /** @type {(() => Promise<string>) | undefined} @private */
     this._getToken = options.getToken;
+    /** @private */
     this._token = options.token ?? '';
-    /** Fetch a new token before the next connect. */
+    /** Fetch a new token before the next connect. @private */
     this._needToken = !this._token;
 
     /** @type {ClientState} */
@@ -166,33 +168,40 @@ export class GpuscoutClient extends Emitter {
     /** The client id of the current connection ('' when not connected). */
     this.clientId = '';
 
-    /** @type {WebSocket | null} */
+    /** @type {WebSocket | null} @private */
     this._ws = null;
-    /** Increments with every connection attempt; events of older attempts are ignored. */
+    /** Increments with every connection attempt; events of older attempts are ignored. @private */
     this._epoch = 0;
+    /** @private */
     this._connectSent = false;
+    /** @private */
     this._nextId = 1;
-    /** @type {Map<number, Pending>} */
+    /** @type {Map<number, Pending>} @private */
     this._pending = new Map();
-    /** @type {object[]} */
+    /** @type {object[]} @private */
     this._queue = [];
+    /** @private */
     this._flushScheduled = false;
+    /** @private */
     this._attempt = 0;
+    /** @private */
     this._pingInterval = 0;
+    /** @private */
     this._sendPong = false;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._reconnectTimer = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._connectTimer = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._deadTimer = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._refreshTimer = undefined;
+    /** @private */
     this._refreshing = false;
 
-    /** @type {Map<string, Subscription>} */
+    /** @type {Map<string, Subscription>} @private */
     this._subs = new Map();
-    /** @type {Map<string, Subscription>} */
+    /** @type {Map<string, Subscription>} @private */
     this._serverSubs = new Map();
 
     /** Market books over the hub's market channels. */
@@ -318,6 +327,7 @@ export class GpuscoutClient extends Emitter {
    * Send a command and resolve with its reply (rejects on an error reply, a timeout or a close).
    * @param {Record<string, unknown>} body
    * @returns {Promise<any>}
+   * @private
    */
   _request(body) {
     return new Promise((resolve, reject) => {
@@ -340,6 +350,7 @@ export class GpuscoutClient extends Emitter {
    * @param {(error: GpuscoutError) => void} onFail
    * @param {number} [timeout]
    * @returns {number}
+   * @private
    */
   _command(body, onReply, onFail, timeout = this._opts.timeout) {
     const id = this._nextId++;
@@ -360,6 +371,7 @@ export class GpuscoutClient extends Emitter {
   /**
    * Queue a message for the current socket; everything queued in one tick goes in one frame.
    * @param {object} message
+   * @private
    */
   _enqueue(message) {
     this._queue.push(message);
@@ -368,6 +380,7 @@ export class GpuscoutClient extends Emitter {
     queueMicrotask(() => this._flush());
   }
 
+  /** @private */
   _flush() {
     this._flushScheduled = false;
     const ws = this._ws;
@@ -392,6 +405,7 @@ export class GpuscoutClient extends Emitter {
   /**
    * @param {WebSocket} ws
    * @param {object[]} batch
+   * @private
    */
   _sendFrame(ws, batch) {
     try {
@@ -406,6 +420,7 @@ export class GpuscoutClient extends Emitter {
   /**
    * @param {number} code
    * @param {string} reason
+   * @private
    */
   _setConnecting(code, reason) {
     if (this.state === 'connecting') return;
@@ -413,6 +428,7 @@ export class GpuscoutClient extends Emitter {
     this.emit('connecting', { code, reason });
   }
 
+  /** @private */
   async _openTransport() {
     const epoch = ++this._epoch;
     if (this._needToken || !this._token) {
@@ -469,6 +485,7 @@ export class GpuscoutClient extends Emitter {
     };
   }
 
+  /** @private */
   _onOpen() {
     /** @type {Record<string, unknown>} */
     const connect = { token: this._token, name: this._opts.name, version: this._opts.version };
@@ -487,7 +504,7 @@ export class GpuscoutClient extends Emitter {
     }
   }
 
-  /** @param {any} reply */
+  /** @param {any} reply @private */
   _onConnectReply(reply) {
     clearTimeout(this._connectTimer);
     if (reply.error) {
@@ -537,7 +554,7 @@ export class GpuscoutClient extends Emitter {
     }
   }
 
-  /** @param {unknown} data */
+  /** @param {unknown} data @private */
   _onFrame(data) {
     this._touch();
     if (typeof data !== 'string') {
@@ -572,7 +589,7 @@ export class GpuscoutClient extends Emitter {
     }
   }
 
-  /** @param {any} push */
+  /** @param {any} push @private */
   _onPush(push) {
     const channel = String(push.channel || '');
     if (push.pub) {
@@ -608,7 +625,7 @@ export class GpuscoutClient extends Emitter {
     }
   }
 
-  /** Any traffic from the hub: the connection is alive for another ping interval + grace. */
+  /** Any traffic from the hub: the connection is alive for another ping interval + grace. @private */
   _touch() {
     clearTimeout(this._deadTimer);
     if (this.state !== 'connected' || this._pingInterval <= 0) return;
@@ -618,7 +635,7 @@ export class GpuscoutClient extends Emitter {
     }, this._pingInterval * 1000 + this._opts.pingGrace);
   }
 
-  /** @param {number} ttl  seconds */
+  /** @param {number} ttl  seconds @private */
   _scheduleRefresh(ttl) {
     clearTimeout(this._refreshTimer);
     if (!this._getToken) return;
@@ -634,6 +651,7 @@ export class GpuscoutClient extends Emitter {
   /**
    * Get a new token and send it in a `refresh` command.
    * @param {number} epoch
+   * @private
    */
   async _refresh(epoch) {
     if (this._refreshing || !this._getToken) return;
@@ -679,6 +697,7 @@ export class GpuscoutClient extends Emitter {
    * @param {number} code
    * @param {string} reason
    * @param {boolean} reconnect
+   * @private
    */
   _lost(code, reason, reconnect) {
     if (this.state === 'disconnected') return;
@@ -702,6 +721,7 @@ export class GpuscoutClient extends Emitter {
    * @param {number} code
    * @param {string} reason
    * @param {boolean} _wasConnected
+   * @private
    */
   _fail(code, reason, _wasConnected) {
     this._teardown(new GpuscoutError(ErrorCodes.clientDisconnected, `disconnected: ${code} ${reason}`), 1000, reason);
@@ -709,6 +729,7 @@ export class GpuscoutClient extends Emitter {
     this.emit('disconnected', { code, reason, reconnect: false });
   }
 
+  /** @private */
   _scheduleReconnect() {
     clearTimeout(this._reconnectTimer);
     const delay = backoff(this._attempt++, this._opts.minReconnectDelay, this._opts.maxReconnectDelay);
@@ -724,6 +745,7 @@ export class GpuscoutClient extends Emitter {
    * @param {GpuscoutError} error
    * @param {number} closeCode
    * @param {string} closeReason
+   * @private
    */
   _teardown(error, closeCode, closeReason) {
     this._epoch++;
@@ -738,7 +760,10 @@ export class GpuscoutClient extends Emitter {
     this._connectSent = false;
     this.clientId = '';
     if (ws) {
-      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      // Keep an error listener: closing a socket that is still connecting reports an error
+      // (and Node's `ws` throws an error nobody listens to).
+      ws.onerror = () => {};
       try {
         const anyWs = /** @type {any} */ (ws);
         if (ws.readyState === 1 && (closeCode === 1000 || typeof anyWs.terminate !== 'function')) {
@@ -765,12 +790,12 @@ export class GpuscoutClient extends Emitter {
 
   // ---- subscriptions (called by Subscription) ---------------------------------------------------
 
-  /** Whether commands can be sent now (connected, or connect already on the wire). */
+  /** Whether commands can be sent now (connected, or connect already on the wire). @private */
   get _canSend() {
     return this._ws !== null && this._connectSent;
   }
 
-  /** @param {Subscription} sub */
+  /** @param {Subscription} sub @private */
   _sendSubscribe(sub) {
     /** @type {Record<string, unknown>} */
     const req = { channel: sub.channel };
@@ -793,7 +818,7 @@ export class GpuscoutClient extends Emitter {
     );
   }
 
-  /** @param {Subscription} sub */
+  /** @param {Subscription} sub @private */
   _sendUnsubscribe(sub) {
     this._command({ unsubscribe: { channel: sub.channel } }, () => {}, () => {});
   }

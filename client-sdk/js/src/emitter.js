@@ -5,7 +5,7 @@
  */
 export class Emitter {
   constructor() {
-    /** @type {Map<keyof E, Set<(ctx: any) => void>>} */
+    /** @type {Map<keyof E, Set<(ctx: any) => void>>} @private */
     this._listeners = new Map();
   }
 

@@ -64,12 +64,13 @@ export class MarketBook extends Emitter {
    */
   constructor(subscription, options = {}) {
     super();
+    /** @private */
     this._sub = subscription;
     /** @readonly */
     this.channel = subscription.channel;
     /** The current items, key → item. @type {Map<string, any>} */
     this.items = new Map();
-    /** Each item's CRC32 (of key:canonical(item)). @type {Map<string, number>} */
+    /** Each item's CRC32 (of key:canonical(item)). @type {Map<string, number>} @private */
     this._crcs = new Map();
     /** The seq of the last snapshot or delta applied. */
     this.seq = 0;
@@ -78,11 +79,15 @@ export class MarketBook extends Emitter {
     /** `waiting` for a snapshot, `live`, or `resyncing`. @type {'waiting' | 'live' | 'resyncing'} */
     this.state = 'waiting';
     this.stats = { snapshots: 0, deltas: 0, skipped: 0, resyncs: 0 };
+    /** @private */
     this._minResyncInterval = options.minResyncInterval ?? 1000;
+    /** @private */
     this._lastResync = 0;
+    /** @private */
     this._resyncStreak = 0;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._resyncTimer = undefined;
+    /** @private */
     this._offs = [
       subscription.on('subscribed', (ctx) => this._onSubscribed(ctx)),
       subscription.on('publication', (ctx) => this.applyPublication(ctx.data)),
@@ -100,7 +105,7 @@ export class MarketBook extends Emitter {
     this._onClose = undefined;
   }
 
-  /** @param {{data: any}} ctx */
+  /** @param {{data: any}} ctx @private */
   _onSubscribed(ctx) {
     clearTimeout(this._resyncTimer);
     const data = ctx.data;
@@ -210,7 +215,7 @@ export class MarketBook extends Emitter {
     return 'applied';
   }
 
-  /** @param {BookResync} info */
+  /** @param {BookResync} info @private */
   _resync(info) {
     this.state = 'resyncing';
     this.stats.resyncs++;
@@ -233,6 +238,7 @@ export class MarketBook extends Emitter {
 export class Market {
   /** @param {import('./client.js').GpuscoutClient} client */
   constructor(client) {
+    /** @private */
     this._client = client;
   }
 

@@ -56,6 +56,7 @@ export class Subscription extends Emitter {
    */
   constructor(client, channel, server) {
     super();
+    /** @private */
     this._client = client;
     /** @readonly */
     this.channel = channel;
@@ -70,8 +71,9 @@ export class Subscription extends Emitter {
     this.recoverable = false;
     /** A subscribe command is on the wire. */
     this._inflight = false;
+    /** @private */
     this._retries = 0;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
     this._retryTimer = undefined;
   }
 
@@ -140,6 +142,7 @@ export class Subscription extends Emitter {
     });
   }
 
+  /** @private */
   _send() {
     if (this.state === 'subscribing' && !this._inflight && this._client._canSend) this._client._sendSubscribe(this);
   }
@@ -207,6 +210,7 @@ export class Subscription extends Emitter {
    * The hub ended the subscription: codes ≥ 2500 mean "subscribe again".
    * @param {number} code
    * @param {string} reason
+   * @private
    */
   _onServerUnsubscribe(code, reason) {
     if (code >= 2500) {

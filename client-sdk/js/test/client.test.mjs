@@ -1,0 +1,333 @@
+// The client against a real hub process: connect, subscribe, publications from the server API,
+// batching, RPC, alerts, advisor streams, recovery through a relay that cuts the connection, a dead
+// connection, tokens (expired, refreshed, forged).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { GpuscoutClient, GpuscoutError, DisconnectCodes, ProtocolCodes } from '../src/index.js';
+import { Hub, startRelay, until, nextEvent, sleep } from './helpers.mjs';
+
+// Short pings: the hub closes a connection that does not answer one within 2 s (3012).
+const PING_S = 2;
+const hub = new Hub({
+  GPUSCOUT__SERVER__PING_INTERVAL_S: String(PING_S),
+  GPUSCOUT__SERVER__PONG_TIMEOUT_S: '2',
+});
+let relay;
+const clients = [];
+const RUN = `${process.pid}-${Date.now()}`;
+
+function newClient(options = {}, port) {
+  const c = new GpuscoutClient(`ws://127.0.0.1:${port ?? hub.port}/connection/websocket`, {
+    websocket: WebSocket,
+    minReconnectDelay: 100,
+    maxReconnectDelay: 1000,
+    timeout: 5000,
+    pingGrace: 1000,
+    ...options,
+  });
+  clients.push(c);
+  return c;
+}
+
+/** Record every event of a client (and optionally of a subscription) in arrays. */
+function record(emitter, events) {
+  const out = {};
+  for (const e of events) {
+    out[e] = [];
+    emitter.on(e, (ctx) => out[e].push(ctx));
+  }
+  return out;
+}
+
+before(async () => {
+  await hub.start();
+  relay = await startRelay(hub.port);
+});
+
+after(async () => {
+  for (const c of clients) c.disconnect();
+  await relay?.close();
+  await hub.dispose();
+});
+
+test('connects, gets its server-side subscriptions, subscribes and receives publications from the server API', async () => {
+  const user = `u${RUN}a`.slice(0, 60);
+  const client = newClient({ token: await hub.token(user) });
+  const ev = record(client, ['connecting', 'connected', 'disconnected', 'subscribed', 'error']);
+  const sub = client.newSubscription('gpu:rtx-4090');
+  const sev = record(sub, ['subscribed', 'publication', 'error', 'unsubscribed']);
+  sub.subscribe();
+  client.connect();
+  await client.ready();
+  assert.equal(client.state, 'connected');
+  assert.equal(ev.connecting.length, 1);
+  assert.equal(ev.connected.length, 1);
+  assert.match(ev.connected[0].client, /^[0-9a-f-]{36}$/);
+  assert.equal(ev.connected[0].expires, true);
+  assert.ok(ev.connected[0].ttl > 500 && ev.connected[0].ttl <= 600);
+  assert.equal(ev.connected[0].ping, PING_S);
+  assert.deepEqual(ev.subscribed.map((s) => s.channel).sort(), [`advisor:#${user}`, `alerts:#${user}`]);
+  assert.equal(client.alerts.channel, `alerts:#${user}`);
+  assert.equal(client.advisor.channel, `advisor:#${user}`);
+
+  await sub.ready();
+  assert.equal(sev.subscribed.length, 1);
+  const s = sev.subscribed[0];
+  assert.equal(s.recovered, false);
+  assert.equal(s.wasRecovering, false);
+  assert.equal(s.recoverable, true);
+  assert.equal(s.data.type, 'snapshot', 'a market channel\'s subscribe data is its snapshot');
+  assert.equal(s.data.channel, 'gpu:rtx-4090');
+
+  const published = [];
+  for (let i = 1; i <= 3; i++) published.push(await hub.publish('gpu:rtx-4090', { run: RUN, i }));
+  await until(() => sev.publication.filter((p) => p.data.run === RUN).length >= 3, '3 publications');
+  const mine = sev.publication.filter((p) => p.data.run === RUN);
+  assert.deepEqual(mine.map((p) => p.data.i), [1, 2, 3]);
+  assert.deepEqual(mine.map((p) => p.offset), published.map((p) => p.offset));
+  assert.equal(sub.offset >= published[2].offset, true);
+  assert.deepEqual(sev.error, []);
+  assert.deepEqual(ev.error, []);
+  assert.deepEqual(ev.disconnected, []);
+});
+
+test('batches connect and the pending subscribes into one frame, and answers pings', async () => {
+  const client = newClient({ token: await hub.token(`u${RUN}b`.slice(0, 60)) }, relay.port);
+  const subs = ['market:summary', 'sources:status', 'gpu:h100-sxm'].map((ch) => client.subscribe(ch));
+  const firstFrame = relay.clientFrames.length;
+  client.connect();
+  await Promise.all(subs.map((s) => s.ready()));
+  const frame = relay.clientFrames[firstFrame];
+  const lines = frame.split('\n').map((l) => JSON.parse(l));
+  assert.equal(lines.length, 4, `one frame with connect + 3 subscribes: ${frame.slice(0, 300)}`);
+  assert.ok(lines[0].connect && lines[0].connect.token, 'connect first');
+  assert.deepEqual(lines.slice(1).map((l) => l.subscribe.channel), ['market:summary', 'sources:status', 'gpu:h100-sxm']);
+  assert.deepEqual(lines.map((l) => l.id), [1, 2, 3, 4]);
+
+  // Commands queued in one tick share a frame after connecting too.
+  const before = relay.clientFrames.length;
+  const [a, b] = await Promise.all([client.rpc('session.info'), client.rpc('session.info')]);
+  assert.equal(a.client, client.clientId);
+  assert.equal(b.client, client.clientId);
+  const rpcFrames = relay.clientFrames.slice(before).filter((f) => f.includes('session.info'));
+  assert.equal(rpcFrames.length, 1);
+  assert.equal(rpcFrames[0].split('\n').length, 2);
+
+  // Three ping intervals: the hub would close with 3012 if the pongs did not come.
+  const disconnected = [];
+  client.on('disconnected', (ctx) => disconnected.push(ctx));
+  await sleep(PING_S * 3 * 1000 + 500);
+  assert.deepEqual(disconnected, []);
+  const pongs = relay.clientFrames.slice(firstFrame).flatMap((f) => f.split('\n')).filter((l) => l === '{}').length;
+  assert.ok(pongs >= 2, `pongs sent: ${pongs}`);
+  client.disconnect();
+});
+
+test('rpc: session.info answers; an unknown method and advisor.ask reject with GpuscoutError 104', async () => {
+  const user = `u${RUN}c`.slice(0, 60);
+  const client = newClient({ token: await hub.token(user, 'individual') });
+  client.connect();
+  const info = await client.rpc('session.info');
+  assert.deepEqual(info, { client: client.clientId, user, tier: 'individual' });
+  await assert.rejects(client.rpc('no.such.method', { x: 1 }), (err) => {
+    assert.ok(err instanceof GpuscoutError);
+    assert.equal(err.code, ProtocolCodes.methodNotFound);
+    assert.equal(err.temporary, false);
+    return true;
+  });
+  await assert.rejects(client.advisor.ask('Should I raise my RTX 4090 price?', { models: ['rtx-4090'] }), (err) => {
+    assert.ok(err instanceof GpuscoutError, String(err));
+    assert.equal(err.code, 104);
+    return true;
+  });
+  // A channel the tier may not read: the subscription ends with 103.
+  const sub = client.subscribe('offers:all');
+  const unsub = await nextEvent(sub, 'unsubscribed');
+  assert.equal(unsub.code, 103);
+  assert.equal(sub.state, 'unsubscribed');
+  client.disconnect();
+});
+
+test('alerts.on and advisor streams follow the server-side subscriptions', async () => {
+  const user = `u${RUN}d`.slice(0, 60);
+  const client = newClient({ token: await hub.token(user) });
+  const alerts = [];
+  client.alerts.on((alert, ctx) => alerts.push({ alert, ctx }));
+  const advisorEvents = [];
+  client.advisor.on((e) => advisorEvents.push(e));
+  client.connect();
+  await client.ready();
+
+  const alert = { type: 'price_below', model: 'rtx-4090', threshold: 0.3, price: 0.28, run: RUN };
+  const r = await hub.publish(`alerts:#${user}`, alert);
+  await until(() => alerts.length === 1, 'the alert');
+  assert.deepEqual(alerts[0].alert, alert);
+  assert.equal(alerts[0].ctx.offset, r.offset);
+  // Another user's alerts never arrive.
+  await hub.publish(`alerts:#someone-else-${process.pid}`, { run: RUN });
+
+  // An answer whose events come before anyone follows it (kept until `stream()` claims them).
+  const id = `msg-${RUN}`;
+  await hub.publish(`advisor:#${user}`, { type: 'start', message_id: id });
+  await hub.publish(`advisor:#${user}`, { type: 'delta', message_id: id, index: 0, text: 'Raise it ' });
+  await until(() => advisorEvents.length === 2, 'two advisor events');
+  const stream = client.advisor.stream(id);
+  const got = [];
+  const reading = (async () => {
+    for await (const text of stream) got.push(text);
+  })();
+  await hub.publish(`advisor:#${user}`, { type: 'delta', message_id: id, index: 1, text: 'by 5%' });
+  await hub.publish(`advisor:#${user}`, { type: 'delta', message_id: `other-${RUN}`, index: 0, text: 'NOT MINE' });
+  await hub.publish(`advisor:#${user}`, { type: 'delta', message_id: id, index: 2, text: '.' });
+  await hub.publish(`advisor:#${user}`, { type: 'done', message_id: id, usage: { output_tokens: 3 }, stop_reason: 'end_turn' });
+  await Promise.race([reading, sleep(5000).then(() => assert.fail('the stream did not end'))]);
+  assert.deepEqual(got, ['Raise it ', 'by 5%', '.']);
+  const result = await stream.result;
+  assert.deepEqual(result, { text: 'Raise it by 5%.', usage: { output_tokens: 3 }, stopReason: 'end_turn' });
+  assert.deepEqual(advisorEvents.map((e) => e.type), ['start', 'delta', 'delta', 'delta', 'delta', 'done']);
+
+  // An error event ends the iteration with a GpuscoutError.
+  const failing = client.advisor.stream(`fail-${RUN}`);
+  await hub.publish(`advisor:#${user}`, { type: 'delta', message_id: `fail-${RUN}`, index: 0, text: 'x' });
+  await hub.publish(`advisor:#${user}`, { type: 'error', message_id: `fail-${RUN}`, code: 100, message: 'model overloaded' });
+  await assert.rejects(
+    (async () => {
+      for await (const _ of failing);
+    })(),
+    (err) => err instanceof GpuscoutError && err.code === 100 && err.message === 'model overloaded',
+  );
+  assert.equal(alerts.length, 1);
+  client.disconnect();
+});
+
+test('recovers missed publications after the connection is cut: subscriptions and server-side ones', async () => {
+  const user = `u${RUN}e`.slice(0, 60);
+  const client = newClient({ token: await hub.token(user) }, relay.port);
+  const ev = record(client, ['connected', 'disconnected', 'connecting']);
+  const alerts = [];
+  client.alerts.on((a) => alerts.push(a));
+  const sub = client.subscribe('gpu:rtx-4090');
+  const sev = record(sub, ['subscribed', 'publication']);
+  client.connect();
+  await sub.ready();
+  await hub.publish('gpu:rtx-4090', { run: RUN, phase: 'live', i: 0 });
+  await hub.publish(`alerts:#${user}`, { run: RUN, i: 0 });
+  await until(() => sev.publication.some((p) => p.data.phase === 'live') && alerts.length === 1, 'live publications');
+
+  relay.drop();
+  const lost = await nextEvent(client, 'disconnected');
+  assert.equal(lost.reconnect, true);
+  assert.equal(client.state, 'connecting');
+  const missed = [];
+  for (let i = 1; i <= 3; i++) missed.push(await hub.publish('gpu:rtx-4090', { run: RUN, phase: 'missed', i }));
+  for (let i = 1; i <= 2; i++) await hub.publish(`alerts:#${user}`, { run: RUN, i });
+  await sleep(300); // a few refused reconnect attempts
+  relay.restore();
+
+  await until(() => ev.connected.length === 2, 'the reconnect', 10_000);
+  await until(() => sev.subscribed.length === 2, 'the resubscribe');
+  const again = sev.subscribed[1];
+  assert.equal(again.wasRecovering, true);
+  assert.equal(again.recovered, true);
+  await until(() => sev.publication.filter((p) => p.data.phase === 'missed').length >= 3, 'the missed publications');
+  await until(() => alerts.length >= 3, 'the missed alerts');
+  await sleep(200);
+  const got = sev.publication.filter((p) => p.data.run === RUN && p.data.phase === 'missed');
+  assert.deepEqual(got.map((p) => p.data.i), [1, 2, 3], 'each missed publication once, in order');
+  assert.deepEqual(got.map((p) => p.offset), missed.map((m) => m.offset));
+  assert.deepEqual(alerts.map((a) => a.i), [0, 1, 2], 'the alerts too, recovered through connect.subs');
+  assert.equal(ev.disconnected.length, 1);
+  client.disconnect();
+});
+
+test('treats a silent connection as dead after ping + grace and reconnects', async () => {
+  const client = newClient({ token: await hub.token(`u${RUN}f`.slice(0, 60)) }, relay.port);
+  client.connect();
+  await client.ready();
+  const t0 = Date.now();
+  relay.stall();
+  const lost = await nextEvent(client, 'disconnected', 10_000);
+  const waited = Date.now() - t0;
+  assert.equal(lost.code, DisconnectCodes.noPing);
+  assert.equal(lost.reconnect, true);
+  assert.ok(waited >= 1000 && waited <= PING_S * 1000 + 1000 + 1500, `noticed after ${waited} ms`);
+  await nextEvent(client, 'connected', 10_000);
+  client.disconnect();
+});
+
+test('a forged token closes with 3500: terminal, no reconnect', async () => {
+  const forged = hub.signToken({ sub: 'mallory', tier: 'enterprise', exp: Math.floor(Date.now() / 1000) + 600 }, 'not-the-hub-secret-not-the-hub-secret');
+  const accepted = relay.accepted;
+  const client = newClient({ token: forged }, relay.port);
+  const ev = record(client, ['connecting', 'connected', 'disconnected']);
+  client.connect();
+  const d = await nextEvent(client, 'disconnected');
+  assert.equal(d.code, 3500);
+  assert.equal(d.reconnect, false);
+  assert.equal(client.state, 'disconnected');
+  await sleep(1500);
+  assert.equal(relay.accepted - accepted, 1, 'one connection, no reconnect attempts');
+  assert.equal(ev.connected.length, 0);
+  assert.equal(ev.connecting.length, 1);
+  assert.equal(ev.disconnected.length, 1);
+  await assert.rejects(client.rpc('session.info'), (e) => e instanceof GpuscoutError);
+});
+
+test('an expired token gets 109: the client fetches a new one with getToken and connects', async () => {
+  const user = `u${RUN}g`.slice(0, 60);
+  const expired = hub.signToken({ sub: user, tier: 'professional', exp: Math.floor(Date.now() / 1000) - 60 });
+  let calls = 0;
+  const client = newClient({
+    token: expired,
+    getToken: async () => {
+      calls++;
+      return hub.devToken(user, 'professional', 600);
+    },
+  });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  client.connect();
+  await client.ready();
+  assert.equal(calls, 1);
+  assert.equal(errors[0].type, 'connect');
+  assert.equal(errors[0].error.code, 109);
+  assert.equal((await client.rpc('session.info')).user, user);
+  client.disconnect();
+
+  // Without getToken, 109 is the end.
+  const stuck = newClient({ token: expired });
+  stuck.connect();
+  const d = await nextEvent(stuck, 'disconnected');
+  assert.deepEqual(d, { code: 109, reason: 'token expired', reconnect: false });
+});
+
+test('refreshes a short-lived token before it expires (the hub closes 3005 otherwise)', async () => {
+  const user = `u${RUN}h`.slice(0, 60);
+  const tokens = [];
+  const client = newClient({
+    getToken: async () => {
+      // The dev endpoint clamps ttl to at least 10 s.
+      const t = await hub.devToken(user, 'professional', 10);
+      tokens.push(t);
+      return t;
+    },
+  });
+  const ev = record(client, ['disconnected', 'error']);
+  // The control: the same kind of token, never refreshed.
+  const control = newClient({ token: await hub.token(`${user}x`, 'professional', 10) });
+  const controlLost = nextEvent(control, 'disconnected', 16_000);
+  client.connect();
+  control.connect();
+  await Promise.all([client.ready(), control.ready()]);
+  const d = await controlLost;
+  assert.equal(d.code, 3005, 'the control connection expired');
+  await sleep(2500);
+  assert.deepEqual(ev.disconnected, [], 'the refreshed connection stayed up');
+  assert.deepEqual(ev.error, []);
+  assert.ok(tokens.length >= 3, `connect + at least 2 refreshes: ${tokens.length} tokens`);
+  assert.equal((await client.rpc('session.info')).user, user);
+  client.disconnect();
+  control.disconnect();
+});

@@ -1,0 +1,269 @@
+//! Delivery of fired alerts: written to the database first, then published to the user's
+//! `alerts:#<uid>` (recoverable, so an offline user gets it on reconnect), and queued for the
+//! rule's webhook in an outbox that a worker drains with retries, never blocking evaluation.
+//!
+//! Webhook requests are signed: `X-GPUScout-Signature: sha256=<hex HMAC-SHA256(secret,
+//! "<timestamp>.<body>")>` with `X-GPUScout-Timestamp` (ms), so receivers can check origin and
+//! freshness. Discord-compatible bodies (`content` + `embeds`) or the alert JSON itself.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{KeyInit, Mac};
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::{AlertEngine, Rule};
+use crate::auth::unix_now_ms;
+use crate::config::AlertSettings;
+use crate::hub::Hub;
+use crate::market::state::MarketState;
+use crate::store::Store;
+use crate::store::alerts::Attempt;
+
+pub struct AlertService {
+    store: Store,
+    hub: Arc<Hub>,
+    /// Std mutex: evaluation is pure computation, never held across `.await`.
+    engine: Mutex<AlertEngine>,
+    settings: AlertSettings,
+    outbox: Notify,
+    client: reqwest::Client,
+}
+
+fn sign(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(timestamp_ms.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The webhook body for an alert.
+pub fn webhook_body(format: &str, alert: &Value) -> Value {
+    if format != "discord" {
+        return alert.clone();
+    }
+    let message = alert["message"].as_str().unwrap_or("GPUScout alert");
+    json!({
+        "username": "GPUScout",
+        "content": message,
+        "embeds": [{
+            "title": alert["rule_name"].as_str().unwrap_or("Alert"),
+            "description": message,
+            "color": 0x00c2a8,
+            "fields": [
+                {"name": "kind", "value": alert["kind"].to_string(), "inline": true},
+                {"name": "value", "value": alert["value"].to_string(), "inline": true},
+                {"name": "threshold", "value": alert["threshold"].to_string(), "inline": true},
+            ],
+        }],
+    })
+}
+
+impl AlertService {
+    pub async fn start(
+        store: Store,
+        hub: Arc<Hub>,
+        settings: AlertSettings,
+        client: reqwest::Client,
+    ) -> Result<Arc<Self>, crate::store::StoreError> {
+        let rules = store.all_rules().await?;
+        Ok(Arc::new(Self {
+            store,
+            hub,
+            engine: Mutex::new(AlertEngine::new(rules)),
+            settings,
+            outbox: Notify::new(),
+            client,
+        }))
+    }
+
+    fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
+        self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn settings(&self) -> &AlertSettings {
+        &self.settings
+    }
+
+    /// A rule was created or changed.
+    pub fn upsert(&self, rule: Rule) {
+        self.engine().upsert(rule);
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.engine().remove(id);
+    }
+
+    /// Evaluate every rule against the market and deliver what fired.
+    pub async fn on_market_change(&self, market: &std::sync::RwLock<MarketState>) {
+        let now = unix_now_ms() as i64;
+        let (firings, changes) = {
+            let state = market.read().unwrap_or_else(|e| e.into_inner());
+            self.engine().evaluate(&state, now)
+        };
+        for c in changes {
+            if let Err(e) = self.store.set_rule_condition(&c.rule_id, c.condition).await {
+                tracing::warn!(rule = %c.rule_id, error = %e, "saving a rule's condition failed");
+            }
+        }
+        for firing in firings {
+            let webhook = {
+                let engine = self.engine();
+                engine.rules.get(&firing.rule_id).and_then(|r| {
+                    Some((
+                        r.webhook_url.clone()?,
+                        r.webhook_format.clone().unwrap_or_else(|| "json".into()),
+                        r.webhook_secret.clone()?,
+                    ))
+                })
+            };
+            let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), f.as_str(), s.as_str()));
+            match self.store.record_firing(&firing, hook).await {
+                Ok(Some(event_id)) => {
+                    let mut payload = firing.payload.clone();
+                    payload["id"] = json!(event_id);
+                    self.publish(&firing.user_id, &payload).await;
+                    if webhook.is_some() {
+                        self.outbox.notify_one();
+                    }
+                }
+                Ok(None) => tracing::debug!(key = %firing.idempotency_key, "crossing already recorded"),
+                Err(e) => tracing::error!(rule = %firing.rule_id, error = %e, "recording an alert failed"),
+            }
+        }
+    }
+
+    async fn publish(&self, user: &str, payload: &Value) {
+        let Ok(raw) = RawValue::from_string(payload.to_string()) else {
+            return;
+        };
+        if let Err(e) = self.hub.publish(&format!("alerts:#{user}"), &raw).await {
+            tracing::warn!(user, error = %e, "publishing an alert failed");
+        }
+    }
+
+    /// Deliver a test alert for a rule: published and, with a webhook, posted once (not recorded).
+    pub async fn test_delivery(&self, rule: &Rule) -> Value {
+        let now = unix_now_ms() as i64;
+        let payload = json!({
+            "type": "alert", "test": true, "rule_id": rule.id, "rule_name": rule.name, "kind": rule.condition.kind(),
+            "model": rule.condition.model(), "message": format!("Test of \"{}\"", rule.name), "fired_at_ms": now,
+        });
+        self.publish(&rule.user_id, &payload).await;
+        let webhook = match (&rule.webhook_url, &rule.webhook_secret) {
+            (Some(url), Some(secret)) => {
+                let format = rule.webhook_format.as_deref().unwrap_or("json");
+                match self.post(url, format, secret, &payload).await {
+                    Ok(status) => json!({"status": status}),
+                    Err(e) => json!({"error": e}),
+                }
+            }
+            _ => Value::Null,
+        };
+        json!({"published": true, "webhook": webhook})
+    }
+
+    async fn post(&self, url: &str, format: &str, secret: &str, alert: &Value) -> Result<u16, String> {
+        let body = serde_json::to_vec(&webhook_body(format, alert)).unwrap_or_default();
+        let ts = unix_now_ms() as i64;
+        let response = self
+            .client
+            .post(url)
+            .timeout(Duration::from_millis(self.settings.webhook_timeout_ms))
+            .header("content-type", "application/json")
+            .header("x-gpuscout-timestamp", ts.to_string())
+            .header("x-gpuscout-signature", sign(secret, ts, &body))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_timeout() {
+                    "timed out".to_owned()
+                } else {
+                    e.to_string()
+                }
+            })?;
+        Ok(response.status().as_u16())
+    }
+
+    /// Drain the webhook outbox until `stop`: each due delivery is posted; 2xx is delivered, 5xx,
+    /// 429 and timeouts are retried with exponential backoff up to `webhook_max_attempts`, other
+    /// statuses fail at once. Every attempt is recorded.
+    pub async fn run_outbox(self: Arc<Self>, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = self.outbox.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(self.settings.outbox_poll_ms)) => {}
+            }
+            let now = unix_now_ms() as i64;
+            let due = match self.store.due_deliveries(now, 32).await {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the webhook outbox failed");
+                    continue;
+                }
+            };
+            for d in due {
+                let attempt = d.attempts + 1;
+                let outcome = self.post(&d.url, &d.format, &d.secret, &d.payload).await;
+                let at = unix_now_ms() as i64;
+                let (code, error, retry) = match &outcome {
+                    Ok(s) if (200..300).contains(s) => (Some(i64::from(*s)), None, false),
+                    Ok(s) => (Some(i64::from(*s)), Some(format!("HTTP {s}")), *s >= 500 || *s == 429),
+                    Err(e) => (None, Some(e.clone()), true),
+                };
+                let delivered = error.is_none();
+                let (status, next) = if delivered {
+                    ("delivered", at)
+                } else if retry && attempt < i64::from(self.settings.webhook_max_attempts) {
+                    let backoff = self
+                        .settings
+                        .webhook_backoff_initial_ms
+                        .saturating_mul(1 << (attempt - 1).min(16));
+                    ("pending", at + backoff.min(self.settings.webhook_backoff_max_ms) as i64)
+                } else {
+                    ("failed", at)
+                };
+                let record = Attempt {
+                    delivery_id: &d.id,
+                    attempt,
+                    status_code: code,
+                    error: error.as_deref(),
+                    at_ms: at,
+                    status,
+                    next_attempt_at_ms: next,
+                };
+                if let Err(e) = self.store.record_attempt(&record).await {
+                    tracing::warn!(delivery = %d.id, error = %e, "recording a webhook attempt failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures_cover_timestamp_and_body() {
+        let a = sign("s3cret", 1000, b"{}");
+        assert!(a.starts_with("sha256=") && a.len() == 7 + 64);
+        assert_ne!(a, sign("s3cret", 1001, b"{}"));
+        assert_ne!(a, sign("other", 1000, b"{}"));
+    }
+
+    #[test]
+    fn discord_bodies_have_content_and_embeds() {
+        let alert = json!({"message": "RTX 4090 below $0.30", "rule_name": "cheap 4090", "kind": "price"});
+        let d = webhook_body("discord", &alert);
+        assert_eq!(d["content"], "RTX 4090 below $0.30");
+        assert_eq!(d["embeds"][0]["title"], "cheap 4090");
+        assert_eq!(webhook_body("json", &alert), alert);
+    }
+}

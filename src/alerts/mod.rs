@@ -1,0 +1,506 @@
+//! Alerts: users' rules, their evaluation on every market change, and what a firing produces.
+//!
+//! A rule fires on the *crossing* of its condition (false → true), not on every poll where it holds,
+//! and not again within its cooldown. The first evaluation of a rule only learns where the market
+//! stands. Each firing has an idempotency key (rule + crossing number) so a leader failover never
+//! fires the same crossing twice. Evaluation is pure; delivery (`delivery`) does the I/O.
+
+pub mod delivery;
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::market::state::MarketState;
+
+/// What a rule watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Condition {
+    /// A model's price (median or 10th percentile of available GPUs, or the cheapest available
+    /// offer) crosses a threshold.
+    Price {
+        model: String,
+        #[serde(default = "default_stat")]
+        stat: PriceStat,
+        direction: Direction,
+        threshold_usd: f64,
+    },
+    /// A model's utilisation (rented ÷ all GPUs, 0–1) crosses a threshold.
+    Utilisation {
+        model: String,
+        direction: Direction,
+        threshold: f64,
+    },
+    /// A model's available GPUs drop below a count.
+    Availability { model: String, below: u32 },
+    /// Another available offer of the same model is cheaper than the machine's own by `percent`.
+    Undercut {
+        #[serde(default = "default_marketplace")]
+        marketplace: String,
+        machine_id: String,
+        percent: f64,
+    },
+    /// A source stays degraded for `minutes`.
+    SourceDegraded { source: String, minutes: u32 },
+}
+
+fn default_stat() -> PriceStat {
+    PriceStat::Median
+}
+
+fn default_marketplace() -> String {
+    "vast".into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PriceStat {
+    Median,
+    P10,
+    Cheapest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Above,
+    Below,
+}
+
+impl Condition {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Condition::Price { .. } => "price",
+            Condition::Utilisation { .. } => "utilisation",
+            Condition::Availability { .. } => "availability",
+            Condition::Undercut { .. } => "undercut",
+            Condition::SourceDegraded { .. } => "source_degraded",
+        }
+    }
+
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            Condition::Price { model, .. }
+            | Condition::Utilisation { model, .. }
+            | Condition::Availability { model, .. } => Some(model),
+            _ => None,
+        }
+    }
+
+    /// Check values a rule cannot sensibly hold. `known_model` says whether a model slug exists.
+    pub fn validate(&self, known_model: impl Fn(&str) -> bool) -> Result<(), String> {
+        if let Some(m) = self.model()
+            && !known_model(m)
+        {
+            return Err(format!("unknown model `{m}`"));
+        }
+        match self {
+            Condition::Price { threshold_usd, .. } => {
+                if !(threshold_usd.is_finite() && *threshold_usd > 0.0 && *threshold_usd <= 1000.0) {
+                    return Err("threshold_usd must be above 0 and at most 1000 (USD per GPU-hour)".into());
+                }
+            }
+            Condition::Utilisation {
+                threshold, direction, ..
+            } => {
+                if !(threshold.is_finite() && (0.0..=1.0).contains(threshold)) {
+                    return Err("threshold is a share of GPUs rented, from 0 to 1".into());
+                }
+                if (*direction == Direction::Above && *threshold >= 1.0)
+                    || (*direction == Direction::Below && *threshold <= 0.0)
+                {
+                    return Err("this utilisation condition can never hold".into());
+                }
+            }
+            Condition::Availability { below, .. } => {
+                if *below == 0 {
+                    return Err("`below` must be at least 1: availability cannot drop below 0".into());
+                }
+            }
+            Condition::Undercut {
+                machine_id, percent, ..
+            } => {
+                if machine_id.is_empty() || machine_id.len() > 64 {
+                    return Err("machine_id is required".into());
+                }
+                if !(percent.is_finite() && *percent > 0.0 && *percent < 100.0) {
+                    return Err("percent must be between 0 and 100".into());
+                }
+            }
+            Condition::SourceDegraded { source, minutes } => {
+                if !["farm500", "vast", "runpod", "simulated"].contains(&source.as_str()) {
+                    return Err(format!("unknown source `{source}`"));
+                }
+                if *minutes == 0 || *minutes > 7 * 24 * 60 {
+                    return Err("minutes must be from 1 to 10080".into());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A stored rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Rule {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub condition: Condition,
+    pub cooldown_s: i64,
+    pub enabled: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_format: Option<String>,
+    #[serde(skip)]
+    pub webhook_secret: Option<String>,
+    /// Whether the condition held at the last evaluation (`None`: not evaluated yet).
+    #[serde(skip)]
+    pub last_condition: Option<bool>,
+    pub last_fired_at_ms: Option<i64>,
+    /// How many times the condition has crossed; part of each firing's idempotency key.
+    #[serde(skip)]
+    pub crossings: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A rule's condition started to hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    pub rule_id: String,
+    pub user_id: String,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub fired_at_ms: i64,
+    pub crossings: i64,
+}
+
+/// A rule whose remembered condition changed (to persist, so another node continues from it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConditionChange {
+    pub rule_id: String,
+    pub condition: bool,
+}
+
+/// Values computed once per evaluation and shared by all rules.
+struct MarketView<'a> {
+    state: &'a MarketState,
+    /// Per model, the two cheapest available offers (price, key), cheapest first.
+    cheapest: HashMap<&'a str, [(f64, &'a str); 2]>,
+}
+
+impl<'a> MarketView<'a> {
+    fn new(state: &'a MarketState) -> Self {
+        let mut cheapest: HashMap<&str, [(f64, &str); 2]> = HashMap::new();
+        for (key, offer) in &state.book().offers {
+            if offer.gpus_available() == 0 {
+                continue;
+            }
+            let p = (offer.price_per_gpu_hour_usd, &**key);
+            let slot = cheapest.entry(&offer.model).or_insert([(f64::INFINITY, ""); 2]);
+            if p.0 < slot[0].0 {
+                slot[1] = slot[0];
+                slot[0] = p;
+            } else if p.0 < slot[1].0 {
+                slot[1] = p;
+            }
+        }
+        Self { state, cheapest }
+    }
+
+    /// Whether the condition holds now, the observed value, and a sentence for people; `None` when
+    /// the market says nothing about it (no such model yet).
+    fn check(&self, c: &Condition, now_ms: i64) -> Option<(bool, f64, String)> {
+        let cmp = |d: Direction, v: f64, t: f64| match d {
+            Direction::Above => v > t,
+            Direction::Below => v < t,
+        };
+        match c {
+            Condition::Price {
+                model,
+                stat,
+                direction,
+                threshold_usd,
+            } => {
+                let agg = self.state.aggregates().get(model.as_str());
+                let value = match stat {
+                    PriceStat::Median => agg?.all.price_available.median?,
+                    PriceStat::P10 => agg?.all.price_available.p10?,
+                    PriceStat::Cheapest => Some(self.cheapest.get(model.as_str())?[0].0).filter(|p| p.is_finite())?,
+                };
+                let name = agg.map_or(model.as_str(), |a| &a.name);
+                let what = match stat {
+                    PriceStat::Median => "median price",
+                    PriceStat::P10 => "10th-percentile price",
+                    PriceStat::Cheapest => "cheapest available price",
+                };
+                let dir = if *direction == Direction::Above {
+                    "above"
+                } else {
+                    "below"
+                };
+                Some((
+                    cmp(*direction, value, *threshold_usd),
+                    value,
+                    format!("{name}: {what} ${value:.3}/h is {dir} ${threshold_usd:.3}/h"),
+                ))
+            }
+            Condition::Utilisation {
+                model,
+                direction,
+                threshold,
+            } => {
+                let agg = self.state.aggregates().get(model.as_str())?;
+                let v = agg.all.utilisation;
+                let dir = if *direction == Direction::Above {
+                    "above"
+                } else {
+                    "below"
+                };
+                Some((
+                    cmp(*direction, v, *threshold),
+                    v,
+                    format!(
+                        "{}: utilisation {:.1}% is {dir} {:.1}%",
+                        agg.name,
+                        v * 100.0,
+                        threshold * 100.0
+                    ),
+                ))
+            }
+            Condition::Availability { model, below } => {
+                let agg = self.state.aggregates().get(model.as_str())?;
+                let v = agg.all.gpus_available;
+                Some((
+                    v < *below,
+                    v as f64,
+                    format!("{}: {v} GPUs available, fewer than {below}", agg.name),
+                ))
+            }
+            Condition::Undercut {
+                marketplace,
+                machine_id,
+                percent,
+            } => {
+                let key = format!("{marketplace}:m{machine_id}");
+                let own = self.state.book().offers.get(key.as_str())?;
+                let mine = own.price_per_gpu_hour_usd;
+                let best_other = match self.cheapest.get(&*own.model) {
+                    Some([first, second]) => {
+                        if first.1 == key {
+                            second.0
+                        } else {
+                            first.0
+                        }
+                    }
+                    None => f64::INFINITY,
+                };
+                if !best_other.is_finite() || mine <= 0.0 {
+                    return Some((false, 0.0, String::new()));
+                }
+                let under = (mine - best_other) / mine * 100.0;
+                Some((
+                    under >= *percent,
+                    best_other,
+                    format!(
+                        "{}: an offer at ${best_other:.3}/h undercuts your machine {machine_id} (${mine:.3}/h) by {under:.0}%",
+                        own.model_name
+                    ),
+                ))
+            }
+            Condition::SourceDegraded { source, minutes } => {
+                let h = self.state.health().get(source.as_str())?;
+                let since = h.last_success_ms.unwrap_or(0);
+                let down_min = (now_ms - since) as f64 / 60_000.0;
+                let holds = h.state == "degraded" && down_min >= *minutes as f64;
+                Some((
+                    holds,
+                    down_min,
+                    format!(
+                        "source {source} degraded for {down_min:.0} minutes: {}",
+                        h.last_error.clone().unwrap_or_default()
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+/// Every enabled rule, with what each last saw. Owned by the node that evaluates (the leader).
+#[derive(Default)]
+pub struct AlertEngine {
+    rules: HashMap<String, Rule>,
+}
+
+impl AlertEngine {
+    pub fn new(rules: Vec<Rule>) -> Self {
+        Self {
+            rules: rules.into_iter().map(|r| (r.id.clone(), r)).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Add or replace a rule (after create or update). Its remembered condition starts afresh.
+    pub fn upsert(&mut self, rule: Rule) {
+        self.rules.insert(rule.id.clone(), rule);
+    }
+
+    pub fn remove(&mut self, id: &str) {
+        self.rules.remove(id);
+    }
+
+    /// Evaluate every enabled rule against the market.
+    pub fn evaluate(&mut self, state: &MarketState, now_ms: i64) -> (Vec<Firing>, Vec<ConditionChange>) {
+        let view = MarketView::new(state);
+        let mut firings = Vec::new();
+        let mut changes = Vec::new();
+        for rule in self.rules.values_mut().filter(|r| r.enabled) {
+            let Some((holds, value, message)) = view.check(&rule.condition, now_ms) else {
+                continue;
+            };
+            let before = rule.last_condition;
+            if before != Some(holds) {
+                rule.last_condition = Some(holds);
+                changes.push(ConditionChange {
+                    rule_id: rule.id.clone(),
+                    condition: holds,
+                });
+            }
+            // A crossing: it did not hold at the last evaluation and holds now.
+            if before == Some(false) && holds {
+                rule.crossings += 1;
+                let cooling = rule
+                    .last_fired_at_ms
+                    .is_some_and(|t| now_ms - t < rule.cooldown_s * 1000);
+                if cooling {
+                    continue;
+                }
+                rule.last_fired_at_ms = Some(now_ms);
+                let threshold = threshold_of(&rule.condition);
+                firings.push(Firing {
+                    rule_id: rule.id.clone(),
+                    user_id: rule.user_id.clone(),
+                    idempotency_key: format!("{}:{}", rule.id, rule.crossings),
+                    fired_at_ms: now_ms,
+                    crossings: rule.crossings,
+                    payload: json!({
+                        "type": "alert",
+                        "rule_id": rule.id,
+                        "rule_name": rule.name,
+                        "kind": rule.condition.kind(),
+                        "model": rule.condition.model(),
+                        "message": message,
+                        "value": crate::market::checksum::round4(value),
+                        "threshold": threshold,
+                        "fired_at_ms": now_ms,
+                    }),
+                });
+            }
+        }
+        (firings, changes)
+    }
+}
+
+fn threshold_of(c: &Condition) -> Value {
+    match c {
+        Condition::Price { threshold_usd, .. } => json!(threshold_usd),
+        Condition::Utilisation { threshold, .. } => json!(threshold),
+        Condition::Availability { below, .. } => json!(below),
+        Condition::Undercut { percent, .. } => json!(percent),
+        Condition::SourceDegraded { minutes, .. } => json!(minutes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::simulated::SimulatedSource;
+
+    fn rule(condition: Condition) -> Rule {
+        Rule {
+            id: "r1".into(),
+            user_id: "42".into(),
+            name: "test".into(),
+            condition,
+            cooldown_s: 3600,
+            enabled: true,
+            webhook_url: None,
+            webhook_format: None,
+            webhook_secret: None,
+            last_condition: None,
+            last_fired_at_ms: None,
+            crossings: 0,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn fires_on_the_crossing_once_and_respects_the_cooldown() {
+        let sim = SimulatedSource::new(4);
+        let mut state = MarketState::new();
+        let mut offers = sim.offers(0);
+        state.apply_offers("simulated", offers.clone(), 0);
+        let median = state.aggregates()["rtx-4090"].all.utilisation;
+        let mut engine = AlertEngine::new(vec![rule(Condition::Utilisation {
+            model: "rtx-4090".into(),
+            direction: Direction::Above,
+            threshold: median + 0.01,
+        })]);
+        // First evaluation: learns, fires nothing.
+        assert!(engine.evaluate(&state, 0).0.is_empty());
+        // Rent every RTX 4090: crosses above.
+        for o in offers.iter_mut().filter(|o| &*o.model == "rtx-4090") {
+            o.gpus_rented = o.num_gpus;
+        }
+        state.apply_offers("simulated", offers.clone(), 1);
+        let (fired, changes) = engine.evaluate(&state, 1000);
+        assert_eq!(fired.len(), 1);
+        assert_eq!(changes.len(), 1);
+        assert_eq!(fired[0].idempotency_key, "r1:1");
+        assert_eq!(fired[0].payload["kind"], "utilisation");
+        // Still above: nothing more.
+        assert!(engine.evaluate(&state, 2000).0.is_empty());
+        // Back below and above again within the cooldown: a crossing, but no firing.
+        let before: Vec<_> = sim.offers(0);
+        state.apply_offers("simulated", before, 3);
+        assert!(engine.evaluate(&state, 3000).0.is_empty());
+        state.apply_offers("simulated", offers, 4);
+        assert!(engine.evaluate(&state, 4000).0.is_empty(), "cooldown");
+    }
+
+    #[test]
+    fn validation_explains_what_is_wrong() {
+        let known = |m: &str| m == "rtx-4090";
+        let bad = Condition::Price {
+            model: "rtx-9999".into(),
+            stat: PriceStat::Median,
+            direction: Direction::Below,
+            threshold_usd: 0.3,
+        };
+        assert!(bad.validate(known).unwrap_err().contains("unknown model"));
+        let never = Condition::Utilisation {
+            model: "rtx-4090".into(),
+            direction: Direction::Above,
+            threshold: 1.0,
+        };
+        assert!(never.validate(known).unwrap_err().contains("never"));
+        let zero = Condition::Availability {
+            model: "rtx-4090".into(),
+            below: 0,
+        };
+        assert!(zero.validate(known).is_err());
+    }
+}

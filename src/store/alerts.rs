@@ -1,0 +1,346 @@
+//! Alert rules, fired alerts and the webhook outbox.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Store, StoreError};
+use crate::alerts::{Condition, Firing, Rule};
+
+const RULE_COLUMNS: &str = "id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
+     webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms";
+
+fn rule_of(r: &AnyRow) -> Result<Rule, StoreError> {
+    let params: String = r.try_get("params")?;
+    let condition: Condition =
+        serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(format!("alert rule params: {e}")))?;
+    let last: Option<i64> = r.try_get("last_condition")?;
+    Ok(Rule {
+        id: r.try_get("id")?,
+        user_id: r.try_get("user_id")?,
+        name: r.try_get("name")?,
+        condition,
+        cooldown_s: r.try_get("cooldown_s")?,
+        enabled: r.try_get::<i64, _>("enabled")? != 0,
+        webhook_url: r.try_get("webhook_url")?,
+        webhook_format: r.try_get("webhook_format")?,
+        webhook_secret: r.try_get("webhook_secret")?,
+        last_condition: last.map(|v| v != 0),
+        last_fired_at_ms: r.try_get("last_fired_at_ms")?,
+        crossings: r.try_get("crossings")?,
+        created_at_ms: r.try_get("created_at_ms")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+    })
+}
+
+/// A fired alert as stored.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AlertEvent {
+    pub id: String,
+    pub rule_id: String,
+    pub payload: serde_json::Value,
+    pub fired_at_ms: i64,
+    pub acknowledged_at_ms: Option<i64>,
+}
+
+/// One webhook attempt and the state it leaves the delivery in.
+pub struct Attempt<'a> {
+    pub delivery_id: &'a str,
+    pub attempt: i64,
+    pub status_code: Option<i64>,
+    pub error: Option<&'a str>,
+    pub at_ms: i64,
+    /// `pending` (with `next_attempt_at_ms`), `delivered` or `failed`.
+    pub status: &'a str,
+    pub next_attempt_at_ms: i64,
+}
+
+/// A webhook delivery waiting for its next attempt.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub id: String,
+    pub event_id: String,
+    pub url: String,
+    pub format: String,
+    pub secret: String,
+    pub attempts: i64,
+    pub payload: serde_json::Value,
+}
+
+impl Store {
+    pub async fn insert_rule(&self, rule: &Rule) -> Result<(), StoreError> {
+        let params = serde_json::to_string(&rule.condition).unwrap_or_default();
+        sqlx::query(
+            "INSERT INTO alert_rules (id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
+             webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, 0, $11, $12)",
+        )
+        .bind(rule.id.clone())
+        .bind(rule.user_id.clone())
+        .bind(rule.name.clone())
+        .bind(rule.condition.kind())
+        .bind(params)
+        .bind(rule.cooldown_s)
+        .bind(i64::from(rule.enabled))
+        .bind(rule.webhook_url.clone())
+        .bind(rule.webhook_format.clone())
+        .bind(rule.webhook_secret.clone())
+        .bind(rule.created_at_ms)
+        .bind(rule.updated_at_ms)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Replace a rule's user-editable fields; its remembered condition restarts.
+    pub async fn update_rule(&self, rule: &Rule) -> Result<bool, StoreError> {
+        let params = serde_json::to_string(&rule.condition).unwrap_or_default();
+        let done = sqlx::query(
+            "UPDATE alert_rules SET name = $1, kind = $2, params = $3, cooldown_s = $4, enabled = $5, webhook_url = $6, \
+             webhook_format = $7, last_condition = NULL, updated_at_ms = $8 WHERE id = $9 AND user_id = $10",
+        )
+        .bind(rule.name.clone())
+        .bind(rule.condition.kind())
+        .bind(params)
+        .bind(rule.cooldown_s)
+        .bind(i64::from(rule.enabled))
+        .bind(rule.webhook_url.clone())
+        .bind(rule.webhook_format.clone())
+        .bind(rule.updated_at_ms)
+        .bind(rule.id.clone())
+        .bind(rule.user_id.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn delete_rule(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("DELETE FROM alert_rules WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn rule(&self, user_id: &str, id: &str) -> Result<Option<Rule>, StoreError> {
+        let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1 AND user_id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(rule_of).transpose()
+    }
+
+    pub async fn rules_of(&self, user_id: &str) -> Result<Vec<Rule>, StoreError> {
+        let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE user_id = $1 ORDER BY created_at_ms, id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(rule_of).collect()
+    }
+
+    pub async fn count_rules(&self, user_id: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT COUNT(*) FROM alert_rules WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Every rule, for the evaluating node at start.
+    pub async fn all_rules(&self) -> Result<Vec<Rule>, StoreError> {
+        let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.iter().map(rule_of).collect()
+    }
+
+    pub async fn set_rule_condition(&self, id: &str, condition: bool) -> Result<(), StoreError> {
+        sqlx::query("UPDATE alert_rules SET last_condition = $1 WHERE id = $2")
+            .bind(i64::from(condition))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Record a firing (once per idempotency key) and, when the rule has a webhook, queue its
+    /// delivery, in one transaction. Returns the event id, or `None` if this crossing was recorded
+    /// before (by this node or another).
+    pub async fn record_firing(
+        &self,
+        firing: &Firing,
+        webhook: Option<(&str, &str, &str)>,
+    ) -> Result<Option<String>, StoreError> {
+        let id = uuid::Uuid::new_v4().to_string();
+        let mut tx = self.pool.begin().await?;
+        let inserted = sqlx::query(
+            "INSERT INTO alert_events (id, rule_id, user_id, idempotency_key, payload, fired_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+        )
+        .bind(id.clone())
+        .bind(firing.rule_id.clone())
+        .bind(firing.user_id.clone())
+        .bind(firing.idempotency_key.clone())
+        .bind(firing.payload.to_string())
+        .bind(firing.fired_at_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if inserted == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query("UPDATE alert_rules SET last_fired_at_ms = $1, crossings = $2, last_condition = 1 WHERE id = $3")
+            .bind(firing.fired_at_ms)
+            .bind(firing.crossings)
+            .bind(firing.rule_id.clone())
+            .execute(&mut *tx)
+            .await?;
+        if let Some((url, format, secret)) = webhook {
+            sqlx::query(
+                "INSERT INTO webhook_deliveries (id, event_id, url, format, secret, status, attempts, next_attempt_at_ms, \
+                 created_at_ms) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+            )
+            .bind(uuid::Uuid::new_v4().to_string())
+            .bind(id.clone())
+            .bind(url)
+            .bind(format)
+            .bind(secret)
+            .bind(firing.fired_at_ms)
+            .bind(firing.fired_at_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Some(id))
+    }
+
+    /// A user's fired alerts, newest first, optionally for one rule and a time range, paginated by
+    /// `before_ms` (the `fired_at_ms` of the last event of the previous page).
+    pub async fn alert_events(
+        &self,
+        user_id: &str,
+        rule_id: Option<&str>,
+        from_ms: i64,
+        to_ms: i64,
+        before_ms: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<AlertEvent>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, rule_id, payload, fired_at_ms, acknowledged_at_ms FROM alert_events \
+             WHERE user_id = $1 AND ($2 = '' OR rule_id = $2) AND fired_at_ms >= $3 AND fired_at_ms <= $4 \
+             AND fired_at_ms < $5 ORDER BY fired_at_ms DESC, id DESC LIMIT $6",
+        )
+        .bind(user_id)
+        .bind(rule_id.unwrap_or(""))
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(before_ms.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get(2)?;
+                Ok(AlertEvent {
+                    id: r.try_get(0)?,
+                    rule_id: r.try_get(1)?,
+                    payload: serde_json::from_str(&payload).unwrap_or_default(),
+                    fired_at_ms: r.try_get(3)?,
+                    acknowledged_at_ms: r.try_get(4)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn acknowledge_event(&self, user_id: &str, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE alert_events SET acknowledged_at_ms = $1 WHERE id = $2 AND user_id = $3 AND acknowledged_at_ms IS NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 1 {
+            return Ok(true);
+        }
+        // Already acknowledged counts as done; another user's event as not found.
+        let row = sqlx::query("SELECT 1 FROM alert_events WHERE id = $1 AND user_id = $2")
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Deliveries due now.
+    pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT d.id, d.event_id, d.url, d.format, d.secret, d.attempts, e.payload FROM webhook_deliveries d \
+             JOIN alert_events e ON e.id = d.event_id WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
+             ORDER BY d.next_attempt_at_ms LIMIT $2",
+        )
+        .bind(now_ms)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let payload: String = r.try_get(6)?;
+                Ok(Delivery {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    url: r.try_get(2)?,
+                    format: r.try_get(3)?,
+                    secret: r.try_get(4)?,
+                    attempts: r.try_get(5)?,
+                    payload: serde_json::from_str(&payload).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+
+    /// Record one attempt and the delivery's new state.
+    pub async fn record_attempt(&self, a: &Attempt<'_>) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts (delivery_id, attempt, status_code, error, at_ms) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(a.delivery_id)
+        .bind(a.attempt)
+        .bind(a.status_code)
+        .bind(a.error)
+        .bind(a.at_ms)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE webhook_deliveries SET status = $1, attempts = $2, next_attempt_at_ms = $3 WHERE id = $4")
+            .bind(a.status)
+            .bind(a.attempt)
+            .bind(a.next_attempt_at_ms)
+            .bind(a.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Attempts of an event's deliveries: (attempt, status code, error), in order.
+    pub async fn delivery_attempts(
+        &self,
+        event_id: &str,
+    ) -> Result<Vec<(i64, Option<i64>, Option<String>)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.attempt, a.status_code, a.error FROM webhook_attempts a JOIN webhook_deliveries d \
+             ON d.id = a.delivery_id WHERE d.event_id = $1 ORDER BY a.attempt",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .collect()
+    }
+}

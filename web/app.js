@@ -1,0 +1,565 @@
+// The GPUScout live dashboard: no build step, the SDK straight from /sdk/.
+
+import { GpuscoutClient, GpuscoutError } from '/sdk/index.js';
+
+const TOKEN_KEY = 'gpuscout.token';
+const SPARK_POINTS = 40;
+const FLASH_MS = 1000;
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const el = {
+  conn: $('conn'),
+  who: $('who'),
+  tokenForm: /** @type {HTMLFormElement} */ ($('token-form')),
+  tokenInput: /** @type {HTMLInputElement} */ ($('token-input')),
+  tokenError: $('token-error'),
+  table: $('market-table'),
+  body: $('market-body'),
+  meta: $('market-meta'),
+  sources: $('sources'),
+  alerts: $('alerts'),
+  alertsEmpty: $('alerts-empty'),
+  notifyBtn: /** @type {HTMLButtonElement} */ ($('notify-btn')),
+  chat: $('chat'),
+  advisorStatus: $('advisor-status'),
+  askForm: /** @type {HTMLFormElement} */ ($('ask-form')),
+  askInput: /** @type {HTMLTextAreaElement} */ ($('ask-input')),
+  askBtn: /** @type {HTMLButtonElement} */ ($('ask-btn')),
+  cancelBtn: /** @type {HTMLButtonElement} */ ($('cancel-btn')),
+};
+
+const price = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 3 });
+const int = new Intl.NumberFormat('en-US');
+
+// ---- tokens -------------------------------------------------------------------------------------
+
+async function devToken() {
+  const res = await fetch('/api/v1/dev/token?user=demo&tier=professional', { cache: 'no-store' });
+  if (!res.ok) throw new Error(`dev token: HTTP ${res.status}`);
+  const body = await res.json();
+  if (!body.token) throw new Error('dev token: no token');
+  return body;
+}
+
+/** The `sub` and `tier` claims of a JWT (not verified: for display only). */
+function claims(token) {
+  try {
+    const part = token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+    return JSON.parse(atob(part));
+  } catch {
+    return {};
+  }
+}
+
+/** @type {((token: string) => void) | null} */
+let tokenWaiter = null;
+
+/** Show the token form and resolve with what the user enters. */
+function askForToken(message = '') {
+  el.tokenForm.hidden = false;
+  el.tokenError.textContent = message;
+  el.tokenInput.focus();
+  return new Promise((resolve) => {
+    tokenWaiter = resolve;
+  });
+}
+
+el.tokenForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  const token = el.tokenInput.value.trim();
+  if (!token) return;
+  localStorage.setItem(TOKEN_KEY, token);
+  el.tokenForm.hidden = true;
+  el.tokenInput.value = '';
+  const waiter = tokenWaiter;
+  tokenWaiter = null;
+  waiter?.(token);
+});
+
+/** The first token: ?token=, then localStorage, then the dev endpoint, then the user. */
+async function initialToken() {
+  const url = new URL(location.href);
+  const fromUrl = url.searchParams.get('token');
+  if (fromUrl) {
+    localStorage.setItem(TOKEN_KEY, fromUrl);
+    url.searchParams.delete('token');
+    history.replaceState(null, '', url); // do not leave it in the address bar
+    return { token: fromUrl, source: 'url' };
+  }
+  const stored = localStorage.getItem(TOKEN_KEY);
+  if (stored) return { token: stored, source: 'storage' };
+  try {
+    const dev = await devToken();
+    return { token: dev.token, source: 'dev' };
+  } catch {
+    return { token: await askForToken(), source: 'input' };
+  }
+}
+
+/**
+ * A new token when the hub says the current one expired, and for refreshes: the dev endpoint
+ * when the page runs against a development hub, else the user.
+ */
+async function nextToken(source) {
+  if (source === 'dev') return (await devToken()).token;
+  try {
+    return (await devToken()).token;
+  } catch {
+    localStorage.removeItem(TOKEN_KEY);
+    return askForToken('The token expired: enter a new one.');
+  }
+}
+
+// ---- connection ---------------------------------------------------------------------------------
+
+/** @type {GpuscoutClient | null} */
+let client = null;
+
+function setConn(state, text) {
+  el.conn.dataset.state = state;
+  el.conn.textContent = text;
+}
+
+function start(token, source) {
+  client?.disconnect();
+  const c = claims(token);
+  el.who.textContent = c.sub ? `${c.sub} · ${c.tier ?? ''}` : '';
+  const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+  const cl = new GpuscoutClient(wsUrl, {
+    token,
+    getToken: () => nextToken(source),
+    minReconnectDelay: 300,
+    maxReconnectDelay: 5000,
+  });
+  client = cl;
+  /** @type {number | null} */
+  let lastClose = null;
+  cl.on('connecting', () => setConn('connecting', lastClose === null ? 'Connecting…' : `Reconnecting… (closed ${lastClose})`));
+  cl.on('connected', () => {
+    lastClose = null;
+    setConn('connected', 'Connected');
+  });
+  cl.on('disconnected', (ctx) => {
+    lastClose = ctx.code;
+    setConn('disconnected', `Disconnected (${ctx.code}${ctx.reason ? `: ${ctx.reason}` : ''})`);
+    if (!ctx.reconnect && (ctx.code === 3500 || ctx.code === 101 || ctx.code === 109)) {
+      localStorage.removeItem(TOKEN_KEY);
+      askForToken(ctx.code === 3500 ? 'The hub refused that token.' : 'A valid token is needed.').then((t) => start(t, 'input'));
+    }
+  });
+  window.gpuscout = cl; // for the console (and the browser tests)
+
+  followMarket(cl);
+  followSources(cl);
+  followAlerts(cl);
+  followAdvisor(cl);
+  cl.connect();
+}
+
+// ---- market table -------------------------------------------------------------------------------
+
+/**
+ * @typedef {object} Row
+ * @property {HTMLTableRowElement} tr
+ * @property {Record<string, HTMLElement>} cells
+ * @property {Record<string, number | string | null>} values
+ * @property {number[]} spark
+ * @property {ReturnType<typeof setTimeout> | undefined} flashTimer
+ */
+
+/** @type {Map<string, Row>} */
+const rows = new Map();
+const sort = { key: 'name', dir: 1 };
+const COLUMNS = ['median', 'p10', 'p90', 'available', 'utilisation'];
+
+function valuesOf(item) {
+  const pa = item.price_available || {};
+  return {
+    name: String(item.name || item.model),
+    median: typeof pa.median === 'number' ? pa.median : null,
+    p10: typeof pa.p10 === 'number' ? pa.p10 : null,
+    p90: typeof pa.p90 === 'number' ? pa.p90 : null,
+    available: Number(item.gpus_available) || 0,
+    utilisation: typeof item.utilisation === 'number' ? item.utilisation : null,
+  };
+}
+
+function format(key, v) {
+  if (v === null || v === undefined) return '—';
+  switch (key) {
+    case 'median':
+    case 'p10':
+    case 'p90':
+      return price.format(/** @type {number} */ (v));
+    case 'available':
+      return int.format(/** @type {number} */ (v));
+    case 'utilisation':
+      return `${(/** @type {number} */ (v) * 100).toFixed(1)}%`;
+    default:
+      return String(v);
+  }
+}
+
+function newRow(model) {
+  const tr = document.createElement('tr');
+  tr.dataset.model = model;
+  const name = document.createElement('th');
+  name.scope = 'row';
+  tr.append(name);
+  /** @type {Record<string, HTMLElement>} */
+  const cells = { name };
+  for (const key of COLUMNS) {
+    const td = document.createElement('td');
+    td.className = `num${key === 'p10' || key === 'p90' ? ' opt' : ''}`;
+    td.dataset.col = key;
+    tr.append(td);
+    cells[key] = td;
+  }
+  const trend = document.createElement('td');
+  trend.className = 'trend opt2';
+  tr.append(trend);
+  cells.trend = trend;
+  return { tr, cells, values: {}, spark: [], flashTimer: undefined };
+}
+
+function sparkline(points) {
+  if (points.length < 2) return '';
+  const w = 84;
+  const h = 22;
+  const min = Math.min(...points);
+  const max = Math.max(...points);
+  const span = max - min || 1;
+  const step = w / (points.length - 1);
+  const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(h - 2 - ((p - min) / span) * (h - 4)).toFixed(1)}`);
+  const first = price.format(points[0]);
+  const last = price.format(points[points.length - 1]);
+  return `<svg viewBox="0 0 ${w} ${h}" role="img" aria-label="median ${first} to ${last}"><polyline points="${coords.join(' ')}"/></svg>`;
+}
+
+/** Update a row from its item; returns whether a shown value changed. */
+function updateRow(row, item) {
+  const v = valuesOf(item);
+  let changed = false;
+  if (row.values.name !== v.name) row.cells.name.textContent = v.name;
+  for (const key of COLUMNS) {
+    const next = v[key];
+    const prev = row.values[key];
+    if (prev === next) continue;
+    changed = true;
+    const cell = row.cells[key];
+    cell.textContent = format(key, next);
+    if (key === 'median' && typeof prev === 'number' && typeof next === 'number') {
+      cell.classList.toggle('up', next > prev);
+      cell.classList.toggle('down', next < prev);
+    }
+  }
+  if (v.median !== null && v.median !== row.spark[row.spark.length - 1]) {
+    row.spark.push(v.median);
+    if (row.spark.length > SPARK_POINTS) row.spark.shift();
+    row.cells.trend.innerHTML = sparkline(row.spark);
+  }
+  row.values = v;
+  return changed;
+}
+
+function flash(row) {
+  row.tr.classList.remove('flash');
+  void row.tr.offsetWidth; // restart the animation
+  row.tr.classList.add('flash');
+  clearTimeout(row.flashTimer);
+  row.flashTimer = setTimeout(() => row.tr.classList.remove('flash'), FLASH_MS);
+}
+
+function compareRows(a, b) {
+  const x = a.values[sort.key];
+  const y = b.values[sort.key];
+  if (x === y) return a.values.name < b.values.name ? -1 : 1;
+  if (x === null || x === undefined) return 1; // empty values last, whatever the direction
+  if (y === null || y === undefined) return -1;
+  return (x < y ? -1 : 1) * sort.dir;
+}
+
+function reorder() {
+  const ordered = [...rows.values()].sort(compareRows);
+  let current = el.body.firstElementChild;
+  for (const row of ordered) {
+    if (row.tr === current) current = current.nextElementSibling;
+    else el.body.insertBefore(row.tr, current);
+  }
+}
+
+for (const th of el.table.querySelectorAll('thead th[data-key]')) {
+  th.querySelector('button')?.addEventListener('click', () => {
+    const key = /** @type {HTMLElement} */ (th).dataset.key || 'name';
+    if (sort.key === key) sort.dir = -sort.dir;
+    else {
+      sort.key = key;
+      sort.dir = key === 'name' ? 1 : -1;
+    }
+    for (const other of el.table.querySelectorAll('thead th[data-key]')) {
+      other.setAttribute('aria-sort', other === th ? (sort.dir === 1 ? 'ascending' : 'descending') : 'none');
+    }
+    reorder();
+  });
+}
+
+function followMarket(cl) {
+  const book = cl.market.book('market:summary');
+  book.on('update', ({ changes, seq, snapshot, ts }) => {
+    for (const key of changes.removed) {
+      rows.get(key)?.tr.remove();
+      rows.delete(key);
+    }
+    let moved = false;
+    for (const section of [changes.added, changes.changed]) {
+      for (const [key, item] of Object.entries(section)) {
+        let row = rows.get(key);
+        const fresh = !row;
+        if (!row) {
+          row = newRow(key);
+          rows.set(key, row);
+          moved = true;
+        }
+        const before = row.values[sort.key];
+        if (updateRow(row, item) && !fresh && !snapshot) flash(row);
+        if (row.values[sort.key] !== before) moved = true;
+      }
+    }
+    if (moved || snapshot) reorder();
+    const when = ts ? new Date(ts).toLocaleTimeString() : '';
+    el.meta.textContent = `${rows.size} models · seq ${seq}${when ? ` · ${when}` : ''}`;
+  });
+  book.on('resync', (r) => {
+    el.meta.textContent = `Resyncing (${r.reason})…`;
+  });
+}
+
+// ---- sources ------------------------------------------------------------------------------------
+
+/** @type {Map<string, any>} */
+let sources = new Map();
+
+function age(ms) {
+  if (!ms) return 'never';
+  const s = Math.max(0, Math.round((Date.now() - ms) / 1000));
+  if (s < 60) return `${s} s ago`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ago`;
+  return `${Math.floor(s / 3600)} h ago`;
+}
+
+function renderSources() {
+  if (sources.size === 0) {
+    el.sources.innerHTML = '<li class="empty">No source reported yet.</li>';
+    return;
+  }
+  const items = [...sources.values()].sort((a, b) => (a.source < b.source ? -1 : 1));
+  el.sources.replaceChildren(
+    ...items.map((s) => {
+      const li = document.createElement('li');
+      li.dataset.source = s.source;
+      const name = document.createElement('span');
+      name.className = 'name';
+      name.textContent = s.source;
+      const state = document.createElement('span');
+      state.className = 'state';
+      state.dataset.state = s.state;
+      state.dataset.stale = String(Boolean(s.stale));
+      state.textContent = s.stale ? `${s.state}, stale` : s.state;
+      const detail = document.createElement('span');
+      detail.className = 'detail';
+      const parts = [`last success ${age(s.last_success_ms)}`, `${int.format(s.offers || 0)} offers`];
+      if (s.consecutive_failures) parts.push(`${s.consecutive_failures} failures`);
+      if (s.circuit_open) parts.push('circuit open');
+      if (s.last_error) parts.push(`last error: ${s.last_error}`);
+      detail.textContent = parts.join(' · ');
+      li.append(name, state, detail);
+      return li;
+    }),
+  );
+}
+
+function followSources(cl) {
+  const book = cl.market.book('sources:status');
+  book.on('update', () => {
+    sources = new Map(book.items);
+    renderSources();
+  });
+}
+setInterval(() => sources.size && renderSources(), 1000);
+
+// ---- alerts -------------------------------------------------------------------------------------
+
+function alertText(a) {
+  if (a === null || typeof a !== 'object') return String(a);
+  if (typeof a.message === 'string') return a.message;
+  if (typeof a.text === 'string') return a.text;
+  const parts = [];
+  if (a.model) parts.push(String(a.model));
+  if (a.type || a.kind) parts.push(String(a.type || a.kind).replace(/_/g, ' '));
+  if (typeof a.price === 'number') parts.push(price.format(a.price));
+  if (typeof a.threshold === 'number') parts.push(`(threshold ${price.format(a.threshold)})`);
+  return parts.length ? parts.join(' ') : JSON.stringify(a);
+}
+
+function updateNotifyButton() {
+  el.notifyBtn.hidden = !('Notification' in window) || Notification.permission !== 'default';
+}
+
+el.notifyBtn.addEventListener('click', async () => {
+  try {
+    await Notification.requestPermission();
+  } finally {
+    updateNotifyButton();
+  }
+});
+updateNotifyButton();
+
+function followAlerts(cl) {
+  cl.alerts.on((alert) => {
+    const text = alertText(alert);
+    const li = document.createElement('li');
+    const time = document.createElement('time');
+    const now = new Date();
+    time.dateTime = now.toISOString();
+    time.textContent = now.toLocaleTimeString();
+    li.append(time, document.createTextNode(text));
+    el.alerts.prepend(li);
+    while (el.alerts.children.length > 100) el.alerts.lastElementChild?.remove();
+    el.alertsEmpty.hidden = true;
+    if ('Notification' in window && Notification.permission === 'granted') {
+      try {
+        new Notification('GPUScout alert', { body: text, tag: `gpuscout-${alert && alert.id ? alert.id : now.getTime()}` });
+      } catch {
+        // e.g. Android Chrome allows notifications only from a service worker
+      }
+    }
+  });
+}
+
+// ---- advisor ------------------------------------------------------------------------------------
+
+/** message id → its bubble and the delta indexes seen */
+const bubbles = new Map();
+/** The message being streamed (the one Cancel cancels). */
+let streaming = '';
+let conversationId = '';
+
+function bubble(messageId) {
+  let b = bubbles.get(messageId);
+  if (!b) {
+    const div = document.createElement('div');
+    div.className = 'msg assistant streaming';
+    div.dataset.messageId = messageId;
+    el.chat.append(div);
+    b = { div, seen: new Set() };
+    bubbles.set(messageId, b);
+  }
+  return b;
+}
+
+function scrollChat() {
+  el.chat.scrollTop = el.chat.scrollHeight;
+}
+
+function endStream(messageId) {
+  if (streaming === messageId) {
+    streaming = '';
+    el.cancelBtn.disabled = true;
+    el.askBtn.disabled = false;
+  }
+}
+
+function followAdvisor(cl) {
+  // Every stream on advisor:#<uid> is shown, whoever asked.
+  cl.advisor.on((event) => {
+    const id = event.message_id;
+    switch (event.type) {
+      case 'start':
+        bubble(id);
+        streaming = id;
+        el.cancelBtn.disabled = false;
+        break;
+      case 'delta': {
+        const b = bubble(id);
+        if (typeof event.index === 'number') {
+          if (b.seen.has(event.index)) return;
+          b.seen.add(event.index);
+        }
+        b.div.append(document.createTextNode(String(event.text ?? '')));
+        if (!streaming) {
+          streaming = id;
+          el.cancelBtn.disabled = false;
+        }
+        break;
+      }
+      case 'done':
+        bubble(id).div.classList.remove('streaming');
+        endStream(id);
+        break;
+      case 'error': {
+        const b = bubble(id);
+        b.div.classList.remove('streaming');
+        b.div.classList.add('error');
+        b.div.append(document.createTextNode(`\n[${event.message || 'advisor error'}]`));
+        endStream(id);
+        break;
+      }
+    }
+    scrollChat();
+  });
+}
+
+el.askForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const text = el.askInput.value.trim();
+  if (!text || !client) return;
+  const q = document.createElement('div');
+  q.className = 'msg user';
+  q.textContent = text;
+  el.chat.append(q);
+  scrollChat();
+  el.askInput.value = '';
+  el.askBtn.disabled = true;
+  el.advisorStatus.textContent = 'Asking…';
+  try {
+    const stream = await client.advisor.ask(text, conversationId ? { conversationId } : {});
+    conversationId = stream.conversationId || conversationId;
+    streaming = stream.messageId;
+    el.cancelBtn.disabled = false;
+    el.advisorStatus.textContent = '';
+    stream.result.finally(() => endStream(stream.messageId));
+  } catch (err) {
+    el.askBtn.disabled = false;
+    el.advisorStatus.textContent =
+      err instanceof GpuscoutError && err.code === 104 ? 'advisor unavailable' : `Advisor error: ${err instanceof Error ? err.message : err}`;
+  }
+});
+
+el.askInput.addEventListener('keydown', (e) => {
+  // Enter sends, Shift+Enter is a new line.
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
+    e.preventDefault();
+    el.askForm.requestSubmit();
+  }
+});
+
+el.cancelBtn.addEventListener('click', () => {
+  if (!streaming || !client) return;
+  const id = streaming;
+  const b = bubbles.get(id);
+  if (b) {
+    b.div.classList.remove('streaming');
+    b.div.classList.add('cancelled');
+  }
+  endStream(id);
+  client.advisor
+    .stream(id)
+    .cancel()
+    .catch((err) => {
+      el.advisorStatus.textContent = err instanceof GpuscoutError && err.code === 104 ? 'advisor unavailable' : 'Cancel failed';
+    });
+});
+
+// ---- start --------------------------------------------------------------------------------------
+
+initialToken().then(({ token, source }) => start(token, source));
