@@ -51,8 +51,8 @@ function claims(token) {
   }
 }
 
-/** @type {((token: string) => void) | null} */
-let tokenWaiter = null;
+/** @type {((token: string) => void)[]} */
+let tokenWaiters = [];
 
 /** Show the token form and resolve with what the user enters. */
 function askForToken(message = '') {
@@ -60,7 +60,7 @@ function askForToken(message = '') {
   el.tokenError.textContent = message;
   el.tokenInput.focus();
   return new Promise((resolve) => {
-    tokenWaiter = resolve;
+    tokenWaiters.push(resolve);
   });
 }
 
@@ -71,9 +71,9 @@ el.tokenForm.addEventListener('submit', (e) => {
   localStorage.setItem(TOKEN_KEY, token);
   el.tokenForm.hidden = true;
   el.tokenInput.value = '';
-  const waiter = tokenWaiter;
-  tokenWaiter = null;
-  waiter?.(token);
+  const waiters = tokenWaiters;
+  tokenWaiters = [];
+  for (const w of waiters) w(token);
 });
 
 /** The first token: ?token=, then localStorage, then the dev endpoint, then the user. */
@@ -97,17 +97,28 @@ async function initialToken() {
 }
 
 /**
- * A new token when the hub says the current one expired, and for refreshes: the dev endpoint
- * when the page runs against a development hub, else the user.
+ * A new token for the same user, when the hub says the current one expired and before it expires
+ * (refresh): from the dev endpoint when that is where the token came from, else from the user.
  */
 async function nextToken(source) {
   if (source === 'dev') return (await devToken()).token;
-  try {
-    return (await devToken()).token;
-  } catch {
-    localStorage.removeItem(TOKEN_KEY);
-    return askForToken('The token expired: enter a new one.');
+  localStorage.removeItem(TOKEN_KEY);
+  return askForToken('The token expires: enter a new one.');
+}
+
+/** The hub refused the token for good: a stored (maybe stale) one falls back to dev mode. */
+async function replaceToken(source, code) {
+  localStorage.removeItem(TOKEN_KEY);
+  if (source === 'storage') {
+    try {
+      start((await devToken()).token, 'dev');
+      return;
+    } catch {
+      // not a development hub: ask
+    }
   }
+  const token = await askForToken(code === 3500 ? 'The hub refused that token.' : 'A valid token is needed.');
+  start(token, 'input');
 }
 
 // ---- connection ---------------------------------------------------------------------------------
@@ -142,10 +153,7 @@ function start(token, source) {
   cl.on('disconnected', (ctx) => {
     lastClose = ctx.code;
     setConn('disconnected', `Disconnected (${ctx.code}${ctx.reason ? `: ${ctx.reason}` : ''})`);
-    if (!ctx.reconnect && (ctx.code === 3500 || ctx.code === 101 || ctx.code === 109)) {
-      localStorage.removeItem(TOKEN_KEY);
-      askForToken(ctx.code === 3500 ? 'The hub refused that token.' : 'A valid token is needed.').then((t) => start(t, 'input'));
-    }
+    if (!ctx.reconnect && (ctx.code === 3500 || ctx.code === 101 || ctx.code === 109)) replaceToken(source, ctx.code);
   });
   window.gpuscout = cl; // for the console (and the browser tests)
 

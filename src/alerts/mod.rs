@@ -215,7 +215,9 @@ impl<'a> MarketView<'a> {
 
     /// Whether the condition holds now, the observed value, and a sentence for people; `None` when
     /// the market says nothing about it (no such model yet).
-    fn check(&self, c: &Condition, now_ms: i64) -> Option<(bool, f64, String)> {
+    /// With `describe` false the sentence is left empty: it is only built for a firing.
+    fn check(&self, c: &Condition, now_ms: i64, describe: bool) -> Option<(bool, f64, String)> {
+        let text = |f: &dyn Fn() -> String| if describe { f() } else { String::new() };
         let cmp = |d: Direction, v: f64, t: f64| match d {
             Direction::Above => v > t,
             Direction::Below => v < t,
@@ -247,7 +249,7 @@ impl<'a> MarketView<'a> {
                 Some((
                     cmp(*direction, value, *threshold_usd),
                     value,
-                    format!("{name}: {what} ${value:.3}/h is {dir} ${threshold_usd:.3}/h"),
+                    text(&|| format!("{name}: {what} ${value:.3}/h is {dir} ${threshold_usd:.3}/h")),
                 ))
             }
             Condition::Utilisation {
@@ -279,7 +281,7 @@ impl<'a> MarketView<'a> {
                 Some((
                     v < *below,
                     v as f64,
-                    format!("{}: {v} GPUs available, fewer than {below}", agg.name),
+                    text(&|| format!("{}: {v} GPUs available, fewer than {below}", agg.name)),
                 ))
             }
             Condition::Undercut {
@@ -307,10 +309,12 @@ impl<'a> MarketView<'a> {
                 Some((
                     under >= *percent,
                     best_other,
-                    format!(
-                        "{}: an offer at ${best_other:.3}/h undercuts your machine {machine_id} (${mine:.3}/h) by {under:.0}%",
-                        own.model_name
-                    ),
+                    text(&|| {
+                        format!(
+                            "{}: an offer at ${best_other:.3}/h undercuts your machine {machine_id} (${mine:.3}/h) by {under:.0}%",
+                            own.model_name
+                        )
+                    }),
                 ))
             }
             Condition::SourceDegraded { source, minutes } => {
@@ -367,7 +371,7 @@ impl AlertEngine {
         let mut firings = Vec::new();
         let mut changes = Vec::new();
         for rule in self.rules.values_mut().filter(|r| r.enabled) {
-            let Some((holds, value, message)) = view.check(&rule.condition, now_ms) else {
+            let Some((holds, value, _)) = view.check(&rule.condition, now_ms, false) else {
                 continue;
             };
             let before = rule.last_condition;
@@ -389,6 +393,10 @@ impl AlertEngine {
                 }
                 rule.last_fired_at_ms = Some(now_ms);
                 let threshold = threshold_of(&rule.condition);
+                let message = view
+                    .check(&rule.condition, now_ms, true)
+                    .map(|c| c.2)
+                    .unwrap_or_default();
                 firings.push(Firing {
                     rule_id: rule.id.clone(),
                     user_id: rule.user_id.clone(),

@@ -246,7 +246,10 @@ test('a ?token= from the URL is used (and removed from the address); a refused t
     assert.match(await p.locator('#who').textContent(), /^url-user/);
     assert.equal(new URL(p.url()).searchParams.get('token'), null);
     await p.waitForFunction(() => document.querySelectorAll('#market-body tr').length >= 80, null, { timeout: WAIT });
-    // The token was kept in localStorage: clear it for the next check.
+    // The token was kept in localStorage: a reload uses it.
+    await p.reload();
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    assert.match(await p.locator('#who').textContent(), /^url-user/);
     await p.evaluate(() => localStorage.clear());
 
     // No dev endpoint (as in production) and a forged token: the page asks for a token.

@@ -176,9 +176,9 @@ export class AdvisorStream {
 export class Advisor {
   /** @param {import('./client.js').GpuscoutClient} client */
   constructor(client) {
-    /** @private */
+    /** @internal */
     this._client = client;
-    /** @type {Map<string, AdvisorStream>} @private */
+    /** @type {Map<string, AdvisorStream>} @internal */
     this._streams = new Map();
     /** @type {Map<string, AdvisorEvent[]>} @private */
     this._orphans = new Map();

@@ -204,11 +204,11 @@ export class GpuscoutClient extends Emitter {
     /** @type {Map<string, Subscription>} @private */
     this._serverSubs = new Map();
 
-    /** Market books over the hub's market channels. */
+    /** Market books over the hub's market channels. @readonly */
     this.market = new Market(this);
-    /** The user's alerts (server-side subscription `alerts:#<uid>`). */
+    /** The user's alerts (server-side subscription `alerts:#<uid>`). @readonly */
     this.alerts = new Alerts(this);
-    /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). */
+    /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). @readonly */
     this.advisor = new Advisor(this);
   }
 
@@ -790,12 +790,12 @@ export class GpuscoutClient extends Emitter {
 
   // ---- subscriptions (called by Subscription) ---------------------------------------------------
 
-  /** Whether commands can be sent now (connected, or connect already on the wire). @private */
+  /** Whether commands can be sent now (connected, or connect already on the wire). @internal */
   get _canSend() {
     return this._ws !== null && this._connectSent;
   }
 
-  /** @param {Subscription} sub @private */
+  /** @param {Subscription} sub @internal */
   _sendSubscribe(sub) {
     /** @type {Record<string, unknown>} */
     const req = { channel: sub.channel };
@@ -818,7 +818,7 @@ export class GpuscoutClient extends Emitter {
     );
   }
 
-  /** @param {Subscription} sub @private */
+  /** @param {Subscription} sub @internal */
   _sendUnsubscribe(sub) {
     this._command({ unsubscribe: { channel: sub.channel } }, () => {}, () => {});
   }

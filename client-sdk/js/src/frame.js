@@ -27,9 +27,8 @@ export function decodeFrame(text) {
 }
 
 /**
- * The reconnect delay for attempt `attempt` (0-based): exponential backoff with full jitter,
- * a uniformly random delay in [0, min(max, min × 2^attempt)], at least `min` / 2 so a flapping
- * hub is never hammered.
+ * The reconnect delay for attempt `attempt` (0-based): exponential backoff with full jitter, a
+ * uniformly random delay in [0, min(max, min × 2^attempt)].
  * @param {number} attempt
  * @param {number} min  milliseconds
  * @param {number} max  milliseconds
@@ -38,6 +37,5 @@ export function decodeFrame(text) {
  */
 export function backoff(attempt, min, max, random = Math.random) {
   const cap = Math.min(max, min * Math.pow(2, Math.min(attempt, 30)));
-  const floor = Math.min(min / 2, cap);
-  return Math.round(floor + random() * (cap - floor));
+  return Math.round(random() * cap);
 }

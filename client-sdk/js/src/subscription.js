@@ -210,7 +210,7 @@ export class Subscription extends Emitter {
    * The hub ended the subscription: codes ≥ 2500 mean "subscribe again".
    * @param {number} code
    * @param {string} reason
-   * @private
+   * @internal
    */
   _onServerUnsubscribe(code, reason) {
     if (code >= 2500) {

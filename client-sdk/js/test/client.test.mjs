@@ -88,6 +88,20 @@ test('connects, gets its server-side subscriptions, subscribes and receives publ
   assert.deepEqual(mine.map((p) => p.data.i), [1, 2, 3]);
   assert.deepEqual(mine.map((p) => p.offset), published.map((p) => p.offset));
   assert.equal(sub.offset >= published[2].offset, true);
+
+  // Unsubscribed: nothing arrives; subscribing again recovers from the position kept.
+  sub.unsubscribe();
+  assert.equal(sub.state, 'unsubscribed');
+  const whileAway = await hub.publish('gpu:rtx-4090', { run: RUN, i: 4 });
+  await sleep(300);
+  assert.equal(sev.publication.filter((p) => p.data.run === RUN).length, 3);
+  sub.subscribe();
+  await sub.ready();
+  assert.equal(sev.subscribed[1].wasRecovering, true);
+  assert.equal(sev.subscribed[1].recovered, true);
+  await until(() => sev.publication.some((p) => p.data.i === 4), 'the publication made while unsubscribed');
+  assert.equal(sev.publication.find((p) => p.data.i === 4).offset, whileAway.offset);
+  assert.deepEqual(sev.unsubscribed.map((u) => u.code), [0]);
   assert.deepEqual(sev.error, []);
   assert.deepEqual(ev.error, []);
   assert.deepEqual(ev.disconnected, []);
@@ -288,8 +302,15 @@ test('an expired token gets 109: the client fetches a new one with getToken and 
   });
   const errors = [];
   client.on('error', (e) => errors.push(e));
+  const disconnects = [];
+  client.on('disconnected', (d) => disconnects.push(d));
+  // A subscribe travels in the same frame as the refused connect (the hub then closes with 3501:
+  // commands after a failed connect are a bad request); it must not make the client give up.
+  const sub = client.subscribe('sources:status');
   client.connect();
   await client.ready();
+  await sub.ready();
+  assert.deepEqual(disconnects, []);
   assert.equal(calls, 1);
   assert.equal(errors[0].type, 'connect');
   assert.equal(errors[0].error.code, 109);

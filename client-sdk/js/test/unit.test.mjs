@@ -27,14 +27,16 @@ test('encodeFrame joins commands with \\n; decodeFrame splits multi-line frames'
   assert.throws(() => decodeFrame('{"id":1}\nnot json'), SyntaxError);
 });
 
-test('backoff: exponential with full jitter, within [min/2, min(max, min·2^n)]', () => {
-  assert.equal(backoff(0, 100, 1000, () => 0), 50);
+test('backoff: exponential with full jitter, within [0, min(max, min·2^n)]', () => {
+  assert.equal(backoff(0, 100, 1000, () => 0), 0);
+  assert.equal(backoff(0, 100, 1000, () => 0.5), 50);
   assert.equal(backoff(0, 100, 1000, () => 0.999999), 100);
   assert.equal(backoff(3, 100, 1000, () => 0.999999), 800);
   assert.equal(backoff(10, 100, 1000, () => 0.999999), 1000);
   assert.equal(backoff(100, 100, 1000, () => 0.999999), 1000);
   const samples = Array.from({ length: 200 }, () => backoff(5, 100, 10_000));
-  assert.ok(samples.every((d) => d >= 50 && d <= 3200), 'within bounds');
+  assert.ok(samples.every((d) => d >= 0 && d <= 3200), 'within bounds');
+  assert.ok(samples.some((d) => d > 1600) && samples.some((d) => d < 1600), 'spread over the whole range');
   assert.ok(new Set(samples).size > 50, 'jittered');
 });
 

@@ -15,7 +15,8 @@ export class AdvisorStream implements AsyncIterable<string> {
      * @param {string} [conversationId]
      */
     constructor(advisor: Advisor, messageId: string, conversationId?: string);
-    _advisor: Advisor;
+    /** @private */
+    private _advisor;
     /** @readonly */
     readonly messageId: string;
     /** @readonly */
@@ -24,18 +25,20 @@ export class AdvisorStream implements AsyncIterable<string> {
     text: string;
     started: boolean;
     finished: boolean;
-    /** @type {string[]} */
-    _chunks: string[];
-    /** @type {Set<number>} */
-    _seen: Set<number>;
-    /** @type {((r: IteratorResult<string> | PromiseLike<IteratorResult<string>>) => void) | null} */
-    _wake: ((r: IteratorResult<string> | PromiseLike<IteratorResult<string>>) => void) | null;
-    /** @type {GpuscoutError | null} */
-    _error: GpuscoutError | null;
+    /** @type {string[]} @private */
+    private _chunks;
+    /** @type {Set<number>} @private */
+    private _seen;
+    /** @type {((r: IteratorResult<string> | PromiseLike<IteratorResult<string>>) => void) | null} @private */
+    private _wake;
+    /** @type {GpuscoutError | null} @private */
+    private _error;
     /** Resolves with the whole answer when it is done; rejects on an error event. @type {Promise<AdvisorResult>} */
     result: Promise<AdvisorResult>;
-    _resolve: (r: AdvisorResult) => void;
-    _reject: (e: GpuscoutError) => void;
+    /** @private */
+    private _resolve;
+    /** @private */
+    private _reject;
     /**
      * Cancel the answer: ends the iteration here and asks the hub to stop (RPC `advisor.cancel`).
      * Resolves when the hub acknowledged it; rejects with its error (the stream ends anyway).
@@ -44,8 +47,8 @@ export class AdvisorStream implements AsyncIterable<string> {
     cancel(): Promise<void>;
     /** @param {AdvisorEvent} event */
     _onEvent(event: AdvisorEvent): void;
-    /** @param {AdvisorResult} result */
-    _finish(result: AdvisorResult): void;
+    /** @param {AdvisorResult} result @private */
+    private _finish;
     /** @returns {AsyncIterator<string>} */
     [Symbol.asyncIterator](): AsyncIterator<string>;
 }
@@ -53,16 +56,14 @@ export class AdvisorStream implements AsyncIterable<string> {
 export class Advisor {
     /** @param {import('./client.js').GpuscoutClient} client */
     constructor(client: import("./client.js").GpuscoutClient);
+    /** @internal */
     _client: import("./client.js").GpuscoutClient;
-    /** @type {Map<string, AdvisorStream>} */
+    /** @type {Map<string, AdvisorStream>} @internal */
     _streams: Map<string, AdvisorStream>;
-    /** @type {Map<string, AdvisorEvent[]>} */
-    _orphans: Map<string, AdvisorEvent[]>;
-    /** @type {Set<(event: AdvisorEvent, ctx: {channel: string, offset?: number}) => void>} */
-    _handlers: Set<(event: AdvisorEvent, ctx: {
-        channel: string;
-        offset?: number;
-    }) => void>;
+    /** @type {Map<string, AdvisorEvent[]>} @private */
+    private _orphans;
+    /** @type {Set<(event: AdvisorEvent, ctx: {channel: string, offset?: number}) => void>} @private */
+    private _handlers;
     /** The user's advisor channel (`advisor:#<uid>`) once connected. @returns {string | undefined} */
     get channel(): string | undefined;
     /**
@@ -151,4 +152,3 @@ export type AdvisorResult = {
      */
     stopReason: string;
 };
-import { GpuscoutError } from './errors.js';

@@ -7,7 +7,8 @@
 export class Alerts {
     /** @param {import('./client.js').GpuscoutClient} client */
     constructor(client: import("./client.js").GpuscoutClient);
-    _client: import("./client.js").GpuscoutClient;
+    /** @private */
+    private _client;
     /** The user's alerts channel (`alerts:#<uid>`) once connected. @returns {string | undefined} */
     get channel(): string | undefined;
     /**

@@ -37,59 +37,60 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
     constructor(url: string, options?: ClientOptions);
     /** @readonly */
     readonly url: string;
-    _opts: {
-        minReconnectDelay: number;
-        maxReconnectDelay: number;
-        timeout: number;
-        pingGrace: number;
-        name: string;
-        version: string;
-        data: unknown;
-    };
-    /** @type {WebSocketConstructor | undefined} */
-    _WebSocket: WebSocketConstructor | undefined;
-    /** @type {(() => Promise<string>) | undefined} */
-    _getToken: (() => Promise<string>) | undefined;
-    _token: string;
-    /** Fetch a new token before the next connect. */
-    _needToken: boolean;
+    /** @private */
+    private _opts;
+    /** @type {WebSocketConstructor | undefined} @private */
+    private _WebSocket;
+    /** @type {(() => Promise<string>) | undefined} @private */
+    private _getToken;
+    /** @private */
+    private _token;
+    /** Fetch a new token before the next connect. @private */
+    private _needToken;
     /** @type {ClientState} */
     state: ClientState;
     /** The client id of the current connection ('' when not connected). */
     clientId: string;
-    /** @type {WebSocket | null} */
-    _ws: WebSocket | null;
-    /** Increments with every connection attempt; events of older attempts are ignored. */
-    _epoch: number;
-    _connectSent: boolean;
-    _nextId: number;
-    /** @type {Map<number, Pending>} */
-    _pending: Map<number, Pending>;
-    /** @type {object[]} */
-    _queue: object[];
-    _flushScheduled: boolean;
-    _attempt: number;
-    _pingInterval: number;
-    _sendPong: boolean;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _reconnectTimer: ReturnType<typeof setTimeout> | undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _connectTimer: ReturnType<typeof setTimeout> | undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _deadTimer: ReturnType<typeof setTimeout> | undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _refreshTimer: ReturnType<typeof setTimeout> | undefined;
-    _refreshing: boolean;
-    /** @type {Map<string, Subscription>} */
-    _subs: Map<string, Subscription>;
-    /** @type {Map<string, Subscription>} */
-    _serverSubs: Map<string, Subscription>;
-    /** Market books over the hub's market channels. */
-    market: Market;
-    /** The user's alerts (server-side subscription `alerts:#<uid>`). */
-    alerts: Alerts;
-    /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). */
-    advisor: Advisor;
+    /** @type {WebSocket | null} @private */
+    private _ws;
+    /** Increments with every connection attempt; events of older attempts are ignored. @private */
+    private _epoch;
+    /** @private */
+    private _connectSent;
+    /** @private */
+    private _nextId;
+    /** @type {Map<number, Pending>} @private */
+    private _pending;
+    /** @type {object[]} @private */
+    private _queue;
+    /** @private */
+    private _flushScheduled;
+    /** @private */
+    private _attempt;
+    /** @private */
+    private _pingInterval;
+    /** @private */
+    private _sendPong;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _reconnectTimer;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _connectTimer;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _deadTimer;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _refreshTimer;
+    /** @private */
+    private _refreshing;
+    /** @type {Map<string, Subscription>} @private */
+    private _subs;
+    /** @type {Map<string, Subscription>} @private */
+    private _serverSubs;
+    /** Market books over the hub's market channels. @readonly */
+    readonly market: Market;
+    /** The user's alerts (server-side subscription `alerts:#<uid>`). @readonly */
+    readonly alerts: Alerts;
+    /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). @readonly */
+    readonly advisor: Advisor;
     /** Connect (and keep reconnecting until `disconnect()` or a terminal close). */
     connect(): void;
     /** Close the connection for good; subscriptions are kept and resubscribed by a later `connect()`. */
@@ -138,8 +139,9 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
      * Send a command and resolve with its reply (rejects on an error reply, a timeout or a close).
      * @param {Record<string, unknown>} body
      * @returns {Promise<any>}
+     * @private
      */
-    _request(body: Record<string, unknown>): Promise<any>;
+    private _request;
     /**
      * Queue a command; `onReply` runs synchronously with its reply (so replies of one frame are
      * handled in order), `onFail` when it gets none. Returns its id.
@@ -148,69 +150,81 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
      * @param {(error: GpuscoutError) => void} onFail
      * @param {number} [timeout]
      * @returns {number}
+     * @private
      */
-    _command(body: Record<string, unknown>, onReply: (reply: any) => void, onFail: (error: GpuscoutError) => void, timeout?: number): number;
+    private _command;
     /**
      * Queue a message for the current socket; everything queued in one tick goes in one frame.
      * @param {object} message
+     * @private
      */
-    _enqueue(message: object): void;
-    _flush(): void;
+    private _enqueue;
+    /** @private */
+    private _flush;
     /**
      * @param {WebSocket} ws
      * @param {object[]} batch
+     * @private
      */
-    _sendFrame(ws: WebSocket, batch: object[]): void;
+    private _sendFrame;
     /**
      * @param {number} code
      * @param {string} reason
+     * @private
      */
-    _setConnecting(code: number, reason: string): void;
-    _openTransport(): Promise<void>;
-    _onOpen(): void;
-    /** @param {any} reply */
-    _onConnectReply(reply: any): void;
-    /** @param {unknown} data */
-    _onFrame(data: unknown): void;
-    /** @param {any} push */
-    _onPush(push: any): void;
-    /** Any traffic from the hub: the connection is alive for another ping interval + grace. */
-    _touch(): void;
-    /** @param {number} ttl  seconds */
-    _scheduleRefresh(ttl: number): void;
+    private _setConnecting;
+    /** @private */
+    private _openTransport;
+    /** @private */
+    private _onOpen;
+    /** @param {any} reply @private */
+    private _onConnectReply;
+    /** @param {unknown} data @private */
+    private _onFrame;
+    /** @param {any} push @private */
+    private _onPush;
+    /** Any traffic from the hub: the connection is alive for another ping interval + grace. @private */
+    private _touch;
+    /** @param {number} ttl  seconds @private */
+    private _scheduleRefresh;
     /**
      * Get a new token and send it in a `refresh` command.
      * @param {number} epoch
+     * @private
      */
-    _refresh(epoch: number): Promise<void>;
+    private _refresh;
     /**
      * The connection is lost or refused: clean up, then reconnect or stop.
      * @param {number} code
      * @param {string} reason
      * @param {boolean} reconnect
+     * @private
      */
-    _lost(code: number, reason: string, reconnect: boolean): void;
+    private _lost;
     /**
      * Stop for good.
      * @param {number} code
      * @param {string} reason
      * @param {boolean} _wasConnected
+     * @private
      */
-    _fail(code: number, reason: string, _wasConnected: boolean): void;
-    _scheduleReconnect(): void;
+    private _fail;
+    /** @private */
+    private _scheduleReconnect;
     /**
      * Close the socket (without waiting for its close event), stop the timers, fail the pending
      * commands and put the subscriptions back to `subscribing`.
      * @param {GpuscoutError} error
      * @param {number} closeCode
      * @param {string} closeReason
+     * @private
      */
-    _teardown(error: GpuscoutError, closeCode: number, closeReason: string): void;
-    /** Whether commands can be sent now (connected, or connect already on the wire). */
+    private _teardown;
+    /** Whether commands can be sent now (connected, or connect already on the wire). @internal */
     get _canSend(): boolean;
-    /** @param {Subscription} sub */
+    /** @param {Subscription} sub @internal */
     _sendSubscribe(sub: Subscription): void;
-    /** @param {Subscription} sub */
+    /** @param {Subscription} sub @internal */
     _sendUnsubscribe(sub: Subscription): void;
 }
 export type ClientState = "disconnected" | "connecting" | "connected";
@@ -349,8 +363,8 @@ export type Pending = {
     timer: ReturnType<typeof setTimeout> | undefined;
 };
 import { Emitter } from './emitter.js';
-import { Subscription } from './subscription.js';
 import { Market } from './market.js';
 import { Alerts } from './alerts.js';
 import { Advisor } from './advisor.js';
+import { Subscription } from './subscription.js';
 import { GpuscoutError } from './errors.js';

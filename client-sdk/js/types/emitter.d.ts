@@ -2,8 +2,8 @@
  * @template {Record<string, any>} E  event name → the context its listeners receive
  */
 export class Emitter<E extends Record<string, any>> {
-    /** @type {Map<keyof E, Set<(ctx: any) => void>>} */
-    _listeners: Map<keyof E, Set<(ctx: any) => void>>;
+    /** @type {Map<keyof E, Set<(ctx: any) => void>>} @private */
+    private _listeners;
     /**
      * Add a listener; returns a function that removes it.
      * @template {keyof E & string} K

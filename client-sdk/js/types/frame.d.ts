@@ -12,9 +12,8 @@ export function encodeFrame(commands: ReadonlyArray<object>): string;
  */
 export function decodeFrame(text: string): any[];
 /**
- * The reconnect delay for attempt `attempt` (0-based): exponential backoff with full jitter,
- * a uniformly random delay in [0, min(max, min × 2^attempt)], at least `min` / 2 so a flapping
- * hub is never hammered.
+ * The reconnect delay for attempt `attempt` (0-based): exponential backoff with full jitter, a
+ * uniformly random delay in [0, min(max, min × 2^attempt)].
  * @param {number} attempt
  * @param {number} min  milliseconds
  * @param {number} max  milliseconds

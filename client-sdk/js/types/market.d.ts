@@ -52,13 +52,14 @@ export class MarketBook extends Emitter<BookEvents> {
      * @param {BookOptions} [options]
      */
     constructor(subscription: BookSubscription, options?: BookOptions);
-    _sub: BookSubscription;
+    /** @private */
+    private _sub;
     /** @readonly */
     readonly channel: string;
     /** The current items, key → item. @type {Map<string, any>} */
     items: Map<string, any>;
-    /** Each item's CRC32 (of key:canonical(item)). @type {Map<string, number>} */
-    _crcs: Map<string, number>;
+    /** Each item's CRC32 (of key:canonical(item)). @type {Map<string, number>} @private */
+    private _crcs;
     /** The seq of the last snapshot or delta applied. */
     seq: number;
     /** The checksum of `items`, verified against the hub's. */
@@ -71,20 +72,22 @@ export class MarketBook extends Emitter<BookEvents> {
         skipped: number;
         resyncs: number;
     };
-    _minResyncInterval: number;
-    _lastResync: number;
-    _resyncStreak: number;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _resyncTimer: ReturnType<typeof setTimeout> | undefined;
-    _offs: (() => void)[];
+    /** @private */
+    private _minResyncInterval;
+    /** @private */
+    private _lastResync;
+    /** @private */
+    private _resyncStreak;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _resyncTimer;
+    /** @private */
+    private _offs;
     /** @type {(() => void) | undefined} */
     _onClose: (() => void) | undefined;
     /** Stop following the channel (unsubscribes when the book created the subscription). */
     close(): void;
-    /** @param {{data: any}} ctx */
-    _onSubscribed(ctx: {
-        data: any;
-    }): void;
+    /** @param {{data: any}} ctx @private */
+    private _onSubscribed;
     /**
      * Replace the items with a snapshot payload. Returns false (and resyncs) when its checksum does
      * not match its items.
@@ -98,14 +101,15 @@ export class MarketBook extends Emitter<BookEvents> {
      * @returns {'applied' | 'skipped' | 'resync' | 'ignored'}
      */
     applyPublication(payload: any): "applied" | "skipped" | "resync" | "ignored";
-    /** @param {BookResync} info */
-    _resync(info: BookResync): void;
+    /** @param {BookResync} info @private */
+    private _resync;
 }
 /** `client.market`: books over market channels. */
 export class Market {
     /** @param {import('./client.js').GpuscoutClient} client */
     constructor(client: import("./client.js").GpuscoutClient);
-    _client: import("./client.js").GpuscoutClient;
+    /** @private */
+    private _client;
     /**
      * A book over `channel`, subscribing to it (or using the client's subscription to it).
      * `book.close()` unsubscribes when the book created the subscription.

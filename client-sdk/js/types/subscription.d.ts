@@ -43,7 +43,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
      * @param {boolean} server  a server-side subscription
      */
     constructor(client: import("./client.js").GpuscoutClient, channel: string, server: boolean);
-    _client: import("./client.js").GpuscoutClient;
+    /** @private */
+    private _client;
     /** @readonly */
     readonly channel: string;
     /** @readonly */
@@ -57,9 +58,10 @@ export class Subscription extends Emitter<SubscriptionEvents> {
     recoverable: boolean;
     /** A subscribe command is on the wire. */
     _inflight: boolean;
-    _retries: number;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
-    _retryTimer: ReturnType<typeof setTimeout> | undefined;
+    /** @private */
+    private _retries;
+    /** @type {ReturnType<typeof setTimeout> | undefined} @private */
+    private _retryTimer;
     /** Subscribe (again); resubscribed with recovery after every reconnect until `unsubscribe()`. */
     subscribe(): void;
     /** Unsubscribe; the position is kept, a later `subscribe()` recovers from it. */
@@ -79,7 +81,8 @@ export class Subscription extends Emitter<SubscriptionEvents> {
      * @returns {Promise<void>}
      */
     ready(timeout?: number): Promise<void>;
-    _send(): void;
+    /** @private */
+    private _send;
     /** @param {any} reply */
     _onSubscribeReply(reply: any): void;
     /**
@@ -93,6 +96,7 @@ export class Subscription extends Emitter<SubscriptionEvents> {
      * The hub ended the subscription: codes ≥ 2500 mean "subscribe again".
      * @param {number} code
      * @param {string} reason
+     * @internal
      */
     _onServerUnsubscribe(code: number, reason: string): void;
     /**

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Browser tests of the dashboard (web/): Debian's chromium driven by playwright-core against a real
+# hub the test starts (binary from GPUSCOUT_BIN). Installs chromium with apt-get when it is missing
+# and this runs as root; installs playwright-core with npm ci (no browser download).
+#
+#   GPUSCOUT_BIN=target/debug/gpuscout web/test/run-tests.sh
+#
+# GPUSCOUT_BIN defaults to target/debug/gpuscout; a relative path is taken from the repository root.
+# Screenshots go to artifacts/ at the repository root.
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+
+BIN="${GPUSCOUT_BIN:-target/debug/gpuscout}"
+[[ "$BIN" == /* ]] || BIN="$ROOT/$BIN"
+if [[ ! -x "$BIN" ]]; then
+  echo "run-tests.sh: hub binary not found at $BIN (build it with: cargo build --bin gpuscout)" >&2
+  exit 1
+fi
+command -v node >/dev/null || { echo "run-tests.sh: node (>= 18) is required" >&2; exit 1; }
+command -v npm >/dev/null || { echo "run-tests.sh: npm is required" >&2; exit 1; }
+
+CHROMIUM="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" ]]; then
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "[web] installing chromium (apt-get)"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  fi
+  if [[ ! -x "$CHROMIUM" ]]; then
+    echo "run-tests.sh: chromium not found at $CHROMIUM (apt-get install chromium, or set CHROMIUM_PATH)" >&2
+    exit 1
+  fi
+fi
+
+cd "$HERE"
+echo "[web] npm ci"
+# No install scripts: playwright-core downloads nothing; the browser is Debian's.
+npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
+echo "[web] node --test ($(node --version), $("$CHROMIUM" --version 2>/dev/null | head -1), hub $BIN)"
+GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 150 node --test dashboard.test.mjs
