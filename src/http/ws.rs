@@ -66,8 +66,10 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
         if let Some(p) = pong_deadline {
             deadline = deadline.min(p);
         }
+        // Tokens are accepted up to `auth.leeway_s` past `exp` (clock skew); the connection lives as
+        // long, so a token just inside the leeway is not accepted and dropped at once.
         let expiry = client.expires_at().map(|exp| {
-            let left = exp.saturating_sub(unix_now_s());
+            let left = (exp + settings.auth.leeway_s).saturating_sub(unix_now_s());
             Instant::now() + Duration::from_secs(left)
         });
         if let Some(e) = expiry {

@@ -145,3 +145,25 @@ async fn connection_limit_per_user() {
     }
     assert!(ok, "a freed slot can be used again");
 }
+
+#[tokio::test]
+async fn a_token_inside_the_leeway_lives_through_the_leeway() {
+    let app = spawn_app().await;
+    // Expired 2 s ago, within the 5 s leeway: accepted, and not dropped at once.
+    let claims = Claims {
+        sub: "42".into(),
+        tier: Tier::Free,
+        exp: now() - 2,
+        iat: None,
+        jti: None,
+    };
+    let mut ws = app.raw_ws().await;
+    let reply = ws.request(json!({"connect": {"token": sign(&app, &claims)}})).await;
+    assert!(reply.get("connect").is_some(), "{reply}");
+    assert!(
+        ws.next_within(std::time::Duration::from_millis(1500)).await.is_none(),
+        "still open"
+    );
+    // It does close when the leeway is over.
+    assert_eq!(ws.closed().await, 3005);
+}

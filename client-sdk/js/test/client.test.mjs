@@ -24,7 +24,6 @@ function newClient(options = {}, port) {
     minReconnectDelay: 100,
     maxReconnectDelay: 1000,
     timeout: 5000,
-    pingGrace: 1000,
     ...options,
   });
   clients.push(c);
@@ -257,7 +256,7 @@ test('recovers missed publications after the connection is cut: subscriptions an
 });
 
 test('treats a silent connection as dead after ping + grace and reconnects', async () => {
-  const client = newClient({ token: await hub.token(`u${RUN}f`.slice(0, 60)) }, relay.port);
+  const client = newClient({ token: await hub.token(`u${RUN}f`.slice(0, 60)), pingGrace: 1000 }, relay.port);
   client.connect();
   await client.ready();
   const t0 = Date.now();

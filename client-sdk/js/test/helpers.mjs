@@ -18,7 +18,7 @@ export const BIN = process.env.GPUSCOUT_BIN
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Poll `cond` every 10 ms until it returns a truthy value; throw after `ms`. */
-export async function until(cond, what, ms = 10_000) {
+export async function until(cond, what, ms = 15_000) {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await cond();
@@ -29,7 +29,7 @@ export async function until(cond, what, ms = 10_000) {
 }
 
 /** Resolve with the next `event` of `emitter` (optionally matching `pred`), or throw after `ms`. */
-export function nextEvent(emitter, event, ms = 10_000, pred = () => true) {
+export function nextEvent(emitter, event, ms = 15_000, pred = () => true) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       off();
