@@ -36,22 +36,14 @@ fn rules(n: usize, models: &[String]) -> Vec<Rule> {
                     below: (i % 500) as u32 + 1,
                 },
             };
-            Rule {
-                id: format!("r{i}"),
-                user_id: format!("u{}", i % 20_000),
-                name: "bench".into(),
+            Rule::new(
+                format!("r{i}"),
+                format!("u{}", i % 20_000),
+                "bench".into(),
                 condition,
-                cooldown_s: 3600,
-                enabled: true,
-                webhook_url: None,
-                webhook_format: None,
-                webhook_secret: None,
-                last_condition: None,
-                last_fired_at_ms: None,
-                crossings: 0,
-                created_at_ms: 0,
-                updated_at_ms: 0,
-            }
+                3600,
+                0,
+            )
         })
         .collect()
 }

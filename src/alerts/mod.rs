@@ -169,6 +169,28 @@ pub struct Rule {
     pub updated_at_ms: i64,
 }
 
+impl Rule {
+    /// A new enabled rule with no webhook, not yet evaluated.
+    pub fn new(id: String, user_id: String, name: String, condition: Condition, cooldown_s: i64, now_ms: i64) -> Self {
+        Self {
+            id,
+            user_id,
+            name,
+            condition,
+            cooldown_s,
+            enabled: true,
+            webhook_url: None,
+            webhook_format: None,
+            webhook_secret: None,
+            last_condition: None,
+            last_fired_at_ms: None,
+            crossings: 0,
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        }
+    }
+}
+
 /// A rule's condition started to hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Firing {
@@ -437,22 +459,7 @@ mod tests {
     use crate::ingest::simulated::SimulatedSource;
 
     fn rule(condition: Condition) -> Rule {
-        Rule {
-            id: "r1".into(),
-            user_id: "42".into(),
-            name: "test".into(),
-            condition,
-            cooldown_s: 3600,
-            enabled: true,
-            webhook_url: None,
-            webhook_format: None,
-            webhook_secret: None,
-            last_condition: None,
-            last_fired_at_ms: None,
-            crossings: 0,
-            created_at_ms: 0,
-            updated_at_ms: 0,
-        }
+        Rule::new("r1".into(), "42".into(), "test".into(), condition, 3600, 0)
     }
 
     #[test]

@@ -88,23 +88,20 @@ fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_
             })
             .map_err(invalid)?;
     }
-    let now = unix_now_ms() as i64;
-    Ok(Rule {
+    let mut rule = Rule::new(
         id,
-        user_id: claims.sub.clone(),
+        claims.sub.clone(),
         name,
         condition,
         cooldown_s,
-        enabled,
-        webhook_secret: webhook_url.as_ref().map(|_| hex::encode(rand::random::<[u8; 24]>())),
-        webhook_url,
-        webhook_format,
-        last_condition: None,
-        last_fired_at_ms: None,
-        crossings: 0,
-        created_at_ms,
-        updated_at_ms: now,
-    })
+        unix_now_ms() as i64,
+    );
+    rule.created_at_ms = created_at_ms;
+    rule.enabled = enabled;
+    rule.webhook_secret = webhook_url.as_ref().map(|_| hex::encode(rand::random::<[u8; 24]>()));
+    rule.webhook_url = webhook_url;
+    rule.webhook_format = webhook_format;
+    Ok(rule)
 }
 
 pub async fn create_rule(

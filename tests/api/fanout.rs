@@ -30,15 +30,7 @@ async fn every_subscriber_gets_every_publication_in_order() {
         other.next_within(std::time::Duration::from_millis(200)).await.is_none(),
         "no cross-channel leak"
     );
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("gpuscout_deliveries_total 1000"), "{metrics}");
     // One bus subscription per channel: the two gpu channels and each user's two personal ones.
     let expected = format!("gpuscout_bus_subscriptions {}", 2 + 2 * 41);
@@ -96,14 +88,6 @@ async fn a_slow_consumer_is_cut_off_without_hurting_others() {
     assert_eq!(reader.await.unwrap(), 400, "the fast client got everything");
     // The slow one, reading only now, finds its connection closed with 3008.
     assert_eq!(slow.closed().await, 3008);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("gpuscout_slow_disconnects_total 1"), "{metrics}");
 }

@@ -108,6 +108,18 @@ impl TestApp {
             .unwrap_or_else(|| panic!("publish failed: {v}"))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn stop(&mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         match self.handle.take() {

@@ -282,15 +282,7 @@ async fn a_failing_source_is_degraded_then_stale_and_recovers_while_its_data_sta
     let summary = ChannelView::subscribe(&mut ind, "market:summary").await;
     assert_eq!(summary.items.len(), 88);
     // The hub itself is healthy.
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains("gpuscout_source_up{source=\"farm500\"} 1"),
         "{metrics}"

@@ -122,15 +122,7 @@ async fn health_readiness_metrics_and_unknown_routes() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["checks"]["database"], "ok");
     let (_ws, _) = app.connect("1", Tier::Free).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for name in [
         "gpuscout_connections 1",
         "gpuscout_subscriptions 2",
