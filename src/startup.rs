@@ -33,8 +33,7 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
-        // reqwest uses rustls with the ring provider; it must be installed before any client exists.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        install_tls_provider();
         let settings = Arc::new(settings);
         let store = Store::connect(&settings.database)
             .await
@@ -152,6 +151,12 @@ impl Application {
         tracing::info!("gpuscout hub stopped");
         Ok(())
     }
+}
+
+/// reqwest uses rustls with the ring provider, which must be installed before any HTTP client is
+/// built. Idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 /// Resolves on SIGINT or SIGTERM.
