@@ -4,6 +4,8 @@
 //! The `Any` driver runs the same SQL (with `$1` placeholders) on both backends; times are i64
 //! epoch milliseconds and JSON is TEXT, the types `Any` supports everywhere.
 
+pub mod advisor;
+
 use std::path::Path;
 
 use secrecy::ExposeSecret;
