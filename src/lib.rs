@@ -10,10 +10,12 @@
 //! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
 //! - [`ingest`]: market sources and the poll scheduler.
 //! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads.
+//! - [`advisor`]: the AI advisor: language-model providers, streamed answers, quotas.
 //! - [`store`]: the database.
 //! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
 //! - [`startup`]: wiring and graceful shutdown.
 
+pub mod advisor;
 pub mod auth;
 pub mod bus;
 pub mod config;
