@@ -280,7 +280,9 @@ pub(crate) fn drive<D: Decoder>(reader: SseReader, decoder: D) -> EventStream {
                     let result = s.decoder.decode(&event, &mut out);
                     s.pending.extend(out);
                     if let Err(e) = result {
-                        s.failure = Some(e);
+                        // An event cut short by the end of the body is a truncated stream.
+                        let cut = matches!(e, ProviderError::Invalid(_)) && s.reader.ended();
+                        s.failure = Some(if cut { ProviderError::EndedEarly } else { e });
                         s.finished = true;
                     } else if s.decoder.complete() {
                         s.finished = true;
@@ -399,6 +401,15 @@ mod tests {
             futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await;
         assert!(matches!(items[0], Ok(StreamEvent::Delta(_))));
         assert!(matches!(items.last(), Some(Err(ProviderError::EndedEarly))));
+        // Cut in the middle of an event.
+        let chunks = vec![Ok::<_, reqwest::Error>(Bytes::from_static(&cut[..60]))];
+        let reader = SseReader::from_stream(Box::pin(futures_util::stream::iter(chunks)), Duration::from_secs(1));
+        let items: Vec<_> =
+            futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await;
+        assert!(
+            matches!(items.as_slice(), [Err(ProviderError::EndedEarly)]),
+            "{items:?}"
+        );
         assert_eq!(ProviderError::EndedEarly.to_string(), "stream ended early");
     }
 

@@ -382,7 +382,6 @@ impl Advisor {
         if let End::Failed(e) = &end {
             tracing::warn!(provider = self.provider.name(), message_id = %job.message_id, error = %e, "advisor answer failed");
         }
-        self.publish(&hub, &job.channel, payload).await;
         let outcome = Outcome {
             status,
             content: &progress.text,
@@ -391,6 +390,8 @@ impl Advisor {
             stop_reason: stop_reason.as_deref(),
             error: error.as_ref().map(|(_, m)| m.as_str()),
         };
+        // Stored and counted before `done` / `error` is published: a client that sees the end
+        // finds the answer stored, its usage counted, and nothing left to cancel.
         if let Err(e) = self.store.finish_message(&job.message_id, &outcome).await {
             tracing::error!(error = %e, "advisor: storing an answer failed");
         }
@@ -403,6 +404,7 @@ impl Advisor {
             tracing::error!(error = %e, "advisor: recording usage failed");
         }
         self.active.remove(&job.message_id);
+        self.publish(&hub, &job.channel, payload).await;
     }
 
     /// Stream the answer, retrying a failure with backoff while nothing was published.

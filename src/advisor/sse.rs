@@ -161,6 +161,12 @@ impl SseReader {
         }
     }
 
+    /// The body has ended: events returned from now on were completed by its end, not by a blank
+    /// line (a last one may be cut short).
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
     /// The next event; `None` when the body ended.
     pub async fn next_event(&mut self) -> Result<Option<SseEvent>, ProviderError> {
         let deadline = tokio::time::Instant::now() + self.idle_timeout;
