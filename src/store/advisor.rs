@@ -192,35 +192,32 @@ impl Store {
         messages: &[NewMessage<'_>],
         now_ms: i64,
     ) -> Result<(), StoreError> {
+        // Writes only, each computing its position itself: a SQLite transaction that read first
+        // could not take the write lock while another writer is active (SQLITE_BUSY, no waiting).
         let mut tx = self.pool().begin().await?;
-        let row = sqlx::query("SELECT COALESCE(MAX(seq), -1) FROM messages WHERE conversation_id = $1")
+        sqlx::query("UPDATE conversations SET updated_at_ms = $1 WHERE id = $2")
+            .bind(now_ms)
             .bind(conversation_id)
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-        let mut seq: i64 = row.try_get(0)?;
         for m in messages {
-            seq += 1;
             sqlx::query(
                 "INSERT INTO messages (id, conversation_id, seq, role, content, status, provider, model, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                 SELECT $1, $2, COALESCE(MAX(seq), -1) + 1, $3, $4, $5, $6, $7, $8 FROM messages \
+                 WHERE conversation_id = $9",
             )
             .bind(m.id)
             .bind(conversation_id)
-            .bind(seq)
             .bind(m.role)
             .bind(m.content)
             .bind(m.status)
             .bind(m.provider)
             .bind(m.model)
             .bind(now_ms)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("UPDATE conversations SET updated_at_ms = $1 WHERE id = $2")
-            .bind(now_ms)
             .bind(conversation_id)
             .execute(&mut *tx)
             .await?;
+        }
         tx.commit().await?;
         Ok(())
     }

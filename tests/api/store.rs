@@ -175,6 +175,42 @@ async fn advisor_round_trip(store: &Store) {
     assert_eq!(store.advisor_usage("u4", 20_000).await.unwrap().messages, 0);
 }
 
+/// Questions asked at the same time are all stored (SQLite has one writer at a time).
+async fn concurrent_appends(store: &Store) {
+    use gpuscout_hub::store::advisor::NewMessage;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let conversation = format!("busy-{}", i % 4);
+            let _ = store.create_conversation(&conversation, "u9", "t", 1).await;
+            let (q, a) = (format!("cq{i}"), format!("ca{i}"));
+            let message = |id, role| NewMessage {
+                id,
+                role,
+                content: "x",
+                status: "complete",
+                provider: None,
+                model: None,
+            };
+            store
+                .append_messages(&conversation, &[message(&q, "user"), message(&a, "assistant")], 2)
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every append succeeds");
+    }
+    for c in 0..4 {
+        let messages = store.messages(&format!("busy-{c}")).await.unwrap();
+        assert_eq!(messages.len(), 20);
+        // Each question is followed by its answer.
+        for pair in messages.chunks(2) {
+            assert_eq!(pair[0].id[2..], pair[1].id[2..]);
+        }
+    }
+}
+
 /// Concurrent questions cannot take more than the limit.
 async fn quota_is_atomic(store: &Store) {
     let mut tasks = Vec::new();
@@ -198,6 +234,7 @@ async fn sqlite_store() {
     market_history_round_trip(&store).await;
     advisor_round_trip(&store).await;
     quota_is_atomic(&store).await;
+    concurrent_appends(&store).await;
 }
 
 #[tokio::test]
@@ -207,5 +244,6 @@ async fn postgres_store() {
         market_history_round_trip(&store).await;
         advisor_round_trip(&store).await;
         quota_is_atomic(&store).await;
+        concurrent_appends(&store).await;
     }
 }
