@@ -32,7 +32,7 @@ use crate::hub::{Hub, RpcContext, RpcHandler};
 use crate::ingest::runner::Market;
 use crate::protocol::{ProtoError, Raw};
 use crate::store::Store;
-use crate::store::advisor::{NewMessage, Outcome, utc_day};
+use crate::store::advisor::{NewConversation, NewMessage, Outcome, utc_day};
 
 /// Most models one question may name in `models`.
 const MAX_REQUESTED_MODELS: usize = 10;
@@ -225,7 +225,8 @@ impl Advisor {
         now: i64,
     ) -> Result<(String, String), ProtoError> {
         let settings = &self.settings.advisor;
-        let (conversation_id, history) = match conversation {
+        let title: String = text.chars().take(80).collect();
+        let (conversation_id, new, history) = match conversation {
             Some(id) => {
                 let earlier = self
                     .store
@@ -244,16 +245,14 @@ impl Advisor {
                         content: m.content,
                     })
                     .collect();
-                (id, history)
+                (id, None, history)
             }
             None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let title: String = text.chars().take(80).collect();
-                self.store
-                    .create_conversation(&id, &ctx.user, &title, now)
-                    .await
-                    .map_err(internal)?;
-                (id, Vec::new())
+                let new = NewConversation {
+                    user_id: &ctx.user,
+                    title: &title,
+                };
+                (uuid::Uuid::new_v4().to_string(), Some(new), Vec::new())
             }
         };
         let question_id = uuid::Uuid::new_v4().to_string();
@@ -261,6 +260,7 @@ impl Advisor {
         self.store
             .append_messages(
                 &conversation_id,
+                new,
                 &[
                     NewMessage {
                         id: &question_id,
@@ -392,16 +392,13 @@ impl Advisor {
         };
         // Stored and counted before `done` / `error` is published: a client that sees the end
         // finds the answer stored, its usage counted, and nothing left to cancel.
-        if let Err(e) = self.store.finish_message(&job.message_id, &outcome).await {
-            tracing::error!(error = %e, "advisor: storing an answer failed");
-        }
         let day = utc_day(unix_now_ms() as i64);
         if let Err(e) = self
             .store
-            .add_advisor_tokens(&job.user, day, outcome.input_tokens, outcome.output_tokens)
+            .finish_answer(&job.message_id, &outcome, &job.user, day)
             .await
         {
-            tracing::error!(error = %e, "advisor: recording usage failed");
+            tracing::error!(error = %e, "advisor: storing an answer and its usage failed");
         }
         self.active.remove(&job.message_id);
         self.publish(&hub, &job.channel, payload).await;

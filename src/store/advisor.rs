@@ -93,6 +93,22 @@ fn conversation(r: &AnyRow) -> Result<Conversation, sqlx::Error> {
     })
 }
 
+const INSERT_CONVERSATION: &str =
+    "INSERT INTO conversations (id, user_id, title, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5)";
+const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, input_tokens = $3, output_tokens = $4, \
+                              stop_reason = $5, error = $6 WHERE id = $7";
+const ADD_TOKENS: &str = "INSERT INTO advisor_usage (user_id, day, messages, input_tokens, output_tokens) \
+                          VALUES ($1, $2, 0, $3, $4) ON CONFLICT (user_id, day) DO UPDATE SET \
+                          input_tokens = advisor_usage.input_tokens + excluded.input_tokens, \
+                          output_tokens = advisor_usage.output_tokens + excluded.output_tokens";
+
+/// A conversation to create with its first messages.
+#[derive(Debug, Clone, Copy)]
+pub struct NewConversation<'a> {
+    pub user_id: &'a str,
+    pub title: &'a str,
+}
+
 /// Days since 1970-01-01 (UTC) of a time in ms: the quota day.
 pub fn utc_day(now_ms: i64) -> i64 {
     now_ms.div_euclid(86_400_000)
@@ -106,16 +122,14 @@ impl Store {
         title: &str,
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO conversations (id, user_id, title, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(user_id)
-        .bind(title)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(self.pool())
-        .await?;
+        sqlx::query(INSERT_CONVERSATION)
+            .bind(id)
+            .bind(user_id)
+            .bind(title)
+            .bind(now_ms)
+            .bind(now_ms)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
@@ -185,16 +199,28 @@ impl Store {
         Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
     }
 
-    /// Append messages to a conversation, in order, in one transaction.
+    /// Append messages to a conversation, in order, in one transaction; `new` creates the
+    /// conversation first.
     pub async fn append_messages(
         &self,
         conversation_id: &str,
+        new: Option<NewConversation<'_>>,
         messages: &[NewMessage<'_>],
         now_ms: i64,
     ) -> Result<(), StoreError> {
         // Writes only, each computing its position itself: a SQLite transaction that read first
         // could not take the write lock while another writer is active (SQLITE_BUSY, no waiting).
         let mut tx = self.pool().begin().await?;
+        if let Some(c) = new {
+            sqlx::query(INSERT_CONVERSATION)
+                .bind(conversation_id)
+                .bind(c.user_id)
+                .bind(c.title)
+                .bind(now_ms)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
         sqlx::query("UPDATE conversations SET updated_at_ms = $1 WHERE id = $2")
             .bind(now_ms)
             .bind(conversation_id)
@@ -224,19 +250,46 @@ impl Store {
 
     /// Record how an answer ended.
     pub async fn finish_message(&self, id: &str, outcome: &Outcome<'_>) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE messages SET status = $1, content = $2, input_tokens = $3, output_tokens = $4, \
-             stop_reason = $5, error = $6 WHERE id = $7",
-        )
-        .bind(outcome.status)
-        .bind(outcome.content)
-        .bind(outcome.input_tokens)
-        .bind(outcome.output_tokens)
-        .bind(outcome.stop_reason)
-        .bind(outcome.error)
-        .bind(id)
-        .execute(self.pool())
-        .await?;
+        sqlx::query(FINISH_MESSAGE)
+            .bind(outcome.status)
+            .bind(outcome.content)
+            .bind(outcome.input_tokens)
+            .bind(outcome.output_tokens)
+            .bind(outcome.stop_reason)
+            .bind(outcome.error)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Record how an answer ended and add its tokens to the user's day, in one transaction.
+    pub async fn finish_answer(
+        &self,
+        id: &str,
+        outcome: &Outcome<'_>,
+        user_id: &str,
+        day: i64,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(FINISH_MESSAGE)
+            .bind(outcome.status)
+            .bind(outcome.content)
+            .bind(outcome.input_tokens)
+            .bind(outcome.output_tokens)
+            .bind(outcome.stop_reason)
+            .bind(outcome.error)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(ADD_TOKENS)
+            .bind(user_id)
+            .bind(day)
+            .bind(outcome.input_tokens)
+            .bind(outcome.output_tokens)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -301,17 +354,13 @@ impl Store {
 
     /// Add an answer's tokens to the day's usage.
     pub async fn add_advisor_tokens(&self, user_id: &str, day: i64, input: i64, output: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO advisor_usage (user_id, day, messages, input_tokens, output_tokens) VALUES ($1, $2, 0, $3, $4) \
-             ON CONFLICT (user_id, day) DO UPDATE SET input_tokens = advisor_usage.input_tokens + excluded.input_tokens, \
-             output_tokens = advisor_usage.output_tokens + excluded.output_tokens",
-        )
-        .bind(user_id)
-        .bind(day)
-        .bind(input)
-        .bind(output)
-        .execute(self.pool())
-        .await?;
+        sqlx::query(ADD_TOKENS)
+            .bind(user_id)
+            .bind(day)
+            .bind(input)
+            .bind(output)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 }

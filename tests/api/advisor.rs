@@ -871,8 +871,10 @@ async fn token_latency() {
         }
         let started = Instant::now();
         let mut tasks = Vec::new();
-        for (user, mut ws) in clients {
+        for (i, (user, mut ws)) in clients.into_iter().enumerate() {
             tasks.push(tokio::spawn(async move {
+                // Questions arrive over half a second, not all in the same millisecond.
+                tokio::time::sleep(Duration::from_micros(500_000 * i as u64 / streams as u64)).await;
                 let (_, message_id) = ask_ok(&mut ws, json!({"text": "tokens"})).await;
                 let channel = format!("advisor:#{user}");
                 let mut latencies_us = Vec::new();

@@ -110,7 +110,7 @@ async fn advisor_round_trip(store: &Store) {
         model: Some("claude-x"),
     };
     store
-        .append_messages("c1", &[question("q1", "price?"), answer("a1")], 1_000)
+        .append_messages("c1", None, &[question("q1", "price?"), answer("a1")], 1_000)
         .await
         .unwrap();
     store
@@ -129,7 +129,7 @@ async fn advisor_round_trip(store: &Store) {
         .unwrap();
     // Same millisecond: the order of insertion still holds.
     store
-        .append_messages("c1", &[question("q2", "and now?"), answer("a2")], 3_000)
+        .append_messages("c1", None, &[question("q2", "and now?"), answer("a2")], 3_000)
         .await
         .unwrap();
     let messages = store.messages("c1").await.unwrap();
@@ -194,7 +194,7 @@ async fn concurrent_appends(store: &Store) {
                 model: None,
             };
             store
-                .append_messages(&conversation, &[message(&q, "user"), message(&a, "assistant")], 2)
+                .append_messages(&conversation, None, &[message(&q, "user"), message(&a, "assistant")], 2)
                 .await
         }));
     }
