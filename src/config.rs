@@ -45,6 +45,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub ingest: IngestSettings,
     pub alerts: AlertSettings,
+    pub advisor: AdvisorSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
 }
 
@@ -194,6 +195,52 @@ pub struct HttpSourceSettings {
     pub stale_after_ms: u64,
 }
 
+/// Which language model answers advisor questions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdvisorProviderKind {
+    /// Answers from the live aggregates alone, without a language model.
+    Offline,
+    Anthropic,
+    Gemini,
+    /// Any server speaking OpenAI's `/v1/chat/completions` (OpenAI, vLLM, Ollama, llama.cpp, Groq…).
+    Openai,
+}
+
+/// The AI advisor: which provider answers, how long it may stay silent, how often it is retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdvisorSettings {
+    pub provider: AdvisorProviderKind,
+    /// Time allowed for the provider's response headers.
+    pub first_byte_timeout_ms: u64,
+    /// Longest silence allowed between two stream events once the response started.
+    pub idle_timeout_ms: u64,
+    /// Attempts after the first, only while no token has reached the client.
+    pub max_retries: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+    /// Earlier messages of the conversation sent with a question.
+    pub history_messages: u32,
+    /// Longest question accepted, in characters.
+    pub max_question_chars: usize,
+    /// Pause between the offline advisor's deltas, so it streams like a model does.
+    pub offline_delta_interval_ms: u64,
+    pub anthropic: LlmProviderSettings,
+    pub gemini: LlmProviderSettings,
+    pub openai: LlmProviderSettings,
+}
+
+/// Endpoint, key and model of one language-model provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmProviderSettings {
+    pub base_url: String,
+    /// Empty: no key is sent (local OpenAI-compatible servers need none).
+    pub api_key: SecretString,
+    pub model: String,
+}
+
 /// What one subscription tier may do. Every number here is policy, so it lives in configuration.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,6 +256,12 @@ pub struct TierSettings {
     pub alert_rules: u32,
     /// Whether alert rules may post to webhooks.
     pub webhooks: bool,
+    /// Advisor questions per user per UTC day.
+    pub advisor_messages_per_day: u32,
+    /// Advisor tokens (prompt and answer) per user per UTC day.
+    pub advisor_tokens_per_day: u64,
+    /// Most tokens one advisor answer may have (sent to the provider as its output limit).
+    pub advisor_max_tokens: u32,
 }
 
 impl Settings {
@@ -323,6 +376,7 @@ impl Settings {
         if self.ingest.vast.enabled && !matches!(self.ingest.vast.method.as_str(), "bundles" | "asks") {
             return Err(invalid("ingest.vast.method", "must be `bundles` or `asks`"));
         }
+        self.validate_advisor()?;
         let url = self.database.url.expose_secret();
         if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(invalid(
@@ -374,6 +428,7 @@ impl Settings {
                 ("commands_per_second", t.commands_per_second),
                 ("command_burst", t.command_burst),
                 ("user_commands_per_second", t.user_commands_per_second),
+                ("advisor_max_tokens", t.advisor_max_tokens),
             ] {
                 if v == 0 {
                     return Err(invalid(&key(k), "must be greater than 0"));
@@ -388,6 +443,43 @@ impl Settings {
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    fn validate_advisor(&self) -> Result<(), ConfigError> {
+        let a = &self.advisor;
+        for (key, value) in [
+            ("advisor.first_byte_timeout_ms", a.first_byte_timeout_ms),
+            ("advisor.idle_timeout_ms", a.idle_timeout_ms),
+            ("advisor.backoff_initial_ms", a.backoff_initial_ms),
+            ("advisor.backoff_max_ms", a.backoff_max_ms),
+            ("advisor.max_question_chars", a.max_question_chars as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        let (name, provider) = match a.provider {
+            AdvisorProviderKind::Offline => return Ok(()),
+            AdvisorProviderKind::Anthropic => ("anthropic", &a.anthropic),
+            AdvisorProviderKind::Gemini => ("gemini", &a.gemini),
+            AdvisorProviderKind::Openai => ("openai", &a.openai),
+        };
+        if !(provider.base_url.starts_with("http://") || provider.base_url.starts_with("https://")) {
+            return Err(invalid(
+                &format!("advisor.{name}.base_url"),
+                "must be an http:// or https:// URL",
+            ));
+        }
+        if provider.model.trim().is_empty() {
+            return Err(invalid(&format!("advisor.{name}.model"), "must name a model"));
+        }
+        if name != "openai" && provider.api_key.expose_secret().is_empty() {
+            return Err(invalid(
+                &format!("advisor.{name}.api_key"),
+                "this provider requires an API key; set it or use advisor.provider = \"offline\"",
+            ));
         }
         Ok(())
     }
@@ -429,5 +521,19 @@ mod tests {
         s.tiers.get_mut(&Tier::Free).unwrap().channels_per_connection = 0;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("tiers.free.channels_per_connection"), "{err}");
+
+        let mut s = Settings::defaults();
+        s.advisor.provider = AdvisorProviderKind::Anthropic;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("advisor.anthropic.api_key"), "{err}");
+        s.advisor.provider = AdvisorProviderKind::Openai;
+        s.advisor.openai.base_url = "localhost:11434".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("advisor.openai.base_url"), "{err}");
+    }
+
+    #[test]
+    fn the_offline_advisor_is_the_default() {
+        assert_eq!(Settings::defaults().advisor.provider, AdvisorProviderKind::Offline);
     }
 }

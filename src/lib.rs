@@ -11,10 +11,12 @@
 //! - [`ingest`]: market sources and the poll scheduler.
 //! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads.
 //! - [`alerts`]: alert rules, their evaluation on market changes, delivery.
+//! - [`advisor`]: the AI advisor: language-model providers, streamed answers, quotas.
 //! - [`store`]: the database.
 //! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
 //! - [`startup`]: wiring and graceful shutdown.
 
+pub mod advisor;
 pub mod alerts;
 pub mod auth;
 pub mod bus;

@@ -12,9 +12,15 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::advisor::anthropic::AnthropicProvider;
+use crate::advisor::gemini::GeminiProvider;
+use crate::advisor::offline::OfflineProvider;
+use crate::advisor::openai::OpenAiProvider;
+use crate::advisor::{self, Advisor, LlmProvider, Timeouts};
 use crate::alerts::delivery::AlertService;
 use crate::auth::TokenVerifier;
 use crate::bus::{Bus, MemoryBus};
+use crate::config::AdvisorProviderKind;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::hub::Hub;
@@ -70,6 +76,26 @@ impl Application {
             &settings.ingest,
             &background,
             shutdown.clone(),
+        );
+        // One node runs the advisor on this database: answers left streaming by a stopped hub never end.
+        match store.fail_unfinished_messages().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(answers = n, "marked interrupted advisor answers as failed"),
+            Err(e) => tracing::warn!(error = %e, "marking interrupted advisor answers failed"),
+        }
+        let advisor = Advisor::new(
+            &hub,
+            store.clone(),
+            market.clone(),
+            llm_provider(&settings),
+            background.clone(),
+            shutdown.clone(),
+        );
+        advisor.register(&hub);
+        tracing::info!(
+            provider = advisor.provider().name(),
+            model = advisor.provider().model(),
+            "advisor ready"
         );
         {
             let hub = hub.clone();
@@ -157,6 +183,25 @@ impl Application {
 /// built. Idempotent.
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The advisor's language model, as `advisor.provider` says.
+fn llm_provider(settings: &Settings) -> Arc<dyn LlmProvider> {
+    let a = &settings.advisor;
+    let timeouts = Timeouts {
+        first_byte: Duration::from_millis(a.first_byte_timeout_ms),
+        idle: Duration::from_millis(a.idle_timeout_ms),
+    };
+    match a.provider {
+        AdvisorProviderKind::Offline => {
+            Arc::new(OfflineProvider::new(Duration::from_millis(a.offline_delta_interval_ms)))
+        }
+        AdvisorProviderKind::Anthropic => {
+            Arc::new(AnthropicProvider::new(advisor::http_client(), &a.anthropic, timeouts))
+        }
+        AdvisorProviderKind::Gemini => Arc::new(GeminiProvider::new(advisor::http_client(), &a.gemini, timeouts)),
+        AdvisorProviderKind::Openai => Arc::new(OpenAiProvider::new(advisor::http_client(), &a.openai, timeouts)),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -1,6 +1,7 @@
 //! The HTTP surface: one router built in one place. Handlers translate between HTTP and the
 //! hub/store; they hold no business rules.
 
+pub mod advisor;
 pub mod alerts;
 pub mod error;
 pub mod health;
@@ -63,6 +64,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
         .route("/api/v1/market/snapshot", get(market::snapshot))
         .route("/api/v1/market/history", get(market::history))
+        .route("/api/v1/conversations", get(advisor::conversations))
+        .route("/api/v1/conversations/{id}/messages", get(advisor::messages))
         .route(
             "/api/v1/dev/token",
             post(server_api::dev_token).get(server_api::dev_token),

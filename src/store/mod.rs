@@ -4,6 +4,7 @@
 //! The `Any` driver runs the same SQL (with `$1` placeholders) on both backends; times are i64
 //! epoch milliseconds and JSON is TEXT, the types `Any` supports everywhere.
 
+pub mod advisor;
 pub mod alerts;
 
 use std::path::Path;
@@ -64,11 +65,20 @@ impl Store {
         } else {
             (Backend::Postgres, url.to_owned())
         };
-        let pool = AnyPoolOptions::new()
+        let mut options = AnyPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(std::time::Duration::from_secs(5))
-            .connect(&url)
-            .await?;
+            .acquire_timeout(std::time::Duration::from_secs(5));
+        if backend == Backend::Sqlite {
+            // With WAL, `NORMAL` syncs at checkpoints instead of at every commit: still safe from
+            // corruption, and many times the commits per second (every advisor answer commits).
+            options = options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA synchronous=NORMAL").execute(conn).await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = options.connect(&url).await?;
         if backend == Backend::Sqlite {
             // WAL lets readers work while the minute writer writes.
             sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await?;

@@ -1,5 +1,6 @@
 //! Integration tests: a real hub on a free port, driven over real sockets.
 
+mod advisor;
 mod alerts;
 mod auth;
 mod channels;
@@ -7,6 +8,7 @@ mod fakes;
 mod fanout;
 mod helpers;
 mod lifecycle;
+mod llm_fake;
 mod market;
 mod protocol_errors;
 mod recovery;

@@ -64,11 +64,158 @@ async fn market_history_round_trip(store: &Store) {
     );
 }
 
+async fn advisor_round_trip(store: &Store) {
+    use gpuscout_hub::store::advisor::{NewMessage, Outcome, Usage};
+    store
+        .create_conversation("c1", "u1", "RTX 4090 pricing", 1_000)
+        .await
+        .unwrap();
+    store
+        .create_conversation("c2", "u2", "other user", 2_000)
+        .await
+        .unwrap();
+    let question = |id: &'static str, text: &'static str| NewMessage {
+        id,
+        role: "user",
+        content: text,
+        status: "complete",
+        provider: None,
+        model: None,
+    };
+    let answer = |id: &'static str| NewMessage {
+        id,
+        role: "assistant",
+        content: "",
+        status: "streaming",
+        provider: Some("anthropic"),
+        model: Some("claude-x"),
+    };
+    store
+        .append_messages("c1", None, &[question("q1", "price?"), answer("a1")], 1_000)
+        .await
+        .unwrap();
+    store
+        .finish_message(
+            "a1",
+            &Outcome {
+                status: "complete",
+                content: "median $0.38/h",
+                input_tokens: 120,
+                output_tokens: 9,
+                stop_reason: Some("end_turn"),
+                error: None,
+            },
+        )
+        .await
+        .unwrap();
+    // Same millisecond: the order of insertion still holds.
+    store
+        .append_messages("c1", None, &[question("q2", "and now?"), answer("a2")], 3_000)
+        .await
+        .unwrap();
+    let messages = store.messages("c1").await.unwrap();
+    let ids: Vec<&str> = messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["q1", "a1", "q2", "a2"]);
+    assert_eq!(messages[1].content, "median $0.38/h");
+    assert_eq!(messages[1].input_tokens, Some(120));
+    assert_eq!(messages[1].stop_reason.as_deref(), Some("end_turn"));
+    assert_eq!(messages[0].provider, None);
+    assert_eq!(messages[3].status, "streaming");
+    let recent = store.recent_messages("c1", 3).await.unwrap();
+    let ids: Vec<&str> = recent.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["a1", "q2", "a2"], "the last three, oldest first");
+    assert_eq!(store.message_owner("a2").await.unwrap().as_deref(), Some("u1"));
+    assert_eq!(store.message_owner("nope").await.unwrap(), None);
+    let list = store.conversations("u1", 10).await.unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].updated_at_ms, 3_000);
+    assert_eq!(store.conversation("c2").await.unwrap().unwrap().user_id, "u2");
+    assert_eq!(store.fail_unfinished_messages().await.unwrap(), 1);
+    assert_eq!(store.message("a2").await.unwrap().unwrap().status, "failed");
+
+    // Quotas: at most `limit` messages a day, tokens added up.
+    assert_eq!(store.advisor_usage("u1", 20_000).await.unwrap(), Usage::default());
+    assert!(store.take_advisor_message("u1", 20_000, 2).await.unwrap());
+    assert!(store.take_advisor_message("u1", 20_000, 2).await.unwrap());
+    assert!(!store.take_advisor_message("u1", 20_000, 2).await.unwrap());
+    assert!(store.take_advisor_message("u1", 20_001, 2).await.unwrap(), "a new day");
+    assert!(!store.take_advisor_message("u3", 20_000, 0).await.unwrap());
+    store.add_advisor_tokens("u1", 20_000, 100, 20).await.unwrap();
+    store.add_advisor_tokens("u1", 20_000, 50, 5).await.unwrap();
+    store.add_advisor_tokens("u4", 20_000, 7, 1).await.unwrap();
+    assert_eq!(
+        store.advisor_usage("u1", 20_000).await.unwrap(),
+        Usage {
+            messages: 2,
+            input_tokens: 150,
+            output_tokens: 25
+        }
+    );
+    store.return_advisor_message("u1", 20_000).await.unwrap();
+    assert_eq!(store.advisor_usage("u1", 20_000).await.unwrap().messages, 1);
+    assert_eq!(store.advisor_usage("u4", 20_000).await.unwrap().messages, 0);
+}
+
+/// Questions asked at the same time are all stored (SQLite has one writer at a time).
+async fn concurrent_appends(store: &Store) {
+    use gpuscout_hub::store::advisor::NewMessage;
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let conversation = format!("busy-{}", i % 4);
+            let _ = store.create_conversation(&conversation, "u9", "t", 1).await;
+            let (q, a) = (format!("cq{i}"), format!("ca{i}"));
+            let message = |id, role| NewMessage {
+                id,
+                role,
+                content: "x",
+                status: "complete",
+                provider: None,
+                model: None,
+            };
+            store
+                .append_messages(&conversation, None, &[message(&q, "user"), message(&a, "assistant")], 2)
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("every append succeeds");
+    }
+    for c in 0..4 {
+        let messages = store.messages(&format!("busy-{c}")).await.unwrap();
+        assert_eq!(messages.len(), 20);
+        // Each question is followed by its answer.
+        for pair in messages.chunks(2) {
+            assert_eq!(pair[0].id[2..], pair[1].id[2..]);
+        }
+    }
+}
+
+/// Concurrent questions cannot take more than the limit.
+async fn quota_is_atomic(store: &Store) {
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.take_advisor_message("busy", 1, 5).await.unwrap()
+        }));
+    }
+    let mut taken = 0;
+    for t in tasks {
+        taken += t.await.unwrap() as u32;
+    }
+    assert_eq!(taken, 5);
+}
+
 #[tokio::test]
 async fn sqlite_store() {
     let (store, _dir) = sqlite().await;
     users_round_trip(&store).await;
     market_history_round_trip(&store).await;
+    advisor_round_trip(&store).await;
+    quota_is_atomic(&store).await;
+    concurrent_appends(&store).await;
 }
 
 #[tokio::test]
@@ -76,5 +223,8 @@ async fn postgres_store() {
     if let Some(store) = postgres().await {
         users_round_trip(&store).await;
         market_history_round_trip(&store).await;
+        advisor_round_trip(&store).await;
+        quota_is_atomic(&store).await;
+        concurrent_appends(&store).await;
     }
 }

@@ -1,0 +1,483 @@
+//! `advisor.ask` and `advisor.cancel`, and the generation tasks behind them.
+//!
+//! `advisor.ask` checks the tier's daily quotas, stores the question and an empty `streaming`
+//! answer, replies `{conversation_id, message_id}` at once, and spawns the generation: it publishes
+//! `start`, one `delta` per piece of text as the provider streams it, then `done` or `error`, on the
+//! user's `advisor:#<uid>` channel through the hub (so a client that reconnects mid-answer recovers
+//! the rest from the channel's history), and stores how the answer ended with its usage.
+//!
+//! A failed request is retried with backoff only while no token has been published: after that a
+//! retry would repeat text the client already shows.
+//!
+//! Answers in progress are known to the node that runs them: `advisor.cancel` reaches an answer on
+//! the node the question was asked on.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::context::{self, MarketContext};
+use super::{ChatMessage, ChatRequest, LlmProvider, ProviderError, Role, StreamEvent};
+use crate::auth::unix_now_ms;
+use crate::config::Settings;
+use crate::hub::{Hub, RpcContext, RpcHandler};
+use crate::ingest::runner::Market;
+use crate::protocol::{ProtoError, Raw};
+use crate::store::Store;
+use crate::store::advisor::{NewConversation, NewMessage, Outcome, utc_day};
+
+/// Most models one question may name in `models`.
+const MAX_REQUESTED_MODELS: usize = 10;
+
+/// An answer being generated on this node.
+struct Active {
+    user: String,
+    cancel: CancellationToken,
+}
+
+pub struct Advisor {
+    /// Weak: the hub holds the RPC handlers, which hold the advisor.
+    hub: Weak<Hub>,
+    store: Store,
+    market: Market,
+    settings: Arc<Settings>,
+    provider: Arc<dyn LlmProvider>,
+    /// Answers in progress on this node, by message id.
+    active: DashMap<String, Active>,
+    /// Generation tasks; shutdown waits for them.
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+#[derive(Deserialize)]
+struct AskRequest {
+    #[serde(default)]
+    conversation_id: Option<String>,
+    #[serde(default)]
+    text: String,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct CancelRequest {
+    #[serde(default)]
+    message_id: String,
+}
+
+/// One answer to generate.
+struct Job {
+    user: String,
+    channel: String,
+    conversation_id: String,
+    message_id: String,
+    request: ChatRequest,
+    cancel: CancellationToken,
+}
+
+/// What a generation has produced so far.
+#[derive(Default)]
+struct Progress {
+    text: String,
+    /// Deltas published.
+    index: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+}
+
+enum End {
+    Done(String),
+    Failed(ProviderError),
+    Cancelled,
+    Shutdown,
+}
+
+fn bad_request(message: &str) -> ProtoError {
+    ProtoError::bad_request().with_message(message)
+}
+
+fn raw(value: Value) -> Result<Option<Raw>, ProtoError> {
+    RawValue::from_string(value.to_string())
+        .map(Some)
+        .map_err(|_| ProtoError::internal())
+}
+
+fn internal(e: impl std::fmt::Display) -> ProtoError {
+    tracing::error!(error = %e, "advisor: database error");
+    ProtoError::internal()
+}
+
+impl Advisor {
+    pub fn new(
+        hub: &Arc<Hub>,
+        store: Store,
+        market: Market,
+        provider: Arc<dyn LlmProvider>,
+        tracker: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            hub: Arc::downgrade(hub),
+            store,
+            market,
+            settings: hub.settings.clone(),
+            provider,
+            active: DashMap::new(),
+            tracker,
+            shutdown,
+        })
+    }
+
+    /// Register `advisor.ask` and `advisor.cancel` with the hub.
+    pub fn register(self: &Arc<Self>, hub: &Hub) {
+        hub.register_rpc("advisor.ask", Arc::new(AskHandler(self.clone())));
+        hub.register_rpc("advisor.cancel", Arc::new(CancelHandler(self.clone())));
+    }
+
+    pub fn provider(&self) -> &dyn LlmProvider {
+        self.provider.as_ref()
+    }
+
+    /// Answers being generated on this node.
+    pub fn active_answers(&self) -> usize {
+        self.active.len()
+    }
+
+    async fn ask(self: &Arc<Self>, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
+        let data = data.ok_or_else(|| bad_request("data {text} required"))?;
+        let req: AskRequest =
+            serde_json::from_str(data.get()).map_err(|e| bad_request(&format!("invalid data: {e}")))?;
+        let text = req.text.trim();
+        if text.is_empty() {
+            return Err(bad_request("text required"));
+        }
+        let max_chars = self.settings.advisor.max_question_chars;
+        if text.chars().count() > max_chars {
+            return Err(bad_request(&format!("text longer than {max_chars} characters")));
+        }
+        if req.models.len() > MAX_REQUESTED_MODELS || req.models.iter().any(|m| m.len() > 64) {
+            return Err(bad_request("models: at most 10 names of at most 64 characters"));
+        }
+        let now = unix_now_ms() as i64;
+        let conversation = match req.conversation_id.as_deref().filter(|c| !c.is_empty()) {
+            Some(id) => {
+                let found = self.store.conversation(id).await.map_err(internal)?;
+                match found {
+                    Some(c) if c.user_id == ctx.user => Some(c.id),
+                    // Someone else's conversation looks like one that does not exist.
+                    _ => return Err(bad_request("unknown conversation_id")),
+                }
+            }
+            None => None,
+        };
+
+        // Quotas: tokens used today, then one more message (taken atomically).
+        let tier = self.settings.tier(ctx.tier);
+        let day = utc_day(now);
+        if tier.advisor_messages_per_day == 0 {
+            return Err(ProtoError::limit_exceeded().with_message("the advisor is not included in your tier"));
+        }
+        let usage = self.store.advisor_usage(&ctx.user, day).await.map_err(internal)?;
+        if (usage.input_tokens + usage.output_tokens) as u64 >= tier.advisor_tokens_per_day {
+            return Err(ProtoError::limit_exceeded().with_message(format!(
+                "advisor token limit reached: {} tokens per day for your tier; it resets at 00:00 UTC",
+                tier.advisor_tokens_per_day
+            )));
+        }
+        let taken = self
+            .store
+            .take_advisor_message(&ctx.user, day, tier.advisor_messages_per_day.into())
+            .await
+            .map_err(internal)?;
+        if !taken {
+            return Err(ProtoError::limit_exceeded().with_message(format!(
+                "advisor message limit reached: {} questions per day for your tier; it resets at 00:00 UTC",
+                tier.advisor_messages_per_day
+            )));
+        }
+
+        match self.start(ctx, conversation, text, &req.models, now).await {
+            Ok((conversation_id, message_id)) => {
+                raw(json!({"conversation_id": conversation_id, "message_id": message_id}))
+            }
+            Err(e) => {
+                let _ = self.store.return_advisor_message(&ctx.user, day).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Store the question, build its request and spawn the generation.
+    async fn start(
+        self: &Arc<Self>,
+        ctx: &RpcContext,
+        conversation: Option<String>,
+        text: &str,
+        models: &[String],
+        now: i64,
+    ) -> Result<(String, String), ProtoError> {
+        let settings = &self.settings.advisor;
+        let title: String = text.chars().take(80).collect();
+        let (conversation_id, new, history) = match conversation {
+            Some(id) => {
+                let earlier = self
+                    .store
+                    .recent_messages(&id, settings.history_messages.into())
+                    .await
+                    .map_err(internal)?;
+                let history = earlier
+                    .into_iter()
+                    .filter(|m| m.status == "complete" || m.role == "user")
+                    .map(|m| ChatMessage {
+                        role: if m.role == "assistant" {
+                            Role::Assistant
+                        } else {
+                            Role::User
+                        },
+                        content: m.content,
+                    })
+                    .collect();
+                (id, None, history)
+            }
+            None => {
+                let new = NewConversation {
+                    user_id: &ctx.user,
+                    title: &title,
+                };
+                (uuid::Uuid::new_v4().to_string(), Some(new), Vec::new())
+            }
+        };
+        let question_id = uuid::Uuid::new_v4().to_string();
+        let message_id = uuid::Uuid::new_v4().to_string();
+        self.store
+            .append_messages(
+                &conversation_id,
+                new,
+                &[
+                    NewMessage {
+                        id: &question_id,
+                        role: "user",
+                        content: text,
+                        status: "complete",
+                        provider: None,
+                        model: None,
+                    },
+                    NewMessage {
+                        id: &message_id,
+                        role: "assistant",
+                        content: "",
+                        status: "streaming",
+                        provider: Some(self.provider.name()),
+                        model: Some(self.provider.model()),
+                    },
+                ],
+                now,
+            )
+            .await
+            .map_err(internal)?;
+
+        let market = {
+            let state = self.market.read();
+            MarketContext::build(state.aggregates(), state.label(), now, models, text)
+        };
+        let request = ChatRequest {
+            system: context::system_prompt(&market),
+            messages: context::conversation(history, text),
+            max_tokens: self.settings.tier(ctx.tier).advisor_max_tokens,
+            market,
+        };
+        let cancel = CancellationToken::new();
+        self.active.insert(
+            message_id.clone(),
+            Active {
+                user: ctx.user.clone(),
+                cancel: cancel.clone(),
+            },
+        );
+        let job = Job {
+            user: ctx.user.clone(),
+            channel: format!("advisor:#{}", ctx.user),
+            conversation_id: conversation_id.clone(),
+            message_id: message_id.clone(),
+            request,
+            cancel,
+        };
+        let advisor = self.clone();
+        self.tracker.spawn(async move { advisor.generate(job).await });
+        Ok((conversation_id, message_id))
+    }
+
+    async fn cancel(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
+        let data = data.ok_or_else(|| bad_request("data {message_id} required"))?;
+        let req: CancelRequest =
+            serde_json::from_str(data.get()).map_err(|e| bad_request(&format!("invalid data: {e}")))?;
+        if req.message_id.is_empty() {
+            return Err(bad_request("message_id required"));
+        }
+        if let Some(active) = self.active.get(&req.message_id) {
+            if active.user != ctx.user {
+                return Err(ProtoError::permission_denied().with_message("not your answer"));
+            }
+            active.cancel.cancel();
+            return raw(json!({"cancelled": true}));
+        }
+        match self.store.message_owner(&req.message_id).await.map_err(internal)? {
+            Some(owner) if owner == ctx.user => raw(json!({"cancelled": false})),
+            Some(_) => Err(ProtoError::permission_denied().with_message("not your answer")),
+            None => Err(bad_request("unknown message_id")),
+        }
+    }
+
+    /// Generate one answer: publish it as it streams, then store how it ended.
+    async fn generate(self: Arc<Self>, job: Job) {
+        let Some(hub) = self.hub.upgrade() else {
+            self.active.remove(&job.message_id);
+            return;
+        };
+        self.publish(
+            &hub,
+            &job.channel,
+            json!({"type": "start", "message_id": job.message_id, "conversation_id": job.conversation_id}),
+        )
+        .await;
+        let mut progress = Progress::default();
+        let end = tokio::select! {
+            biased;
+            _ = job.cancel.cancelled() => End::Cancelled,
+            _ = self.shutdown.cancelled() => End::Shutdown,
+            end = self.stream_answer(&hub, &job, &mut progress) => end,
+        };
+        // The provider's stream (and its connection) is dropped by now.
+        let usage = json!({"input_tokens": progress.input_tokens, "output_tokens": progress.output_tokens});
+        let (status, stop_reason, error) = match &end {
+            End::Done(stop) => ("complete", Some(stop.clone()), None),
+            End::Cancelled => ("cancelled", Some("cancelled".to_owned()), None),
+            End::Failed(e) => (
+                "failed",
+                None,
+                Some((e.code(), format!("{}: {e}", self.provider.name()))),
+            ),
+            End::Shutdown => (
+                "failed",
+                None,
+                Some(("shutdown", "the hub is shutting down".to_owned())),
+            ),
+        };
+        let payload = match (&stop_reason, &error) {
+            (_, Some((code, message))) => json!({
+                "type": "error", "message_id": job.message_id, "code": code, "message": message, "usage": usage,
+            }),
+            (stop, None) => json!({
+                "type": "done", "message_id": job.message_id, "usage": usage, "stop_reason": stop,
+            }),
+        };
+        if let End::Failed(e) = &end {
+            tracing::warn!(provider = self.provider.name(), message_id = %job.message_id, error = %e, "advisor answer failed");
+        }
+        let outcome = Outcome {
+            status,
+            content: &progress.text,
+            input_tokens: progress.input_tokens as i64,
+            output_tokens: progress.output_tokens as i64,
+            stop_reason: stop_reason.as_deref(),
+            error: error.as_ref().map(|(_, m)| m.as_str()),
+        };
+        // Stored and counted before `done` / `error` is published: a client that sees the end
+        // finds the answer stored, its usage counted, and nothing left to cancel.
+        let day = utc_day(unix_now_ms() as i64);
+        if let Err(e) = self
+            .store
+            .finish_answer(&job.message_id, &outcome, &job.user, day)
+            .await
+        {
+            tracing::error!(error = %e, "advisor: storing an answer and its usage failed");
+        }
+        self.active.remove(&job.message_id);
+        self.publish(&hub, &job.channel, payload).await;
+    }
+
+    /// Stream the answer, retrying a failure with backoff while nothing was published.
+    async fn stream_answer(&self, hub: &Hub, job: &Job, progress: &mut Progress) -> End {
+        let settings = &self.settings.advisor;
+        let mut backoff = Duration::from_millis(settings.backoff_initial_ms);
+        let mut attempt = 0;
+        loop {
+            match self.attempt(hub, job, progress).await {
+                Ok(stop_reason) => return End::Done(stop_reason),
+                Err(e) if progress.index == 0 && e.retryable() && attempt < settings.max_retries => {
+                    attempt += 1;
+                    let wait = e
+                        .retry_after()
+                        .unwrap_or(backoff)
+                        .min(Duration::from_millis(settings.backoff_max_ms));
+                    tracing::info!(provider = self.provider.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "advisor: retrying");
+                    tokio::time::sleep(wait).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(settings.backoff_max_ms));
+                }
+                Err(e) => return End::Failed(e),
+            }
+        }
+    }
+
+    async fn attempt(&self, hub: &Hub, job: &Job, progress: &mut Progress) -> Result<String, ProviderError> {
+        let mut stream = self.provider.stream(&job.request).await?;
+        while let Some(event) = stream.next().await {
+            match event? {
+                StreamEvent::Delta(text) => {
+                    self.publish(
+                        hub,
+                        &job.channel,
+                        json!({"type": "delta", "message_id": job.message_id, "index": progress.index, "text": text}),
+                    )
+                    .await;
+                    progress.index += 1;
+                    progress.text.push_str(&text);
+                }
+                StreamEvent::Usage {
+                    input_tokens,
+                    output_tokens,
+                } => {
+                    progress.input_tokens = input_tokens;
+                    progress.output_tokens = output_tokens;
+                }
+                StreamEvent::Done { stop_reason } => return Ok(stop_reason),
+            }
+        }
+        Err(ProviderError::EndedEarly)
+    }
+
+    async fn publish(&self, hub: &Hub, channel: &str, payload: Value) {
+        let Ok(data) = RawValue::from_string(payload.to_string()) else {
+            return;
+        };
+        if let Err(e) = hub.publish(channel, &data).await {
+            tracing::warn!(channel, error = %e, "advisor publish failed");
+        }
+    }
+}
+
+struct AskHandler(Arc<Advisor>);
+
+#[async_trait]
+impl RpcHandler for AskHandler {
+    async fn call(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
+        self.0.ask(ctx, data).await
+    }
+}
+
+struct CancelHandler(Arc<Advisor>);
+
+#[async_trait]
+impl RpcHandler for CancelHandler {
+    async fn call(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
+        self.0.cancel(ctx, data).await
+    }
+}
