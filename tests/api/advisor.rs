@@ -838,18 +838,22 @@ async fn quotas_refuse_the_message_over_the_limit() {
 
 /// Added latency per token, upstream write → client receipt, with `streams` answers at once.
 /// `cargo test --release --test api advisor::token_latency -- --ignored --nocapture`
+/// (`ADVISOR_LATENCY_STREAMS=1000x100` for 1,000 streams of a token every 100 ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement: run with --ignored --nocapture"]
 async fn token_latency() {
     let configs: Vec<(usize, usize, u64)> = std::env::var("ADVISOR_LATENCY_STREAMS")
         .ok()
         .map(|v| {
+            // `STREAMSxGAP_MS`, comma-separated, e.g. `1000x100,100x20`.
             v.split(',')
-                .filter_map(|n| n.trim().parse().ok())
-                .map(|n| (n, 100, 20))
+                .filter_map(|c| {
+                    let (n, gap) = c.trim().split_once('x').unwrap_or((c.trim(), "20"));
+                    Some((n.parse().ok()?, 100, gap.parse().ok()?))
+                })
                 .collect()
         })
-        .unwrap_or_else(|| vec![(1, 300, 10), (100, 100, 20), (1000, 100, 20)]);
+        .unwrap_or_else(|| vec![(1, 300, 10), (100, 100, 20), (1000, 100, 100)]);
     for (streams, tokens, gap_ms) in configs {
         let server = LlmServer::start().await;
         for _ in 0..streams {
