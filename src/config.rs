@@ -137,6 +137,10 @@ pub struct ApiSettings {
 #[serde(deny_unknown_fields)]
 pub struct BusSettings {
     pub redis_url: String,
+    pub redis_prefix: String,
+    pub redis_meta_ttl_s: u64,
+    pub redis_sharded: bool,
+    pub leader_lease_ms: u64,
     pub history_size: usize,
     pub history_ttl_s: u64,
     pub recovery_max_publications: usize,
@@ -385,11 +389,21 @@ impl Settings {
             ));
         }
         let redis = &self.bus.redis_url;
-        if !redis.is_empty() {
+        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
             return Err(invalid(
                 "bus.redis_url",
-                "the Redis bus is not available in this build yet; leave it empty for the in-process bus",
+                "must be empty (the in-process bus) or start with redis:// or rediss://",
             ));
+        }
+        let prefix = &self.bus.redis_prefix;
+        if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c)) {
+            return Err(invalid(
+                "bus.redis_prefix",
+                "must be non-empty: letters, digits, '-', '_' or ':'",
+            ));
+        }
+        if self.bus.leader_lease_ms < 1000 {
+            return Err(invalid("bus.leader_lease_ms", "must be at least 1000"));
         }
         match self.auth.algorithm {
             JwtAlgorithm::HS256 => {

@@ -349,6 +349,7 @@ impl Disconnect {
     pub const EXPIRED: Self = Self::new(3005, "connection expired");
     pub const SLOW: Self = Self::new(3008, "slow");
     pub const WRITE_ERROR: Self = Self::new(3009, "write error");
+    pub const INSUFFICIENT_STATE: Self = Self::new(3010, "insufficient state");
     pub const NO_PONG: Self = Self::new(3012, "no pong");
     pub const TOO_MANY_REQUESTS: Self = Self::new(3013, "too many requests");
     pub const INVALID_TOKEN: Self = Self::new(3500, "invalid token");

@@ -19,12 +19,15 @@ use crate::advisor::openai::OpenAiProvider;
 use crate::advisor::{self, Advisor, LlmProvider, Timeouts};
 use crate::alerts::delivery::AlertService;
 use crate::auth::TokenVerifier;
-use crate::bus::{Bus, MemoryBus};
+use crate::bus::leader::Leadership;
+use crate::bus::{Bus, MemoryBus, RedisBus};
 use crate::config::AdvisorProviderKind;
 use crate::config::Settings;
 use crate::http::{self, AppState};
 use crate::hub::Hub;
 use crate::ingest;
+use crate::ingest::replica::SnapshotReplica;
+use crate::ingest::runner::Role;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -46,7 +49,18 @@ impl Application {
             .context("connecting to the database")?;
         store.migrate().await.context("running database migrations")?;
 
-        let bus: Arc<dyn Bus> = Arc::new(MemoryBus::new(&settings.bus));
+        let redis = if settings.bus.redis_url.is_empty() {
+            None
+        } else {
+            let bus = RedisBus::connect(&settings.bus)
+                .await
+                .context("connecting to Redis (bus.redis_url)")?;
+            Some(Arc::new(bus))
+        };
+        let bus: Arc<dyn Bus> = match &redis {
+            Some(bus) => bus.clone(),
+            None => Arc::new(MemoryBus::new(&settings.bus)),
+        };
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let shutdown = CancellationToken::new();
         let hub = Hub::new(
@@ -64,16 +78,35 @@ impl Application {
         let local_addr = listener.local_addr()?;
 
         let background = TaskTracker::new();
+        let role = match &redis {
+            None => Role::single_node(),
+            Some(bus) => Role {
+                leadership: Leadership::campaign(
+                    bus.client(),
+                    format!("{}.leader", settings.bus.redis_prefix),
+                    hub.node_id().to_owned(),
+                    Duration::from_millis(settings.bus.leader_lease_ms),
+                    shutdown.clone(),
+                ),
+                replica: Some(Arc::new(SnapshotReplica::new(bus.client(), &settings.bus.redis_prefix))),
+            },
+        };
+        hub.set_leadership(role.leadership.clone());
         let client = ingest::http_client();
         let alerts = AlertService::start(store.clone(), hub.clone(), settings.alerts.clone(), client)
             .await
             .context("loading alert rules")?;
-        background.spawn(alerts.clone().run_outbox(shutdown.clone()));
+        // Webhooks are delivered by the leader alone (one worker on the shared outbox).
+        background.spawn(leader_only(role.leadership.clone(), shutdown.clone(), {
+            let alerts = alerts.clone();
+            move |stop| alerts.clone().run_outbox(stop)
+        }));
         let market = ingest::runner::spawn(
             hub.clone(),
             store.clone(),
             alerts.clone(),
             &settings.ingest,
+            role.clone(),
             &background,
             shutdown.clone(),
         );
@@ -223,5 +256,28 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+/// Run `task` while this node is the leader: started when it gains the lead, stopped when it
+/// loses it, until `shutdown`.
+async fn leader_only<F, Fut>(leadership: Leadership, shutdown: CancellationToken, task: F)
+where
+    F: Fn(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = leadership.until_leader() => {}
+        }
+        let stop = shutdown.child_token();
+        tokio::select! {
+            _ = task(stop.clone()) => {}
+            _ = leadership.until_follower() => stop.cancel(),
+        }
+        if shutdown.is_cancelled() {
+            return;
+        }
     }
 }

@@ -5,7 +5,9 @@
 //! in offset order, to one [`PublicationHandler`] (the hub). It knows channel names only, never
 //! their meaning. `MemoryBus` serves one node; the Redis bus several.
 
+pub mod leader;
 pub mod memory;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -13,6 +15,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 
 pub use memory::MemoryBus;
+pub use redis::RedisBus;
 
 /// A position in a channel's stream: the offset of its latest publication within an epoch.
 /// A new epoch means the stream restarted and earlier offsets mean nothing.
@@ -58,6 +61,9 @@ pub enum BusError {
 /// Receives the publications of subscribed channels, in offset order per channel.
 pub trait PublicationHandler: Send + Sync + 'static {
     fn handle_publication(&self, channel: &str, publication: &Publication);
+    /// The channel's stream position was lost (a new epoch, or a gap that history cannot fill):
+    /// the node's subscribers of the channel must recover or resync.
+    fn handle_reset(&self, _channel: &str) {}
 }
 
 #[async_trait]
@@ -150,6 +156,35 @@ pub(crate) mod suite {
         assert!(got.iter().all(|g| g.0 == "t:a"));
         bus.unsubscribe("t:a").await.unwrap();
         bus.publish("t:a", Bytes::from_static(b"6")).await.unwrap();
+        assert_eq!(collect.0.lock().unwrap().len(), 5);
+    }
+
+    /// The same contract for a bus that delivers asynchronously (through Redis).
+    pub async fn offsets_are_sequential_and_delivered_in_order_eventually(bus: &dyn Bus) {
+        let collect = Arc::new(Collect::default());
+        bus.attach(collect.clone());
+        bus.subscribe("t:a").await.unwrap();
+        for i in 1..=5u64 {
+            let pos = bus.publish("t:a", Bytes::from(format!("{{\"n\":{i}}}"))).await.unwrap();
+            assert_eq!(pos.offset, i);
+        }
+        bus.publish("t:unsubscribed", Bytes::from_static(b"1")).await.unwrap();
+        let arrived = || collect.0.lock().unwrap().len();
+        for _ in 0..300 {
+            if arrived() >= 5 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        // Anything else (a duplicate, the other channel) would show up by now.
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let got = collect.0.lock().unwrap().clone();
+        assert_eq!(got.iter().map(|g| g.1).collect::<Vec<_>>(), vec![1, 2, 3, 4, 5]);
+        assert!(got.iter().all(|g| g.0 == "t:a"));
+        assert_eq!(&got[0].2[..], b"{\"n\":1}");
+        bus.unsubscribe("t:a").await.unwrap();
+        bus.publish("t:a", Bytes::from_static(b"6")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         assert_eq!(collect.0.lock().unwrap().len(), 5);
     }
 

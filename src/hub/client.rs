@@ -303,7 +303,7 @@ impl Client {
             was_recovering: recovery.is_some(),
             recovered,
             publications: publications_out(publications),
-            data: hub.snapshot(channel),
+            data: hub.snapshot(channel).await,
             ..Default::default()
         };
         Ok((result, top))

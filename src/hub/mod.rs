@@ -44,8 +44,9 @@ pub trait RpcHandler: Send + Sync + 'static {
 }
 
 /// Where subscribe snapshots come from (the market, for its channels).
+#[async_trait]
 pub trait SnapshotProvider: Send + Sync + 'static {
-    fn snapshot(&self, channel: &str) -> Option<Raw>;
+    async fn snapshot(&self, channel: &str) -> Option<Raw>;
 }
 
 /// A subscription of one connection to one channel, as the fan-out sees it.
@@ -140,6 +141,7 @@ pub struct Hub {
     hasher: std::collections::hash_map::RandomState,
     started: std::time::Instant,
     node_id: String,
+    leadership: std::sync::OnceLock<crate::bus::leader::Leadership>,
 }
 
 impl Hub {
@@ -176,6 +178,7 @@ impl Hub {
             hasher: Default::default(),
             started: std::time::Instant::now(),
             node_id: uuid::Uuid::new_v4().to_string(),
+            leadership: std::sync::OnceLock::new(),
         });
         bus.attach(Arc::new(FanOut(Arc::downgrade(&hub))));
         hub.register_rpc("session.info", Arc::new(SessionInfo));
@@ -203,9 +206,9 @@ impl Hub {
     }
 
     /// The current snapshot of a channel, for its subscribe reply.
-    pub fn snapshot(&self, channel: &str) -> Option<Raw> {
+    pub async fn snapshot(&self, channel: &str) -> Option<Raw> {
         let provider = self.snapshots.read().unwrap_or_else(|e| e.into_inner()).clone();
-        provider.and_then(|p| p.snapshot(channel))
+        provider?.snapshot(channel).await
     }
 
     /// Publish compact JSON to a channel through the bus (the one path to clients).
@@ -316,6 +319,19 @@ impl Hub {
         }
     }
 
+    /// The channel's position was lost on the bus: close its local subscribers' connections with
+    /// 3010 (insufficient state); they reconnect and recover, or resync on the new epoch.
+    pub fn reset_channel(&self, channel: &str) -> usize {
+        let Some(entry) = self.channels.get(channel).map(|e| e.clone()) else {
+            return 0;
+        };
+        let list = entry.list.read().unwrap_or_else(|e| e.into_inner());
+        for sub in list.iter() {
+            sub.outbox.close(Disconnect::INSUFFICIENT_STATE);
+        }
+        list.len()
+    }
+
     /// Count a new connection of `user`; refused beyond the tier's connections per user.
     pub fn register_session(
         &self,
@@ -391,6 +407,21 @@ impl Hub {
     pub fn num_channels(&self) -> usize {
         self.channels.len()
     }
+    /// Set once, at start: this node's leadership (the poller, alerts and snapshots run on the leader).
+    pub fn set_leadership(&self, leadership: crate::bus::leader::Leadership) {
+        let _ = self.leadership.set(leadership);
+    }
+
+    /// Whether this node is the leader (a single node always is).
+    pub fn is_leader(&self) -> bool {
+        self.leadership.get().is_none_or(|l| l.is_leader())
+    }
+
+    /// The fencing term of this node's current or last lease (0 with one node).
+    pub fn leader_term(&self) -> u64 {
+        self.leadership.get().map_or(0, |l| l.term())
+    }
+
     /// This node's id (new at each start).
     pub fn node_id(&self) -> &str {
         &self.node_id
@@ -413,6 +444,11 @@ impl PublicationHandler for FanOut {
     fn handle_publication(&self, channel: &str, publication: &Publication) {
         if let Some(hub) = self.0.upgrade() {
             hub.fan_out(channel, publication);
+        }
+    }
+    fn handle_reset(&self, channel: &str) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.reset_channel(channel);
         }
     }
 }

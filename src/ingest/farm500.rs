@@ -52,6 +52,11 @@ impl MarketSource for Farm500Source {
         "farm500"
     }
 
+    fn forget_validators(&mut self) {
+        self.etag = None;
+        self.last_modified = None;
+    }
+
     async fn fetch(&mut self) -> Result<Fetched, SourceError> {
         let path = if self.use_offers { "offers" } else { "machines" };
         let mut request = self.client.get(format!("{}/{path}", self.base_url));

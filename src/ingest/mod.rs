@@ -6,6 +6,7 @@
 
 pub mod farm500;
 pub mod poller;
+pub mod replica;
 pub mod runner;
 pub mod runpod;
 pub mod simulated;
@@ -66,6 +67,8 @@ pub trait MarketSource: Send + 'static {
     fn name(&self) -> &'static str;
     /// Fetch the source's current offers. `&mut self`: adapters keep validators (ETag) between polls.
     async fn fetch(&mut self) -> Result<Fetched, SourceError>;
+    /// Forget the validators: the next fetch returns the whole data (this node starts afresh).
+    fn forget_validators(&mut self) {}
 }
 
 /// The HTTP client shared by the adapters: rustls, gzip, a user agent naming us.

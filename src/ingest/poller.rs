@@ -9,6 +9,8 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::leader::Leadership;
+
 use super::{Fetched, MarketSource, SourceError};
 use crate::auth::unix_now_ms;
 use crate::config::HttpSourceSettings;
@@ -63,11 +65,21 @@ pub async fn run(
     mut source: Box<dyn MarketSource>,
     schedule: Schedule,
     events: mpsc::Sender<SourceEvent>,
+    leadership: Leadership,
     stop: CancellationToken,
 ) {
     let name = source.name();
     let mut failures = 0u32;
     loop {
+        if !leadership.is_leader() {
+            // Only the leader polls. A node that (re)gains the lead starts from whole data.
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = leadership.until_leader() => {}
+            }
+            source.forget_validators();
+            failures = 0;
+        }
         let outcome = tokio::select! {
             _ = stop.cancelled() => return,
             o = poll_with_retries(source.as_mut(), &schedule) => o,
@@ -219,7 +231,7 @@ mod tests {
         });
         let (tx, mut rx) = mpsc::channel(16);
         let stop = CancellationToken::new();
-        tokio::spawn(run(src, schedule(), tx, stop.clone()));
+        tokio::spawn(run(src, schedule(), tx, Leadership::single_node(), stop.clone()));
         let mut opened = false;
         for _ in 0..2 {
             match rx.recv().await.unwrap() {

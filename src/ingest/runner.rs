@@ -12,13 +12,14 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::poller::{self, Schedule, SourceEvent};
+use super::replica::{MarketSnapshots, SnapshotReplica};
 use super::{Fetched, MarketSource, farm500, http_client, runpod, simulated, vast};
 use crate::alerts::delivery::AlertService;
 use crate::auth::unix_now_ms;
+use crate::bus::leader::Leadership;
 use crate::config::IngestSettings;
-use crate::hub::{Hub, SnapshotProvider};
-use crate::market::state::{MarketState, Outgoing, SourceHealth};
-use crate::protocol::Raw;
+use crate::hub::Hub;
+use crate::market::state::{MarketState, Outgoing, SOURCES_STATUS, SUMMARY, SourceHealth};
 use crate::store::Store;
 
 /// The market state shared by the runner (writer) and subscribe snapshots and REST (readers).
@@ -32,13 +33,6 @@ impl Market {
     }
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, MarketState> {
         self.0.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-impl SnapshotProvider for Market {
-    fn snapshot(&self, channel: &str) -> Option<Raw> {
-        let value = self.read().snapshot(channel, unix_now_ms() as i64)?;
-        RawValue::from_string(value.to_string()).ok()
     }
 }
 
@@ -74,24 +68,53 @@ impl Tracker {
     }
 }
 
+/// What the runner needs to know of the other nodes: whether this one leads, and where the
+/// leader shares its snapshots (`None` with one node).
+#[derive(Clone)]
+pub struct Role {
+    pub leadership: Leadership,
+    pub replica: Option<Arc<SnapshotReplica>>,
+}
+
+impl Role {
+    pub fn single_node() -> Self {
+        Self {
+            leadership: Leadership::single_node(),
+            replica: None,
+        }
+    }
+}
+
 /// Start the enabled sources and the runner. The simulated market runs only while no real source
-/// is enabled, so simulated and real data never mix.
+/// is enabled, so simulated and real data never mix. Sources are polled only while this node is
+/// the leader.
 pub fn spawn(
     hub: Arc<Hub>,
     store: Store,
     alerts: Arc<AlertService>,
     settings: &IngestSettings,
+    role: Role,
     tracker: &TaskTracker,
     stop: CancellationToken,
 ) -> Market {
     let market = Market::default();
-    hub.set_snapshot_provider(Arc::new(market.clone()));
+    hub.set_snapshot_provider(Arc::new(MarketSnapshots {
+        market: market.clone(),
+        leadership: role.leadership.clone(),
+        replica: role.replica.clone(),
+    }));
     let (tx, rx) = mpsc::channel(64);
     let client = http_client();
     let mut trackers = BTreeMap::new();
     let mut start = |source: Box<dyn MarketSource>, schedule: Schedule, stale_after_ms: u64| {
         trackers.insert(source.name(), Tracker::new(source.name(), stale_after_ms));
-        tracker.spawn(poller::run(source, schedule, tx.clone(), stop.clone()));
+        tracker.spawn(poller::run(
+            source,
+            schedule,
+            tx.clone(),
+            role.leadership.clone(),
+            stop.clone(),
+        ));
     };
     if settings.farm500.enabled {
         start(
@@ -135,51 +158,120 @@ pub fn spawn(
     drop(tx);
     let summary_every = Duration::from_secs(settings.summary_interval_s);
     tracker.spawn(run(
-        hub,
-        store,
-        alerts,
-        market.clone(),
+        Runner {
+            hub,
+            store,
+            alerts,
+            market: market.clone(),
+            role,
+            trackers,
+        },
         rx,
-        trackers,
         summary_every,
         stop,
     ));
     market
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
+struct Runner {
     hub: Arc<Hub>,
     store: Store,
     alerts: Arc<AlertService>,
     market: Market,
-    mut events: mpsc::Receiver<SourceEvent>,
-    mut trackers: BTreeMap<&'static str, Tracker>,
-    summary_every: Duration,
-    stop: CancellationToken,
-) {
+    role: Role,
+    trackers: BTreeMap<&'static str, Tracker>,
+}
+
+impl Runner {
+    fn leads(&self) -> bool {
+        self.role.leadership.is_leader()
+    }
+
+    /// Follow a change of role. A node that becomes the leader starts a fresh market whose `seq`
+    /// continue above the last leader's (clients see a gap and resync, never an old number again).
+    async fn sync_role(&mut self, was_leader: &mut bool) {
+        let leads = self.leads();
+        if leads && !*was_leader && self.role.replica.is_some() {
+            *self.market.write() = MarketState::with_seq_base(unix_now_ms());
+            let now = unix_now_ms() as i64;
+            let mut out = Vec::new();
+            for t in self.trackers.values_mut() {
+                t.health = Tracker::new(t.health.source.as_str(), t.stale_after_ms as u64).health;
+                out.extend(self.market.write().apply_health(t.health.clone(), now));
+            }
+            self.publish(out).await;
+        }
+        if !leads && let Some(replica) = &self.role.replica {
+            let summary = replica.load(SUMMARY).await;
+            let status = replica.load(SOURCES_STATUS).await;
+            let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            let (summary, status): (serde_json::Value, serde_json::Value) = (parse(summary), parse(status));
+            let mut state = self.market.write();
+            if state.has_own_data() {
+                *state = MarketState::new();
+            }
+            state.mirror(&summary, &status);
+        }
+        *was_leader = leads;
+    }
+
+    /// Publish in order, each channel's snapshot shared first when other nodes read it; only the
+    /// leader publishes. A failed publish is logged (clients resync by checksum and seq).
+    async fn publish(&self, out: Vec<Outgoing>) {
+        if out.is_empty() || !self.leads() {
+            return;
+        }
+        let now = unix_now_ms() as i64;
+        for o in out {
+            if let Some(replica) = &self.role.replica {
+                let snapshot = self.market.read().snapshot(&o.channel, now);
+                if let Some(snapshot) = snapshot
+                    && let Err(e) = replica.store(&o.channel, snapshot.to_string()).await
+                {
+                    tracing::warn!(channel = %o.channel, error = %e, "sharing a market snapshot failed");
+                }
+            }
+            let Ok(raw) = RawValue::from_string(o.payload.to_string()) else {
+                continue;
+            };
+            if let Err(e) = self.hub.publish(&o.channel, &raw).await {
+                tracing::warn!(channel = %o.channel, error = %e, "market publish failed");
+            }
+        }
+    }
+}
+
+async fn run(mut r: Runner, mut events: mpsc::Receiver<SourceEvent>, summary_every: Duration, stop: CancellationToken) {
+    let mut was_leader = false;
+    r.sync_role(&mut was_leader).await;
     // Every source is listed from the start, waiting for its first poll.
     let now = unix_now_ms() as i64;
-    for t in trackers.values() {
-        let out = market.write().apply_health(t.health.clone(), now);
-        publish(&hub, out.into_iter().collect()).await;
+    let mut out = Vec::new();
+    for t in r.trackers.values() {
+        out.extend(r.market.write().apply_health(t.health.clone(), now));
     }
+    r.publish(out).await;
     let mut minute = tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
     minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stale_check = tokio::time::interval(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             event = events.recv() => {
                 let Some(event) = event else { return };
-                handle(&hub, &market, &mut trackers, event).await;
+                r.sync_role(&mut was_leader).await;
+                if !was_leader {
+                    continue; // polled before this node stepped down: not ours to publish
+                }
+                let out = handle(&r.market, &mut r.trackers, event);
+                r.publish(out).await;
                 // Every market change (offers or a source's health) is an alert evaluation.
-                alerts.on_market_change(&market.0).await;
+                r.alerts.on_market_change(&r.market.0).await;
             }
-            _ = minute.tick() => {
+            _ = minute.tick(), if was_leader => {
                 let now = unix_now_ms() as i64;
                 let (out, rows) = {
-                    let mut state = market.write();
+                    let mut state = r.market.write();
                     let out = state.minute_snapshot(now);
                     let label = state.label();
                     let rows: Vec<(String, serde_json::Value)> = state
@@ -189,28 +281,32 @@ async fn run(
                         .collect();
                     (out, (label, rows))
                 };
-                publish(&hub, vec![out]).await;
-                if let Err(e) = store.insert_market_snapshots(now, &rows.0, &rows.1).await {
+                r.publish(vec![out]).await;
+                if let Err(e) = r.store.insert_market_snapshots(now, &rows.0, &rows.1).await {
                     tracing::warn!(error = %e, "writing market snapshots failed");
                 }
             }
-            _ = stale_check.tick() => {
+            _ = tick.tick() => {
+                r.sync_role(&mut was_leader).await;
+                if !was_leader {
+                    continue;
+                }
                 let now = unix_now_ms() as i64;
                 let mut out = Vec::new();
-                for t in trackers.values_mut() {
+                for t in r.trackers.values_mut() {
                     let was = t.health.stale;
                     t.refresh_stale(now);
                     if t.health.stale != was {
-                        out.extend(market.write().apply_health(t.health.clone(), now));
+                        out.extend(r.market.write().apply_health(t.health.clone(), now));
                     }
                 }
-                publish(&hub, out).await;
+                r.publish(out).await;
             }
         }
     }
 }
 
-async fn handle(hub: &Hub, market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event: SourceEvent) {
+fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event: SourceEvent) -> Vec<Outgoing> {
     let mut out: Vec<Outgoing> = Vec::new();
     match event {
         SourceEvent::Polled { source, fetched, at_ms } => {
@@ -258,17 +354,5 @@ async fn handle(hub: &Hub, market: &Market, trackers: &mut BTreeMap<&'static str
             }
         }
     }
-    publish(hub, out).await;
-}
-
-/// Publish in order; a failed publish is logged (clients resync by checksum and seq).
-async fn publish(hub: &Hub, out: Vec<Outgoing>) {
-    for o in out {
-        let Ok(raw) = RawValue::from_string(o.payload.to_string()) else {
-            continue;
-        };
-        if let Err(e) = hub.publish(&o.channel, &raw).await {
-            tracing::warn!(channel = %o.channel, error = %e, "market publish failed");
-        }
-    }
+    out
 }

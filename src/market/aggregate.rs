@@ -10,12 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Offer;
 
 /// Price percentiles in USD per GPU-hour.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct PriceStats {
     /// GPUs the prices cover.
     pub gpus: u32,
@@ -32,7 +33,8 @@ pub struct PriceStats {
 }
 
 /// Counts and prices of one slice of a model's market.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Segment {
     pub offers: u32,
     pub gpus_total: u32,
@@ -45,7 +47,7 @@ pub struct Segment {
 }
 
 /// Everything `market:summary` says about one model.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelAggregate {
     pub model: super::Text,
     pub name: super::Text,

@@ -72,6 +72,15 @@ impl Feed {
         }
     }
 
+    /// A feed whose first delta has `seq` = `seq + 1`.
+    pub fn starting_at(channel: impl Into<String>, seq: u64) -> Self {
+        Self {
+            channel: channel.into(),
+            seq,
+            ..Default::default()
+        }
+    }
+
     pub fn seq(&self) -> u64 {
         self.seq
     }

@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::Offer;
@@ -21,7 +21,7 @@ pub const SOURCES_STATUS: &str = "sources:status";
 pub const OFFERS_ALL: &str = "offers:all";
 
 /// One source's health as `sources:status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceHealth {
     pub source: String,
     /// `ok`, `degraded` (failing, last data kept) or `waiting` (no data yet).
@@ -57,6 +57,11 @@ pub struct MarketState {
     feeds: HashMap<String, Feed>,
     last_minute: Option<Value>,
     minute_seq: u64,
+    /// Where every channel's `seq` starts (0, or a time on a node that took over as leader, so the
+    /// new leader's deltas follow the old one's and clients see a gap and resync, never a repeat).
+    seq_base: u64,
+    /// On a follower node: the leader's source label, with aggregates and health mirrored from it.
+    mirror_label: Option<String>,
 }
 
 fn model_of(channel: &str, prefix: &str) -> Option<String> {
@@ -66,6 +71,38 @@ fn model_of(channel: &str, prefix: &str) -> Option<String> {
 impl MarketState {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Mirror the leader's aggregates and sources' health from its `market:summary` and
+    /// `sources:status` snapshots (a follower node: its REST answers and advisor read them).
+    pub fn mirror(&mut self, summary: &Value, status: &Value) {
+        if let Some(items) = summary.get("items").and_then(Value::as_object) {
+            self.aggregates = items
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), serde_json::from_value(v.clone()).ok()?)))
+                .collect();
+        }
+        if let Some(items) = status.get("items").and_then(Value::as_object) {
+            self.health = items
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), serde_json::from_value(v.clone()).ok()?)))
+                .collect();
+        }
+        self.mirror_label = summary.get("source").and_then(Value::as_str).map(str::to_owned);
+    }
+
+    /// Whether this state holds data polled by this node (not only a mirror).
+    pub fn has_own_data(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    /// A fresh state whose channels' `seq` start at `base`.
+    pub fn with_seq_base(base: u64) -> Self {
+        Self {
+            seq_base: base,
+            minute_seq: base,
+            ..Self::default()
+        }
     }
 
     pub fn book(&self) -> &MarketBook {
@@ -83,6 +120,11 @@ impl MarketState {
     /// The label every payload carries: the sources whose data it holds (`simulated`, `farm500+vast`).
     pub fn label(&self) -> String {
         let names: Vec<&str> = self.sources.keys().copied().collect();
+        if names.is_empty()
+            && let Some(label) = &self.mirror_label
+        {
+            return label.clone();
+        }
         if names.is_empty() {
             "none".into()
         } else {
@@ -100,7 +142,7 @@ impl MarketState {
     fn feed(&mut self, channel: &str) -> &mut Feed {
         self.feeds
             .entry(channel.to_owned())
-            .or_insert_with(|| Feed::new(channel))
+            .or_insert_with(|| Feed::starting_at(channel, self.seq_base))
     }
 
     fn publish(&mut self, channel: &str, changes: &Changes, header: &Map<String, Value>, out: &mut Vec<Outgoing>) {
@@ -215,7 +257,7 @@ impl MarketState {
     /// The subscribe snapshot of a market channel (`None` for channels the market does not feed).
     pub fn snapshot(&self, channel: &str, now_ms: i64) -> Option<Value> {
         let header = self.header(now_ms);
-        let empty = Feed::new(channel);
+        let empty = Feed::starting_at(channel, self.seq_base);
         let feed = self.feeds.get(channel).unwrap_or(&empty);
         let items: Map<String, Value> = if channel == SUMMARY {
             self.summary_items()

@@ -1,0 +1,160 @@
+//! Leadership: which node polls the sources, evaluates alerts and writes the minute snapshots.
+//!
+//! With one node it is always the leader. With Redis, the leader holds a lease: `SET key node NX PX
+//! lease`, renewed every third of the lease by a script that extends it only while it still holds
+//! the node's id. Taking the lease increments a fencing counter; its value (the term) is logged and
+//! exported so two terms can be told apart. A node steps down as soon as a renewal says the lease is
+//! another's or gone, and, when Redis cannot be reached, before the lease can expire there, so two
+//! nodes never act as leader at once while their clocks run at the same rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const RENEW_LUA: &str = r#"
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+const RELEASE_LUA: &str = r#"
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"#;
+
+/// Shared view of this node's leadership.
+#[derive(Clone)]
+pub struct Leadership {
+    inner: Arc<State>,
+}
+
+struct State {
+    leader: AtomicBool,
+    term: AtomicU64,
+    changes: watch::Sender<bool>,
+}
+
+impl Leadership {
+    fn new(leader: bool) -> Self {
+        let (changes, _) = watch::channel(leader);
+        Self {
+            inner: Arc::new(State {
+                leader: AtomicBool::new(leader),
+                term: AtomicU64::new(0),
+                changes,
+            }),
+        }
+    }
+
+    /// A single node: always the leader.
+    pub fn single_node() -> Self {
+        Self::new(true)
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.leader.load(Ordering::Acquire)
+    }
+
+    /// The fencing term of the current (or last) lease this node held; 0 when it never led.
+    pub fn term(&self) -> u64 {
+        self.inner.term.load(Ordering::Acquire)
+    }
+
+    /// Wait until this node is the leader (returns at once when it is).
+    pub async fn until_leader(&self) {
+        let mut rx = self.inner.changes.subscribe();
+        let _ = rx.wait_for(|leader| *leader).await;
+    }
+
+    /// Wait until this node is no longer the leader.
+    pub async fn until_follower(&self) {
+        let mut rx = self.inner.changes.subscribe();
+        let _ = rx.wait_for(|leader| !*leader).await;
+    }
+
+    fn set(&self, leader: bool) {
+        self.inner.leader.store(leader, Ordering::Release);
+        self.inner.changes.send_replace(leader);
+    }
+
+    /// Campaign for the lease under `key` until `stop`; releases it on the way out.
+    pub fn campaign(client: Client, key: String, node_id: String, lease: Duration, stop: CancellationToken) -> Self {
+        let leadership = Self::new(false);
+        let this = leadership.clone();
+        tokio::spawn(async move {
+            this.run(client, key, node_id, lease, stop).await;
+        });
+        leadership
+    }
+
+    async fn run(&self, client: Client, key: String, node_id: String, lease: Duration, stop: CancellationToken) {
+        let renew = Script::from_lua(RENEW_LUA);
+        let release = Script::from_lua(RELEASE_LUA);
+        let lease_ms = lease.as_millis() as i64;
+        let every = lease / 3;
+        let fence_key = format!("{key}.term");
+        // When the lease was last known to be ours (sent before the renewal, so a conservative bound).
+        let mut held_since: Option<Instant> = None;
+        loop {
+            let attempt = Instant::now();
+            if self.is_leader() {
+                let renewed: Result<i64, Error> = renew
+                    .evalsha_with_reload(&client, vec![key.clone()], vec![node_id.clone(), lease_ms.to_string()])
+                    .await;
+                match renewed {
+                    Ok(1) => held_since = Some(attempt),
+                    Ok(_) => {
+                        tracing::warn!(term = self.term(), "leader lease lost to another node; stepping down");
+                        self.set(false);
+                        held_since = None;
+                    }
+                    Err(e) => {
+                        // Redis unreachable: keep leading only while the lease surely still holds there.
+                        let expires = held_since.map(|t| t + lease - every);
+                        if expires.is_none_or(|t| Instant::now() >= t) {
+                            tracing::warn!(error = %e, "cannot renew the leader lease; stepping down");
+                            self.set(false);
+                            held_since = None;
+                        }
+                    }
+                }
+            } else {
+                let taken: Result<Option<String>, Error> = client
+                    .set(
+                        key.clone(),
+                        node_id.clone(),
+                        Some(Expiration::PX(lease_ms)),
+                        Some(SetOptions::NX),
+                        false,
+                    )
+                    .await;
+                if let Ok(Some(_)) = taken {
+                    let term: u64 = client.incr(fence_key.clone()).await.unwrap_or(0);
+                    self.inner.term.store(term, Ordering::Release);
+                    held_since = Some(attempt);
+                    tracing::info!(term, node = %node_id, "this node is now the leader");
+                    self.set(true);
+                }
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        if self.is_leader() {
+            self.set(false);
+            let _: Result<i64, Error> = release
+                .evalsha_with_reload(&client, vec![key.clone()], vec![node_id.clone()])
+                .await;
+            tracing::info!("leader lease released");
+        }
+    }
+}
