@@ -99,6 +99,8 @@ pub struct Metrics {
     pub disconnects_total: AtomicU64,
     pub frames_written_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
+    /// Source polls this node made (only the leader polls).
+    pub source_polls_total: AtomicU64,
     command_latency: [Histogram; CommandKind::ALL.len()],
 }
 
@@ -189,6 +191,12 @@ impl Metrics {
             "gpuscout_commands_rate_limited_total",
             "Commands refused with 111 (too many requests).",
             &self.commands_rejected_rate_total,
+        );
+        counter(
+            &mut out,
+            "gpuscout_source_polls_total",
+            "Source polls made by this node (only the leader polls).",
+            &self.source_polls_total,
         );
         let name = "gpuscout_command_duration_seconds";
         let _ = writeln!(

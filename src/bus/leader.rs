@@ -144,9 +144,11 @@ impl Leadership {
                     self.set(true);
                 }
             }
+            // A follower tries twice as often as the leader renews: it takes over soon after expiry.
+            let pause = if self.is_leader() { every } else { every / 2 };
             tokio::select! {
                 _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(every) => {}
+                _ = tokio::time::sleep(pause) => {}
             }
         }
         if self.is_leader() {

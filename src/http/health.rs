@@ -39,6 +39,16 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         ("gpuscout_channels", "Channels with local subscribers.", channels),
         ("gpuscout_users", "Distinct users connected to this node.", users),
         ("gpuscout_uptime_seconds", "Seconds since the node started.", uptime),
+        (
+            "gpuscout_leader",
+            "1 while this node is the leader (polls, evaluates alerts, writes snapshots).",
+            f64::from(u8::from(hub.is_leader())),
+        ),
+        (
+            "gpuscout_leader_term",
+            "Fencing term of this node's current or last leader lease (0: never led, or one node).",
+            hub.leader_term() as f64,
+        ),
     ]);
     source_metrics(&app, &mut text);
     (

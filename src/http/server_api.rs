@@ -110,7 +110,7 @@ async fn publish_one(hub: &Hub, channel: &str, data: &RawValue) -> Result<Value,
     }
     let position = hub.publish(channel, data).await.map_err(|e| match e {
         crate::bus::BusError::InvalidData => ProtoError::bad_request().with_message("data must be JSON"),
-        crate::bus::BusError::Unavailable(_) => ProtoError::internal(),
+        crate::bus::BusError::Unavailable(_) => ProtoError::internal().with_message("bus unavailable, retry"),
     })?;
     Ok(json!({"offset": position.offset, "epoch": position.epoch}))
 }

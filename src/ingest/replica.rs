@@ -35,10 +35,13 @@ impl SnapshotReplica {
         format!("{}.snapshot.{{{channel}}}", self.prefix)
     }
 
-    pub async fn store(&self, channel: &str, json: String) -> Result<(), Error> {
-        self.client
-            .set::<(), _, _>(self.key(channel), json, None, None, false)
-            .await
+    /// Store several channels' snapshots in one round trip.
+    pub async fn store(&self, snapshots: Vec<(String, String)>) -> Result<(), Error> {
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let pairs: Vec<(String, String)> = snapshots.into_iter().map(|(c, json)| (self.key(&c), json)).collect();
+        self.client.mset(pairs).await
     }
 
     pub async fn load(&self, channel: &str) -> Option<String> {

@@ -221,16 +221,42 @@ impl Runner {
         if out.is_empty() || !self.leads() {
             return;
         }
-        let now = unix_now_ms() as i64;
-        for o in out {
-            if let Some(replica) = &self.role.replica {
-                let snapshot = self.market.read().snapshot(&o.channel, now);
-                if let Some(snapshot) = snapshot
-                    && let Err(e) = replica.store(&o.channel, snapshot.to_string()).await
-                {
-                    tracing::warn!(channel = %o.channel, error = %e, "sharing a market snapshot failed");
-                }
+        let started = std::time::Instant::now();
+        if let Some(replica) = &self.role.replica {
+            let now = unix_now_ms() as i64;
+            // CPU work (the whole book for `offers:all`): off the async workers.
+            let market = self.market.clone();
+            let channels: Vec<String> = {
+                let mut seen = std::collections::HashSet::new();
+                out.iter()
+                    .filter(|o| seen.insert(o.channel.as_str()))
+                    .map(|o| o.channel.clone())
+                    .collect()
+            };
+            let snapshots = tokio::task::spawn_blocking(move || {
+                let state = market.read();
+                channels
+                    .into_iter()
+                    .filter_map(|c| {
+                        let json = state.snapshot(&c, now)?.to_string();
+                        Some((c, json))
+                    })
+                    .collect::<Vec<(String, String)>>()
+            })
+            .await
+            .unwrap_or_default();
+            let computed = started.elapsed();
+            if let Err(e) = replica.store(snapshots).await {
+                tracing::warn!(error = %e, "sharing market snapshots failed");
             }
+            tracing::debug!(
+                compute_ms = computed.as_millis() as u64,
+                total_ms = started.elapsed().as_millis() as u64,
+                "market snapshots shared"
+            );
+        }
+        let count = out.len();
+        for o in out {
             let Ok(raw) = RawValue::from_string(o.payload.to_string()) else {
                 continue;
             };
@@ -238,6 +264,11 @@ impl Runner {
                 tracing::warn!(channel = %o.channel, error = %e, "market publish failed");
             }
         }
+        tracing::debug!(
+            count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "market published"
+        );
     }
 }
 
@@ -263,7 +294,17 @@ async fn run(mut r: Runner, mut events: mpsc::Receiver<SourceEvent>, summary_eve
                 if !was_leader {
                     continue; // polled before this node stepped down: not ours to publish
                 }
-                let out = handle(&r.market, &mut r.trackers, event);
+                r.hub.metrics.source_polls_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                // CPU work (merging a poll into the book): off the async workers.
+                let market = r.market.clone();
+                let mut trackers = std::mem::take(&mut r.trackers);
+                let (out, trackers) = tokio::task::spawn_blocking(move || {
+                    let out = handle(&market, &mut trackers, event);
+                    (out, trackers)
+                })
+                .await
+                .expect("market update task");
+                r.trackers = trackers;
                 r.publish(out).await;
                 // Every market change (offers or a source's health) is an alert evaluation.
                 r.alerts.on_market_change(&r.market.0).await;

@@ -68,15 +68,7 @@ impl TestApp {
 
     /// A socket that has not sent `connect` yet.
     pub async fn raw_ws(&self) -> WsClient {
-        let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{}/connection/websocket", self.addr))
-            .await
-            .expect("websocket handshake");
-        WsClient {
-            stream,
-            next_id: 1,
-            buffered: VecDeque::new(),
-            answer_pings: true,
-        }
+        ws_at(self.addr).await
     }
 
     /// A connected client of `user` at `tier`; returns it and the connect reply.
@@ -135,6 +127,19 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+    }
+}
+
+/// A socket to the hub at `addr` that has not sent `connect` yet.
+pub async fn ws_at(addr: std::net::SocketAddr) -> WsClient {
+    let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/connection/websocket"))
+        .await
+        .expect("websocket handshake");
+    WsClient {
+        stream,
+        next_id: 1,
+        buffered: VecDeque::new(),
+        answer_pings: true,
     }
 }
 

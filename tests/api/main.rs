@@ -4,6 +4,7 @@ mod advisor;
 mod alerts;
 mod auth;
 mod channels;
+mod cluster;
 mod fakes;
 mod fanout;
 mod helpers;

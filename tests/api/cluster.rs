@@ -1,0 +1,552 @@
+//! Several hub processes on one private Redis, started by the tests on a free port (never the
+//! shared one), and one database: fan-out across nodes, leader failover, Redis restarted empty,
+//! Redis paused. The hubs are the real binary, killed with SIGKILL where a test says so.
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::config::Settings;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("a free port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn under_ci() -> bool {
+    std::env::var("CI").as_deref() == Ok("true")
+}
+
+/// A `redis-server` of the test's own: no persistence, so a restart comes back empty.
+struct PrivateRedis {
+    port: u16,
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl PrivateRedis {
+    /// `None` (the test skips) only off CI when `redis-server` is not installed.
+    fn start() -> Option<Self> {
+        if Command::new("redis-server").arg("--version").output().is_err() {
+            assert!(!under_ci(), "redis-server is required under CI");
+            eprintln!("skipping: redis-server is not installed");
+            return None;
+        }
+        let mut redis = Self {
+            port: free_port(),
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        redis.spawn();
+        Some(redis)
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--dir"])
+            .arg(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let ok = Command::new("kill").args([signal, &pid]).status().unwrap().success();
+        assert!(ok, "kill {signal} {pid}");
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.signal_cont();
+        }
+        self.kill();
+    }
+}
+
+impl PrivateRedis {
+    fn signal_cont(&self) -> Option<()> {
+        let pid = self.child.as_ref()?.id().to_string();
+        Command::new("kill").args(["-CONT", &pid]).status().ok().map(|_| ())
+    }
+}
+
+/// One hub process.
+struct Node {
+    child: Child,
+    addr: SocketAddr,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The hubs of one test: one Redis prefix and one database.
+struct Cluster {
+    redis_url: String,
+    prefix: String,
+    database: String,
+    _db_dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn new(redis: &PrivateRedis) -> Self {
+        gpuscout_hub::startup::install_tls_provider();
+        let db_dir = tempfile::tempdir().unwrap();
+        let database = match fresh_postgres_url().await {
+            Some(url) => url,
+            None => format!("sqlite://{}/hub.db", db_dir.path().display()),
+        };
+        Self {
+            redis_url: redis.url(),
+            prefix: format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+            database,
+            _db_dir: db_dir,
+        }
+    }
+
+    /// Start a node and wait until it is ready. `simulated`: run the simulated market (polled by
+    /// whichever node leads).
+    async fn node(&self, simulated: bool) -> Node {
+        let port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("hub.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env("GPUSCOUT__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .env("GPUSCOUT__BUS__REDIS_URL", &self.redis_url)
+            .env("GPUSCOUT__BUS__REDIS_PREFIX", &self.prefix)
+            .env("GPUSCOUT__BUS__LEADER_LEASE_MS", LEASE_MS.to_string())
+            .env("GPUSCOUT__API__KEY", API_KEY)
+            .env("GPUSCOUT__DATABASE__URL", &self.database)
+            .env("GPUSCOUT__INGEST__SIMULATED__ENABLED", simulated.to_string())
+            .env("GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS", "250")
+            .env("GPUSCOUT__LOG__LEVEL", "info")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start gpuscout");
+        let node = Node {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .unwrap(),
+            _dir: dir,
+        };
+        node.wait_ready(Duration::from_secs(20)).await;
+        node
+    }
+}
+
+impl Node {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    async fn ready(&self) -> Option<Value> {
+        let resp = self.http.get(self.url("/readyz")).send().await.ok()?;
+        let ok = resp.status() == 200;
+        let body: Value = resp.json().await.ok()?;
+        ok.then_some(body)
+    }
+
+    async fn wait_ready(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while self.ready().await.is_none() {
+            assert!(Instant::now() < deadline, "node {} not ready in {within:?}", self.addr);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    }
+
+    /// The server API's answer to a publish (a result or an error).
+    async fn publish(&self, channel: &str, data: Value) -> Value {
+        self.http
+            .post(self.url("/api/publish"))
+            .header("X-API-Key", API_KEY)
+            .json(&json!({"channel": channel, "data": data}))
+            .send()
+            .await
+            .expect("server API reachable")
+            .json()
+            .await
+            .expect("server API JSON")
+    }
+
+    async fn publish_ok(&self, channel: &str, data: Value) -> u64 {
+        let v = self.publish(channel, data).await;
+        v["result"]["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("publish failed: {v}"))
+    }
+
+    async fn connect(&self, user: &str) -> WsClient {
+        let token = TokenVerifier::new(&Settings::defaults().auth)
+            .unwrap()
+            .mint(user, Tier::Professional, 3600)
+            .unwrap();
+        let mut ws = ws_at(self.addr).await;
+        let reply = ws.request(json!({"connect": {"token": token}})).await;
+        assert!(reply.get("connect").is_some(), "connect failed: {reply}");
+        ws
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Read publications of `channel` until `count` arrived; returns (offset, data) in arrival order.
+async fn read_pubs(ws: &mut WsClient, channel: &str, count: usize) -> Vec<(u64, Value)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        match ws.next_within(Duration::from_secs(10)).await {
+            Some(Incoming::Json(v)) if v["push"]["channel"] == channel && v["push"].get("pub").is_some() => {
+                got.push((
+                    v["push"]["pub"]["offset"].as_u64().unwrap(),
+                    v["push"]["pub"]["data"].clone(),
+                ));
+            }
+            Some(Incoming::Json(_)) => {}
+            other => panic!("waiting for publication {} of {count}: {other:?}", got.len() + 1),
+        }
+    }
+    got
+}
+
+/// Nothing more on `channel` for a while (a duplicate would show up here).
+async fn assert_quiet(ws: &mut WsClient, channel: &str) {
+    let deadline = Instant::now() + Duration::from_millis(400);
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match ws.next_within(left).await {
+            Some(Incoming::Json(v)) if v["push"]["channel"] == channel => panic!("unexpected: {v}"),
+            Some(Incoming::Close(code, reason)) => panic!("closed {code} {reason}"),
+            _ => {}
+        }
+    }
+}
+
+const CH: &str = "gpu:rtx-4090";
+/// The leader lease of the test nodes.
+const LEASE_MS: u64 = 2_000;
+
+#[tokio::test]
+async fn publications_through_any_of_three_nodes_reach_every_subscriber_once_in_order() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let nodes = [
+        cluster.node(false).await,
+        cluster.node(false).await,
+        cluster.node(false).await,
+    ];
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        for j in 0..3 {
+            let mut ws = node.connect(&format!("u{i}{j}")).await;
+            let r = ws.subscribe(CH).await;
+            assert!(r.get("subscribe").is_some(), "{r}");
+            clients.push(ws);
+        }
+    }
+    for n in 1..=60u64 {
+        let offset = nodes[n as usize % 3].publish_ok(CH, json!({"n": n})).await;
+        assert_eq!(offset, n, "offsets are shared by all nodes");
+    }
+    for ws in &mut clients {
+        let got = read_pubs(ws, CH, 60).await;
+        let expected: Vec<(u64, Value)> = (1..=60u64).map(|n| (n, json!({"n": n}))).collect();
+        assert_eq!(got, expected);
+        assert_quiet(ws, CH).await;
+    }
+    // History is shared too: any node answers it.
+    let h: Value = nodes[2]
+        .http
+        .post(nodes[2].url("/api/history"))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"channel": CH, "limit": 5, "reverse": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let offsets: Vec<u64> = h["result"]["publications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(offsets, vec![60, 59, 58, 57, 56], "{h}");
+}
+
+/// Which nodes say they lead.
+async fn leaders(nodes: &[&Node]) -> Vec<usize> {
+    let mut out = Vec::new();
+    for (i, n) in nodes.iter().enumerate() {
+        if n.metric("gpuscout_leader").await == 1.0 {
+            out.push(i);
+        }
+    }
+    out
+}
+
+async fn polls(nodes: &[&Node]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for n in nodes {
+        out.push(n.metric("gpuscout_source_polls_total").await);
+    }
+    out
+}
+
+/// Over `window`, exactly one node leads and only it polls. Returns its index.
+async fn one_poller(nodes: &[&Node], window: Duration) -> usize {
+    let before = polls(nodes).await;
+    let lead = leaders(nodes).await;
+    assert_eq!(lead.len(), 1, "exactly one leader: {lead:?}");
+    tokio::time::sleep(window).await;
+    let after = polls(nodes).await;
+    assert_eq!(leaders(nodes).await, lead, "the leader did not change");
+    for i in 0..nodes.len() {
+        if i == lead[0] {
+            assert!(after[i] > before[i], "the leader polls: {before:?} → {after:?}");
+        } else {
+            assert_eq!(after[i], before[i], "a follower never polls: {before:?} → {after:?}");
+        }
+    }
+    lead[0]
+}
+
+#[tokio::test]
+async fn when_the_leader_dies_another_node_polls_within_the_lease() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let mut nodes = vec![
+        cluster.node(true).await,
+        cluster.node(true).await,
+        cluster.node(true).await,
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while leaders(&nodes.iter().collect::<Vec<_>>()).await.len() != 1 {
+        assert!(Instant::now() < deadline, "no leader elected");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Market work through Redis takes about a second per poll in a debug build: windows of 3 s.
+    let leader = one_poller(&nodes.iter().collect::<Vec<_>>(), Duration::from_secs(3)).await;
+
+    // A follower serves the leader's market: a subscribe snapshot with data, then live deltas.
+    let follower = (leader + 1) % 3;
+    let mut ws = nodes[follower].connect("watcher").await;
+    let r = ws.subscribe("market:summary").await;
+    let snapshot = &r["subscribe"]["data"];
+    assert_eq!(snapshot["type"], "snapshot", "{r}");
+    assert_eq!(snapshot["source"], "simulated", "{r}");
+    assert!(snapshot["items"].as_object().is_some_and(|m| m.len() > 50), "{r}");
+    let deltas = read_pubs(&mut ws, "market:summary", 2).await;
+    assert!(deltas.iter().all(|(_, d)| d["type"] == "delta"));
+
+    let killed_at = Instant::now();
+    nodes[leader].kill();
+    let survivors: Vec<&Node> = nodes
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, n)| n)
+        .collect();
+    loop {
+        if leaders(&survivors).await.len() == 1 {
+            break;
+        }
+        assert!(killed_at.elapsed() < Duration::from_secs(6), "no takeover");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let takeover = killed_at.elapsed();
+    // Within the lease plus one attempt period (a sixth of it), plus slack for a loaded machine
+    // (this test shares two cores with the other tests' hubs).
+    let bound = Duration::from_millis(LEASE_MS + LEASE_MS / 6 + 1_200);
+    assert!(takeover < bound, "took over after {takeover:?}, more than {bound:?}");
+    one_poller(&survivors, Duration::from_secs(3)).await;
+
+    // The watcher's stream goes on from the new leader: its seq jumped past the old leader's, so
+    // a client book sees a gap and resyncs rather than trusting stale numbers.
+    let mut last_seq = deltas.last().unwrap().1["seq"].as_u64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, d) = read_pubs(&mut ws, "market:summary", 1).await.remove(0);
+        let seq = d["seq"].as_u64().unwrap();
+        if d["prev_seq"].as_u64() != Some(last_seq) {
+            assert!(seq > last_seq, "the new leader's seq {seq} follows {last_seq}");
+            break;
+        }
+        last_seq = seq;
+        assert!(Instant::now() < deadline, "no delta from the new leader");
+    }
+    eprintln!("takeover after {takeover:?}");
+    drop(nodes);
+}
+
+#[tokio::test]
+async fn after_redis_restarts_empty_clients_resync_and_nothing_comes_twice() {
+    let Some(mut redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let nodes = [cluster.node(false).await, cluster.node(false).await];
+    let mut a = nodes[0].connect("a").await;
+    let mut b = nodes[1].connect("b").await;
+    let epoch = a.subscribe(CH).await["subscribe"]["epoch"].as_str().unwrap().to_owned();
+    b.subscribe(CH).await;
+    for n in 1..=10u64 {
+        nodes[n as usize % 2].publish_ok(CH, json!({"n": n})).await;
+    }
+    for ws in [&mut a, &mut b] {
+        assert_eq!(read_pubs(ws, CH, 10).await.last().unwrap().0, 10);
+    }
+
+    redis.kill();
+    redis.spawn();
+    for node in &nodes {
+        node.wait_ready(Duration::from_secs(10)).await;
+    }
+    // The channel's position is gone: each node tells its subscribers (3010: reconnect).
+    for ws in [&mut a, &mut b] {
+        match ws.next_within(Duration::from_secs(10)).await {
+            Some(Incoming::Close(code, _)) => assert_eq!(code, 3010),
+            other => panic!("expected close 3010, got {other:?}"),
+        }
+    }
+    let mut clients = Vec::new();
+    for (i, node) in nodes.iter().enumerate() {
+        let mut ws = node.connect(&format!("r{i}")).await;
+        let r = ws
+            .request(json!({"subscribe": {"channel": CH, "recover": true, "offset": 10, "epoch": epoch}}))
+            .await;
+        let s = &r["subscribe"];
+        assert_eq!(s["was_recovering"], true, "{r}");
+        assert!(s.get("recovered").is_none() || s["recovered"] == false, "{r}");
+        assert_ne!(s["epoch"].as_str().unwrap(), epoch, "a new epoch: {r}");
+        assert!(s.get("publications").is_none_or(|p| p.as_array().unwrap().is_empty()));
+        clients.push(ws);
+    }
+    for n in 11..=15u64 {
+        let offset = nodes[n as usize % 2].publish_ok(CH, json!({"n": n})).await;
+        assert_eq!(offset, n - 10, "offsets restart in the new epoch");
+    }
+    for ws in &mut clients {
+        let got = read_pubs(ws, CH, 5).await;
+        let expected: Vec<(u64, Value)> = (11..=15u64).map(|n| (n - 10, json!({"n": n}))).collect();
+        assert_eq!(got, expected);
+        assert_quiet(ws, CH).await;
+    }
+}
+
+#[tokio::test]
+async fn while_redis_is_stopped_the_hub_stays_up_not_ready_and_resumes_on_its_own() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let nodes = [cluster.node(false).await, cluster.node(false).await];
+    let mut a = nodes[0].connect("a").await;
+    let mut b = nodes[1].connect("b").await;
+    a.subscribe(CH).await;
+    b.subscribe(CH).await;
+    for n in 1..=5u64 {
+        nodes[n as usize % 2].publish_ok(CH, json!({"n": n})).await;
+    }
+    for ws in [&mut a, &mut b] {
+        read_pubs(ws, CH, 5).await;
+    }
+
+    redis.signal("-STOP");
+    let stopped = Instant::now();
+    // Not ready, with the reason, within a few seconds; still serving HTTP.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = nodes[0].http.get(nodes[0].url("/readyz")).send().await.unwrap();
+        if resp.status() == 503 {
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["checks"]["bus"], "down", "{body}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still ready with Redis stopped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let health = nodes[1].http.get(nodes[1].url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    // A publish fails with a clear error instead of hanging.
+    let failed = nodes[1].publish(CH, json!({"n": "while stopped"})).await;
+    assert_eq!(failed["error"]["code"], 100, "{failed}");
+    // The connections stay open (pings answered) and get nothing wrong.
+    for ws in [&mut a, &mut b] {
+        if let Some(Incoming::Close(code, reason)) = ws.next_within(Duration::from_millis(500)).await {
+            panic!("closed {code} {reason} while Redis is stopped");
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(stopped.elapsed())).await;
+    redis.signal("-CONT");
+    for node in &nodes {
+        node.wait_ready(Duration::from_secs(15)).await;
+    }
+    let mut last = 0;
+    for n in 6..=10u64 {
+        last = nodes[n as usize % 2].publish_ok(CH, json!({"n": n})).await;
+    }
+    // The publish that timed out may still have run when Redis woke: then it is delivered with
+    // its own offset, once. Either way every client sees the same contiguous offsets, once each.
+    for ws in [&mut a, &mut b] {
+        let got = read_pubs(ws, CH, (last - 5) as usize).await;
+        let offsets: Vec<u64> = got.iter().map(|g| g.0).collect();
+        assert_eq!(offsets, (6..=last).collect::<Vec<_>>());
+        let tail: Vec<Value> = got.iter().rev().take(5).rev().map(|g| g.1.clone()).collect();
+        assert_eq!(tail, (6..=10u64).map(|n| json!({"n": n})).collect::<Vec<_>>());
+        assert_quiet(ws, CH).await;
+    }
+}
