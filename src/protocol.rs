@@ -353,6 +353,7 @@ impl Disconnect {
     pub const NO_PONG: Self = Self::new(3012, "no pong");
     pub const TOO_MANY_REQUESTS: Self = Self::new(3013, "too many requests");
     pub const INVALID_TOKEN: Self = Self::new(3500, "invalid token");
+    pub const TOKEN_REVOKED: Self = Self::new(3500, "token revoked");
     pub const BAD_REQUEST: Self = Self::new(3501, "bad request");
     pub const FORCE_DISCONNECT: Self = Self::new(3503, "force disconnect");
     pub const CONNECTION_LIMIT: Self = Self::new(3504, "connection limit");

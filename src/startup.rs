@@ -20,6 +20,8 @@ use crate::advisor::{self, Advisor, LlmProvider, Timeouts};
 use crate::alerts::delivery::AlertService;
 use crate::auth::TokenVerifier;
 use crate::bus::leader::Leadership;
+use crate::bus::redis::redis_builder;
+use crate::bus::users::{HEARTBEAT_EVERY, LocalUsers, RedisUsers, UserState};
 use crate::bus::{Bus, MemoryBus, RedisBus};
 use crate::config::AdvisorProviderKind;
 use crate::config::Settings;
@@ -92,6 +94,33 @@ impl Application {
             },
         };
         hub.set_leadership(role.leadership.clone());
+        let users: Arc<dyn UserState> = match &redis {
+            Some(bus) => {
+                let subscriber = redis_builder(&settings.bus.redis_url)?
+                    .build_subscriber_client()
+                    .context("bus.redis_url")?;
+                let users = RedisUsers::start(bus.client(), subscriber, &settings.bus.redis_prefix, hub.node_id())
+                    .await
+                    .context("connecting to Redis (bus.redis_url)")?;
+                Arc::new(users)
+            }
+            None => Arc::new(LocalUsers::default()),
+        };
+        hub.set_user_state(users);
+        {
+            // Keep this node's connection entries alive in the shared counts.
+            let hub = hub.clone();
+            let stop = shutdown.clone();
+            background.spawn(async move {
+                let mut every = tokio::time::interval(HEARTBEAT_EVERY);
+                loop {
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = every.tick() => hub.users().heartbeat(hub.session_pairs()).await,
+                    }
+                }
+            });
+        }
         let client = ingest::http_client();
         let alerts = AlertService::start(store.clone(), hub.clone(), settings.alerts.clone(), client)
             .await

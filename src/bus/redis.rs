@@ -523,8 +523,7 @@ mod tests {
     #[tokio::test]
     async fn redis_offsets_are_sequential_and_delivered_in_order() {
         let Some(bus) = bus(300).await else { return };
-        // Delivery through Redis is asynchronous: the suite reads what arrived after each step.
-        suite::offsets_are_sequential_and_delivered_in_order_eventually(&bus).await;
+        suite::offsets_are_sequential_and_delivered_in_order(&bus).await;
     }
 
     #[tokio::test]

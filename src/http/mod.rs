@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/broadcast", post(server_api::broadcast))
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
+        .route("/api/revoke_token", post(server_api::revoke_token))
         .route(
             "/api/v1/alerts/rules",
             post(alerts::create_rule).get(alerts::list_rules),

@@ -260,3 +260,37 @@ pub async fn dev_token(State(app): State<AppState>, Query(q): Query<DevTokenQuer
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl})).into_response())
 }
+
+#[derive(Deserialize)]
+pub struct RevokeTokenBody {
+    #[serde(default)]
+    uid: String,
+    /// Seconds since the epoch until which the token id stays revoked (its expiry); default: a week.
+    #[serde(default)]
+    expire_at: Option<u64>,
+}
+
+/// Revoke a connection token by its id (`jti`): connects and refreshes with it are refused, and
+/// the connections that use it are closed (3500) on every node.
+pub async fn revoke_token(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
+    check_key(&app, &headers)?;
+    let req: RevokeTokenBody = parse(&body)?;
+    if req.uid.is_empty() || req.uid.len() > 128 {
+        return Err(ProtoError::bad_request()
+            .with_message("uid (the token's jti) required")
+            .into());
+    }
+    let now = crate::auth::unix_now_s();
+    let expire_at = req.expire_at.unwrap_or(now + 7 * 24 * 3600);
+    if expire_at <= now {
+        return Err(ProtoError::bad_request()
+            .with_message("expire_at must be in the future")
+            .into());
+    }
+    app.hub
+        .users()
+        .revoke(&req.uid, expire_at)
+        .await
+        .map_err(|_| ProtoError::internal().with_message("bus unavailable, retry"))?;
+    result(json!({}))
+}

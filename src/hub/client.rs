@@ -158,7 +158,7 @@ impl Client {
                 Ok(result) => self.reply(id, ReplyBody::Rpc(result)),
                 Err(e) => self.reply_error(id, &e),
             },
-            Method::Refresh(req) => self.refresh(id, req)?,
+            Method::Refresh(req) => self.refresh(id, req).await?,
             Method::SubRefresh(req) => {
                 if self.subs.contains_key(&req.channel) {
                     self.reply(id, ReplyBody::SubRefresh(SubRefreshResult { expires: false, ttl: 0 }));
@@ -197,9 +197,31 @@ impl Client {
                 return Err(Disconnect::INVALID_TOKEN);
             }
         };
-        self.hub
-            .register_session(&self.id, &claims.sub, claims.tier, self.outbox.clone())?;
+        let users = self.hub.users();
+        if let Some(jti) = &claims.jti {
+            match users.is_revoked(jti).await {
+                Ok(false) => {}
+                Ok(true) => return Err(Disconnect::TOKEN_REVOKED),
+                // Redis unreachable: serve (the bus is down too; revocations are re-checked at refresh).
+                Err(e) => tracing::warn!(error = %e, "revocation check failed; connection allowed"),
+            }
+        }
+        self.hub.register_session(
+            &self.id,
+            &claims.sub,
+            claims.tier,
+            claims.jti.clone(),
+            self.outbox.clone(),
+        )?;
         let tier = self.hub.settings.tier(claims.tier);
+        match users.acquire(&claims.sub, &self.id, tier.connections_per_user).await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.hub.unregister_session(&self.id);
+                return Err(Disconnect::CONNECTION_LIMIT);
+            }
+            Err(e) => tracing::warn!(error = %e, "cross-node connection count failed; connection allowed"),
+        }
         self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
         let user = claims.sub.clone();
         self.identity = Some(Identity {
@@ -370,7 +392,7 @@ impl Client {
         Ok(RpcResult { data })
     }
 
-    fn refresh(&mut self, id: u32, req: &RefreshRequest) -> Result<(), Disconnect> {
+    async fn refresh(&mut self, id: u32, req: &RefreshRequest) -> Result<(), Disconnect> {
         let claims = match self.hub.verifier.verify(&req.token) {
             Ok(c) => c,
             Err(AuthError::Expired) => {
@@ -379,6 +401,11 @@ impl Client {
             }
             Err(_) => return Err(Disconnect::INVALID_TOKEN),
         };
+        if let Some(jti) = &claims.jti
+            && let Ok(true) = self.hub.users().is_revoked(jti).await
+        {
+            return Err(Disconnect::TOKEN_REVOKED);
+        }
         let Some(identity) = self.identity.as_mut() else {
             return Err(Disconnect::BAD_REQUEST);
         };
@@ -387,6 +414,7 @@ impl Client {
             return Err(Disconnect::INVALID_TOKEN);
         }
         identity.expires_at = claims.exp;
+        self.hub.set_session_jti(&self.id, claims.jti);
         let ttl = self.ttl();
         self.reply(
             id,
@@ -405,8 +433,9 @@ impl Client {
         for (channel, sub) in std::mem::take(&mut self.subs) {
             self.hub.remove_subscriber(&channel, &sub).await;
         }
-        if self.identity.take().is_some() {
+        if let Some(identity) = self.identity.take() {
             self.hub.unregister_session(&self.id);
+            self.hub.users().release(&identity.user, &self.id).await;
         }
     }
 }

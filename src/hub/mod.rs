@@ -21,6 +21,7 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{ChannelKind, Tier, TokenVerifier};
+use crate::bus::users::{LocalUsers, UserState};
 use crate::bus::{Bus, BusError, Publication, PublicationHandler, StreamPosition};
 use crate::config::Settings;
 use crate::protocol::{self, Disconnect, ProtoError, Raw};
@@ -118,6 +119,8 @@ struct ChannelSubscribers {
 /// A connection as the registry knows it.
 struct SessionEntry {
     user: String,
+    /// The connection token's id, for revocation.
+    jti: Option<String>,
     outbox: Arc<Outbox>,
 }
 
@@ -142,6 +145,7 @@ pub struct Hub {
     started: std::time::Instant,
     node_id: String,
     leadership: std::sync::OnceLock<crate::bus::leader::Leadership>,
+    users: RwLock<Arc<dyn UserState>>,
 }
 
 impl Hub {
@@ -179,6 +183,7 @@ impl Hub {
             started: std::time::Instant::now(),
             node_id: uuid::Uuid::new_v4().to_string(),
             leadership: std::sync::OnceLock::new(),
+            users: RwLock::new(Arc::new(LocalUsers::default())),
         });
         bus.attach(Arc::new(FanOut(Arc::downgrade(&hub))));
         hub.register_rpc("session.info", Arc::new(SessionInfo));
@@ -332,12 +337,57 @@ impl Hub {
         list.len()
     }
 
-    /// Count a new connection of `user`; refused beyond the tier's connections per user.
+    /// Where users' connection counts and revoked tokens are shared between nodes. Call once, at
+    /// start; revocations announced there close this node's connections that used the token.
+    pub fn set_user_state(self: &Arc<Self>, users: Arc<dyn UserState>) {
+        let hub = Arc::downgrade(self);
+        users.on_revoked(Arc::new(move |jti: &str| {
+            if let Some(hub) = hub.upgrade() {
+                hub.disconnect_token(jti);
+            }
+        }));
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = users;
+    }
+
+    pub fn users(&self) -> Arc<dyn UserState> {
+        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Close this node's connections made with the token `jti` (revoked).
+    pub fn disconnect_token(&self, jti: &str) -> usize {
+        let mut n = 0;
+        for entry in self.sessions.iter() {
+            if entry.jti.as_deref() == Some(jti) {
+                entry.outbox.close(Disconnect::TOKEN_REVOKED);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// The connection now uses a refreshed token.
+    pub fn set_session_jti(&self, client: &str, jti: Option<String>) {
+        if let Some(mut entry) = self.sessions.get_mut(client) {
+            entry.jti = jti;
+        }
+    }
+
+    /// Every local connection as `(user, client)`, for the cross-node heartbeat.
+    pub fn session_pairs(&self) -> Vec<(String, String)> {
+        self.sessions
+            .iter()
+            .map(|e| (e.value().user.clone(), e.key().clone()))
+            .collect()
+    }
+
+    /// Count a new connection of `user` on this node; refused beyond the tier's connections per
+    /// user (across nodes the client also acquires it in [`Hub::users`]).
     pub fn register_session(
         &self,
         client: &str,
         user: &str,
         tier: Tier,
+        jti: Option<String>,
         outbox: Arc<Outbox>,
     ) -> Result<(), Disconnect> {
         let limit = self.settings.tier(tier).connections_per_user;
@@ -352,6 +402,7 @@ impl Hub {
             client.to_owned(),
             SessionEntry {
                 user: user.to_owned(),
+                jti,
                 outbox,
             },
         );

@@ -167,3 +167,57 @@ async fn a_token_inside_the_leeway_lives_through_the_leeway() {
     // It does close when the leeway is over.
     assert_eq!(ws.closed().await, 3005);
 }
+
+/// The `jti` of a token the hub minted.
+pub fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().expect("minted tokens carry a jti").to_owned()
+}
+
+#[tokio::test]
+async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
+    let app = spawn_app().await;
+    let token = app.token("rev", Tier::Individual);
+    let other = app.token("rev", Tier::Individual);
+    let mut ws = app.raw_ws().await;
+    assert!(
+        ws.request(json!({"connect": {"token": token}}))
+            .await
+            .get("connect")
+            .is_some()
+    );
+    let mut kept = app.raw_ws().await;
+    assert!(
+        kept.request(json!({"connect": {"token": other}}))
+            .await
+            .get("connect")
+            .is_some()
+    );
+
+    let r = app
+        .api(
+            "revoke_token",
+            json!({"uid": jti_of(&token), "expire_at": unix_now() + 3600}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": {}}));
+    assert_eq!(ws.closed().await, 3500);
+    // The same user's other token is untouched.
+    assert!(kept.next_within(std::time::Duration::from_millis(300)).await.is_none());
+    // Connecting again with the revoked token: refused.
+    let mut again = app.raw_ws().await;
+    again.send(json!({"connect": {"token": token}})).await;
+    assert_eq!(again.closed().await, 3500);
+    // A bad request names what is missing.
+    let bad = app.api("revoke_token", json!({"expire_at": unix_now() + 60})).await;
+    assert_eq!(bad["error"]["code"], 107, "{bad}");
+}
+
+fn unix_now() -> u64 {
+    gpuscout_hub::auth::unix_now_s()
+}

@@ -232,20 +232,34 @@ impl Node {
     }
 
     async fn connect(&self, user: &str) -> WsClient {
-        let token = TokenVerifier::new(&Settings::defaults().auth)
-            .unwrap()
-            .mint(user, Tier::Professional, 3600)
-            .unwrap();
+        let token = mint(user, Tier::Professional);
+        self.connect_with(&token)
+            .await
+            .unwrap_or_else(|code| panic!("connect closed with {code}"))
+    }
+
+    /// Connect with `token`: the client, or the close code the hub answered with.
+    async fn connect_with(&self, token: &str) -> Result<WsClient, u16> {
         let mut ws = ws_at(self.addr).await;
-        let reply = ws.request(json!({"connect": {"token": token}})).await;
-        assert!(reply.get("connect").is_some(), "connect failed: {reply}");
-        ws
+        let id = ws.send(json!({"connect": {"token": token}})).await;
+        match ws.next().await {
+            Incoming::Json(v) if v["id"] == json!(id) && v.get("connect").is_some() => Ok(ws),
+            Incoming::Close(code, _) => Err(code),
+            other => panic!("unexpected answer to connect: {other:?}"),
+        }
     }
 
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn mint(user: &str, tier: Tier) -> String {
+    TokenVerifier::new(&Settings::defaults().auth)
+        .unwrap()
+        .mint(user, tier, 3600)
+        .unwrap()
 }
 
 /// Read publications of `channel` until `count` arrived; returns (offset, data) in arrival order.
@@ -549,4 +563,51 @@ async fn while_redis_is_stopped_the_hub_stays_up_not_ready_and_resumes_on_its_ow
         assert_eq!(tail, (6..=10u64).map(|n| json!({"n": n})).collect::<Vec<_>>());
         assert_quiet(ws, CH).await;
     }
+}
+
+#[tokio::test]
+async fn connection_limits_and_token_revocations_hold_across_nodes() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let nodes = [cluster.node(false).await, cluster.node(false).await];
+    // The free tier allows 2 connections per user, wherever they are.
+    let token = mint("lim", Tier::Free);
+    let first = nodes[0].connect_with(&token).await.expect("first connection");
+    let mut second = nodes[1].connect_with(&token).await.expect("second connection");
+    assert_eq!(nodes[0].connect_with(&token).await.err(), Some(3504));
+    assert_eq!(nodes[1].connect_with(&token).await.err(), Some(3504));
+    // A connection that ends frees its place.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let third = loop {
+        match nodes[1].connect_with(&token).await {
+            Ok(ws) => break ws,
+            Err(code) => {
+                assert_eq!(code, 3504);
+                assert!(Instant::now() < deadline, "the closed connection's place was not freed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+
+    // Revoking the token through one node closes its connections on every node.
+    let revoked: Value = nodes[0]
+        .http
+        .post(nodes[0].url("/api/revoke_token"))
+        .header("X-API-Key", API_KEY)
+        .json(&json!({"uid": crate::auth::jti_of(&token), "expire_at": gpuscout_hub::auth::unix_now_s() + 600}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revoked, json!({"result": {}}));
+    assert_eq!(second.closed().await, 3500);
+    let mut third = third;
+    assert_eq!(third.closed().await, 3500);
+    assert_eq!(nodes[0].connect_with(&token).await.err(), Some(3500));
+    assert_eq!(nodes[1].connect_with(&token).await.err(), Some(3500));
+    // Another token of the same user still works.
+    assert!(nodes[0].connect_with(&mint("lim", Tier::Free)).await.is_ok());
 }

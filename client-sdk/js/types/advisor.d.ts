@@ -68,7 +68,8 @@ export class Advisor {
     get channel(): string | undefined;
     /**
      * Ask the advisor. Resolves with the answer's stream once the hub accepted the question;
-     * rejects with a GpuscoutError when it did not (104 while the hub has no advisor).
+     * rejects with a GpuscoutError when it did not (an empty question, a quota reached, 104 when the
+     * hub serves no advisor).
      * @param {string} text
      * @param {AskOptions} [options]
      * @returns {Promise<AdvisorStream>}

@@ -1,0 +1,257 @@
+//! What the nodes must agree on about users: how many connections each has across all nodes, and
+//! which tokens are revoked.
+//!
+//! `LocalUsers` serves one node (its own counts are the hub's; revocations live in memory).
+//! `RedisUsers` keeps, per user, a sorted set of `<node>:<client>` scored by an expiry that every
+//! node refreshes for its live connections (a node that dies leaves entries that expire on their
+//! own), and revoked token ids as keys that expire with the token. A revocation is announced on a
+//! control channel so every node closes the connections that used the token.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use dashmap::DashMap;
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::BusError;
+use crate::auth::{unix_now_ms, unix_now_s};
+
+/// How long a connection's entry lives without a heartbeat.
+pub const CONNECTION_TTL: Duration = Duration::from_secs(60);
+/// How often a node refreshes its connections' entries.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
+
+/// Called with the id of a revoked token, on every node.
+pub type RevokedHandler = Arc<dyn Fn(&str) + Send + Sync>;
+
+#[async_trait]
+pub trait UserState: Send + Sync + 'static {
+    /// Count a connection of `user` against `limit` across nodes; `false` when the user is at it.
+    async fn acquire(&self, user: &str, client: &str, limit: u32) -> Result<bool, BusError>;
+    /// Forget a connection.
+    async fn release(&self, user: &str, client: &str);
+    /// Refresh the entries of this node's live connections (`(user, client)` pairs).
+    async fn heartbeat(&self, sessions: Vec<(String, String)>);
+    /// Whether the token with this id was revoked.
+    async fn is_revoked(&self, jti: &str) -> Result<bool, BusError>;
+    /// Revoke a token id until `expire_at_s` (seconds since the epoch) and close, on every node,
+    /// the connections that used it.
+    async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError>;
+    /// Where revocations are announced (set once, at start).
+    fn on_revoked(&self, handler: RevokedHandler);
+}
+
+/// One node: connection counts are the hub's own; revocations are kept in memory.
+#[derive(Default)]
+pub struct LocalUsers {
+    revoked: DashMap<String, u64>,
+    handler: OnceLock<RevokedHandler>,
+}
+
+#[async_trait]
+impl UserState for LocalUsers {
+    async fn acquire(&self, _user: &str, _client: &str, _limit: u32) -> Result<bool, BusError> {
+        Ok(true)
+    }
+    async fn release(&self, _user: &str, _client: &str) {}
+    async fn heartbeat(&self, _sessions: Vec<(String, String)>) {
+        let now = unix_now_s();
+        self.revoked.retain(|_, until| *until > now);
+    }
+    async fn is_revoked(&self, jti: &str) -> Result<bool, BusError> {
+        Ok(self.revoked.get(jti).is_some_and(|until| *until > unix_now_s()))
+    }
+    async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError> {
+        self.revoked.insert(jti.to_owned(), expire_at_s);
+        if let Some(h) = self.handler.get() {
+            h(jti);
+        }
+        Ok(())
+    }
+    fn on_revoked(&self, handler: RevokedHandler) {
+        let _ = self.handler.set(handler);
+    }
+}
+
+const ACQUIRE_LUA: &str = r#"
+-- KEYS: the user's connections. ARGV: now ms, expiry ms, member, limit, key ttl ms.
+redis.call('zremrangebyscore', KEYS[1], '-inf', ARGV[1])
+if redis.call('zscore', KEYS[1], ARGV[3]) then return 1 end
+if redis.call('zcard', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+redis.call('zadd', KEYS[1], ARGV[2], ARGV[3])
+redis.call('pexpire', KEYS[1], ARGV[5])
+return 1
+"#;
+
+pub struct RedisUsers {
+    client: Client,
+    prefix: String,
+    node: String,
+    acquire: Script,
+    control: String,
+    handler: Arc<OnceLock<RevokedHandler>>,
+    stop: CancellationToken,
+}
+
+impl Drop for RedisUsers {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+impl RedisUsers {
+    /// `subscriber` is a pub/sub client of its own for the control channel.
+    pub async fn start(
+        client: Client,
+        subscriber: SubscriberClient,
+        prefix: &str,
+        node: &str,
+    ) -> Result<Self, BusError> {
+        let unavailable = |e: Error| BusError::Unavailable(e.to_string());
+        subscriber.init().await.map_err(unavailable)?;
+        let _resubscribe = subscriber.manage_subscriptions();
+        let control = format!("{prefix}.control");
+        subscriber.subscribe(control.clone()).await.map_err(unavailable)?;
+        let handler: Arc<OnceLock<RevokedHandler>> = Arc::new(OnceLock::new());
+        let stop = CancellationToken::new();
+        let mut messages = subscriber.message_rx();
+        {
+            let handler = handler.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let _keep = subscriber;
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        m = messages.recv() => m,
+                    };
+                    match message {
+                        Ok(m) => {
+                            let text = m.value.as_string().unwrap_or_default();
+                            if let Some(jti) = text.strip_prefix("revoke ")
+                                && let Some(h) = handler.get()
+                            {
+                                h(jti);
+                            }
+                        }
+                        Err(RecvError::Lagged(_)) => {}
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            });
+        }
+        Ok(Self {
+            client,
+            prefix: prefix.to_owned(),
+            node: node.to_owned(),
+            acquire: Script::from_lua(ACQUIRE_LUA),
+            control,
+            handler,
+            stop,
+        })
+    }
+
+    fn conns_key(&self, user: &str) -> String {
+        format!("{}.conns.{{{user}}}", self.prefix)
+    }
+    fn revoked_key(&self, jti: &str) -> String {
+        format!("{}.revoked.{jti}", self.prefix)
+    }
+    fn member(&self, client: &str) -> String {
+        format!("{}:{client}", self.node)
+    }
+}
+
+#[async_trait]
+impl UserState for RedisUsers {
+    async fn acquire(&self, user: &str, client: &str, limit: u32) -> Result<bool, BusError> {
+        let now = unix_now_ms() as i64;
+        let ttl = CONNECTION_TTL.as_millis() as i64;
+        let args: Vec<Value> = vec![
+            now.into(),
+            (now + ttl).into(),
+            self.member(client).into(),
+            i64::from(limit).into(),
+            ttl.into(),
+        ];
+        let ok: i64 = self
+            .acquire
+            .evalsha_with_reload(&self.client, vec![self.conns_key(user)], args)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(ok == 1)
+    }
+
+    async fn release(&self, user: &str, client: &str) {
+        let removed: Result<i64, Error> = self.client.zrem(self.conns_key(user), self.member(client)).await;
+        if let Err(e) = removed {
+            tracing::debug!(error = %e, "releasing a connection entry failed (it expires by itself)");
+        }
+    }
+
+    async fn heartbeat(&self, sessions: Vec<(String, String)>) {
+        let expiry = (unix_now_ms() + CONNECTION_TTL.as_millis() as u64) as f64;
+        let ttl = CONNECTION_TTL.as_millis() as i64;
+        for chunk in sessions.chunks(500) {
+            let pipeline = self.client.pipeline();
+            for (user, client) in chunk {
+                let key = self.conns_key(user);
+                let _: Result<(), Error> = pipeline
+                    .zadd(
+                        key.clone(),
+                        Some(SetOptions::XX),
+                        None,
+                        false,
+                        false,
+                        (expiry, self.member(client)),
+                    )
+                    .await;
+                let _: Result<(), Error> = pipeline.pexpire(key, ttl, None).await;
+            }
+            let sent: Result<Vec<Value>, Error> = pipeline.all().await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "refreshing connection entries failed");
+                return;
+            }
+        }
+    }
+
+    async fn is_revoked(&self, jti: &str) -> Result<bool, BusError> {
+        let n: i64 = self
+            .client
+            .exists(self.revoked_key(jti))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(n > 0)
+    }
+
+    async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError> {
+        let unavailable = |e: Error| BusError::Unavailable(e.to_string());
+        let _: () = self
+            .client
+            .set(
+                self.revoked_key(jti),
+                1,
+                Some(Expiration::EXAT(expire_at_s as i64)),
+                None,
+                false,
+            )
+            .await
+            .map_err(unavailable)?;
+        let _: i64 = self
+            .client
+            .publish(self.control.clone(), format!("revoke {jti}"))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    fn on_revoked(&self, handler: RevokedHandler) {
+        let _ = self.handler.set(handler);
+    }
+}
