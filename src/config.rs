@@ -389,10 +389,11 @@ impl Settings {
             ));
         }
         let redis = &self.bus.redis_url;
-        if !(redis.is_empty() || redis.starts_with("redis://") || redis.starts_with("rediss://")) {
+        let schemes = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"];
+        if !(redis.is_empty() || schemes.iter().any(|s| redis.starts_with(s))) {
             return Err(invalid(
                 "bus.redis_url",
-                "must be empty (the in-process bus) or start with redis:// or rediss://",
+                "must be empty (the in-process bus) or start with redis://, rediss://, redis-cluster:// or rediss-cluster://",
             ));
         }
         let prefix = &self.bus.redis_prefix;

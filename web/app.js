@@ -20,12 +20,13 @@ const el = {
   alerts: $('alerts'),
   alertsEmpty: $('alerts-empty'),
   notifyBtn: /** @type {HTMLButtonElement} */ ($('notify-btn')),
+  advisor: $('advisor'),
   chat: $('chat'),
   advisorStatus: $('advisor-status'),
   askForm: /** @type {HTMLFormElement} */ ($('ask-form')),
   askInput: /** @type {HTMLTextAreaElement} */ ($('ask-input')),
   askBtn: /** @type {HTMLButtonElement} */ ($('ask-btn')),
-  cancelBtn: /** @type {HTMLButtonElement} */ ($('cancel-btn')),
+  stopBtn: /** @type {HTMLButtonElement} */ ($('stop-btn')),
 };
 
 const price = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 3 });
@@ -445,22 +446,85 @@ function followAlerts(cl) {
 }
 
 // ---- advisor ------------------------------------------------------------------------------------
+//
+// A question goes to the hub with `client.advisor.ask(text)`; the answer streams on the user's
+// advisor:#<uid> channel and is shown delta by delta as it comes. Every answer on that channel is
+// shown, also one asked in another tab. Stop (or Escape) cancels the answer streaming now.
 
-/** message id → its bubble and the delta indexes seen */
+/**
+ * An answer in the chat pane.
+ * @typedef {object} Bubble
+ * @property {HTMLElement} div
+ * @property {HTMLElement} text  the answer so far
+ * @property {HTMLElement} note  how it ended, when it did not end plainly
+ * @property {Set<number>} seen  the delta indexes shown
+ * @property {'streaming' | 'done' | 'cancelled' | 'error'} state
+ */
+
+/** @type {Map<string, Bubble>} */
 const bubbles = new Map();
-/** The message being streamed (the one Cancel cancels). */
-let streaming = '';
+/**
+ * The answer streaming now, the one Stop stops: its SDK stream once `ask` returned it (asked here).
+ * @type {{id: string, stream: any, own: boolean} | null}
+ */
+let active = null;
+/** A question was sent and the hub has not accepted it yet. */
+let asking = false;
 let conversationId = '';
+
+const STREAMING_TEXT = 'Streaming the answer…';
+
+/** A message in the chat, with its speaker for screen readers. */
+function message(role, who) {
+  const div = document.createElement('div');
+  div.className = `msg ${role}`;
+  const label = document.createElement('span');
+  label.className = 'visually-hidden';
+  label.textContent = `${who}: `;
+  const text = document.createElement('span');
+  text.className = 'text';
+  div.append(label, text);
+  el.chat.append(div);
+  while (el.chat.children.length > 200) el.chat.firstElementChild?.remove();
+  return { div, text };
+}
+
+/** Show the pane's state (asking, streaming, idle) and, when given, a status text. */
+function showAdvisor(status) {
+  el.advisor.dataset.state = asking ? 'asking' : active ? 'streaming' : 'idle';
+  el.askBtn.disabled = asking || Boolean(active && active.own);
+  const stopFocused = document.activeElement === el.stopBtn;
+  el.stopBtn.disabled = !active;
+  if (stopFocused && !active) el.askInput.focus(); // not lost on a disabled button
+  if (status !== undefined) el.advisorStatus.textContent = status;
+}
 
 function bubble(messageId) {
   let b = bubbles.get(messageId);
   if (!b) {
-    const div = document.createElement('div');
-    div.className = 'msg assistant streaming';
+    const { div, text } = message('assistant streaming', 'Advisor');
     div.dataset.messageId = messageId;
-    el.chat.append(div);
-    b = { div, seen: new Set() };
+    div.dataset.state = 'streaming';
+    // Screen readers announce the answer once it is complete, not every delta.
+    div.setAttribute('aria-busy', 'true');
+    const note = document.createElement('span');
+    note.className = 'note';
+    div.append(note);
+    b = { div, text, note, seen: new Set(), state: 'streaming' };
     bubbles.set(messageId, b);
+    if (bubbles.size > 200) {
+      // Forget the oldest answer that has ended (its message may still be in the pane).
+      for (const [id, other] of bubbles) {
+        if (other.state !== 'streaming') {
+          bubbles.delete(id);
+          break;
+        }
+      }
+    }
+    if (!active) {
+      active = { id: messageId, stream: null, own: false };
+      showAdvisor(STREAMING_TEXT);
+    }
   }
   return b;
 }
@@ -469,49 +533,69 @@ function scrollChat() {
   el.chat.scrollTop = el.chat.scrollHeight;
 }
 
-function endStream(messageId) {
-  if (streaming === messageId) {
-    streaming = '';
-    el.cancelBtn.disabled = true;
-    el.askBtn.disabled = false;
+/** An answer ended: how, shown in its bubble and the status line. */
+function finish(messageId, state, error = '') {
+  const b = bubbles.get(messageId);
+  if (!b || b.state !== 'streaming') return;
+  b.state = state;
+  b.div.dataset.state = state;
+  b.div.classList.remove('streaming');
+  if (state !== 'done') b.div.classList.add(state);
+  b.div.setAttribute('aria-busy', 'false');
+  const sep = b.text.textContent ? '\n' : '';
+  if (state === 'cancelled') b.note.textContent = `${sep}[stopped]`;
+  if (state === 'error') b.note.textContent = `${sep}[${error}]`;
+  if (active && active.id === messageId) {
+    // Another answer may still be streaming (asked in another tab).
+    const next = [...bubbles].reverse().find(([, other]) => other.state === 'streaming');
+    active = next ? { id: next[0], stream: null, own: false } : null;
   }
+  const status = active ? STREAMING_TEXT : state === 'cancelled' ? 'Stopped.' : state === 'error' ? `Advisor error: ${error}` : '';
+  showAdvisor(status);
+  scrollChat();
+}
+
+function stop() {
+  if (!active || !client) return;
+  const { id, stream } = active;
+  finish(id, 'cancelled');
+  (stream ?? client.advisor.stream(id)).cancel().catch((/** @type {unknown} */ err) => {
+    el.advisorStatus.textContent = `Stop failed: ${err instanceof Error ? err.message : String(err)}`;
+  });
 }
 
 function followAdvisor(cl) {
-  // Every stream on advisor:#<uid> is shown, whoever asked.
+  // A new client (a new token): answers streaming on the old one are not followed any more.
+  for (const [id, b] of bubbles) if (b.state === 'streaming') finish(id, 'error', 'disconnected');
+  asking = false;
+  active = null;
+  showAdvisor();
   cl.advisor.on((event) => {
+    if (cl !== client) return;
     const id = event.message_id;
     switch (event.type) {
-      case 'start':
-        bubble(id);
-        streaming = id;
-        el.cancelBtn.disabled = false;
+      case 'start': {
+        const b = bubble(id);
+        if (event.conversation_id) b.div.dataset.conversationId = String(event.conversation_id);
         break;
+      }
       case 'delta': {
         const b = bubble(id);
+        if (b.state !== 'streaming') return; // e.g. stopped here, the hub not yet
         if (typeof event.index === 'number') {
-          if (b.seen.has(event.index)) return;
+          if (b.seen.has(event.index)) return; // a duplicate
           b.seen.add(event.index);
         }
-        b.div.append(document.createTextNode(String(event.text ?? '')));
-        if (!streaming) {
-          streaming = id;
-          el.cancelBtn.disabled = false;
-        }
+        b.text.append(document.createTextNode(String(event.text ?? '')));
         break;
       }
       case 'done':
-        bubble(id).div.classList.remove('streaming');
-        endStream(id);
+        finish(id, event.stop_reason === 'cancelled' ? 'cancelled' : 'done');
         break;
-      case 'error': {
-        const b = bubble(id);
-        b.div.classList.remove('streaming');
-        b.div.classList.add('error');
-        b.div.append(document.createTextNode(`\n[${event.message || 'advisor error'}]`));
-        endStream(id);
+      case 'error':
+        bubble(id);
+        finish(id, 'error', String(event.message || 'advisor error'));
         break;
-      }
     }
     scrollChat();
   });
@@ -519,27 +603,48 @@ function followAdvisor(cl) {
 
 el.askForm.addEventListener('submit', async (e) => {
   e.preventDefault();
+  const cl = client;
   const text = el.askInput.value.trim();
-  if (!text || !client) return;
-  const q = document.createElement('div');
-  q.className = 'msg user';
-  q.textContent = text;
-  el.chat.append(q);
+  if (!text || !cl || asking || (active && active.own)) return;
+  message('user', 'You').text.textContent = text;
   scrollChat();
   el.askInput.value = '';
-  el.askBtn.disabled = true;
-  el.advisorStatus.textContent = 'Asking…';
+  asking = true;
+  showAdvisor('Asking…');
+  /** @type {any} */
+  let stream;
   try {
-    const stream = await client.advisor.ask(text, conversationId ? { conversationId } : {});
-    conversationId = stream.conversationId || conversationId;
-    streaming = stream.messageId;
-    el.cancelBtn.disabled = false;
-    el.advisorStatus.textContent = '';
-    stream.result.finally(() => endStream(stream.messageId));
+    stream = await cl.advisor.ask(text, conversationId ? { conversationId } : {});
   } catch (err) {
-    el.askBtn.disabled = false;
-    el.advisorStatus.textContent =
-      err instanceof GpuscoutError && err.code === 104 ? 'advisor unavailable' : `Advisor error: ${err instanceof Error ? err.message : err}`;
+    if (cl !== client) return;
+    asking = false;
+    const why =
+      err instanceof GpuscoutError && err.code === 104
+        ? 'advisor unavailable'
+        : `Advisor error: ${err instanceof Error ? err.message : String(err)}`;
+    const m = message('assistant error', 'Advisor');
+    m.text.textContent = why;
+    scrollChat();
+    if (!el.askInput.value) el.askInput.value = text; // to edit and send again
+    showAdvisor(why);
+    return;
+  }
+  if (cl !== client) return;
+  asking = false;
+  conversationId = stream.conversationId || conversationId;
+  const id = stream.messageId;
+  // The answer may have started (or ended) before the hub's reply to `ask` arrived.
+  if (bubble(id).state === 'streaming') {
+    active = { id, stream, own: true };
+    showAdvisor(STREAMING_TEXT);
+  } else {
+    showAdvisor();
+  }
+  try {
+    const result = await stream.result;
+    finish(id, result.stopReason === 'cancelled' ? 'cancelled' : 'done');
+  } catch (err) {
+    finish(id, 'error', err instanceof Error ? err.message : String(err));
   }
 });
 
@@ -551,22 +656,14 @@ el.askInput.addEventListener('keydown', (e) => {
   }
 });
 
-el.cancelBtn.addEventListener('click', () => {
-  if (!streaming || !client) return;
-  const id = streaming;
-  const b = bubbles.get(id);
-  if (b) {
-    b.div.classList.remove('streaming');
-    b.div.classList.add('cancelled');
+el.advisor.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && active) {
+    e.preventDefault();
+    stop();
   }
-  endStream(id);
-  client.advisor
-    .stream(id)
-    .cancel()
-    .catch((err) => {
-      el.advisorStatus.textContent = err instanceof GpuscoutError && err.code === 104 ? 'advisor unavailable' : 'Cancel failed';
-    });
 });
+
+el.stopBtn.addEventListener('click', stop);
 
 // ---- start --------------------------------------------------------------------------------------
 

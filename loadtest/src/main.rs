@@ -25,15 +25,16 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Parser)]
 #[command(name = "loadtest", about = "Load generator for GPUScout Hub")]
 struct Cli {
-    /// The hub's HTTP address.
+    /// The hub's HTTP address; several nodes comma-separated (subscribers are spread over them
+    /// round-robin, publications go through the first).
     #[arg(long, default_value = "127.0.0.1:8080", global = true)]
     hub: String,
     /// Server API key (`api.key` of the hub).
     #[arg(long, env = "GPUSCOUT__API__KEY", default_value = "", global = true)]
     api_key: String,
-    /// Hub process id, to read its RSS and CPU time from /proc.
-    #[arg(long, global = true)]
-    hub_pid: Option<u32>,
+    /// Hub process ids (comma-separated), to read their RSS and CPU time from /proc (summed).
+    #[arg(long, global = true, value_delimiter = ',')]
+    hub_pid: Vec<u32>,
     /// Write the results as JSON here.
     #[arg(long, global = true)]
     json: Option<std::path::PathBuf>,
@@ -75,6 +76,16 @@ fn now_us() -> u64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
+}
+
+/// RSS (bytes) and CPU seconds of processes, summed; `None` without pids or when one is gone.
+fn procs_stats(pids: &[u32]) -> Option<(u64, f64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter()
+        .map(|p| proc_stats(*p))
+        .try_fold((0, 0.0), |acc, s| s.map(|s| (acc.0 + s.0, acc.1 + s.1)))
 }
 
 /// RSS (bytes) and CPU seconds of a process.
@@ -157,18 +168,24 @@ async fn fanout(
     // Tokens signed like `gpuscout token`, with the hub's configured secret.
     let settings = Settings::load().context("loading settings for the token secret")?;
     let verifier = TokenVerifier::new(&settings.auth)?;
-    let hub: SocketAddr = cli.hub.parse().context("--hub is host:port")?;
+    let hubs: Vec<SocketAddr> = cli
+        .hub
+        .split(',')
+        .map(|h| h.trim().parse().context("--hub is host:port[,host:port...]"))
+        .collect::<anyhow::Result<_>>()?;
+    let hub = hubs[0];
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
     let delivered = Arc::new(AtomicU64::new(0));
     let held = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
-    let rss_before = cli.hub_pid.and_then(proc_stats);
+    let rss_before = procs_stats(&cli.hub_pid);
 
     let connect_started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
     for i in 0..connections {
         let token = verifier.mint(&format!("lt{i}"), Tier::Enterprise, 3600)?;
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips.max(1) as usize) as u8);
+        let hub = hubs[i % hubs.len()];
         let (channel, latencies, delivered, held, ready) = (
             channel.to_owned(),
             latencies.clone(),
@@ -275,7 +292,7 @@ async fn fanout(
     let held = held.load(Ordering::Relaxed);
     let expected = held * publications;
     let got = delivered.load(Ordering::Relaxed);
-    let rss_after = cli.hub_pid.and_then(proc_stats);
+    let rss_after = procs_stats(&cli.hub_pid);
     let ms = |us: u64| us as f64 / 1000.0;
     Ok(json!({
         "scenario": "fanout",

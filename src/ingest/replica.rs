@@ -35,13 +35,19 @@ impl SnapshotReplica {
         format!("{}.snapshot.{{{channel}}}", self.prefix)
     }
 
-    /// Store several channels' snapshots in one round trip.
+    /// Store several channels' snapshots in one round trip (a pipeline: in a Redis Cluster the
+    /// keys live in different slots).
     pub async fn store(&self, snapshots: Vec<(String, String)>) -> Result<(), Error> {
         if snapshots.is_empty() {
             return Ok(());
         }
-        let pairs: Vec<(String, String)> = snapshots.into_iter().map(|(c, json)| (self.key(&c), json)).collect();
-        self.client.mset(pairs).await
+        let pipeline = self.client.pipeline();
+        for (channel, json) in snapshots {
+            pipeline
+                .set::<(), _, _>(self.key(&channel), json, None, None, false)
+                .await?;
+        }
+        pipeline.all::<Vec<Value>>().await.map(|_| ())
     }
 
     pub async fn load(&self, channel: &str) -> Option<String> {

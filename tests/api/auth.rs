@@ -168,17 +168,6 @@ async fn a_token_inside_the_leeway_lives_through_the_leeway() {
     assert_eq!(ws.closed().await, 3005);
 }
 
-/// The `jti` of a token the hub minted.
-pub fn jti_of(token: &str) -> String {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).expect("a JWT");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    let claims: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-    claims["jti"].as_str().expect("minted tokens carry a jti").to_owned()
-}
-
 #[tokio::test]
 async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
     let app = spawn_app().await;

@@ -289,3 +289,14 @@ pub async fn fresh_postgres_url() -> Option<String> {
     admin.close().await;
     Some(format!("{base}/{name}"))
 }
+
+/// The `jti` of a token the hub minted.
+pub fn jti_of(token: &str) -> String {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    let claims: Value = serde_json::from_slice(&bytes).unwrap();
+    claims["jti"].as_str().expect("minted tokens carry a jti").to_owned()
+}

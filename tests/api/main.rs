@@ -4,7 +4,6 @@ mod advisor;
 mod alerts;
 mod auth;
 mod channels;
-mod cluster;
 mod fakes;
 mod fanout;
 mod helpers;

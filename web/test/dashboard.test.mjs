@@ -177,34 +177,212 @@ test('an alert published to alerts:#demo shows in the panel and raises a notific
   assert.equal(await page.locator('#alerts li', { hasText: 'not for demo' }).count(), 0);
 });
 
-test('an advisor answer streams into the chat pane; asking shows "advisor unavailable" (no advisor RPC yet)', async () => {
+/** GET /api/v1/conversations/{id}/messages as the dashboard's user. */
+async function storedMessages(conversationId) {
+  const token = await hub.devToken(USER);
+  const res = await fetch(`${hub.httpUrl}/api/v1/conversations/${encodeURIComponent(conversationId)}/messages`, {
+    headers: { Authorization: `Bearer ${token}` },
+    signal: AbortSignal.timeout(5000),
+  });
+  assert.equal(res.status, 200, `GET messages of ${conversationId}`);
+  return (await res.json()).messages;
+}
+
+/** The ids of the answers in the chat pane. */
+const answerIds = () =>
+  page.evaluate(() => [...document.querySelectorAll('#chat .msg.assistant[data-message-id]')].map((d) => d.dataset.messageId));
+
+/** Wait for an answer that is not among `known` to appear in the pane; returns its id. */
+async function newAnswerId(known) {
+  const handle = await page.waitForFunction(
+    (ids) => [...document.querySelectorAll('#chat .msg.assistant[data-message-id]')].map((d) => d.dataset.messageId).find((id) => !ids.includes(id)),
+    known,
+    { timeout: WAIT },
+  );
+  return handle.jsonValue();
+}
+
+/**
+ * Record, in the page, what the advisor pane shows after every DOM change: the text of each answer
+ * and its state, the pane's state, the status line and the buttons.
+ */
+async function recordAdvisorPane() {
+  await page.evaluate(() => {
+    const chat = document.querySelector('#chat');
+    const pane = document.querySelector('#advisor');
+    const seen = [];
+    window.__advisorPane = seen;
+    window.__advisorObserver?.disconnect();
+    const observer = new MutationObserver(() => {
+      for (const div of chat.querySelectorAll('.msg.assistant[data-message-id]')) {
+        const snap = {
+          id: div.dataset.messageId,
+          text: div.querySelector('.text').textContent,
+          state: div.dataset.state,
+          busy: div.getAttribute('aria-busy'),
+          pane: pane.dataset.state,
+          status: document.querySelector('#advisor-status').textContent,
+          stop: !document.querySelector('#stop-btn').disabled,
+          ask: !document.querySelector('#ask-btn').disabled,
+        };
+        const last = seen.findLast((s) => s.id === snap.id);
+        if (!last || Object.keys(snap).some((k) => last[k] !== snap[k])) seen.push(snap);
+      }
+    });
+    observer.observe(pane, { subtree: true, childList: true, characterData: true, attributes: true });
+    window.__advisorObserver = observer;
+  });
+}
+
+test('an answer published on advisor:#demo (asked elsewhere) streams into the chat pane, and an error event shows there', async () => {
   const id = `m-${Date.now()}`;
   const chunks = ['Your RTX 4090 ', 'is priced 12% above ', 'the median: lower it to $0.35.'];
   await hub.publish(`advisor:#${USER}`, { type: 'start', message_id: id });
   const bubble = page.locator(`#chat [data-message-id="${id}"]`);
   await bubble.waitFor();
-  assert.equal(await page.locator('#cancel-btn').isEnabled(), true, 'a stream is cancellable');
+  assert.equal(await page.locator('#stop-btn').isEnabled(), true, 'a stream is stoppable');
+  assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'streaming');
+  assert.equal(await page.locator('#ask-btn').isEnabled(), true, 'an answer asked elsewhere does not block asking');
   for (let i = 0; i < chunks.length; i++) {
     await hub.publish(`advisor:#${USER}`, { type: 'delta', message_id: id, index: i, text: chunks[i] });
     await page.waitForFunction(
       ([sel, text]) => document.querySelector(sel)?.textContent === text,
-      [`#chat [data-message-id="${id}"]`, chunks.slice(0, i + 1).join('')],
+      [`#chat [data-message-id="${id}"] .text`, chunks.slice(0, i + 1).join('')],
       { timeout: WAIT },
     );
   }
   assert.match(await bubble.getAttribute('class'), /streaming/);
+  assert.equal(await bubble.getAttribute('aria-busy'), 'true');
   await hub.publish(`advisor:#${USER}`, { type: 'done', message_id: id, usage: { output_tokens: 20 }, stop_reason: 'end_turn' });
   await page.waitForFunction((sel) => !document.querySelector(sel).classList.contains('streaming'), `#chat [data-message-id="${id}"]`, { timeout: WAIT });
-  assert.equal(await bubble.textContent(), chunks.join(''));
-  assert.equal(await page.locator('#cancel-btn').isEnabled(), false);
+  assert.equal(await bubble.locator('.text').textContent(), chunks.join(''));
+  assert.equal(await bubble.getAttribute('aria-busy'), 'false');
+  assert.equal(await page.locator('#stop-btn').isEnabled(), false);
+  assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'idle');
 
-  await page.locator('#ask-input').fill('Should I lower my RTX 4090 price?');
-  await page.locator('#ask-input').press('Enter');
-  await page.locator('#advisor-status', { hasText: 'advisor unavailable' }).waitFor();
-  assert.equal(await page.locator('#chat .msg.user').last().textContent(), 'Should I lower my RTX 4090 price?');
-  assert.equal(await page.locator('#ask-btn').isEnabled(), true);
+  // An answer that fails midway: what came stays, the error shows in its bubble and the status line.
+  const failing = `f-${Date.now()}`;
+  await hub.publish(`advisor:#${USER}`, { type: 'start', message_id: failing });
+  await hub.publish(`advisor:#${USER}`, { type: 'delta', message_id: failing, index: 0, text: 'Half an ' });
+  await hub.publish(`advisor:#${USER}`, { type: 'error', message_id: failing, code: 'overloaded', message: 'anthropic: model overloaded' });
+  const failed = page.locator(`#chat [data-message-id="${failing}"]`);
+  await page.locator(`#chat [data-message-id="${failing}"][data-state="error"]`).waitFor();
+  assert.match(await failed.getAttribute('class'), /\berror\b/);
+  assert.equal(await failed.locator('.text').textContent(), 'Half an ');
+  assert.match(await failed.locator('.note').textContent(), /anthropic: model overloaded/);
+  assert.equal(await page.locator('#advisor-status').textContent(), 'Advisor error: anthropic: model overloaded');
+  assert.equal(await page.locator('#stop-btn').isEnabled(), false);
+});
+
+test('a question typed in the pane is answered by the offline advisor, streamed into the pane as it comes', async () => {
+  const question = 'Should I raise my RTX 4090 price of $0.45/h?';
+  const known = await answerIds();
+  await recordAdvisorPane();
+  const input = page.locator('#ask-input');
+  await input.click();
+  await input.pressSequentially(question);
+  await page.locator('#ask-btn').click();
+
+  const id = await newAnswerId(known);
+  const bubble = page.locator(`#chat [data-message-id="${id}"]`);
+  await page.locator(`#chat [data-message-id="${id}"]:not([data-state="streaming"])`).waitFor({ timeout: WAIT });
+  assert.equal(await bubble.getAttribute('data-state'), 'done', `ended: ${await bubble.textContent()}`);
+  const final = await bubble.locator('.text').textContent();
+  assert.match(final, /offline advisor/);
+  assert.match(final, /RTX 4090: median \$\d+\.\d\d\/h available/);
+  assert.match(final, /Your price of \$0\.45\/h is/);
+  assert.equal(await page.locator('#chat .msg.user .text').last().textContent(), question);
+  assert.equal(await input.inputValue(), '', 'the box is cleared once the question is sent');
+
+  // Seen while it streamed: several partial answers, each longer than the last, in the streaming state.
+  const seen = await page.evaluate(() => window.__advisorPane);
+  const mine = seen.filter((s) => s.id === id);
+  const partial = mine.filter((s) => s.state === 'streaming' && s.text !== '');
+  const lengths = JSON.stringify(mine.map((s) => `${s.state}:${s.text.length}`));
+  for (let i = 0; i < partial.length; i++) {
+    assert.ok(final.startsWith(partial[i].text), `update ${i} is a prefix of the answer`);
+    if (i > 0) assert.ok(partial[i].text.length >= partial[i - 1].text.length, `update ${i} did not shrink`);
+    assert.equal(partial[i].busy, 'true');
+  }
+  const texts = new Set(partial.filter((s) => s.text.length < final.length).map((s) => s.text));
+  assert.ok(texts.size >= 2, `at least two partial answers shown before the end: ${texts.size} (${lengths})`);
+  assert.ok(
+    partial.some((s) => s.pane === 'streaming' && s.status === 'Streaming the answer…' && s.stop && !s.ask),
+    `a visible streaming state with Stop enabled: ${JSON.stringify(partial.slice(0, 3))}`,
+  );
+  const end = mine.at(-1);
+  assert.deepEqual(
+    { state: end.state, busy: end.busy, pane: end.pane, stop: end.stop, ask: end.ask, text: end.text },
+    { state: 'done', busy: 'false', pane: 'idle', stop: false, ask: true, text: final },
+  );
+
+  // What the pane shows is what the hub stored for this answer.
+  const conversation = await bubble.getAttribute('data-conversation-id');
+  assert.ok(conversation, 'the start event named the conversation');
+  const messages = await storedMessages(conversation);
+  const stored = messages.find((m) => m.id === id);
+  assert.equal(stored.status, 'complete');
+  assert.equal(stored.provider, 'offline');
+  assert.equal(stored.content, final);
+  assert.ok(messages.some((m) => m.role === 'user' && m.content === question), 'the question was stored');
 
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png') });
+});
+
+test('Stop cancels an answer mid-stream at the hub; a question the hub refuses shows its error in the pane', async () => {
+  // Page-side record of the hub's events for the answer.
+  await page.evaluate(() => {
+    window.__advisorEvents = [];
+    window.gpuscout.advisor.on((e) => window.__advisorEvents.push(e));
+  });
+  const known = await answerIds();
+  // No model named: the offline advisor gives an overview of the largest markets (a long answer).
+  await page.locator('#ask-input').fill('What should we charge for our fleet this week?');
+  await page.locator('#ask-input').press('Enter');
+  const id = await newAnswerId(known);
+  const bubble = page.locator(`#chat [data-message-id="${id}"]`);
+  await page.waitForFunction((sel) => /offline advisor/.test(document.querySelector(sel)?.textContent ?? ''), `#chat [data-message-id="${id}"] .text`, {
+    timeout: WAIT,
+  });
+  await page.locator('#stop-btn:not([disabled])').waitFor();
+  await page.locator('#stop-btn').click();
+  await page.locator(`#chat [data-message-id="${id}"][data-state="cancelled"]`).waitFor();
+  assert.match(await bubble.locator('.note').textContent(), /stopped/);
+  assert.equal(await page.locator('#advisor-status').textContent(), 'Stopped.');
+  assert.equal(await page.locator('#stop-btn').isEnabled(), false);
+  assert.equal(await page.locator('#ask-btn').isEnabled(), true);
+  assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'idle');
+  const shown = await bubble.locator('.text').textContent();
+
+  // The hub stopped the answer: it ends with stop_reason "cancelled", stored as cancelled, cut short.
+  const done = await page.waitForFunction(
+    (mid) => window.__advisorEvents.find((e) => e.message_id === mid && (e.type === 'done' || e.type === 'error')),
+    id,
+    { timeout: WAIT },
+  );
+  assert.deepEqual(
+    await done.evaluate((e) => [e.type, e.stop_reason]),
+    ['done', 'cancelled'],
+  );
+  assert.equal(await bubble.locator('.text').textContent(), shown, 'nothing is appended after Stop');
+  const messages = await storedMessages(await bubble.getAttribute('data-conversation-id'));
+  const stored = messages.find((m) => m.id === id);
+  assert.equal(stored.status, 'cancelled');
+  assert.ok(stored.content.startsWith(shown), 'the pane showed the start of what the hub generated');
+  assert.doesNotMatch(stored.content, /for a comparison\.$/, 'the answer was cut short');
+
+  // A question longer than the hub accepts: the hub's error shows in the pane, the question is kept.
+  const tooLong = 'x'.repeat(4001);
+  await page.locator('#ask-input').fill(tooLong);
+  await page.locator('#ask-btn').click();
+  const error = page.locator('#chat .msg.assistant.error:not([data-message-id])').last();
+  await error.waitFor();
+  assert.match(await error.locator('.text').textContent(), /^Advisor error: .*4000 characters/);
+  assert.match(await page.locator('#advisor-status').textContent(), /^Advisor error: .*4000 characters/);
+  assert.equal(await page.locator('#ask-input').inputValue(), tooLong, 'the question is back in the box');
+  assert.equal(await page.locator('#ask-btn').isEnabled(), true);
+  assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'idle');
+  await page.locator('#ask-input').fill('');
 });
 
 test('after the hub restarts the page reconnects and the table updates again', async () => {
