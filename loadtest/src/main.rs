@@ -69,6 +69,31 @@ enum Scenario {
         #[arg(long, default_value_t = 300)]
         max_seconds: u64,
     },
+    /// Open authenticated connections at a rate until a cap (or failures), hold them idle, and
+    /// report connects per second, connect latency and the hub's memory per connection.
+    ConnectStorm {
+        /// The most connections to open.
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// New connections per second (0: as fast as the handshakes allow).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Handshakes in flight at once.
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        /// Stop ramping after this many failed connects.
+        #[arg(long, default_value_t = 50)]
+        max_failures: u64,
+        /// Hold the connections idle this long after the ramp (pings answered), then count them.
+        #[arg(long, default_value_t = 10)]
+        hold_seconds: u64,
+        /// Source addresses 127.0.0.<1..=n> to spread connections over (~28k ports each).
+        #[arg(long, default_value_t = 1)]
+        source_ips: u8,
+        /// Give up ramping after this many seconds.
+        #[arg(long, default_value_t = 300)]
+        max_seconds: u64,
+    },
 }
 
 fn now_us() -> u64 {
@@ -149,8 +174,184 @@ async fn main() -> anyhow::Result<()> {
             }
             println!("{} passed, {} failed", u64::from(lost == 0), u64::from(lost > 0));
         }
+        Scenario::ConnectStorm {
+            connections,
+            rate,
+            concurrency,
+            max_failures,
+            hold_seconds,
+            source_ips,
+            max_seconds,
+        } => {
+            let report = connect_storm(
+                &cli,
+                connections,
+                rate,
+                concurrency,
+                max_failures,
+                hold_seconds,
+                source_ips,
+                max_seconds,
+            )
+            .await?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            if let Some(path) = &cli.json {
+                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
+            }
+        }
     }
     Ok(())
+}
+
+/// The hub addresses of `--hub`.
+fn hub_addrs(cli: &Cli) -> anyhow::Result<Vec<SocketAddr>> {
+    cli.hub
+        .split(',')
+        .map(|h| h.trim().parse().context("--hub is host:port[,host:port...]"))
+        .collect()
+}
+
+/// Connect one authenticated client; returns the socket once the hub answered `connect`.
+async fn open_connection(
+    hub: SocketAddr,
+    source: Ipv4Addr,
+    token: &str,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+    let stream = socket.connect(hub).await?;
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+    ws.send(Message::text(json!({"id": 1, "connect": {"token": token}}).to_string()))
+        .await?;
+    while let Some(msg) = ws.next().await {
+        let Message::Text(text) = msg? else { continue };
+        for line in text.as_str().split('\n') {
+            if line.starts_with("{\"id\":1,") {
+                if line.contains("\"connect\"") {
+                    return Ok(ws);
+                }
+                bail!("connect refused: {line}");
+            }
+        }
+    }
+    bail!("closed before the connect reply")
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn connect_storm(
+    cli: &Cli,
+    connections: usize,
+    rate: u64,
+    concurrency: usize,
+    max_failures: u64,
+    hold_seconds: u64,
+    source_ips: u8,
+    max_seconds: u64,
+) -> anyhow::Result<Value> {
+    let settings = Settings::load().context("loading settings for the token secret")?;
+    let verifier = TokenVerifier::new(&settings.auth)?;
+    let hubs = hub_addrs(cli)?;
+    let before = procs_stats(&cli.hub_pid);
+    let deadline = Instant::now() + Duration::from_secs(max_seconds);
+    let failed = Arc::new(AtomicU64::new(0));
+    let open = Arc::new(AtomicU64::new(0));
+    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tick = (rate > 0).then(|| tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64)));
+    let started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    let mut attempted = 0u64;
+    for i in 0..connections {
+        if Instant::now() > deadline || failed.load(Ordering::Relaxed) >= max_failures {
+            break;
+        }
+        if let Some(t) = tick.as_mut() {
+            t.tick().await;
+        }
+        let permit = slots.clone().acquire_owned().await?;
+        attempted += 1;
+        let token = verifier.mint(&format!("cs{i}"), Tier::Enterprise, 3600)?;
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips.max(1) as usize) as u8);
+        let hub = hubs[i % hubs.len()];
+        let (failed_c, open_c, latencies, mut stop) =
+            (failed.clone(), open.clone(), latencies.clone(), stop_rx.clone());
+        tasks.push(tokio::spawn(async move {
+            let (failed, open) = (failed_c, open_c);
+            let t0 = Instant::now();
+            let ws = open_connection(hub, source, &token).await;
+            drop(permit);
+            let mut ws = match ws {
+                Ok(ws) => ws,
+                Err(e) => {
+                    if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                        eprintln!("connect failed: {e}");
+                    }
+                    return;
+                }
+            };
+            latencies.lock().await.push(t0.elapsed().as_micros() as u64);
+            open.fetch_add(1, Ordering::Relaxed);
+            // Idle: answer pings until told to stop or the hub closes.
+            loop {
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    msg = ws.next() => match msg {
+                        Some(Ok(Message::Text(t))) if t.as_str() == "{}" => {
+                            if ws.send(Message::text("{}")).await.is_err() { break; }
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    },
+                }
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        }));
+        if i % 1000 == 999 {
+            eprintln!(
+                "{} open, {} failed, {:.0}/s",
+                open.load(Ordering::Relaxed),
+                failed.load(Ordering::Relaxed),
+                (i + 1) as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    // Let the last handshakes finish.
+    let _ = tokio::time::timeout(Duration::from_secs(30), slots.acquire_many(concurrency.max(1) as u32)).await;
+    let ramp_secs = started.elapsed().as_secs_f64();
+    let connected = open.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = procs_stats(&cli.hub_pid);
+    tokio::time::sleep(Duration::from_secs(hold_seconds)).await;
+    let held = open.load(Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+    }
+    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    lat.sort_unstable();
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(json!({
+        "scenario": "connect-storm",
+        "hubs": hubs.len(),
+        "attempted": attempted,
+        "connected": connected,
+        "failed": failed.load(Ordering::Relaxed),
+        "ramp_seconds": ramp_secs,
+        "connects_per_second": connected as f64 / ramp_secs,
+        "connect_latency_ms": {
+            "p50": ms(percentile(&lat, 50.0)), "p99": ms(percentile(&lat, 99.0)), "max": ms(lat.last().copied().unwrap_or(0)),
+        },
+        "held_after_seconds": hold_seconds,
+        "held": held,
+        "hub_rss_bytes_before": before.map(|s| s.0),
+        "hub_rss_bytes_after": after.map(|s| s.0),
+        "hub_rss_bytes_per_connection": match (before, after) {
+            (Some(b), Some(a)) if connected > 0 => Some(a.0.saturating_sub(b.0) / connected),
+            _ => None,
+        },
+        "hub_cpu_seconds": match (before, after) { (Some(b), Some(a)) => Some(a.1 - b.1), _ => None },
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -168,11 +369,7 @@ async fn fanout(
     // Tokens signed like `gpuscout token`, with the hub's configured secret.
     let settings = Settings::load().context("loading settings for the token secret")?;
     let verifier = TokenVerifier::new(&settings.auth)?;
-    let hubs: Vec<SocketAddr> = cli
-        .hub
-        .split(',')
-        .map(|h| h.trim().parse().context("--hub is host:port[,host:port...]"))
-        .collect::<anyhow::Result<_>>()?;
+    let hubs = hub_addrs(cli)?;
     let hub = hubs[0];
     let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
     let delivered = Arc::new(AtomicU64::new(0));
