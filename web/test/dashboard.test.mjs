@@ -392,6 +392,11 @@ test('after the hub restarts the page reconnects and the table updates again', a
   assert.match(text, /1006/, `the close code is shown: ${text}`);
   await hub.start(); // same port
   await page.locator('#conn[data-state="connected"]').waitFor({ timeout: 30_000 });
+  // The restarted hub may answer the resubscribe before its first poll (an empty snapshot): wait
+  // for the table to fill again, then for a cell to change.
+  await page.waitForFunction(() => document.querySelectorAll('#market-body tr').length >= 80, null, {
+    timeout: 30_000,
+  });
   await waitForCellChange('after the restart');
   assert.ok((await rowsCount()) >= 80);
 });
