@@ -163,10 +163,7 @@ async fn main() -> anyhow::Result<()> {
                 max_seconds,
             )
             .await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if let Some(path) = &cli.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
+            emit(&cli, &report)?;
             let lost = report["lost"].as_u64().unwrap_or(0);
             let held = report["connections_held"].as_u64().unwrap_or(0);
             if fail_on_loss && (lost > 0 || held < connections as u64) {
@@ -194,11 +191,17 @@ async fn main() -> anyhow::Result<()> {
                 max_seconds,
             )
             .await?;
-            println!("{}", serde_json::to_string_pretty(&report)?);
-            if let Some(path) = &cli.json {
-                std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;
-            }
+            emit(&cli, &report)?;
         }
+    }
+    Ok(())
+}
+
+/// Print the report, and write it as JSON where `--json` says.
+fn emit(cli: &Cli, report: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(report)?);
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_vec_pretty(report)?)?;
     }
     Ok(())
 }
