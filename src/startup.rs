@@ -96,7 +96,7 @@ impl Application {
         hub.set_leadership(role.leadership.clone());
         let users: Arc<dyn UserState> = match &redis {
             Some(bus) => {
-                let subscriber = redis_builder(&settings.bus.redis_url)?
+                let subscriber = redis_builder(&settings.bus.redis_url, 64)?
                     .build_subscriber_client()
                     .context("bus.redis_url")?;
                 let users = RedisUsers::start(bus.client(), subscriber, &settings.bus.redis_prefix, hub.node_id())

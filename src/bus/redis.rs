@@ -127,7 +127,9 @@ impl Drop for RedisBus {
 }
 
 /// Build a fred client configuration from `bus.redis_url` with the hub's reconnect policy.
-pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
+/// `events`: the capacity of the client's event channels (pub/sub messages among them); tokio's
+/// broadcast channels allocate it up front, for each of several channels of every client.
+pub fn redis_builder(url: &str, events: usize) -> Result<Builder, BusError> {
     let config = Config::from_url(url).map_err(|e| BusError::Unavailable(format!("bus.redis_url: {e}")))?;
     let mut builder = Builder::from_config(config);
     builder
@@ -140,7 +142,7 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
         })
         .with_performance_config(|p| {
             p.default_command_timeout = Duration::from_secs(3);
-            p.broadcast_channel_capacity = 65_536;
+            p.broadcast_channel_capacity = events;
         })
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2));
     Ok(builder)
@@ -149,10 +151,13 @@ pub fn redis_builder(url: &str) -> Result<Builder, BusError> {
 impl RedisBus {
     /// Connect both clients (commands and pub/sub) and start the delivery task.
     pub async fn connect(settings: &BusSettings) -> Result<Self, BusError> {
-        let builder = redis_builder(&settings.redis_url)?;
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
-        let client = builder.build().map_err(unavailable)?;
-        let subscriber = builder.build_subscriber_client().map_err(unavailable)?;
+        let client = redis_builder(&settings.redis_url, 16)?.build().map_err(unavailable)?;
+        // Publications wait here for the delivery task; past this many it catches up from the
+        // streams (counted in `lag_events`).
+        let subscriber = redis_builder(&settings.redis_url, 4096)?
+            .build_subscriber_client()
+            .map_err(unavailable)?;
         client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
         // fred resubscribes every tracked channel after a reconnect only when asked to.
