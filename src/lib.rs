@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: layered settings, validated at start.
 //! - [`telemetry`]: logging and Prometheus metrics.
-//! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes).
+//! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes), defined
+//!   once in the `gpuscout-client` crate and shared with it.
 //! - [`auth`]: JWTs, tiers and their channel policy, API keys.
 //! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis.
 //! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
@@ -25,7 +26,7 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod market;
-pub mod protocol;
+pub use gpuscout_client::protocol;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

@@ -13,9 +13,9 @@ use super::{Hub, Outbox, RpcContext, Subscriber, quota};
 use crate::auth::{AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s};
 use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
 use crate::protocol::{
-    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, PublicationOut, RefreshRequest,
-    RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery, SubscribeRequest,
-    SubscribeResult,
+    self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, Publication as PublicationOut,
+    RefreshRequest, RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery,
+    SubscribeRequest, SubscribeResult,
 };
 use crate::telemetry::CommandKind;
 
@@ -257,7 +257,7 @@ impl Client {
             id,
             ReplyBody::Connect(ConnectResult {
                 client: self.id.clone(),
-                version: VERSION,
+                version: VERSION.into(),
                 expires: true,
                 ttl,
                 ping: self.hub.settings.server.ping_interval_s,
@@ -420,7 +420,7 @@ impl Client {
             id,
             ReplyBody::Refresh(RefreshResult {
                 client: self.id.clone(),
-                version: VERSION,
+                version: VERSION.into(),
                 expires: true,
                 ttl,
             }),

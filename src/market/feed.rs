@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use super::checksum::item_crc;
+pub use super::checksum::{apply_delta, checksum_of};
 
 /// What changed between two states of a channel's items.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -130,27 +131,6 @@ impl Feed {
         payload.insert("checksum".into(), self.checksum.into());
         payload.insert("items".into(), Value::Object(items));
         Value::Object(payload)
-    }
-}
-
-/// The checksum of a whole item map, computed from scratch (what a client does after a snapshot).
-pub fn checksum_of(items: &Map<String, Value>) -> u32 {
-    items.iter().fold(0u32, |acc, (k, v)| acc.wrapping_add(item_crc(k, v)))
-}
-
-/// Apply a delta's `changes` to an item map, as a client does.
-pub fn apply_delta(items: &mut Map<String, Value>, changes: &Value) {
-    for section in ["added", "changed"] {
-        if let Some(obj) = changes[section].as_object() {
-            for (k, v) in obj {
-                items.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    if let Some(removed) = changes["removed"].as_array() {
-        for k in removed.iter().filter_map(|k| k.as_str()) {
-            items.remove(k);
-        }
     }
 }
 

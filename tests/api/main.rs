@@ -12,5 +12,6 @@ mod llm_fake;
 mod market;
 mod protocol_errors;
 mod recovery;
+mod rust_sdk;
 mod server_api;
 mod store;

@@ -2,6 +2,8 @@
 //!
 //! Owns commands, replies, pushes, error codes and close codes, and the frame codec (several JSON
 //! objects per WebSocket text frame, joined by `\n`). Knows nothing about sockets or the bus.
+//! The hub and this crate's client use these same types, each in its own direction: the hub
+//! decodes [`Command`]s and encodes [`Reply`]s, the client the reverse.
 //!
 //! Fields that carry application data (`data`) are raw JSON (`RawValue`), never re-encoded: the hub
 //! forwards what publishers wrote, and serialises every publication exactly once.
@@ -16,21 +18,33 @@ pub type Raw = Box<RawValue>;
 
 /// One command from a client. Exactly one of the request fields is set; an object with none of
 /// them and no `id` is a pong (`{}`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct Command {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero_u32")]
     pub id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub connect: Option<ConnectRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub subscribe: Option<SubscribeRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub unsubscribe: Option<UnsubscribeRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub publish: Option<PublishRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence: Option<ChannelRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub presence_stats: Option<ChannelRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub history: Option<ChannelRequest>,
-    pub ping: Option<serde::de::IgnoredAny>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ping: Option<Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub send: Option<SendRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rpc: Option<RpcRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh: Option<RefreshRequest>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_refresh: Option<SubRefreshRequest>,
 }
 
@@ -78,98 +92,107 @@ impl Command {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConnectRequest {
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub token: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
     pub subs: std::collections::HashMap<String, SubscribeRecovery>,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub name: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub version: String,
 }
 
 /// Recovery position sent for a server-side subscription in `connect.subs`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SubscribeRecovery {
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_false")]
     pub recover: bool,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub offset: u64,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub epoch: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SubscribeRequest {
-    #[serde(default)]
     pub channel: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub token: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_false")]
     pub recover: bool,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "is_zero_u64")]
     pub offset: u64,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub epoch: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
     /// Map-subscription type of newer protocol revisions; only the default (0) is served.
-    #[serde(default, rename = "type")]
+    #[serde(rename = "type", skip_serializing_if = "is_zero_i32")]
     pub kind: i32,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct UnsubscribeRequest {
-    #[serde(default)]
     pub channel: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PublishRequest {
-    #[serde(default)]
     pub channel: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ChannelRequest {
-    #[serde(default)]
     pub channel: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SendRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RpcRequest {
-    #[serde(default)]
     pub method: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RefreshRequest {
-    #[serde(default)]
     pub token: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SubRefreshRequest {
-    #[serde(default)]
     pub channel: String,
-    #[serde(default)]
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub token: String,
 }
 
 /// Result of `connect`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ConnectResult {
     pub client: String,
-    pub version: &'static str,
+    pub version: String,
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
     #[serde(skip_serializing_if = "is_zero_u32")]
@@ -185,7 +208,8 @@ pub struct ConnectResult {
 }
 
 /// Result of `subscribe` (and of a server-side subscription inside `connect`).
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SubscribeResult {
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
@@ -196,7 +220,7 @@ pub struct SubscribeResult {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub epoch: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub publications: Vec<PublicationOut>,
+    pub publications: Vec<Publication>,
     #[serde(skip_serializing_if = "is_false")]
     pub recovered: bool,
     #[serde(skip_serializing_if = "is_zero_u64")]
@@ -212,25 +236,27 @@ pub struct SubscribeResult {
     pub kind: i32,
 }
 
-/// A publication as written inside a reply.
-#[derive(Debug, Serialize)]
-pub struct PublicationOut {
+/// A publication: inside a subscribe result (recovered) or a `pub` push.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Publication {
     pub data: Raw,
-    #[serde(skip_serializing_if = "is_zero_u64")]
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub offset: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RefreshResult {
     pub client: String,
-    pub version: &'static str,
+    pub version: String,
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
     #[serde(skip_serializing_if = "is_zero_u32")]
     pub ttl: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SubRefreshResult {
     #[serde(skip_serializing_if = "is_false")]
     pub expires: bool,
@@ -238,31 +264,86 @@ pub struct SubRefreshResult {
     pub ttl: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct RpcResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Raw>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PresenceStatsResult {
     pub num_clients: u32,
     pub num_users: u32,
 }
 
-#[derive(Debug, Serialize)]
+/// An empty object: the `unsubscribe` result, a `ping` command.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Empty {}
 
-/// A reply to the command with the same `id`.
-#[derive(Debug, Serialize)]
-pub struct Reply<'a> {
-    pub id: u32,
-    #[serde(flatten)]
-    pub body: ReplyBody<'a>,
+/// Something the server sends on its own: a publication, a server-side unsubscribe, a message.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Push {
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub channel: String,
+    #[serde(rename = "pub", skip_serializing_if = "Option::is_none")]
+    pub publication: Option<Publication>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<UnsubscribePush>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<MessagePush>,
 }
 
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct UnsubscribePush {
+    pub code: u32,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct MessagePush {
+    pub data: Raw,
+}
+
+/// One JSON object of a server frame: a reply to the command with the same `id` (exactly one
+/// result or `error`), or a `push` (no `id`). A server ping is the empty object `{}`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Reply {
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    pub id: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ProtoError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<Push>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect: Option<ConnectResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<SubscribeResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unsubscribe: Option<Empty>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rpc: Option<RpcResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<RefreshResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_refresh: Option<SubRefreshResult>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence_stats: Option<PresenceStatsResult>,
+}
+
+impl Reply {
+    /// Whether this is the empty object: a server ping, or a client's pong.
+    pub fn is_ping(&self) -> bool {
+        self.id == 0 && self.push.is_none() && self.error.is_none()
+    }
+}
+
+/// The result a server reply carries: how the hub names what it sends back.
+#[derive(Debug)]
 pub enum ReplyBody<'a> {
     Error(&'a ProtoError),
     Connect(ConnectResult),
@@ -274,13 +355,35 @@ pub enum ReplyBody<'a> {
     PresenceStats(PresenceStatsResult),
 }
 
+impl ReplyBody<'_> {
+    /// The reply to command `id` carrying this result.
+    pub fn into_reply(self, id: u32) -> Reply {
+        let mut reply = Reply {
+            id,
+            ..Default::default()
+        };
+        match self {
+            ReplyBody::Error(e) => reply.error = Some(e.clone()),
+            ReplyBody::Connect(r) => reply.connect = Some(r),
+            ReplyBody::Subscribe(r) => reply.subscribe = Some(r),
+            ReplyBody::Unsubscribe(r) => reply.unsubscribe = Some(r),
+            ReplyBody::Rpc(r) => reply.rpc = Some(r),
+            ReplyBody::Refresh(r) => reply.refresh = Some(r),
+            ReplyBody::SubRefresh(r) => reply.sub_refresh = Some(r),
+            ReplyBody::PresenceStats(r) => reply.presence_stats = Some(r),
+        }
+        reply
+    }
+}
+
 /// A protocol error, sent as `{"id":N,"error":{...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ProtoError {
     pub code: u32,
+    #[serde(default)]
     pub message: String,
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub temporary: bool,
 }
 
@@ -383,10 +486,21 @@ pub fn decode_command(line: &str) -> Result<Command, serde_json::Error> {
     serde_json::from_str(line)
 }
 
+/// Decode one object of a server frame (a reply, a push, or `{}`, a ping).
+pub fn decode_reply(line: &str) -> Result<Reply, serde_json::Error> {
+    serde_json::from_str(line)
+}
+
+/// Serialise a command to one line of JSON.
+pub fn encode_command(command: &Command) -> String {
+    // Serialising our own types cannot fail: no maps with non-string keys, no custom serialisers.
+    serde_json::to_string(command).unwrap_or_else(|_| "{}".to_owned())
+}
+
 /// Serialise a reply to one line of JSON.
 pub fn encode_reply(id: u32, body: ReplyBody<'_>) -> Vec<u8> {
     // Serialising our own types cannot fail: no maps with non-string keys, no custom serialisers.
-    serde_json::to_vec(&Reply { id, body }).unwrap_or_else(|_| b"{}".to_vec())
+    serde_json::to_vec(&body.into_reply(id)).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// Serialise an error reply.
@@ -487,6 +601,94 @@ mod tests {
         assert_eq!(v["push"]["channel"], "a\"b");
         assert_eq!(v["push"]["pub"]["data"]["x"], 1);
         assert_eq!(v["push"]["pub"]["offset"], 7);
+    }
+
+    #[test]
+    fn hand_written_pushes_decode_as_the_typed_push() {
+        let line = encode_publication_push("gpu:rtx-4090", 12, r#"{"seq":3}"#);
+        let reply = decode_reply(std::str::from_utf8(&line).unwrap()).unwrap();
+        let push = reply.push.expect("a push");
+        assert_eq!(push.channel, "gpu:rtx-4090");
+        let publication = push.publication.expect("a pub");
+        assert_eq!((publication.offset, publication.data.get()), (12, r#"{"seq":3}"#));
+        let typed = Reply {
+            push: Some(Push {
+                channel: "gpu:rtx-4090".into(),
+                publication: Some(Publication {
+                    data: RawValue::from_string(r#"{"seq":3}"#.into()).unwrap(),
+                    offset: 12,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(serde_json::to_vec(&typed).unwrap(), line);
+
+        let unsub = encode_unsubscribe_push("alerts:#7", 2500, "resubscribe");
+        let push = decode_reply(std::str::from_utf8(&unsub).unwrap())
+            .unwrap()
+            .push
+            .unwrap();
+        let u = push.unsubscribe.unwrap();
+        assert_eq!(
+            (push.channel.as_str(), u.code, u.reason.as_str()),
+            ("alerts:#7", 2500, "resubscribe")
+        );
+        let message = encode_message_push(r#"{"a":1}"#);
+        let push = decode_reply(std::str::from_utf8(&message).unwrap())
+            .unwrap()
+            .push
+            .unwrap();
+        assert_eq!(push.message.unwrap().data.get(), r#"{"a":1}"#);
+        assert!(decode_reply("{}").unwrap().is_ping());
+    }
+
+    #[test]
+    fn commands_round_trip_compactly() {
+        let command = Command {
+            id: 2,
+            subscribe: Some(SubscribeRequest {
+                channel: "market:summary".into(),
+                recover: true,
+                offset: 9,
+                epoch: "e1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let line = encode_command(&command);
+        assert_eq!(
+            line,
+            r#"{"id":2,"subscribe":{"channel":"market:summary","recover":true,"offset":9,"epoch":"e1"}}"#
+        );
+        let back = decode_command(&line).unwrap();
+        let Some(Method::Subscribe(req)) = back.method() else {
+            panic!("not a subscribe")
+        };
+        assert_eq!((req.offset, req.epoch.as_str()), (9, "e1"));
+        assert_eq!(encode_command(&Command::default()), "{}");
+    }
+
+    #[test]
+    fn replies_round_trip() {
+        let bytes = encode_reply(
+            3,
+            ReplyBody::Subscribe(SubscribeResult {
+                recoverable: true,
+                epoch: "ab".into(),
+                offset: 5,
+                publications: vec![Publication {
+                    data: RawValue::from_string("[1]".into()).unwrap(),
+                    offset: 5,
+                }],
+                ..Default::default()
+            }),
+        );
+        let reply = decode_reply(std::str::from_utf8(&bytes).unwrap()).unwrap();
+        assert_eq!(reply.id, 3);
+        assert!(!reply.is_ping());
+        let sub = reply.subscribe.unwrap();
+        assert_eq!((sub.epoch.as_str(), sub.offset, sub.publications.len()), ("ab", 5, 1));
     }
 
     #[test]

@@ -1,0 +1,291 @@
+//! The Rust SDK (`gpuscout-client`) against a real hub: market books with verified checksums,
+//! reconnect with recovery through a connection cut, RPC errors, server-side subscriptions, token
+//! refresh by callback, refusals and close codes that forbid reconnecting.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use gpuscout_client::book::Applied;
+use gpuscout_client::{BookEvent, Client, Error, Event, Options, State, SubEvent, Subscription, TokenSource};
+use gpuscout_hub::auth::{Tier, TokenVerifier};
+use serde_json::{Value, json};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn options(app: &TestApp, addr: std::net::SocketAddr, user: &str, tier: Tier) -> Options {
+    let mut o = Options::new(
+        format!("ws://{addr}/connection/websocket"),
+        TokenSource::Static(app.token(user, tier)),
+    );
+    o.min_reconnect_delay = Duration::from_millis(100);
+    o.max_reconnect_delay = Duration::from_millis(400);
+    o
+}
+
+async fn next_event(sub: &mut Subscription) -> SubEvent {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("a subscription event in time")
+        .expect("client open")
+}
+
+/// The next publication's payload, skipping `Subscribed`.
+async fn next_publication(sub: &mut Subscription) -> (Value, u64) {
+    loop {
+        match next_event(sub).await {
+            SubEvent::Publication { data, offset } => return (serde_json::from_str(data.get()).unwrap(), offset),
+            SubEvent::Subscribed { .. } => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// A TCP proxy in front of the hub that can cut every connection and refuse new ones for a while.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    cut: Arc<Notify>,
+    refusing: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: std::net::SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = Arc::new(Notify::new());
+        let refusing = Arc::new(AtomicBool::new(false));
+        let (cut_c, refusing_c) = (cut.clone(), refusing.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if refusing_c.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let cut = cut_c.clone();
+                tokio::spawn(async move {
+                    let Ok(mut hub) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut hub) => {}
+                        _ = cut.notified() => {}
+                    }
+                });
+            }
+        });
+        Self { addr, cut, refusing }
+    }
+
+    /// Drop every open connection and refuse new ones until `resume`.
+    fn cut(&self) {
+        self.refusing.store(true, Ordering::SeqCst);
+        self.cut.notify_waiters();
+    }
+
+    fn resume(&self) {
+        self.refusing.store(false, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn market_book_follows_the_simulated_market_with_verified_checksums() {
+    let app = spawn_app_with(|s| {
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 200;
+    })
+    .await;
+    let client = Client::connect(options(&app, app.addr, "book", Tier::Professional));
+    let mut book = client.market_book("market:summary");
+    let first = tokio::time::timeout(WAIT, book.next()).await.unwrap().unwrap();
+    assert!(
+        matches!(first, BookEvent::Update(Applied::Snapshot { .. })),
+        "{first:?}"
+    );
+    assert!(book.book().items().len() > 50, "the simulated market has the 88 models");
+    let mut deltas = 0;
+    while deltas < 3 {
+        match tokio::time::timeout(WAIT, book.next()).await.unwrap().unwrap() {
+            BookEvent::Update(Applied::Delta { .. }) => deltas += 1,
+            BookEvent::Update(Applied::Snapshot { .. }) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    // A second, fresh book at the same seq holds exactly the same items.
+    let check = Client::connect(options(&app, app.addr, "book2", Tier::Professional));
+    let mut other = check.market_book("market:summary");
+    tokio::time::timeout(WAIT, other.next()).await.unwrap().unwrap();
+    while other.book().seq() != book.book().seq() {
+        let (a, b) = (book.book().seq(), other.book().seq());
+        if a < b {
+            tokio::time::timeout(WAIT, book.next()).await.unwrap().unwrap();
+        } else {
+            tokio::time::timeout(WAIT, other.next()).await.unwrap().unwrap();
+        }
+    }
+    assert_eq!(book.book().items(), other.book().items());
+    assert_eq!(book.book().checksum(), other.book().checksum());
+    client.close();
+    check.close();
+}
+
+#[tokio::test]
+async fn reconnects_through_a_cut_and_recovers_what_it_missed_once_and_in_order() {
+    let app = spawn_app().await;
+    let proxy = Proxy::start(app.addr).await;
+    let client = Client::connect(options(&app, proxy.addr, "rec", Tier::Enterprise));
+    let mut events = client.events();
+    let mut sub = client.subscribe("gpu:rtx-4090");
+    assert!(matches!(next_event(&mut sub).await, SubEvent::Subscribed { .. }));
+    app.publish("gpu:rtx-4090", json!({"n": 1})).await;
+    let (data, first_offset) = next_publication(&mut sub).await;
+    assert_eq!(data["n"], 1);
+
+    proxy.cut();
+    loop {
+        let e = tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap();
+        if let Event::Disconnected { reconnect, .. } = e {
+            assert!(reconnect, "a transport failure reconnects");
+            break;
+        }
+    }
+    for n in 2..=6 {
+        app.publish("gpu:rtx-4090", json!({"n": n})).await;
+    }
+    proxy.resume();
+    match next_event(&mut sub).await {
+        SubEvent::Subscribed {
+            recovered,
+            was_recovering,
+            ..
+        } => assert!(recovered && was_recovering, "recovered from its position"),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut offsets = vec![first_offset];
+    for n in 2..=6 {
+        let (data, offset) = next_publication(&mut sub).await;
+        assert_eq!(data["n"], n, "missed publications in order");
+        offsets.push(offset);
+    }
+    assert!(offsets.windows(2).all(|w| w[1] == w[0] + 1), "offsets {offsets:?}");
+    // Live again, and nothing delivered twice.
+    app.publish("gpu:rtx-4090", json!({"n": 7})).await;
+    let (data, _) = next_publication(&mut sub).await;
+    assert_eq!(data["n"], 7);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), sub.next())
+            .await
+            .is_err()
+    );
+    client.close();
+}
+
+#[tokio::test]
+async fn rpc_results_and_errors_and_refused_subscriptions() {
+    let app = spawn_app().await;
+    let client = Client::connect(options(&app, app.addr, "rpc", Tier::Free));
+    client.connected().await.unwrap();
+    match client.rpc("no.such.method", &json!({})).await {
+        Err(Error::Protocol(e)) => assert_eq!(e.code, 104),
+        other => panic!("unexpected {other:?}"),
+    }
+    let mut denied = client.subscribe("offers:all");
+    match next_event(&mut denied).await {
+        SubEvent::Error(e) => assert_eq!(e.code, 103, "free tier cannot read every offer"),
+        other => panic!("unexpected {other:?}"),
+    }
+    // The connection is unharmed: the advisor answers over the same socket.
+    let mut advisor = client.server_subscription("advisor:#rpc");
+    let ask = client.rpc("advisor.ask", &json!({"text": "RTX 4090?"})).await.unwrap();
+    assert!(ask["message_id"].is_string(), "{ask}");
+    let mut kinds = Vec::new();
+    loop {
+        let (data, _) = next_publication(&mut advisor).await;
+        let kind = data["type"].as_str().unwrap_or_default().to_owned();
+        kinds.push(kind.clone());
+        if kind == "done" || kind == "error" {
+            break;
+        }
+    }
+    assert_eq!(kinds.first().map(String::as_str), Some("start"));
+    assert_eq!(kinds.last().map(String::as_str), Some("done"), "{kinds:?}");
+    client.close();
+}
+
+#[tokio::test]
+async fn server_side_alerts_channel_is_recovered_after_a_cut() {
+    let app = spawn_app().await;
+    let proxy = Proxy::start(app.addr).await;
+    let client = Client::connect(options(&app, proxy.addr, "al", Tier::Individual));
+    let mut alerts = client.server_subscription("alerts:#al");
+    client.connected().await.unwrap();
+    assert!(matches!(next_event(&mut alerts).await, SubEvent::Subscribed { .. }));
+    app.publish("alerts:#al", json!({"alert": 1})).await;
+    assert_eq!(next_publication(&mut alerts).await.0["alert"], 1);
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    app.publish("alerts:#al", json!({"alert": 2})).await;
+    proxy.resume();
+    match next_event(&mut alerts).await {
+        SubEvent::Subscribed { recovered, .. } => assert!(recovered),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert_eq!(next_publication(&mut alerts).await.0["alert"], 2);
+    client.close();
+}
+
+#[tokio::test]
+async fn token_callback_refreshes_before_expiry_and_a_revoked_token_stays_closed() {
+    let app = spawn_app().await;
+    let verifier = Arc::new(TokenVerifier::new(&app.settings.auth).unwrap());
+    let calls = Arc::new(AtomicU32::new(0));
+    let (calls_c, verifier_c) = (calls.clone(), verifier.clone());
+    let token = TokenSource::callback(move || {
+        calls_c.fetch_add(1, Ordering::SeqCst);
+        let t = verifier_c.mint("cb", Tier::Individual, 3).map_err(|e| e.to_string());
+        async move { t }
+    });
+    let mut o = Options::new(format!("ws://{}/connection/websocket", app.addr), token);
+    o.min_reconnect_delay = Duration::from_millis(100);
+    let client = Client::connect(o);
+    let id = client.connected().await.unwrap();
+    // Three-second tokens: without refreshes the hub would close the connection (3005).
+    tokio::time::sleep(Duration::from_millis(6500)).await;
+    assert_eq!(client.state(), State::Connected { client: id }, "the same connection");
+    assert!(
+        calls.load(Ordering::SeqCst) >= 3,
+        "refreshed: {} tokens",
+        calls.load(Ordering::SeqCst)
+    );
+    client.close();
+
+    // A revoked token: closed with 3500, and the client does not reconnect.
+    let token = verifier.mint("rv", Tier::Individual, 600).unwrap();
+    let jti = crate::helpers::jti_of(&token);
+    let mut o = Options::new(
+        format!("ws://{}/connection/websocket", app.addr),
+        TokenSource::Static(token),
+    );
+    o.min_reconnect_delay = Duration::from_millis(50);
+    let client = Client::connect(o);
+    client.connected().await.unwrap();
+    let mut events = client.events();
+    let _ = app.api("revoke_token", json!({"uid": jti})).await;
+    loop {
+        if let Event::Disconnected { code, reconnect, .. } =
+            tokio::time::timeout(WAIT, events.recv()).await.unwrap().unwrap()
+        {
+            assert_eq!((code, reconnect), (3500, false));
+            break;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        matches!(client.state(), State::Closed { code: 3500, .. }),
+        "{:?}",
+        client.state()
+    );
+}
