@@ -1,0 +1,251 @@
+//! `fanout`: N subscribers on one channel, a publisher at R publications/s through the server API.
+//!
+//! Subscribers speak the protocol with the wire types of `gpuscout-client` for their commands and
+//! scan each push for its send timestamp rather than decoding it whole, so the load generator's
+//! CPU (shared with the hub on this machine) goes to sockets, not JSON.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use futures_util::{SinkExt, StreamExt};
+use gpuscout_client::protocol::{self, Command, ConnectRequest, SubscribeRequest};
+use serde_json::{Value, json};
+use tokio::sync::Mutex;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::report::{self, Progress, hub_usage, now_us, procs_stats};
+use crate::{Cli, hub_addrs, token_minter};
+
+#[derive(clap::Args, Clone)]
+#[group(id = "fanout")]
+pub struct Args {
+    /// Subscriber connections.
+    #[arg(long, default_value_t = 1000)]
+    pub connections: usize,
+    #[arg(long, default_value = "gpu:loadtest")]
+    pub channel: String,
+    /// Publications in all.
+    #[arg(long, default_value_t = 1000)]
+    pub publications: u64,
+    /// Publications per second.
+    #[arg(long, default_value_t = 100)]
+    pub rate: u64,
+    /// Payload padding in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload: usize,
+    /// Source addresses 127.0.0.<1..=n> to spread connections over (~28k ports each).
+    #[arg(long, default_value_t = 1)]
+    pub source_ips: u8,
+    /// Fail (exit 1) if any publication is not delivered to every subscriber.
+    #[arg(long)]
+    pub fail_on_loss: bool,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub max_seconds: u64,
+}
+
+pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
+    let Args {
+        connections,
+        ref channel,
+        publications,
+        rate,
+        payload,
+        source_ips,
+        max_seconds,
+        ..
+    } = *args;
+    let deadline = Instant::now() + Duration::from_secs(max_seconds);
+    let mint = token_minter()?;
+    let hubs = hub_addrs(cli)?;
+    let hub = hubs[0];
+    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let held = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(tokio::sync::Semaphore::new(0));
+    let rss_before = procs_stats(&cli.hub_pid);
+
+    let connect_started = Instant::now();
+    let mut tasks = Vec::with_capacity(connections);
+    for i in 0..connections {
+        let token = mint(&format!("lt{i}"))?;
+        let source = Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips.max(1) as usize) as u8);
+        let hub = hubs[i % hubs.len()];
+        let (channel, latencies, delivered, held, ready) = (
+            channel.to_owned(),
+            latencies.clone(),
+            delivered.clone(),
+            held.clone(),
+            ready.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+            let stream = socket.connect(hub).await?;
+            let (mut ws, _) =
+                tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+            let hello = hello(token, channel.clone());
+            ws.send(Message::text(hello)).await?;
+            let mut mine = Vec::with_capacity(publications as usize);
+            let mut subscribed = false;
+            while let Some(msg) = ws.next().await {
+                let Message::Text(text) = msg? else { continue };
+                let arrived = now_us();
+                for line in text.as_str().split('\n') {
+                    if line == "{}" {
+                        ws.send(Message::text("{}")).await?;
+                        continue;
+                    }
+                    if !subscribed && line.contains("\"id\":2") {
+                        subscribed = true;
+                        held.fetch_add(1, Ordering::Relaxed);
+                        ready.add_permits(1);
+                        continue;
+                    }
+                    if let Some(ts) = line.find("\"ts\":").and_then(|p| {
+                        line[p + 5..]
+                            .split(|c: char| !c.is_ascii_digit())
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    }) {
+                        mine.push(arrived.saturating_sub(ts));
+                        if line.contains("\"last\":true") {
+                            delivered.fetch_add(mine.len() as u64, Ordering::Relaxed);
+                            latencies.lock().await.extend_from_slice(&mine);
+                            return anyhow::Ok(());
+                        }
+                    }
+                }
+            }
+            delivered.fetch_add(mine.len() as u64, Ordering::Relaxed);
+            latencies.lock().await.extend_from_slice(&mine);
+            anyhow::Ok(())
+        }));
+    }
+    // Wait until every subscription is in place (or time runs out).
+    let progress = Progress::start("subscribed", connections as u64, held.clone(), None);
+    let all = tokio::time::timeout_at(deadline.into(), ready.acquire_many(connections as u32)).await;
+    progress.finish().await;
+    let connect_secs = connect_started.elapsed().as_secs_f64();
+    if all.is_err() {
+        eprintln!(
+            "only {} of {connections} subscribed in time",
+            held.load(Ordering::Relaxed)
+        );
+    }
+
+    let http = reqwest::Client::new();
+    let url = format!("http://{hub}/api/publish");
+    let pad = "x".repeat(payload);
+    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(interval);
+    let sent = Arc::new(AtomicU64::new(0));
+    let progress = Progress::start("published", publications, sent.clone(), None);
+    for n in 1..=publications {
+        tick.tick().await;
+        sent.store(n, Ordering::Relaxed);
+        if Instant::now() > deadline {
+            break;
+        }
+        let body =
+            json!({"channel": channel, "data": {"ts": now_us(), "seq": n, "last": n == publications, "pad": pad}});
+        let r = http
+            .post(&url)
+            .header("X-API-Key", &cli.api_key)
+            .json(&body)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("publish failed: HTTP {}", r.status());
+        }
+    }
+    progress.finish().await;
+    let publish_secs = started.elapsed().as_secs_f64();
+    // Subscribers stop at the last publication; give them until the deadline.
+    for t in tasks {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left.max(Duration::from_secs(1)), t).await {
+            Ok(Ok(Err(e))) => eprintln!("connection error: {e}"),
+            Ok(Err(e)) => eprintln!("task: {e}"),
+            Err(_) => eprintln!("a subscriber timed out"),
+            Ok(Ok(Ok(()))) => {}
+        }
+    }
+    let total_secs = started.elapsed().as_secs_f64();
+    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    let held = held.load(Ordering::Relaxed);
+    let expected = held * publications;
+    let got = delivered.load(Ordering::Relaxed);
+    let rss_after = procs_stats(&cli.hub_pid);
+    let mut report = json!({
+        "scenario": "fanout",
+        "label": cli.label,
+        "hubs": hubs.len(),
+        "connections": connections,
+        "connections_held": held,
+        "connect_seconds": connect_secs,
+        "publications": publications,
+        "rate": rate,
+        "payload_bytes": payload,
+        "expected_deliveries": expected,
+        "delivered": got,
+        "lost": expected.saturating_sub(got),
+        "deliveries_per_second": got as f64 / total_secs,
+        "publish_seconds": publish_secs,
+        "latency_ms": report::latency(&mut lat),
+    });
+    merge(&mut report, hub_usage(rss_before, rss_after, held));
+    Ok(report)
+}
+
+/// Fail (the CI check) when `--fail-on-loss` and anything was lost.
+pub fn check(args: &Args, report: &Value) -> anyhow::Result<()> {
+    let lost = report["lost"].as_u64().unwrap_or(0);
+    let held = report["connections_held"].as_u64().unwrap_or(0);
+    if args.fail_on_loss && (lost > 0 || held < args.connections as u64) {
+        bail!(
+            "{lost} deliveries lost, {held} of {} connections held",
+            args.connections
+        );
+    }
+    println!("{} passed, {} failed", u64::from(lost == 0), u64::from(lost > 0));
+    Ok(())
+}
+
+/// Add the keys of `extra` (an object) to `report`.
+pub fn merge(report: &mut Value, extra: Value) {
+    if let (Some(r), Value::Object(e)) = (report.as_object_mut(), extra) {
+        r.extend(e);
+    }
+}
+
+/// The first frame of a subscriber: connect and subscribe, batched.
+fn hello(token: String, channel: String) -> String {
+    let connect = Command {
+        id: 1,
+        connect: Some(ConnectRequest {
+            token,
+            name: "loadtest".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let subscribe = Command {
+        id: 2,
+        subscribe: Some(SubscribeRequest {
+            channel,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    format!(
+        "{}\n{}",
+        protocol::encode_command(&connect),
+        protocol::encode_command(&subscribe)
+    )
+}
