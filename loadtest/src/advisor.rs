@@ -7,7 +7,7 @@
 //! GPUSCOUT__ADVISOR__OPENAI__BASE_URL=http://<--provider-listen>`.
 //!
 //! `mixed`: the fan-out scenario, these advisor streams and market-book clients (every delta's
-//! checksum verified by the SDK) on one hub at the same time.
+//! checksum verified by the SDK) whose users keep price alert rules, on one hub at the same time.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -232,32 +232,54 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     Ok(report)
 }
 
-/// Market books on `market:summary` until `stop`: updates applied, resyncs, refusals.
-async fn books(cli: &Cli, count: usize, stop: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<Value> {
+/// Market books on `market:summary` until `stop`: updates applied, resyncs, refusals. Each book's
+/// user also keeps `rules` price alert rules on models of the book, thresholds at the current
+/// median (alternately above and below), and counts the alerts pushed on `alerts:#<user>`.
+async fn books(
+    cli: &Cli,
+    count: usize,
+    rules: usize,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Value> {
     let hubs = hub_addrs(cli)?;
     let mint = token_minter()?;
-    let (updates, resyncs, errors) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
+    let http = reqwest::Client::new();
+    let counters: [Arc<AtomicU64>; 5] = Default::default();
     let mut tasks = Vec::new();
     for i in 0..count {
+        let user = format!("book{i}");
+        let token = mint(&user)?;
+        let hub = hubs[i % hubs.len()];
         let client = Client::connect(Options::new(
-            format!("ws://{}/connection/websocket", hubs[i % hubs.len()]),
-            TokenSource::Static(mint(&format!("book{i}"))?),
+            format!("ws://{hub}/connection/websocket"),
+            TokenSource::Static(token.clone()),
         ));
         let mut book = client.market_book("market:summary");
-        let (updates, resyncs, errors, mut stop) = (updates.clone(), resyncs.clone(), errors.clone(), stop.clone());
+        let mut alerts = client.server_subscription(format!("alerts:#{user}"));
+        let (counters, mut stop, http) = (counters.clone(), stop.clone(), http.clone());
+        let [updates, resyncs, errors, created, fired] = counters;
         tasks.push(tokio::spawn(async move {
+            let mut pending_rules = rules;
             loop {
                 tokio::select! {
                     _ = stop.changed() => break,
                     e = book.next() => match e {
-                        Some(BookEvent::Update(_)) => { updates.fetch_add(1, Ordering::Relaxed); }
+                        Some(BookEvent::Update(_)) => {
+                            updates.fetch_add(1, Ordering::Relaxed);
+                            if pending_rules > 0 {
+                                pending_rules = 0;
+                                let n = create_rules(&http, hub, &token, book.book().items(), rules).await;
+                                created.fetch_add(n, Ordering::Relaxed);
+                            }
+                        }
                         Some(BookEvent::Resync(_)) => { resyncs.fetch_add(1, Ordering::Relaxed); }
                         Some(BookEvent::Error(_)) | None => { errors.fetch_add(1, Ordering::Relaxed); break; }
                     },
+                    a = alerts.next() => {
+                        if let Some(SubEvent::Publication { .. }) = a {
+                            fired.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
             client.close();
@@ -266,12 +288,46 @@ async fn books(cli: &Cli, count: usize, stop: tokio::sync::watch::Receiver<bool>
     for t in tasks {
         let _ = t.await;
     }
+    let [updates, resyncs, errors, created, fired] = counters.map(|c| c.load(Ordering::Relaxed));
     Ok(json!({
         "clients": count,
-        "updates_applied": updates.load(Ordering::Relaxed),
-        "checksum_or_gap_resyncs": resyncs.load(Ordering::Relaxed),
-        "errors": errors.load(Ordering::Relaxed),
+        "updates_applied": updates,
+        "checksum_or_gap_resyncs": resyncs,
+        "errors": errors,
+        "alert_rules": created,
+        "alerts_received": fired,
     }))
+}
+
+/// Create up to `n` price rules over the book's models; how many the hub accepted.
+async fn create_rules(
+    http: &reqwest::Client,
+    hub: SocketAddr,
+    token: &str,
+    items: &serde_json::Map<String, Value>,
+    n: usize,
+) -> u64 {
+    let mut created = 0;
+    let priced = items
+        .iter()
+        .filter_map(|(model, v)| Some((model, v["price_available"]["median"].as_f64()?)));
+    for (k, (model, median)) in priced.cycle().take(n).enumerate() {
+        let rule = json!({
+            "name": format!("loadtest {k}"), "kind": "price", "model": model, "stat": "median",
+            "direction": if k % 2 == 0 { "above" } else { "below" }, "threshold_usd": median,
+            "cooldown_s": 60,
+        });
+        let sent = http
+            .post(format!("http://{hub}/api/v1/alerts/rules"))
+            .bearer_auth(token)
+            .json(&rule)
+            .send()
+            .await;
+        if sent.is_ok_and(|r| r.status().is_success()) {
+            created += 1;
+        }
+    }
+    created
 }
 
 pub async fn mixed(
@@ -279,11 +335,12 @@ pub async fn mixed(
     fanout: &crate::fanout::Args,
     advisor: &Args,
     book_clients: usize,
+    rules: usize,
 ) -> anyhow::Result<Value> {
     let served = start_provider(advisor).await?;
     let before = procs_stats(&cli.hub_pid);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let books = books(cli, book_clients, stop_rx);
+    let books = books(cli, book_clients, rules, stop_rx);
     let load = async {
         let (f, a) = tokio::join!(crate::fanout::run(cli, fanout), streams(cli, advisor));
         let _ = stop_tx.send(true);

@@ -8,7 +8,7 @@
 //! - `connect-storm`: authenticated connects at a rate until a cap or failures, held idle.
 //! - `advisor`: M concurrent advisor answers from a fake OpenAI-compatible provider this tool
 //!   serves; added latency per token, upstream write to client receipt.
-//! - `mixed`: fan-out, advisor streams and market books (checksums verified) at once.
+//! - `mixed`: fan-out, advisor streams, market books (checksums verified) and alert rules at once.
 //! - `bare-server`: a minimal tokio-tungstenite broadcast server (no auth, no history, no
 //!   batching), the ceiling of the stack, to run `fanout` against for comparison.
 //! - `plot`: one SVG of the latency percentiles of several JSON reports.
@@ -74,6 +74,9 @@ enum Scenario {
         /// Market-book clients on `market:summary` (checksums verified on every delta).
         #[arg(long, default_value_t = 50)]
         books: usize,
+        /// Price alert rules each market-book user keeps (evaluated by the hub on every change).
+        #[arg(long, default_value_t = 10)]
+        rules_per_book: usize,
     },
     /// A minimal tokio-tungstenite broadcast server speaking just enough of the protocol for
     /// `fanout` (connect, subscribe, pings; `POST /api/publish`): the stack's ceiling.
@@ -107,8 +110,9 @@ async fn main() -> anyhow::Result<()> {
             fanout: f,
             advisor: a,
             books,
+            rules_per_book,
         } => {
-            let report = advisor::mixed(&cli, f, a, *books).await?;
+            let report = advisor::mixed(&cli, f, a, *books, *rules_per_book).await?;
             emit(&cli, &report)?;
             fanout::check(f, &report["fanout"])?;
         }
