@@ -268,7 +268,7 @@ async fn books(
                             updates.fetch_add(1, Ordering::Relaxed);
                             if pending_rules > 0 {
                                 pending_rules = 0;
-                                let n = create_rules(&http, hub, &token, book.book().items(), rules).await;
+                                let n = create_rules(&http, hub, &token, book.book().items(), i * rules, rules).await;
                                 created.fetch_add(n, Ordering::Relaxed);
                             }
                         }
@@ -299,19 +299,26 @@ async fn books(
     }))
 }
 
-/// Create up to `n` price rules over the book's models; how many the hub accepted.
+/// Create up to `n` price rules over the book's models, from the `first`-th priced model on (so
+/// users watch different models); how many the hub accepted.
 async fn create_rules(
     http: &reqwest::Client,
     hub: SocketAddr,
     token: &str,
     items: &serde_json::Map<String, Value>,
+    first: usize,
     n: usize,
 ) -> u64 {
     let mut created = 0;
-    let priced = items
+    let priced: Vec<(&String, f64)> = items
         .iter()
-        .filter_map(|(model, v)| Some((model, v["price_available"]["median"].as_f64()?)));
-    for (k, (model, median)) in priced.cycle().take(n).enumerate() {
+        .filter_map(|(model, v)| Some((model, v["price_available"]["median"].as_f64()?)))
+        .collect();
+    if priced.is_empty() {
+        return 0;
+    }
+    let picks = priced.iter().cycle().skip(first % priced.len()).take(n);
+    for (k, (model, median)) in picks.enumerate() {
         let rule = json!({
             "name": format!("loadtest {k}"), "kind": "price", "model": model, "stat": "median",
             "direction": if k % 2 == 0 { "above" } else { "below" }, "threshold_usd": median,
