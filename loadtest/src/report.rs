@@ -111,7 +111,7 @@ pub fn latency_svg(series: &[(String, Vec<(f64, f64)>)]) -> String {
     const W: f64 = 760.0;
     const H: f64 = 420.0;
     const L: f64 = 70.0;
-    const R: f64 = 20.0;
+    const R: f64 = 45.0;
     const T: f64 = 30.0;
     const B: f64 = 60.0;
     // x: log10(1 / (1 - p)), p in [0, 0.99999]; the maximum sits at the right edge.
