@@ -6,41 +6,15 @@
 #   loadtest/compare-bare.sh [connections] [publications] [rate] [payload]
 # Writes target/loadtest/bare-{hub,bare}.json and target/loadtest/bare.svg (latency percentiles).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 CONNECTIONS="${1:-2000}"
 PUBLICATIONS="${2:-2000}"
 RATE="${3:-200}"
 PAYLOAD="${4:-200}"
-HUB="${GPUSCOUT_BIN:-$PWD/target/release/gpuscout}"
-LOADTEST="${LOADTEST_BIN:-$PWD/target/release/loadtest}"
-OUT="$PWD/target/loadtest"
-mkdir -p "$OUT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-wait_port() { # port
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on $1" >&2
-  exit 1
-}
 
 export GPUSCOUT__API__KEY=compare-bare-key GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
 HUB_PORT="$(free_port)"
-GPUSCOUT__SERVER__LISTEN="127.0.0.1:$HUB_PORT" GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db" \
-  "$HUB" serve 2>"$WORK/hub.log" &
-HUB_PID=$!
-PIDS+=("$HUB_PID")
-wait_port "$HUB_PORT"
+start_hub hub "$HUB_PORT"
 echo "== hub (pid $HUB_PID)"
 "$LOADTEST" --hub "127.0.0.1:$HUB_PORT" --hub-pid "$HUB_PID" --label hub --json "$OUT/bare-hub.json" fanout \
   --connections "$CONNECTIONS" --publications "$PUBLICATIONS" --rate "$RATE" --payload "$PAYLOAD" \
@@ -51,7 +25,7 @@ BARE_PORT="$(free_port)"
 "$LOADTEST" bare-server --listen "127.0.0.1:$BARE_PORT" 2>"$WORK/bare.log" &
 BARE_PID=$!
 PIDS+=("$BARE_PID")
-wait_port "$BARE_PORT"
+wait_port "$BARE_PORT" "$WORK/bare.log"
 echo "== bare tokio-tungstenite broadcast server (pid $BARE_PID)"
 "$LOADTEST" --hub "127.0.0.1:$BARE_PORT" --hub-pid "$BARE_PID" --label bare --json "$OUT/bare-bare.json" fanout \
   --connections "$CONNECTIONS" --publications "$PUBLICATIONS" --rate "$RATE" --payload "$PAYLOAD" \

@@ -6,35 +6,16 @@
 #   loadtest/idle-two-nodes.sh [per-process, default 19000]
 # Needs Redis on REDIS_URL (default redis://127.0.0.1:6379); keys go under a fresh prefix.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 PER_PROCESS="${1:-19000}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-HUB="${GPUSCOUT_BIN:-$PWD/target/release/gpuscout}"
-LOADTEST="${LOADTEST_BIN:-$PWD/target/release/loadtest}"
-OUT="$PWD/target/loadtest"
-mkdir -p "$OUT"
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-ulimit -n "$(ulimit -Hn)"
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 export GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
 export GPUSCOUT__BUS__REDIS_URL="$REDIS_URL" GPUSCOUT__BUS__REDIS_PREFIX="idle$RANDOM$RANDOM"
 HUBS=() HUB_PIDS=()
 for n in 1 2; do
   port="$(free_port)"
-  GPUSCOUT__SERVER__LISTEN="127.0.0.1:$port" GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub$n.db" \
-    "$HUB" serve 2>"$WORK/hub$n.log" &
-  PIDS+=($!) HUB_PIDS+=($!) HUBS+=("127.0.0.1:$port")
-  for _ in $(seq 1 100); do
-    curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break
-    sleep 0.1
-  done
+  start_hub "hub$n" "$port"
+  HUB_PIDS+=("$HUB_PID") HUBS+=("127.0.0.1:$port")
 done
 HUB_LIST="$(IFS=,; echo "${HUBS[*]}")"
 PID_LIST="$(IFS=,; echo "${HUB_PIDS[*]}")"

@@ -224,9 +224,9 @@ pub fn merge(report: &mut Value, extra: Value) {
     }
 }
 
-/// The first frame of a subscriber: connect and subscribe, batched.
-fn hello(token: String, channel: String) -> String {
-    let connect = Command {
+/// The `connect` command (id 1) of a load-test client.
+pub fn connect_command(token: String) -> Command {
+    Command {
         id: 1,
         connect: Some(ConnectRequest {
             token,
@@ -234,7 +234,12 @@ fn hello(token: String, channel: String) -> String {
             ..Default::default()
         }),
         ..Default::default()
-    };
+    }
+}
+
+/// The first frame of a subscriber: connect and subscribe, batched.
+fn hello(token: String, channel: String) -> String {
+    let connect = connect_command(token);
     let subscribe = Command {
         id: 2,
         subscribe: Some(SubscribeRequest {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
-use gpuscout_client::protocol::{self, Command, ConnectRequest};
+use gpuscout_client::protocol;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
@@ -153,15 +153,7 @@ async fn open_connection(
     socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
     let stream = socket.connect(hub).await?;
     let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
-    let connect = Command {
-        id: 1,
-        connect: Some(ConnectRequest {
-            token,
-            name: "loadtest".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let connect = crate::fanout::connect_command(token);
     ws.send(Message::text(protocol::encode_command(&connect))).await?;
     while let Some(msg) = ws.next().await {
         let Message::Text(text) = msg? else { continue };
