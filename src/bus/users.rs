@@ -1,11 +1,12 @@
 //! What the nodes must agree on about users: how many connections each has across all nodes, and
-//! which tokens are revoked.
+//! which tokens are revoked; and a control channel between nodes.
 //!
 //! `LocalUsers` serves one node (its own counts are the hub's; revocations live in memory).
 //! `RedisUsers` keeps, per user, a sorted set of `<node>:<client>` scored by an expiry that every
 //! node refreshes for its live connections (a node that dies leaves entries that expire on their
 //! own), and revoked token ids as keys that expire with the token. A revocation is announced on a
-//! control channel so every node closes the connections that used the token.
+//! control channel so every node closes the connections that used the token; so is a request to
+//! cancel an advisor answer, which only the node generating it can abort.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -28,6 +29,8 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
 
 /// Called with the id of a revoked token, on every node.
 pub type RevokedHandler = Arc<dyn Fn(&str) + Send + Sync>;
+/// Called with the id of an advisor answer some node was asked to cancel.
+pub type CancelHandler = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[async_trait]
 pub trait UserState: Send + Sync + 'static {
@@ -44,6 +47,10 @@ pub trait UserState: Send + Sync + 'static {
     async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError>;
     /// Where revocations are announced (set once, at start).
     fn on_revoked(&self, handler: RevokedHandler);
+    /// Ask every node to cancel the advisor answer `message_id`: the node generating it aborts it.
+    async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError>;
+    /// Where answer cancellations are announced (set once, at start).
+    fn on_cancel_answer(&self, handler: CancelHandler);
 }
 
 /// One node: connection counts are the hub's own; revocations are kept in memory.
@@ -51,6 +58,7 @@ pub trait UserState: Send + Sync + 'static {
 pub struct LocalUsers {
     revoked: DashMap<String, u64>,
     handler: OnceLock<RevokedHandler>,
+    cancel: OnceLock<CancelHandler>,
 }
 
 #[async_trait]
@@ -76,6 +84,15 @@ impl UserState for LocalUsers {
     fn on_revoked(&self, handler: RevokedHandler) {
         let _ = self.handler.set(handler);
     }
+    async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
+        if let Some(h) = self.cancel.get() {
+            h(message_id);
+        }
+        Ok(())
+    }
+    fn on_cancel_answer(&self, handler: CancelHandler) {
+        let _ = self.cancel.set(handler);
+    }
 }
 
 const ACQUIRE_LUA: &str = r#"
@@ -95,6 +112,7 @@ pub struct RedisUsers {
     acquire: Script,
     control: String,
     handler: Arc<OnceLock<RevokedHandler>>,
+    cancel: Arc<OnceLock<CancelHandler>>,
     stop: CancellationToken,
 }
 
@@ -118,10 +136,12 @@ impl RedisUsers {
         let control = format!("{prefix}.control");
         subscriber.subscribe(control.clone()).await.map_err(unavailable)?;
         let handler: Arc<OnceLock<RevokedHandler>> = Arc::new(OnceLock::new());
+        let cancel: Arc<OnceLock<CancelHandler>> = Arc::new(OnceLock::new());
         let stop = CancellationToken::new();
         let mut messages = subscriber.message_rx();
         {
             let handler = handler.clone();
+            let cancel = cancel.clone();
             let stop = stop.clone();
             tokio::spawn(async move {
                 let _keep = subscriber;
@@ -137,6 +157,10 @@ impl RedisUsers {
                                 && let Some(h) = handler.get()
                             {
                                 h(jti);
+                            } else if let Some(id) = text.strip_prefix("cancel ")
+                                && let Some(h) = cancel.get()
+                            {
+                                h(id);
                             }
                         }
                         Err(RecvError::Lagged(_)) => {}
@@ -152,6 +176,7 @@ impl RedisUsers {
             acquire: Script::from_lua(ACQUIRE_LUA),
             control,
             handler,
+            cancel,
             stop,
         })
     }
@@ -253,5 +278,19 @@ impl UserState for RedisUsers {
 
     fn on_revoked(&self, handler: RevokedHandler) {
         let _ = self.handler.set(handler);
+    }
+
+    async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
+        // Every node hears it, this one included: the node generating the answer aborts it.
+        let _: i64 = self
+            .client
+            .publish(self.control.clone(), format!("cancel {message_id}"))
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
+    fn on_cancel_answer(&self, handler: CancelHandler) {
+        let _ = self.cancel.set(handler);
     }
 }

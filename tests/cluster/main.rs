@@ -1,6 +1,7 @@
 //! Several hub processes on one private Redis, started by the tests on a free port (never the
 //! shared one), and one database: fan-out across nodes, leader failover, Redis restarted empty,
-//! Redis paused, limits and revocations across nodes, a Redis Cluster with sharded pub/sub. The
+//! Redis paused, limits and revocations across nodes, an advisor answer cancelled from another node,
+//! a Redis Cluster with sharded pub/sub. The
 //! hubs are the real binary, killed with SIGKILL where a test says so.
 //!
 //! A test binary of its own, and one test at a time (`serial()`): each test runs several hubs, and
@@ -9,6 +10,9 @@
 #[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
+#[allow(dead_code)]
+#[path = "../api/llm_fake.rs"]
+mod llm_fake;
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -672,6 +676,75 @@ async fn connection_limits_and_token_revocations_hold_across_nodes() {
     assert_eq!(nodes[1].connect_with(&token).await.err(), Some(3500));
     // Another token of the same user still works.
     assert!(nodes[0].connect_with(&mint("lim", Tier::Free)).await.is_ok());
+}
+
+#[tokio::test]
+async fn an_advisor_answer_is_cancelled_from_another_node() {
+    let _one = serial().await;
+    let Some(redis) = PrivateRedis::start() else { return };
+    let llm = llm_fake::LlmServer::start().await;
+    // A slow answer: 200 tokens 100 ms apart (20 s), far longer than the test.
+    llm.fake.push(llm_fake::Reply::Timestamps {
+        tokens: 200,
+        gap: Duration::from_millis(100),
+    });
+    let url: &'static str = Box::leak(llm.url.clone().into_boxed_str());
+    let cluster = Cluster::on(
+        redis.url(),
+        &[
+            ("GPUSCOUT__ADVISOR__PROVIDER", "openai"),
+            ("GPUSCOUT__ADVISOR__OPENAI__BASE_URL", url),
+        ],
+    )
+    .await;
+    let nodes = [cluster.node(false).await, cluster.node(false).await];
+    let mut asker = nodes[0].connect("cx").await;
+    let r = asker
+        .request(json!({"rpc": {"method": "advisor.ask", "data": {"text": "tokens"}}}))
+        .await;
+    let message_id = r["rpc"]["data"]["message_id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{r}"))
+        .to_owned();
+    // The answer streams from node 0.
+    let mut deltas = 0;
+    while deltas < 2 {
+        let (_, data) = read_pubs(&mut asker, "advisor:#cx", 1).await.remove(0);
+        if data["type"] == "delta" {
+            deltas += 1;
+        }
+    }
+    // The same user, connected to node 1, cancels it.
+    let mut other = nodes[1].connect("cx").await;
+    let r = other
+        .request(json!({"rpc": {"method": "advisor.cancel", "data": {"message_id": message_id}}}))
+        .await;
+    assert_eq!(r["rpc"]["data"]["cancelled"], true, "{r}");
+    let end = loop {
+        let (_, data) = read_pubs(&mut asker, "advisor:#cx", 1).await.remove(0);
+        if data["type"] != "delta" {
+            break data;
+        }
+    };
+    assert_eq!(end["type"], "done", "{end}");
+    assert_eq!(end["stop_reason"], "cancelled", "{end}");
+    // Node 0 dropped the upstream request.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while llm.fake.hung_up() == 0 {
+        assert!(Instant::now() < deadline, "the provider's stream was not dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Once it has ended, a cancel from either node says there was nothing to cancel.
+    let r = other
+        .request(json!({"rpc": {"method": "advisor.cancel", "data": {"message_id": message_id}}}))
+        .await;
+    assert_eq!(r["rpc"]["data"]["cancelled"], false, "{r}");
+    // Another user cannot cancel it through any node.
+    let mut stranger = nodes[1].connect("cy").await;
+    let r = stranger
+        .request(json!({"rpc": {"method": "advisor.cancel", "data": {"message_id": message_id}}}))
+        .await;
+    assert_eq!(r["error"]["code"], 103, "{r}");
 }
 
 /// A Redis Cluster of three masters of the test's own (no replicas, no persistence).
