@@ -6,6 +6,7 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gpuscout_hub::ingest::farm500::parse_machines;
+use gpuscout_hub::ingest::machines::parse_machines_bytes;
 use gpuscout_hub::ingest::simulated::seed_models;
 use gpuscout_hub::market::state::MarketState;
 use serde_json::{Value, json};
@@ -36,7 +37,17 @@ fn machines_body(n: usize, version: u64) -> Vec<u8> {
         .unwrap()
 }
 
+/// What the 500.farm source does with a `/machines` body.
 fn offers_of(body: &[u8]) -> Vec<gpuscout_hub::market::Offer> {
+    parse_machines_bytes(body)
+        .unwrap()
+        .iter()
+        .filter_map(|m| m.to_offer("farm500", 0))
+        .collect()
+}
+
+/// The same through a `serde_json::Value` tree (the generic path, kept for comparison).
+fn offers_via_tree(body: &[u8]) -> Vec<gpuscout_hub::market::Offer> {
     let value: Value = serde_json::from_slice(body).unwrap();
     parse_machines(&value, false)
         .unwrap()
@@ -53,6 +64,9 @@ fn bench(c: &mut Criterion) {
         let second = machines_body(n, 1);
         group.bench_with_input(BenchmarkId::new("normalise", n), &second, |b, body| {
             b.iter(|| black_box(offers_of(body)))
+        });
+        group.bench_with_input(BenchmarkId::new("normalise_via_tree", n), &second, |b, body| {
+            b.iter(|| black_box(offers_via_tree(body)))
         });
         group.bench_with_input(BenchmarkId::new("diff_aggregate_publish", n), &n, |b, _| {
             b.iter_batched(

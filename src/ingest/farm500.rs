@@ -87,8 +87,14 @@ impl MarketSource for Farm500Source {
                 .map(str::to_owned)
         };
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
-        let body: Value = response.json().await.map_err(transport_error)?;
-        let machines = parse_machines(&body, self.use_offers)?;
+        let body = response.bytes().await.map_err(transport_error)?;
+        let machines = if self.use_offers {
+            let body: Value = serde_json::from_slice(&body).map_err(|e| SourceError::Invalid(e.to_string()))?;
+            parse_machines(&body, true)?
+        } else {
+            // The large one (every machine of the market): read without building the JSON tree.
+            super::machines::parse_machines_bytes(&body)?
+        };
         // Validators only once the body parsed: a truncated body must not be "unchanged" next time.
         self.etag = etag;
         self.last_modified = last_modified;

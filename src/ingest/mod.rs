@@ -5,6 +5,7 @@
 //! [`MarketState`](crate::market::state::MarketState) and the bus.
 
 pub mod farm500;
+pub mod machines;
 pub mod poller;
 pub mod replica;
 pub mod runner;

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::{Fetched, MarketSource, SourceError, country_of, status_error, transport_error};
 use crate::auth::unix_now_ms;
 use crate::config::HttpSourceSettings;
-use crate::market::models::canonical_slug;
+use crate::market::models::canonical_model;
 use crate::market::{Offer, intern};
 
 /// One Vast.ai machine, as 500.farm's `/machines` lists it (or as rebuilt from chunks).
@@ -71,7 +71,7 @@ impl VastMachine {
         if self.num_gpus == 0 || !self.dph_base.is_finite() || self.dph_base < 0.0 {
             return None;
         }
-        let model = intern(&canonical_slug(&self.gpu_name)?);
+        let model = canonical_model(&self.gpu_name)?;
         Some(Offer {
             source,
             marketplace: "vast",

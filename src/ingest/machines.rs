@@ -1,0 +1,422 @@
+//! A 500.farm `/machines` body read straight into [`VastMachine`]s, without building the JSON tree.
+//!
+//! The body is `{"offers": [record, ...], ...}` or a bare array of records. Only the fields a
+//! machine needs are decoded; every other field, whatever its shape, is skipped without being
+//! built. The rules are exactly those of [`VastMachine::from_machine_record`] on a parsed
+//! `serde_json::Value` (a number where a string is expected makes the field absent, not the body
+//! invalid; a duplicate key keeps its last value); a test holds the two paths to the same result.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserializer;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+use super::SourceError;
+use super::vast::VastMachine;
+
+/// The records of a `/machines` body, as machines (records without the required fields skipped).
+pub fn parse_machines_bytes(body: &[u8]) -> Result<Vec<VastMachine>, SourceError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let machines = de
+        .deserialize_any(BodyVisitor)
+        .map_err(|e| SourceError::Invalid(e.to_string()))?
+        .ok_or_else(|| SourceError::Invalid("no `offers` array".into()))?;
+    de.end().map_err(|e| SourceError::Invalid(e.to_string()))?;
+    Ok(machines)
+}
+
+/// A JSON scalar as `serde_json::Value` would hold it (integers ≥ 0 as `U64`, negative as `I64`,
+/// others as `F64`); anything else is `Other`.
+#[derive(Debug, Clone, Default, PartialEq)]
+enum Scalar<'a> {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+    Bool(bool),
+    Str(Cow<'a, str>),
+    #[default]
+    Other,
+}
+
+impl<'a> Scalar<'a> {
+    /// `Value::as_u64`, or a non-negative float truncated (`u64_of` of the Value path).
+    fn u64_lenient(&self) -> Option<u64> {
+        match self {
+            Scalar::U64(n) => Some(*n),
+            Scalar::F64(f) if *f >= 0.0 => Some(*f as u64),
+            _ => None,
+        }
+    }
+    fn as_f64(&self) -> Option<f64> {
+        match self {
+            Scalar::U64(n) => Some(*n as f64),
+            Scalar::I64(n) => Some(*n as f64),
+            Scalar::F64(f) => Some(*f),
+            _ => None,
+        }
+    }
+    fn as_i64(&self) -> Option<i64> {
+        match self {
+            Scalar::U64(n) => i64::try_from(*n).ok(),
+            Scalar::I64(n) => Some(*n),
+            _ => None,
+        }
+    }
+    fn as_str(&self) -> Option<&str> {
+        match self {
+            Scalar::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    fn as_bool(&self) -> Option<bool> {
+        match self {
+            Scalar::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+}
+
+struct ScalarVisitor;
+
+impl<'de> Visitor<'de> for ScalarVisitor {
+    type Value = Scalar<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        // serde_json calls this for negative integers only.
+        Ok(if v >= 0 { Scalar::U64(v as u64) } else { Scalar::I64(v) })
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Borrowed(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Scalar::Str(Cow::Owned(v)))
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(Scalar::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other)
+    }
+}
+
+struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(ScalarVisitor)
+    }
+}
+
+/// The fields of a record the machine is built from.
+#[derive(Default)]
+struct Fields<'a> {
+    machine_id: Scalar<'a>,
+    host_id: Scalar<'a>,
+    gpu_name: Scalar<'a>,
+    num_gpus: Scalar<'a>,
+    num_gpus_rented: Scalar<'a>,
+    dph_base: Scalar<'a>,
+    verified: Scalar<'a>,
+    verification: Scalar<'a>,
+    hosting_type: Scalar<'a>,
+    geolocation: Scalar<'a>,
+    reliability2: Scalar<'a>,
+    reliability: Scalar<'a>,
+    gpu_ram: Scalar<'a>,
+}
+
+impl Fields<'_> {
+    fn machine(&self) -> Option<VastMachine> {
+        let num_gpus = self.num_gpus.u64_lenient()? as u32;
+        Some(VastMachine {
+            machine_id: self.machine_id.u64_lenient()?,
+            host_id: self.host_id.u64_lenient(),
+            gpu_name: self.gpu_name.as_str()?.to_owned(),
+            num_gpus,
+            num_gpus_rented: (self.num_gpus_rented.u64_lenient()? as u32).min(num_gpus),
+            dph_base: self.dph_base.as_f64()?,
+            verified: match self.verified.as_bool() {
+                Some(v) => v,
+                None => self.verification.as_str() == Some("verified"),
+            },
+            datacenter: self.hosting_type.as_i64().is_some_and(|h| h > 0),
+            geolocation: self.geolocation.as_str().map(str::to_owned),
+            reliability: self.reliability2.as_f64().or_else(|| self.reliability.as_f64()),
+            gpu_ram_mb: self.gpu_ram.as_f64(),
+        })
+    }
+}
+
+/// One record: `Some(machine)`, or `None` for a record that is not an object or lacks a field.
+struct RecordSeed;
+
+impl<'de> DeserializeSeed<'de> for RecordSeed {
+    type Value = Option<VastMachine>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(RecordVisitor)
+    }
+}
+
+struct RecordVisitor;
+
+impl<'de> Visitor<'de> for RecordVisitor {
+    type Value = Option<VastMachine>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a machine record")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            let slot = match key.as_ref() {
+                "machine_id" => &mut f.machine_id,
+                "host_id" => &mut f.host_id,
+                "gpu_name" => &mut f.gpu_name,
+                "num_gpus" => &mut f.num_gpus,
+                "num_gpus_rented" => &mut f.num_gpus_rented,
+                "dph_base" => &mut f.dph_base,
+                "verified" => &mut f.verified,
+                "verification" => &mut f.verification,
+                "hosting_type" => &mut f.hosting_type,
+                "geolocation" => &mut f.geolocation,
+                "reliability2" => &mut f.reliability2,
+                "reliability" => &mut f.reliability,
+                "gpu_ram" => &mut f.gpu_ram,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value_seed(ScalarSeed)?;
+        }
+        Ok(f.machine())
+    }
+    // Not an object: not a machine (the Value path indexes it and finds nothing).
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_seq(seq).map(|_| None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// An array of records.
+struct RecordsSeed;
+
+impl<'de> DeserializeSeed<'de> for RecordsSeed {
+    type Value = Option<Vec<VastMachine>>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(RecordsVisitor)
+    }
+}
+
+struct RecordsVisitor;
+
+impl<'de> Visitor<'de> for RecordsVisitor {
+    /// `None` when it is not an array.
+    type Value = Option<Vec<VastMachine>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of machine records")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(1024));
+        while let Some(record) = seq.next_element_seed(RecordSeed)? {
+            out.extend(record);
+        }
+        Ok(Some(out))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        ScalarVisitor.visit_map(map).map(|_| None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
+/// The body: a bare array of records, or an object whose `offers` (the last one) is that array.
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Option<Vec<VastMachine>>;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object with an `offers` array, or an array")
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        RecordsVisitor.visit_seq(seq)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut offers = None;
+        while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            if key == "offers" {
+                offers = map.next_value_seed(RecordsSeed)?;
+            } else {
+                map.next_value::<IgnoredAny>()?;
+            }
+        }
+        Ok(offers)
+    }
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Err(E::custom("neither an object nor an array"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::farm500::parse_machines;
+    use proptest::prelude::*;
+    use serde_json::{Value, json};
+
+    fn both(body: &Value) -> (Result<Vec<VastMachine>, String>, Result<Vec<VastMachine>, String>) {
+        let fast = parse_machines_bytes(body.to_string().as_bytes()).map_err(|e| e.to_string());
+        let tree = parse_machines(body, false).map_err(|e| e.to_string());
+        (fast, tree)
+    }
+
+    #[test]
+    fn the_same_machines_as_the_json_tree_path_on_odd_records() {
+        let body = json!({"url": "/machines", "count": 7, "offers": [
+            {"machine_id": 1, "host_id": 9, "gpu_name": "RTX 4090", "num_gpus": 4, "num_gpus_rented": 9,
+             "dph_base": 1.2, "verification": "verified", "hosting_type": 1, "geolocation": "Texas, US",
+             "reliability2": 0.99, "gpu_ram": 24576, "chunks": [{"a": [1, {"b": null}]}], "note": "x"},
+            {"machine_id": 2.7, "host_id": -3, "gpu_name": "A100", "num_gpus": 8.0, "num_gpus_rented": 0,
+             "dph_base": 8, "verified": false, "verification": "verified", "hosting_type": 1.0,
+             "reliability": 0.5, "reliability2": null},
+            {"machine_id": "3", "gpu_name": "RTX 3090", "num_gpus": 1, "num_gpus_rented": 0, "dph_base": 0.2},
+            {"machine_id": 4, "gpu_name": 4090, "num_gpus": 1, "num_gpus_rented": 0, "dph_base": 0.2},
+            {"machine_id": 5, "gpu_name": "H100 SXM", "num_gpus": 2, "num_gpus_rented": 1, "dph_base": [4]},
+            {"machine_id": 6, "gpu_name": "L40S", "num_gpus": 2, "num_gpus_rented": 1, "dph_base": 1,
+             "geolocation": {"city": "x"}, "gpu_ram": "48GB", "verified": "yes"},
+            {"machine_id": 7, "machine_id": 8, "gpu_name": "RTX 4090", "num_gpus": 1, "num_gpus_rented": 1,
+             "dph_base": 0.4, "hosting_type": -1},
+            [1, 2], 3, "s", null
+        ]});
+        let (fast, tree) = both(&body);
+        assert_eq!(fast, tree);
+        let machines = fast.unwrap();
+        assert_eq!(
+            machines.iter().map(|m| m.machine_id).collect::<Vec<_>>(),
+            vec![1, 2, 6, 8]
+        );
+        // Bare arrays, and bodies without machines.
+        let (fast, tree) = both(&body["offers"]);
+        assert_eq!(fast, tree);
+        for bad in [
+            json!({"url": "/machines"}),
+            json!({"offers": {"a": 1}}),
+            json!("x"),
+            json!(3),
+        ] {
+            let (fast, tree) = both(&bad);
+            assert!(fast.is_err() && tree.is_err(), "{bad}: {fast:?} / {tree:?}");
+        }
+        assert!(parse_machines_bytes(b"{\"offers\": [").is_err(), "truncated");
+        // A duplicate key keeps its last value, as in the JSON tree.
+        let dup =
+            br#"[{"machine_id":7,"gpu_name":"A100","machine_id":8,"num_gpus":1,"num_gpus_rented":0,"dph_base":1}]"#;
+        let tree: Value = serde_json::from_slice(dup).unwrap();
+        assert_eq!(
+            parse_machines_bytes(dup).unwrap(),
+            parse_machines(&tree, false).unwrap()
+        );
+        assert_eq!(parse_machines_bytes(dup).unwrap()[0].machine_id, 8);
+        assert!(parse_machines_bytes(b"[] x").is_err(), "trailing garbage");
+    }
+
+    fn scalar() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<u32>().prop_map(Value::from),
+            (-1000i64..0).prop_map(Value::from),
+            (-10.0f64..1e6).prop_map(Value::from),
+            "[a-z ]{0,6}".prop_map(Value::from),
+            Just(json!([1])),
+            Just(json!({"k": "v"})),
+            Just(Value::from("verified")),
+            Just(Value::from("RTX 4090")),
+        ]
+    }
+
+    proptest! {
+        /// Any record made of the fields read, with values of any shape, gives the same machine.
+        #[test]
+        fn any_record_gives_the_same_machine_both_ways(
+            fields in proptest::collection::vec(
+                (prop::sample::select(vec!["machine_id", "host_id", "gpu_name", "num_gpus", "num_gpus_rented",
+                    "dph_base", "verified", "verification", "hosting_type", "geolocation", "reliability2",
+                    "reliability", "gpu_ram", "other"]), scalar()), 0..16)
+        ) {
+            let record: serde_json::Map<String, Value> =
+                fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            let body = json!({"offers": [Value::Object(record)]});
+            let (fast, tree) = both(&body);
+            prop_assert_eq!(fast, tree);
+        }
+    }
+}
