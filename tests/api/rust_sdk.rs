@@ -289,3 +289,44 @@ async fn token_callback_refreshes_before_expiry_and_a_revoked_token_stays_closed
         client.state()
     );
 }
+
+#[tokio::test]
+async fn a_replaced_subscription_dropped_late_leaves_its_successor_alone() {
+    let app = spawn_app().await;
+    let client = Client::connect(options(&app, app.addr, "rep", Tier::Enterprise));
+    client.connected().await.unwrap();
+    let mut first = client.subscribe("gpu:h100-sxm");
+    assert!(matches!(next_event(&mut first).await, SubEvent::Subscribed { .. }));
+    // A second subscription on the same channel replaces the first, which is dropped after.
+    let mut second = client.subscribe("gpu:h100-sxm");
+    assert!(matches!(next_event(&mut second).await, SubEvent::Subscribed { .. }));
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    app.publish("gpu:h100-sxm", json!({"n": 1})).await;
+    assert_eq!(
+        next_publication(&mut second).await.0["n"],
+        1,
+        "the successor still receives"
+    );
+    client.close();
+}
+
+#[tokio::test]
+async fn server_side_publications_wait_for_a_listener_that_registers_late() {
+    let app = spawn_app().await;
+    let client = Client::connect(options(&app, app.addr, "late", Tier::Individual));
+    client.connected().await.unwrap();
+    // Published while nobody listens on the client's side.
+    app.publish("alerts:#late", json!({"alert": "early"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut alerts = client.server_subscription("alerts:#late");
+    assert!(matches!(next_event(&mut alerts).await, SubEvent::Subscribed { .. }));
+    assert_eq!(next_publication(&mut alerts).await.0["alert"], "early");
+    // A listener dropped and another registered: the channel keeps flowing to the new one.
+    drop(alerts);
+    app.publish("alerts:#late", json!({"alert": "between"})).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = client.server_subscription("alerts:#late");
+    assert_eq!(next_publication(&mut again).await.0["alert"], "between");
+    client.close();
+}

@@ -133,6 +133,9 @@ pub enum Error {
     /// The client was closed (or closed itself for good).
     #[error("client closed")]
     Closed,
+    /// The connection went while the request was in flight; the client reconnects.
+    #[error("disconnected before the reply")]
+    Disconnected,
     #[error("bad data: {0}")]
     Json(#[from] serde_json::Error),
 }
@@ -151,7 +154,8 @@ pub enum SubEvent {
         data: Raw,
         offset: u64,
     },
-    /// The hub refused the subscription (permission, limits); it is not retried.
+    /// The hub refused the subscription for good (permission, limits); it is not retried. A
+    /// temporary refusal (rate limits) is retried with backoff and not reported.
     Error(ProtoError),
     /// The hub removed the subscription for good.
     Unsubscribed {
@@ -160,18 +164,25 @@ pub enum SubEvent {
     },
 }
 
+/// Which registration of a channel an op comes from: a dropped, replaced `Subscription` must not
+/// touch its successor.
+type RegId = u64;
+
 enum Op {
     Subscribe {
         channel: String,
         server_side: bool,
         events: mpsc::UnboundedSender<SubEvent>,
+        id: RegId,
     },
     Resubscribe {
         channel: String,
         recover: bool,
+        id: RegId,
     },
     Unsubscribe {
         channel: String,
+        id: RegId,
     },
     Rpc {
         method: String,
@@ -189,6 +200,7 @@ pub struct Client {
     events: broadcast::Sender<Event>,
     state: watch::Receiver<State>,
     timeout: Duration,
+    next_reg: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Client {
@@ -213,6 +225,7 @@ impl Client {
             events,
             state,
             timeout,
+            next_reg: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         }
     }
 
@@ -252,13 +265,16 @@ impl Client {
 
     fn register(&self, channel: String, server_side: bool) -> Subscription {
         let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.next_reg.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _ = self.ops.send(Op::Subscribe {
             channel: channel.clone(),
             server_side,
             events: tx,
+            id,
         });
         Subscription {
             channel,
+            id,
             events: rx,
             ops: self.ops.clone(),
         }
@@ -270,6 +286,9 @@ impl Client {
             sub: self.subscribe(channel),
             book: Book::new(),
             pending: std::collections::VecDeque::new(),
+            resyncing: false,
+            resync_streak: 0,
+            last_resync: None,
         }
     }
 
@@ -303,6 +322,7 @@ impl Client {
 /// One channel's events. Dropping it unsubscribes.
 pub struct Subscription {
     channel: String,
+    id: RegId,
     events: mpsc::UnboundedReceiver<SubEvent>,
     ops: mpsc::UnboundedSender<Op>,
 }
@@ -322,6 +342,7 @@ impl Subscription {
         let _ = self.ops.send(Op::Resubscribe {
             channel: self.channel.clone(),
             recover,
+            id: self.id,
         });
     }
 }
@@ -330,6 +351,7 @@ impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.ops.send(Op::Unsubscribe {
             channel: std::mem::take(&mut self.channel),
+            id: self.id,
         });
     }
 }
@@ -351,6 +373,11 @@ pub struct MarketBook {
     sub: Subscription,
     book: Book,
     pending: std::collections::VecDeque<BookEvent>,
+    /// A fresh snapshot was asked for: publications are skipped until it arrives.
+    resyncing: bool,
+    /// Resyncs in a row (each less than a minute after the previous), for the backoff.
+    resync_streak: u32,
+    last_resync: Option<Instant>,
 }
 
 impl MarketBook {
@@ -378,6 +405,7 @@ impl MarketBook {
                     }));
                 }
                 SubEvent::Subscribed { data, recovered, .. } => {
+                    self.resyncing = false;
                     // A recovered subscription continues from the book's own state.
                     if recovered && self.book.is_live() {
                         continue;
@@ -388,6 +416,8 @@ impl MarketBook {
                         None => continue,
                     }
                 }
+                // Deltas for the position given up: the fresh snapshot replaces them.
+                SubEvent::Publication { .. } if self.resyncing => continue,
                 SubEvent::Publication { data, .. } => data,
             };
             let Ok(value) = serde_json::from_str::<Value>(payload.get()) else {
@@ -396,8 +426,17 @@ impl MarketBook {
             match self.book.apply(&value) {
                 Applied::Ignored | Applied::Skipped { .. } => continue,
                 Applied::Resync(reason) => {
-                    // Publications already queued for the old position are skipped by `seq`
-                    // once the fresh snapshot is in.
+                    // One resubscribe per resync, and resyncs in quick succession (a snapshot that
+                    // keeps failing its checksum) back off: 0, 0.5, 1, 2 … 30 s.
+                    self.resyncing = true;
+                    let now = Instant::now();
+                    let recent = self.last_resync.is_some_and(|t| now - t < Duration::from_secs(60));
+                    self.resync_streak = if recent { self.resync_streak + 1 } else { 0 };
+                    self.last_resync = Some(now);
+                    if self.resync_streak > 0 {
+                        let ms = 250u64.saturating_mul(1 << self.resync_streak.min(7)).min(30_000);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
                     self.sub.resubscribe(false);
                     return Some(BookEvent::Resync(reason));
                 }
@@ -408,15 +447,50 @@ impl MarketBook {
 }
 
 struct SubState {
-    events: mpsc::UnboundedSender<SubEvent>,
+    /// The listener; `None` for a server-side channel nobody listens to (yet): its events wait
+    /// in `backlog` for the first listener.
+    events: Option<mpsc::UnboundedSender<SubEvent>>,
+    backlog: Vec<SubEvent>,
+    owner: RegId,
     server_side: bool,
     offset: u64,
     epoch: String,
     recoverable: bool,
+    /// Temporary subscribe refusals in a row (rate limits), for the retry backoff.
+    retries: u32,
+}
+
+/// Events kept for a server-side channel until a listener registers.
+const BACKLOG_MAX: usize = 10_000;
+
+impl SubState {
+    fn new(events: Option<mpsc::UnboundedSender<SubEvent>>, owner: RegId, server_side: bool) -> Self {
+        Self {
+            events,
+            backlog: Vec::new(),
+            owner,
+            server_side,
+            offset: 0,
+            epoch: String::new(),
+            recoverable: false,
+            retries: 0,
+        }
+    }
+
+    fn emit(&mut self, event: SubEvent) {
+        match &self.events {
+            Some(tx) => {
+                let _ = tx.send(event);
+            }
+            None if self.backlog.len() < BACKLOG_MAX => self.backlog.push(event),
+            None => {}
+        }
+    }
 }
 
 enum Pending {
     Connect,
+    Refresh,
     Subscribe(String),
     Rpc(oneshot::Sender<Result<Option<Raw>, Error>>),
     Other,
@@ -444,7 +518,8 @@ struct Actor {
 /// Whether a client reconnects after a close code (the protocol's ranges: 3000–3499 and
 /// 4000–4499 reconnect, 3500–3999 and 4500–4999 do not; transport codes do).
 pub fn close_code_reconnects(code: u16) -> bool {
-    !((3500..4000).contains(&code) || (4500..5000).contains(&code))
+    // 1009: a message over the hub's size limit; the same connect would be refused again.
+    !((3500..4000).contains(&code) || (4500..5000).contains(&code) || code == 1009)
 }
 
 impl Actor {
@@ -465,8 +540,11 @@ impl Actor {
                         reason: reason.clone(),
                         reconnect,
                     });
-                    if reconnect && self.wait_backoff().await {
-                        continue;
+                    if reconnect {
+                        let _ = self.state.send(State::Connecting);
+                        if self.wait_backoff().await {
+                            continue;
+                        }
                     }
                     (code, reason)
                 }
@@ -506,37 +584,49 @@ impl Actor {
         }
     }
 
-    /// Record a subscription. A server-side one keeps the position already tracked for it; for a
-    /// client-side one, `Some(replaced)` says a subscribe must be sent (after an unsubscribe when it
-    /// replaced an earlier one).
+    /// Record a subscription. A server-side one keeps the position already tracked for it and gets
+    /// what arrived while nobody listened; for a client-side one, `Some(replaced)` says a
+    /// subscribe must be sent (after an unsubscribe when it replaced an earlier one).
     fn register(
         &mut self,
         channel: String,
         server_side: bool,
         events: mpsc::UnboundedSender<SubEvent>,
+        id: RegId,
     ) -> Option<bool> {
         if server_side && let Some(existing) = self.subs.get_mut(&channel) {
-            // Already subscribed by the hub at connect: the listener learns it is in place.
-            if !existing.epoch.is_empty() {
-                let _ = events.send(SubEvent::Subscribed {
-                    data: None,
-                    recovered: false,
-                    was_recovering: false,
-                });
+            for event in existing.backlog.drain(..) {
+                let _ = events.send(event);
             }
-            existing.events = events;
+            existing.events = Some(events);
+            existing.owner = id;
             existing.server_side = true;
             return None;
         }
-        let fresh = SubState {
-            events,
-            server_side,
-            offset: 0,
-            epoch: String::new(),
-            recoverable: false,
-        };
-        let replaced = self.subs.insert(channel, fresh);
+        let replaced = self.subs.insert(channel, SubState::new(Some(events), id, server_side));
         (!server_side).then(|| replaced.is_some_and(|s| !s.server_side))
+    }
+
+    /// Forget registration `id` of `channel` (not a later one); whether a client-side
+    /// subscription went. A server-side channel keeps its position for a later listener.
+    fn unregister(&mut self, channel: &str, id: RegId) -> bool {
+        let Some(sub) = self.subs.get_mut(channel) else {
+            return false;
+        };
+        if sub.owner != id {
+            return false;
+        }
+        if sub.server_side {
+            sub.events = None;
+            sub.owner = 0;
+            return false;
+        }
+        self.subs.remove(channel);
+        true
+    }
+
+    fn owns(&self, channel: &str, id: RegId) -> bool {
+        self.subs.get(channel).is_some_and(|s| s.owner == id && !s.server_side)
     }
 
     /// An op while disconnected: recorded, acted on at the next connect.
@@ -546,16 +636,20 @@ impl Actor {
                 channel,
                 server_side,
                 events,
+                id,
             } => {
-                self.register(channel, server_side, events);
+                self.register(channel, server_side, events, id);
             }
-            Op::Resubscribe { channel, recover } => {
-                if !recover && let Some(s) = self.subs.get_mut(&channel) {
+            Op::Resubscribe { channel, recover, id } => {
+                if !recover
+                    && self.owns(&channel, id)
+                    && let Some(s) = self.subs.get_mut(&channel)
+                {
                     s.recoverable = false;
                 }
             }
-            Op::Unsubscribe { channel } => {
-                self.subs.remove(&channel);
+            Op::Unsubscribe { channel, id } => {
+                self.unregister(&channel, id);
             }
             op @ Op::Rpc { .. } => self.queued.push(op),
             Op::Close => {}
@@ -608,15 +702,17 @@ impl Actor {
             }
             self.offline_op(op);
         }
+        // The token first: the hub allows a new socket only a few seconds to send `connect`.
+        let token = match tokio::time::timeout(self.options.timeout, self.options.token.get()).await {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => return Self::transport_error(format!("token: {e}")),
+            Err(_) => return Self::transport_error("token: no answer in time".into()),
+        };
         let opened = tokio::time::timeout(self.options.timeout, self.open_socket()).await;
         let mut ws = match opened {
             Err(_) => return Self::transport_error("connect timed out".into()),
             Ok(Err(e)) => return Self::transport_error(e),
             Ok(Ok(ws)) => ws,
-        };
-        let token = match self.options.token.get().await {
-            Ok(t) => t,
-            Err(e) => return Self::transport_error(format!("token: {e}")),
         };
         let subs = self
             .subs
@@ -651,6 +747,7 @@ impl Actor {
             ping: None,
             refresh_at: None,
             pong: false,
+            retry: Vec::new(),
         };
         let connect_deadline = Instant::now() + self.options.timeout;
         let mut connected = false;
@@ -693,35 +790,50 @@ impl Actor {
                             }
                         }
                     }
-                    if !out.is_empty() && let Err(e) = ws.send(Message::text(out.join("\n"))).await {
-                        return Self::transport_error(e.to_string());
+                    if let Err(e) = send_batched(&mut ws, out).await {
+                        return Self::transport_error(e);
                     }
                 }
-                op = self.ops.recv(), if connected => {
+                op = self.ops.recv() => {
                     let mut out = Vec::new();
                     match op {
                         None | Some(Op::Close) => {
                             let _ = ws.close(Some(CloseFrame { code: 1000.into(), reason: "".into() })).await;
                             return Ended::Closed;
                         }
+                        // Before the connect reply: recorded, acted on once connected.
+                        Some(op) if !connected => self.offline_op(op),
                         Some(op) => self.online_op(&mut session, op, &mut out),
                     }
-                    if !out.is_empty() && let Err(e) = ws.send(Message::text(out.join("\n"))).await {
-                        return Self::transport_error(e.to_string());
+                    if let Err(e) = send_batched(&mut ws, out).await {
+                        return Self::transport_error(e);
+                    }
+                }
+                _ = tokio::time::sleep_until(session.next_retry()), if connected && !session.retry.is_empty() => {
+                    let now = Instant::now();
+                    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut session.retry).into_iter().partition(|(at, _)| *at <= now);
+                    session.retry = later;
+                    let mut out = Vec::new();
+                    for (_, channel) in due {
+                        self.subscribe_cmd(&mut session, &channel, true, &mut out);
+                    }
+                    if let Err(e) = send_batched(&mut ws, out).await {
+                        return Self::transport_error(e);
                     }
                 }
                 _ = tokio::time::sleep_until(session.refresh_at.unwrap_or_else(far_future)), if connected => {
                     session.refresh_at = None;
-                    match self.options.token.get().await {
-                        Ok(token) => {
-                            let id = session.track(Pending::Other);
+                    // Bounded: the socket is not read while the callback runs.
+                    match tokio::time::timeout(Duration::from_secs(5), self.options.token.get()).await {
+                        Ok(Ok(token)) => {
+                            let id = session.track(Pending::Refresh);
                             let cmd = Command { id, refresh: Some(RefreshRequest { token }), ..Default::default() };
                             if let Err(e) = ws.send(Message::text(protocol::encode_command(&cmd))).await {
                                 return Self::transport_error(e.to_string());
                             }
                         }
                         // Retry shortly; the hub closes with 3005 if the token runs out first.
-                        Err(_) => session.refresh_at = Some(Instant::now() + Duration::from_secs(5)),
+                        _ => session.refresh_at = Some(Instant::now() + Duration::from_secs(5)),
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -742,8 +854,8 @@ impl Actor {
                 // Codes from 2500 ask the client to subscribe again; below, the server is done.
                 if u.code >= 2500 {
                     self.subscribe_cmd(session, &push.channel, true, out);
-                } else if let Some(s) = self.subs.remove(&push.channel) {
-                    let _ = s.events.send(SubEvent::Unsubscribed {
+                } else if let Some(mut s) = self.subs.remove(&push.channel) {
+                    s.emit(SubEvent::Unsubscribed {
                         code: u.code,
                         reason: u.reason,
                     });
@@ -766,14 +878,20 @@ impl Actor {
             Pending::Subscribe(channel) => {
                 match (reply.error, reply.subscribe) {
                     (Some(e), _) if e.temporary => {
-                        // Try again after a pause (rate limits): the next connect or resubscribe.
-                        if let Some(s) = self.subs.get(&channel) {
-                            let _ = s.events.send(SubEvent::Error(e));
+                        // Rate limits: try again after a pause growing with each refusal in a row
+                        // (0.5, 1, 2 … 30 s, with jitter); the listener hears nothing of it.
+                        if let Some(s) = self.subs.get_mut(&channel) {
+                            s.retries = s.retries.saturating_add(1);
+                            let ms = 500u64.saturating_mul(1 << (s.retries - 1).min(6)).min(30_000);
+                            let ms = ms / 2 + rand::random_range(0..=ms / 2);
+                            session
+                                .retry
+                                .push((Instant::now() + Duration::from_millis(ms), channel));
                         }
                     }
                     (Some(e), _) => {
-                        if let Some(s) = self.subs.remove(&channel) {
-                            let _ = s.events.send(SubEvent::Error(e));
+                        if let Some(mut s) = self.subs.remove(&channel) {
+                            s.emit(SubEvent::Error(e));
                         }
                     }
                     (None, Some(result)) => self.on_subscribed(&channel, result),
@@ -789,24 +907,24 @@ impl Actor {
                 let _ = done.send(result);
                 Ok(false)
             }
-            Pending::Other => {
-                if let Some(refresh) = reply.refresh
-                    && refresh.expires
-                {
-                    session.refresh_at = Some(refresh_time(refresh.ttl));
+            Pending::Refresh => {
+                match (reply.error, reply.refresh) {
+                    // Refused (expired, or the hub busy): fetch another token shortly.
+                    (Some(_), _) => session.refresh_at = Some(Instant::now() + Duration::from_secs(5)),
+                    (None, Some(refresh)) if refresh.expires => session.refresh_at = Some(refresh_time(refresh.ttl)),
+                    _ => {}
                 }
                 Ok(false)
             }
+            Pending::Other => Ok(false),
         }
     }
 
     fn connect_refused(&mut self, e: ProtoError) -> Ended {
         // An expired token is fetched again at once by a callback; a static one cannot improve.
+        // Codes under 100 are transport-level and temporary, as the protocol says.
         let callback = matches!(self.options.token, TokenSource::Callback(_));
-        let reconnect = e.temporary || (e.code == 109 && callback);
-        if e.code == 109 && callback {
-            self.attempt = 0;
-        }
+        let reconnect = e.temporary || e.code < 100 || (e.code == 109 && callback);
         Ended::Disconnected {
             code: e.code as u16,
             reason: e.message,
@@ -825,13 +943,10 @@ impl Actor {
         }
         for (channel, sub) in result.subs {
             // One nobody listens to yet: its position is tracked so a later listener recovers.
-            self.subs.entry(channel.clone()).or_insert_with(|| SubState {
-                events: mpsc::unbounded_channel().0,
-                server_side: true,
-                offset: 0,
-                epoch: String::new(),
-                recoverable: false,
-            });
+            // What arrives for it waits in its backlog for the first listener.
+            self.subs
+                .entry(channel.clone())
+                .or_insert_with(|| SubState::new(None, 0, true));
             if self.subs.get(&channel).is_some_and(|s| s.server_side) {
                 self.on_subscribed(&channel, sub);
             }
@@ -863,7 +978,8 @@ impl Actor {
         }
         sub.epoch = result.epoch;
         sub.recoverable = result.recoverable;
-        let _ = sub.events.send(SubEvent::Subscribed {
+        sub.retries = 0;
+        sub.emit(SubEvent::Subscribed {
             data: result.data,
             recovered,
             was_recovering: result.was_recovering,
@@ -887,7 +1003,7 @@ impl Actor {
             }
             sub.offset = offset;
         }
-        let _ = sub.events.send(SubEvent::Publication { data, offset });
+        sub.emit(SubEvent::Publication { data, offset });
     }
 
     fn subscribe_cmd(&mut self, session: &mut Session, channel: &str, recover: bool, out: &mut Vec<String>) {
@@ -926,27 +1042,28 @@ impl Actor {
                 channel,
                 server_side,
                 events,
+                id,
             } => {
-                if let Some(replaced) = self.register(channel.clone(), server_side, events) {
+                if let Some(replaced) = self.register(channel.clone(), server_side, events, id) {
                     if replaced {
                         Self::unsubscribe_cmd(session, &channel, out);
                     }
                     self.subscribe_cmd(session, &channel, false, out);
                 }
             }
-            Op::Resubscribe { channel, recover } => {
-                if self.subs.get(&channel).is_some_and(|s| !s.server_side) {
+            Op::Resubscribe { channel, recover, id } => {
+                if self.owns(&channel, id) {
                     Self::unsubscribe_cmd(session, &channel, out);
                     self.subscribe_cmd(session, &channel, recover, out);
                 }
             }
-            Op::Unsubscribe { channel } => {
-                if let Some(s) = self.subs.remove(&channel)
-                    && !s.server_side
-                {
+            Op::Unsubscribe { channel, id } => {
+                if self.unregister(&channel, id) {
                     Self::unsubscribe_cmd(session, &channel, out);
                 }
             }
+            // Its caller gave up waiting: not sent (an `advisor.ask` would still count).
+            Op::Rpc { done, .. } if done.is_closed() => {}
             Op::Rpc { method, data, done } => {
                 let id = session.track(Pending::Rpc(done));
                 let cmd = Command {
@@ -968,15 +1085,57 @@ struct Session {
     ping: Option<(Instant, Duration)>,
     refresh_at: Option<Instant>,
     pong: bool,
+    /// Subscribes to send again (after a temporary refusal), and when.
+    retry: Vec<(Instant, String)>,
+}
+
+impl Drop for Session {
+    /// RPCs in flight when the connection went: their callers learn it now, not at their timeout.
+    fn drop(&mut self) {
+        for (_, pending) in self.pending.drain() {
+            if let Pending::Rpc(done) = pending {
+                let _ = done.send(Err(Error::Disconnected));
+            }
+        }
+    }
 }
 
 impl Session {
+    fn next_retry(&self) -> Instant {
+        self.retry.iter().map(|(at, _)| *at).min().unwrap_or_else(far_future)
+    }
+
     fn track(&mut self, pending: Pending) -> u32 {
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1).max(2);
         self.pending.insert(id, pending);
         id
     }
+}
+
+/// A hub frame may be at most this large (`server.max_message_bytes`): commands are sent in
+/// frames below it.
+const MAX_FRAME_BYTES: usize = 60 * 1024;
+
+/// Send the commands as `\n`-joined frames of at most [`MAX_FRAME_BYTES`] (one command per frame
+/// when a single one is larger).
+async fn send_batched(ws: &mut Socket, commands: Vec<String>) -> Result<(), String> {
+    let mut frame = String::new();
+    for command in commands {
+        if !frame.is_empty() && frame.len() + 1 + command.len() > MAX_FRAME_BYTES {
+            ws.send(Message::text(std::mem::take(&mut frame)))
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        if !frame.is_empty() {
+            frame.push('\n');
+        }
+        frame.push_str(&command);
+    }
+    if !frame.is_empty() {
+        ws.send(Message::text(frame)).await.map_err(|e| e.to_string())?;
+    }
+    Ok(())
 }
 
 fn far_future() -> Instant {
