@@ -227,8 +227,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let mut report = streams(cli, args).await?;
     let after = procs_stats(&cli.hub_pid);
     let extra = json!({"scenario": "advisor", "label": cli.label, "provider_answers": served.load(Ordering::Relaxed)});
-    crate::fanout::merge(&mut report, extra);
-    crate::fanout::merge(&mut report, hub_usage(before, after, args.streams as u64));
+    report::merge(&mut report, extra);
+    report::merge(&mut report, hub_usage(before, after, args.streams as u64));
     Ok(report)
 }
 
@@ -363,6 +363,6 @@ pub async fn mixed(
         "market_books": b?,
         "provider_answers": served.load(Ordering::Relaxed),
     });
-    crate::fanout::merge(&mut report, hub_usage(before, after, 0));
+    report::merge(&mut report, hub_usage(before, after, 0));
     Ok(report)
 }

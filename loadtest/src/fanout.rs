@@ -199,7 +199,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "publish_seconds": publish_secs,
         "latency_ms": report::latency(&mut lat),
     });
-    merge(&mut report, hub_usage(rss_before, rss_after, held));
+    report::merge(&mut report, hub_usage(rss_before, rss_after, held));
     Ok(report)
 }
 
@@ -215,13 +215,6 @@ pub fn check(args: &Args, report: &Value) -> anyhow::Result<()> {
     }
     println!("{} passed, {} failed", u64::from(lost == 0), u64::from(lost > 0));
     Ok(())
-}
-
-/// Add the keys of `extra` (an object) to `report`.
-pub fn merge(report: &mut Value, extra: Value) {
-    if let (Some(r), Value::Object(e)) = (report.as_object_mut(), extra) {
-        r.extend(e);
-    }
 }
 
 /// The `connect` command (id 1) of a load-test client.

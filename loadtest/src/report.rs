@@ -54,6 +54,13 @@ pub fn hub_usage(before: Option<(u64, f64)>, after: Option<(u64, f64)>, connecti
     })
 }
 
+/// Add the keys of `extra` (an object) to `report`.
+pub fn merge(report: &mut Value, extra: Value) {
+    if let (Some(r), Value::Object(e)) = (report.as_object_mut(), extra) {
+        r.extend(e);
+    }
+}
+
 /// The value at percentile `p` (0–100) of sorted samples (nearest rank).
 pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {

@@ -139,7 +139,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "held_after_seconds": hold_seconds,
         "held": held,
     });
-    crate::fanout::merge(&mut report, hub_usage(before, after, connected));
+    report::merge(&mut report, hub_usage(before, after, connected));
     Ok(report)
 }
 

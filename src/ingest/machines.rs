@@ -2,9 +2,11 @@
 //!
 //! The body is `{"offers": [record, ...], ...}` or a bare array of records. Only the fields a
 //! machine needs are decoded; every other field, whatever its shape, is skipped without being
-//! built. The rules are exactly those of [`VastMachine::from_machine_record`] on a parsed
-//! `serde_json::Value` (a number where a string is expected makes the field absent, not the body
-//! invalid; a duplicate key keeps its last value); a test holds the two paths to the same result.
+//! built. A record's fields become [`Scalar`]s exactly as a `serde_json::Value` holds them, and one
+//! set of rules (`Fields::machine`) turns them into a machine, whether they came from the bytes or
+//! from a parsed `Value` ([`VastMachine::from_machine_record`]): a number where a string is
+//! expected makes the field absent, not the body invalid; a duplicate key keeps its last value. A
+//! test holds the two readings to the same result.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -40,6 +42,22 @@ enum Scalar<'a> {
 }
 
 impl<'a> Scalar<'a> {
+    /// The scalar a parsed JSON value holds.
+    fn of(v: &'a serde_json::Value) -> Self {
+        use serde_json::Value;
+        match v {
+            Value::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Scalar::U64(u),
+                (None, Some(i), _) => Scalar::I64(i),
+                (None, None, Some(f)) => Scalar::F64(f),
+                _ => Scalar::Other,
+            },
+            Value::Bool(b) => Scalar::Bool(*b),
+            Value::String(s) => Scalar::Str(Cow::Borrowed(s)),
+            _ => Scalar::Other,
+        }
+    }
+
     /// `Value::as_u64`, or a non-negative float truncated (`u64_of` of the Value path).
     fn u64_lenient(&self) -> Option<u64> {
         match self {
@@ -144,6 +162,27 @@ struct Fields<'a> {
     reliability2: Scalar<'a>,
     reliability: Scalar<'a>,
     gpu_ram: Scalar<'a>,
+}
+
+/// The machine of a record of a parsed body (`None` when it lacks a required field).
+pub(super) fn machine_from_value(record: &serde_json::Value) -> Option<VastMachine> {
+    let field = |name: &str| record.get(name).map(Scalar::of).unwrap_or_default();
+    Fields {
+        machine_id: field("machine_id"),
+        host_id: field("host_id"),
+        gpu_name: field("gpu_name"),
+        num_gpus: field("num_gpus"),
+        num_gpus_rented: field("num_gpus_rented"),
+        dph_base: field("dph_base"),
+        verified: field("verified"),
+        verification: field("verification"),
+        hosting_type: field("hosting_type"),
+        geolocation: field("geolocation"),
+        reliability2: field("reliability2"),
+        reliability: field("reliability"),
+        gpu_ram: field("gpu_ram"),
+    }
+    .machine()
 }
 
 impl Fields<'_> {

@@ -48,22 +48,10 @@ fn verified_of(record: &Value) -> bool {
 }
 
 impl VastMachine {
-    /// A `/machines` record (fields the exporter documents; `num_gpus_rented` required).
+    /// A `/machines` record (fields the exporter documents; `num_gpus_rented` required), by the
+    /// same rules as a body read from its bytes (`ingest::machines`).
     pub fn from_machine_record(r: &Value) -> Option<Self> {
-        let num_gpus = u64_of(&r["num_gpus"])? as u32;
-        Some(Self {
-            machine_id: u64_of(&r["machine_id"])?,
-            host_id: u64_of(&r["host_id"]),
-            gpu_name: r["gpu_name"].as_str()?.to_owned(),
-            num_gpus,
-            num_gpus_rented: (u64_of(&r["num_gpus_rented"])? as u32).min(num_gpus),
-            dph_base: r["dph_base"].as_f64()?,
-            verified: verified_of(r),
-            datacenter: r["hosting_type"].as_i64().is_some_and(|h| h > 0),
-            geolocation: r["geolocation"].as_str().map(str::to_owned),
-            reliability: r["reliability2"].as_f64().or_else(|| r["reliability"].as_f64()),
-            gpu_ram_mb: r["gpu_ram"].as_f64(),
-        })
+        super::machines::machine_from_value(r)
     }
 
     /// The normalised offer of this machine.
