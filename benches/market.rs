@@ -1,13 +1,15 @@
-//! Normalise + diff + aggregate: a 500.farm `/machines` body of N machines parsed into offers and
-//! applied to the market state (book, diff, aggregates, feeds, payloads), with 1% of machines
-//! changed since the previous poll. `cargo bench --bench market`.
+//! Normalise + diff + aggregate: a 500.farm `/machines` body of N machines decoded, normalised
+//! into offers and applied to the market state (books, diff, aggregates, feeds, payloads), with
+//! 1% of machines changed since the previous poll. `cargo bench --bench market`.
 
 use std::hint::black_box;
+use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gpuscout_hub::ingest::farm500::parse_machines;
 use gpuscout_hub::ingest::machines::parse_machines_bytes;
 use gpuscout_hub::ingest::simulated::seed_models;
+use gpuscout_hub::ingest::vast::VastMachine;
 use gpuscout_hub::market::state::MarketState;
 use serde_json::{Value, json};
 
@@ -37,62 +39,103 @@ fn machines_body(n: usize, version: u64) -> Vec<u8> {
         .unwrap()
 }
 
-/// What the 500.farm source does with a `/machines` body.
-fn offers_of(body: &[u8]) -> Vec<gpuscout_hub::market::Offer> {
-    parse_machines_bytes(body)
-        .unwrap()
-        .iter()
-        .filter_map(|m| m.to_offer("farm500", 0))
-        .collect()
+/// The machines of a `/machines` body, read as the 500.farm source reads them.
+fn machines_of(body: &[u8]) -> Vec<VastMachine> {
+    parse_machines_bytes(body).unwrap()
+}
+
+/// Machines to normalised offers, as the 500.farm source does.
+fn offers_of(machines: &[VastMachine]) -> Vec<gpuscout_hub::market::Offer> {
+    gpuscout_hub::ingest::vast::offers_of(machines, "farm500", 0)
 }
 
 /// The same through a `serde_json::Value` tree (the generic path, kept for comparison).
 fn offers_via_tree(body: &[u8]) -> Vec<gpuscout_hub::market::Offer> {
     let value: Value = serde_json::from_slice(body).unwrap();
-    parse_machines(&value, false)
-        .unwrap()
-        .iter()
-        .filter_map(|m| m.to_offer("farm500", 0))
-        .collect()
+    offers_of(&parse_machines(&value, false).unwrap())
+}
+
+/// Time `poll(state, input(version), at)` on successive polls of one market state, alternating
+/// between the two versions of the body (so each poll changes 1% of machines), as a hub runs poll
+/// after poll. Only `poll` is timed, including the drop of what it returns (a hub publishes it,
+/// then drops it). The state lives across criterion's samples (it calls the routine once per
+/// sample).
+fn successive_polls<I, T>(
+    group: &mut criterion::BenchmarkGroup<criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    first: &[VastMachine],
+    mut input: impl FnMut(usize) -> I,
+    mut poll: impl FnMut(&mut MarketState, I, i64) -> T,
+) {
+    let mut state = MarketState::new();
+    state.apply_offers("farm500", offers_of(first), 0);
+    let mut k = 0i64;
+    group.bench_function(id, |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                k += 1;
+                let input = input((k % 2) as usize);
+                let started = Instant::now();
+                black_box(poll(&mut state, input, k));
+                total += started.elapsed();
+            }
+            total
+        })
+    });
 }
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("market");
     group.sample_size(10);
     for n in [20_000usize, 100_000] {
-        let first = machines_body(n, 0);
-        let second = machines_body(n, 1);
-        group.bench_with_input(BenchmarkId::new("normalise", n), &second, |b, body| {
-            b.iter(|| black_box(offers_of(body)))
+        let first_body = machines_body(n, 0);
+        let second_body = machines_body(n, 1);
+        let first = machines_of(&first_body);
+        let second = machines_of(&second_body);
+        group.bench_with_input(BenchmarkId::new("decode", n), &second_body, |b, body| {
+            b.iter(|| black_box(machines_of(body)))
         });
-        group.bench_with_input(BenchmarkId::new("normalise_via_tree", n), &second, |b, body| {
+        group.bench_with_input(BenchmarkId::new("decode_via_tree", n), &second_body, |b, body| {
             b.iter(|| black_box(offers_via_tree(body)))
         });
-        group.bench_with_input(BenchmarkId::new("diff_aggregate_publish", n), &n, |b, _| {
-            b.iter_batched(
-                || {
-                    let mut state = MarketState::new();
-                    state.apply_offers("farm500", offers_of(&first), 0);
-                    (state, offers_of(&second))
-                },
-                // The state is returned, so criterion drops it after timing: a hub keeps its
-                // state from one poll to the next and never pays for dropping it.
-                |(mut state, offers)| {
-                    let out = state.apply_offers("farm500", offers, 1);
-                    (state, black_box(out))
-                },
-                criterion::BatchSize::LargeInput,
-            )
+        group.bench_with_input(BenchmarkId::new("normalise", n), &second, |b, machines| {
+            b.iter(|| black_box(offers_of(machines)))
         });
-        group.bench_with_input(BenchmarkId::new("poll_total", n), &n, |b, _| {
+        let bodies = [first_body.as_slice(), second_body.as_slice()];
+        let versions = [first.as_slice(), second.as_slice()];
+        // Books, diff, aggregates, per-channel deltas and checksums, from normalised offers.
+        // (The offers are cloned untimed: only `poll` is timed.)
+        let offers = [offers_of(&first), offers_of(&second)];
+        successive_polls(
+            &mut group,
+            BenchmarkId::new("diff_aggregate_publish", n),
+            &first,
+            |v| offers[v].clone(),
+            |state, offers, at| state.apply_offers("farm500", offers, at),
+        );
+        // The target: normalise + diff + aggregate (and the payloads of every channel).
+        successive_polls(
+            &mut group,
+            BenchmarkId::new("process", n),
+            &first,
+            |v| versions[v],
+            |state, machines, at| state.apply_offers("farm500", offers_of(machines), at),
+        );
+        successive_polls(
+            &mut group,
+            BenchmarkId::new("poll_total", n),
+            &first,
+            |v| bodies[v],
+            |state, body, at| state.apply_offers("farm500", offers_of(&machines_of(body)), at),
+        );
+        // A hub's first poll: every offer is new and every channel's first delta carries it.
+        group.bench_with_input(BenchmarkId::new("first_poll", n), &n, |b, _| {
             b.iter_batched(
-                || {
+                || offers_of(&first),
+                |offers| {
                     let mut state = MarketState::new();
-                    state.apply_offers("farm500", offers_of(&first), 0);
-                    state
-                },
-                |mut state| {
-                    let out = state.apply_offers("farm500", offers_of(&second), 1);
+                    let out = state.apply_offers("farm500", offers, 0);
                     (state, black_box(out))
                 },
                 criterion::BatchSize::LargeInput,
@@ -102,31 +145,33 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-/// The stages of one poll, timed separately (100k machines).
+/// Full recomputations, for comparison with the incremental path (100k machines).
 fn stages(c: &mut Criterion) {
     use gpuscout_hub::market::aggregate::aggregate;
     use gpuscout_hub::market::book::{BookDiff, MarketBook};
     use std::sync::Arc;
     let mut group = c.benchmark_group("stages");
     group.sample_size(10);
-    let first: Vec<Arc<_>> = offers_of(&machines_body(100_000, 0))
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let second: Vec<Arc<_>> = offers_of(&machines_body(100_000, 1))
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let old = MarketBook::merge([&first]);
-    let new = MarketBook::merge([&second]);
-    group.bench_function("merge", |b| b.iter(|| black_box(MarketBook::merge([&second]))));
-    group.bench_function("diff", |b| {
-        b.iter(|| black_box(BookDiff::between(&old, &new).added.len()))
+    let first = offers_of(&machines_of(&machines_body(100_000, 0)));
+    let second = offers_of(&machines_of(&machines_body(100_000, 1)));
+    let old = MarketBook::from_offers(first.iter().cloned().map(Arc::new));
+    let new = MarketBook::from_offers(second.iter().cloned().map(Arc::new));
+    group.bench_function("book_replace", |b| {
+        b.iter_batched(
+            || (old.clone(), second.clone()),
+            |(mut book, offers)| {
+                let replaced = book.replace(offers);
+                (book, black_box(replaced))
+            },
+            criterion::BatchSize::LargeInput,
+        )
     });
-    group.bench_function("aggregate", |b| {
-        b.iter(|| black_box(aggregate(new.offers.values().map(|o| o.as_ref()))))
+    group.bench_function("full_diff", |b| {
+        b.iter(|| black_box(BookDiff::between(&old, &new).changed.len()))
     });
-    group.bench_function("by_model", |b| b.iter(|| black_box(new.by_model().len())));
+    group.bench_function("full_aggregate", |b| {
+        b.iter(|| black_box(aggregate(new.iter().map(|o| o.as_ref()))))
+    });
     group.finish();
 }
 

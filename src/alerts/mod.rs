@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::market::Offer;
 use crate::market::state::MarketState;
 
 /// What a rule watches.
@@ -212,19 +213,19 @@ pub struct ConditionChange {
 /// Values computed once per evaluation and shared by all rules.
 struct MarketView<'a> {
     state: &'a MarketState,
-    /// Per model, the two cheapest available offers (price, key), cheapest first.
-    cheapest: HashMap<&'a str, [(f64, &'a str); 2]>,
+    /// Per model, the two cheapest available offers (price, offer), cheapest first.
+    cheapest: HashMap<&'a str, [(f64, Option<&'a Offer>); 2]>,
 }
 
 impl<'a> MarketView<'a> {
     fn new(state: &'a MarketState) -> Self {
-        let mut cheapest: HashMap<&str, [(f64, &str); 2]> = HashMap::new();
-        for (key, offer) in &state.book().offers {
+        let mut cheapest: HashMap<&str, [(f64, Option<&Offer>); 2]> = HashMap::new();
+        for offer in state.book().iter() {
             if offer.gpus_available() == 0 {
                 continue;
             }
-            let p = (offer.price_per_gpu_hour_usd, &**key);
-            let slot = cheapest.entry(&offer.model).or_insert([(f64::INFINITY, ""); 2]);
+            let p = (offer.price_per_gpu_hour_usd, Some(offer.as_ref()));
+            let slot = cheapest.entry(&offer.model).or_insert([(f64::INFINITY, None); 2]);
             if p.0 < slot[0].0 {
                 slot[1] = slot[0];
                 slot[0] = p;
@@ -311,12 +312,11 @@ impl<'a> MarketView<'a> {
                 machine_id,
                 percent,
             } => {
-                let key = format!("{marketplace}:m{machine_id}");
-                let own = self.state.book().offers.get(key.as_str())?;
+                let own = self.state.book().get(marketplace, &format!("m{machine_id}"))?;
                 let mine = own.price_per_gpu_hour_usd;
                 let best_other = match self.cheapest.get(&*own.model) {
                     Some([first, second]) => {
-                        if first.1 == key {
+                        if first.1.is_some_and(|o| std::ptr::eq(o, own.as_ref())) {
                             second.0
                         } else {
                             first.0

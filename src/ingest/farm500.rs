@@ -99,8 +99,6 @@ impl MarketSource for Farm500Source {
         self.etag = etag;
         self.last_modified = last_modified;
         let now = unix_now_ms() as i64;
-        Ok(Fetched::Offers(
-            machines.iter().filter_map(|m| m.to_offer("farm500", now)).collect(),
-        ))
+        Ok(Fetched::Offers(super::vast::offers_of(&machines, "farm500", now)))
     }
 }

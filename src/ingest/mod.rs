@@ -109,6 +109,26 @@ pub fn transport_error(e: reqwest::Error) -> SourceError {
     }
 }
 
+/// A Vast.ai `geolocation` as an offer holds it: the region as given and its country code, both
+/// interned (remembered per thread: the same few hundred places come with every poll).
+pub fn location(geolocation: &str) -> (crate::market::Text, Option<crate::market::Text>) {
+    use crate::market::{Text, intern};
+    thread_local! {
+        static PLACES: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, (Text, Option<Text>)>> =
+            Default::default();
+    }
+    PLACES.with_borrow_mut(|places| {
+        if let Some(hit) = places.get(geolocation) {
+            return hit.clone();
+        }
+        let place = (intern(geolocation), country_of(geolocation).map(|c| intern(&c)));
+        if places.len() < 4096 {
+            places.insert(geolocation.into(), place.clone());
+        }
+        place
+    })
+}
+
 /// The country code of a Vast.ai `geolocation` ("Ontario, CA" → "CA").
 pub fn country_of(geolocation: &str) -> Option<String> {
     let code = geolocation.rsplit(", ").next()?.trim();

@@ -54,7 +54,7 @@ pub fn parse_gpu_types(body: &Value, observed_at_ms: i64) -> Result<Vec<Offer>, 
         offers.push(Offer {
             source: "runpod",
             marketplace: "runpod",
-            offer_id: id.to_owned(),
+            offer_id: id.into(),
             machine_id: None,
             host_id: None,
             model: intern(&model),

@@ -142,9 +142,9 @@ impl SimulatedSource {
             offer: Offer {
                 source: "simulated",
                 marketplace: "simulated",
-                offer_id: format!("m{id}"),
-                machine_id: Some(id.to_string()),
-                host_id: Some((id % 997 + 1000).to_string()),
+                offer_id: smol_str::format_smolstr!("m{id}"),
+                machine_id: Some(smol_str::format_smolstr!("{id}")),
+                host_id: Some(smol_str::format_smolstr!("{}", id % 997 + 1000)),
                 model: intern(slug),
                 model_name: intern(&seed.name),
                 num_gpus,

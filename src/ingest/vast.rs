@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
-use super::{Fetched, MarketSource, SourceError, country_of, status_error, transport_error};
+use super::{Fetched, MarketSource, SourceError, location, status_error, transport_error};
 use crate::auth::unix_now_ms;
 use crate::config::HttpSourceSettings;
 use crate::market::models::canonical_model;
@@ -60,12 +60,16 @@ impl VastMachine {
             return None;
         }
         let model = canonical_model(&self.gpu_name)?;
+        let (region, country) = match self.geolocation.as_deref().map(location) {
+            Some((region, country)) => (Some(region), country),
+            None => (None, None),
+        };
         Some(Offer {
             source,
             marketplace: "vast",
-            offer_id: format!("m{}", self.machine_id),
-            machine_id: Some(self.machine_id.to_string()),
-            host_id: self.host_id.map(|h| h.to_string()),
+            offer_id: numbered("m", self.machine_id),
+            machine_id: Some(numbered("", self.machine_id)),
+            host_id: self.host_id.map(|h| numbered("", h)),
             model,
             model_name: intern(&self.gpu_name),
             num_gpus: self.num_gpus,
@@ -74,12 +78,40 @@ impl VastMachine {
             reliability: self.reliability,
             verified: self.verified,
             datacenter: self.datacenter,
-            country: self.geolocation.as_deref().and_then(country_of).map(|c| intern(&c)),
-            region: self.geolocation.as_deref().map(intern),
+            country,
+            region,
             vram_gb: self.gpu_ram_mb.map(|mb| (mb / 1024.0).ceil()),
             observed_at_ms,
         })
     }
+}
+
+/// The normalised offers of these machines (those that make one).
+pub fn offers_of(machines: &[VastMachine], source: &'static str, observed_at_ms: i64) -> Vec<Offer> {
+    let mut offers = Vec::with_capacity(machines.len());
+    offers.extend(machines.iter().filter_map(|m| m.to_offer(source, observed_at_ms)));
+    offers
+}
+
+/// `prefix` and the decimal digits of `n` (short prefixes only), without the formatting
+/// machinery: 100k of them are made on each poll.
+fn numbered(prefix: &'static str, n: u64) -> crate::market::Id {
+    let mut buf = [0u8; 24];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // u64 has at most 20 digits, which leaves room for a prefix of up to 4 bytes.
+    debug_assert!(prefix.len() <= 4, "prefix too long: {prefix}");
+    let start = i - prefix.len().min(i);
+    buf[start..i].copy_from_slice(&prefix.as_bytes()[..i - start]);
+    crate::market::Id::new(std::str::from_utf8(&buf[start..]).unwrap_or_default())
 }
 
 /// Rebuild machines from offer chunks (`/offers` of 500.farm, or the search API). Where the
@@ -209,10 +241,7 @@ impl MarketSource for VastSource {
         let body: Value = response.json().await.map_err(transport_error)?;
         let records = offer_records(&body)?;
         let now = unix_now_ms() as i64;
-        let offers = machines_from_chunks(records)
-            .iter()
-            .filter_map(|m| m.to_offer("vast", now))
-            .collect();
+        let offers = offers_of(&machines_from_chunks(records), "vast", now);
         Ok(Fetched::Offers(offers))
     }
 }
@@ -242,10 +271,21 @@ mod tests {
         assert!(o.verified && o.datacenter);
         assert_eq!(o.country.as_deref(), Some("CA"));
         assert_eq!(o.vram_gb, Some(24.0));
+        assert_eq!((o.offer_id.as_str(), o.machine_id.as_deref()), ("m7", Some("7")));
+        assert_eq!(o.region.as_deref(), Some("Ontario, CA"));
         // Machine 8: one free GPU of a 2-GPU machine seen through a half chunk.
         let m8 = &machines[1];
         assert_eq!((m8.num_gpus, m8.num_gpus_rented), (2, 1));
         assert!((m8.dph_base - 0.4).abs() < 1e-12);
+    }
+
+    #[test]
+    fn ids_are_the_decimal_numbers() {
+        for n in [0, 7, 10, 99, 100_000, 123_456_789, u64::MAX] {
+            assert_eq!(numbered("m", n), format!("m{n}"));
+            assert_eq!(numbered("", n), n.to_string());
+        }
+        assert!(!numbered("m", u64::MAX).is_heap_allocated());
     }
 
     #[test]

@@ -154,21 +154,69 @@ pub fn price_stats(cents: &[i64]) -> PriceStats {
     w.stats()
 }
 
-#[derive(Default)]
-struct SegmentBuilder {
-    offers: u32,
-    rented: Weighted,
-    available: Weighted,
+/// A price histogram: GPUs per whole-cent price. Offers can be added and taken out again, so a
+/// poll that changes 1% of offers updates the aggregates by those offers alone.
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    cents: BTreeMap<i64, u32>,
+    gpus: u32,
 }
 
-impl SegmentBuilder {
-    fn add(&mut self, offer: &Offer, cents: i64) {
-        self.offers += 1;
-        self.rented.push(cents, offer.gpus_rented.min(offer.num_gpus));
-        self.available.push(cents, offer.gpus_available());
+impl Histogram {
+    fn add(&mut self, cents: i64, gpus: u32) {
+        if gpus > 0 {
+            *self.cents.entry(cents).or_default() += gpus;
+            self.gpus += gpus;
+        }
     }
 
-    fn build(self) -> Segment {
+    fn remove(&mut self, cents: i64, gpus: u32) {
+        if gpus == 0 {
+            return;
+        }
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.cents.entry(cents) {
+            debug_assert!(*e.get() >= gpus, "removing GPUs never added");
+            *e.get_mut() = e.get().saturating_sub(gpus);
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        self.gpus = self.gpus.saturating_sub(gpus);
+    }
+
+    fn stats(&self) -> PriceStats {
+        Weighted {
+            entries: self.cents.iter().map(|(c, n)| (*c, *n)).collect(),
+            gpus: self.gpus,
+        }
+        .stats()
+    }
+}
+
+/// Counts and price histograms of one slice of a model's market.
+#[derive(Debug, Default, Clone)]
+struct SegmentStats {
+    offers: u32,
+    rented: Histogram,
+    available: Histogram,
+}
+
+impl SegmentStats {
+    fn update(&mut self, offer: &Offer, cents: i64, add: bool) {
+        let rented = offer.gpus_rented.min(offer.num_gpus);
+        let available = offer.gpus_available();
+        if add {
+            self.offers += 1;
+            self.rented.add(cents, rented);
+            self.available.add(cents, available);
+        } else {
+            self.offers = self.offers.saturating_sub(1);
+            self.rented.remove(cents, rented);
+            self.available.remove(cents, available);
+        }
+    }
+
+    fn build(&self) -> Segment {
         let rented = self.rented.gpus;
         let available = self.available.gpus;
         let total = rented + available;
@@ -188,76 +236,149 @@ impl SegmentBuilder {
     }
 }
 
-#[derive(Default)]
-struct ModelBuilder {
-    name: Option<super::Text>,
-    all: SegmentBuilder,
-    verified: SegmentBuilder,
-    unverified: SegmentBuilder,
-    datacenter: SegmentBuilder,
-    community: SegmentBuilder,
+/// The slices of a model's market (`gpu:<model>` publishes them all, `market:summary` the first
+/// five).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SegmentKey {
+    All,
+    Verified,
+    Unverified,
+    Datacenter,
+    Community,
+    Country(super::Text),
 }
 
-/// Aggregate offers per model (keyed by slug).
-pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, ModelAggregate> {
-    let mut models: BTreeMap<super::Text, ModelBuilder> = BTreeMap::new();
-    // Offers without GPU counts (list prices) carry no supply: they stay out of the aggregates.
-    for offer in offers.into_iter().filter(|o| o.num_gpus > 0) {
-        let b = models.entry(offer.model.clone()).or_default();
-        if b.name.is_none() {
-            b.name = Some(offer.model_name.clone());
-        }
-        let cents = price_cents(offer.price_per_gpu_hour_usd);
-        b.all.add(offer, cents);
-        if offer.verified {
-            b.verified.add(offer, cents);
-        } else {
-            b.unverified.add(offer, cents);
-        }
-        if offer.datacenter {
-            b.datacenter.add(offer, cents);
-        } else {
-            b.community.add(offer, cents);
+impl SegmentKey {
+    fn name(&self) -> String {
+        match self {
+            SegmentKey::All => "all".into(),
+            SegmentKey::Verified => "verified".into(),
+            SegmentKey::Unverified => "unverified".into(),
+            SegmentKey::Datacenter => "datacenter".into(),
+            SegmentKey::Community => "community".into(),
+            SegmentKey::Country(c) => format!("country:{c}"),
         }
     }
-    models
-        .into_iter()
-        .map(|(slug, b)| {
-            (
-                slug.to_string(),
-                ModelAggregate {
-                    name: b.name.unwrap_or_else(|| slug.clone()),
-                    model: slug,
-                    all: b.all.build(),
-                    verified: b.verified.build(),
-                    unverified: b.unverified.build(),
-                    datacenter: b.datacenter.build(),
-                    community: b.community.build(),
-                },
-            )
+}
+
+/// One model's market, kept up to date offer by offer: what its `market:summary` item and its
+/// `gpu:<model>` segments are built from.
+#[derive(Debug, Default, Clone)]
+pub struct ModelStats {
+    /// Offers per display name (the most common names the model).
+    names: BTreeMap<super::Text, u32>,
+    segments: BTreeMap<SegmentKey, SegmentStats>,
+}
+
+impl ModelStats {
+    /// Count an offer in. Offers without GPU counts (list prices) carry no supply and are left out.
+    pub fn add(&mut self, offer: &Offer) {
+        self.update(offer, true);
+    }
+
+    /// Take out an offer counted in before (the same copy).
+    pub fn remove(&mut self, offer: &Offer) {
+        self.update(offer, false);
+    }
+
+    fn update(&mut self, offer: &Offer, add: bool) {
+        if offer.num_gpus == 0 {
+            return;
+        }
+        if add {
+            *self.names.entry(offer.model_name.clone()).or_default() += 1;
+        } else if let Some(n) = self.names.get_mut(&offer.model_name) {
+            *n -= 1;
+            if *n == 0 {
+                self.names.remove(&offer.model_name);
+            }
+        }
+        let cents = price_cents(offer.price_per_gpu_hour_usd);
+        let verified = if offer.verified {
+            SegmentKey::Verified
+        } else {
+            SegmentKey::Unverified
+        };
+        let hosting = if offer.datacenter {
+            SegmentKey::Datacenter
+        } else {
+            SegmentKey::Community
+        };
+        let country = offer.country.clone().map(SegmentKey::Country);
+        for key in [Some(SegmentKey::All), Some(verified), Some(hosting), country]
+            .into_iter()
+            .flatten()
+        {
+            if add {
+                self.segments.entry(key).or_default().update(offer, cents, true);
+            } else if let Some(s) = self.segments.get_mut(&key) {
+                s.update(offer, cents, false);
+                if s.offers == 0 {
+                    self.segments.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// No offer counted.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The model's `market:summary` item (`None` without offers).
+    pub fn aggregate(&self, slug: &super::Text) -> Option<ModelAggregate> {
+        if self.is_empty() {
+            return None;
+        }
+        // The most common display name; of equally common ones, the first in order.
+        let mut name: Option<(&super::Text, u32)> = None;
+        for (n, count) in &self.names {
+            if name.is_none_or(|(_, best)| *count > best) {
+                name = Some((n, *count));
+            }
+        }
+        let segment = |key: &SegmentKey| self.segments.get(key).map(SegmentStats::build).unwrap_or_default();
+        Some(ModelAggregate {
+            model: slug.clone(),
+            name: name.map_or_else(|| slug.clone(), |(n, _)| n.clone()),
+            all: segment(&SegmentKey::All),
+            verified: segment(&SegmentKey::Verified),
+            unverified: segment(&SegmentKey::Unverified),
+            datacenter: segment(&SegmentKey::Datacenter),
+            community: segment(&SegmentKey::Community),
         })
+    }
+
+    /// The segments `gpu:<model>` publishes: the model's market split by verified, datacenter and
+    /// country.
+    pub fn segments(&self) -> BTreeMap<String, Segment> {
+        self.segments.iter().map(|(k, s)| (k.name(), s.build())).collect()
+    }
+}
+
+fn stats_by_model<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<super::Text, ModelStats> {
+    let mut models: BTreeMap<super::Text, ModelStats> = BTreeMap::new();
+    for offer in offers {
+        models.entry(offer.model.clone()).or_default().add(offer);
+    }
+    models
+}
+
+/// Aggregate offers per model (keyed by slug), all at once.
+pub fn aggregate<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, ModelAggregate> {
+    stats_by_model(offers)
+        .iter()
+        .filter_map(|(slug, stats)| Some((slug.to_string(), stats.aggregate(slug)?)))
         .collect()
 }
 
-/// The segments `gpu:<model>` publishes: the model's aggregate split by verified, datacenter and
-/// country.
+/// The segments `gpu:<model>` publishes for one model's offers, all at once.
 pub fn model_segments<'a>(offers: impl IntoIterator<Item = &'a Offer>) -> BTreeMap<String, Segment> {
-    let mut segments: BTreeMap<String, SegmentBuilder> = BTreeMap::new();
-    for offer in offers.into_iter().filter(|o| o.num_gpus > 0) {
-        let cents = price_cents(offer.price_per_gpu_hour_usd);
-        segments.entry("all".into()).or_default().add(offer, cents);
-        let v = if offer.verified { "verified" } else { "unverified" };
-        segments.entry(v.into()).or_default().add(offer, cents);
-        let d = if offer.datacenter { "datacenter" } else { "community" };
-        segments.entry(d.into()).or_default().add(offer, cents);
-        if let Some(country) = &offer.country {
-            segments
-                .entry(format!("country:{country}"))
-                .or_default()
-                .add(offer, cents);
-        }
+    let mut stats = ModelStats::default();
+    for offer in offers {
+        stats.add(offer);
     }
-    segments.into_iter().map(|(k, b)| (k, b.build())).collect()
+    stats.segments()
 }
 
 #[cfg(test)]

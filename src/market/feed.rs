@@ -5,7 +5,9 @@
 //! checksum, ...}`. Applying a delta's changes to the items of the snapshot (or of the previous delta)
 //! gives the items whose checksum the delta carries.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -13,11 +15,27 @@ use serde_json::{Map, Value, json};
 use super::checksum::item_crc;
 pub use super::checksum::{apply_delta, checksum_of};
 
+/// An added or changed item: its key, its value, and the CRC of the two (computed once, however
+/// many channels carry the item).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    pub key: String,
+    pub value: Value,
+    crc: u32,
+}
+
+impl Item {
+    pub fn new(key: String, value: Value) -> Self {
+        let crc = item_crc(&key, &value);
+        Self { key, value, crc }
+    }
+}
+
 /// What changed between two states of a channel's items.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Changes {
-    pub added: Vec<(String, Value)>,
-    pub changed: Vec<(String, Value)>,
+    pub added: Vec<Item>,
+    pub changed: Vec<Item>,
     pub removed: Vec<String>,
 }
 
@@ -31,8 +49,8 @@ impl Changes {
         let mut changes = Changes::default();
         for (key, value) in new {
             match old.get(key) {
-                None => changes.added.push((key.clone(), to_value(value))),
-                Some(prev) if prev != value => changes.changed.push((key.clone(), to_value(value))),
+                None => changes.added.push(Item::new(key.clone(), to_value(value))),
+                Some(prev) if prev != value => changes.changed.push(Item::new(key.clone(), to_value(value))),
                 Some(_) => {}
             }
         }
@@ -44,11 +62,16 @@ impl Changes {
         changes
     }
 
-    fn to_json(&self) -> Value {
-        let obj = |items: &[(String, Value)]| -> Value {
-            Value::Object(items.iter().cloned().collect::<Map<String, Value>>())
+    fn into_json(self) -> Value {
+        let obj = |items: Vec<Item>| -> Value {
+            Value::Object(
+                items
+                    .into_iter()
+                    .map(|i| (i.key, i.value))
+                    .collect::<Map<String, Value>>(),
+            )
         };
-        json!({"added": obj(&self.added), "changed": obj(&self.changed), "removed": self.removed})
+        json!({"added": obj(self.added), "changed": obj(self.changed), "removed": self.removed})
     }
 }
 
@@ -62,7 +85,7 @@ pub struct Feed {
     pub channel: String,
     seq: u64,
     checksum: u32,
-    crcs: HashMap<String, u32>,
+    crcs: FxHashMap<String, u32>,
 }
 
 impl Feed {
@@ -92,14 +115,20 @@ impl Feed {
 
     /// Apply `changes`; returns the delta payload, or `None` when nothing changed (nothing is
     /// published then). `header` fields (e.g. `source`, `ts`) are added to the payload.
-    pub fn apply(&mut self, changes: &Changes, header: &Map<String, Value>) -> Option<Value> {
+    pub fn apply(&mut self, changes: Changes, header: &Map<String, Value>) -> Option<Value> {
         if changes.is_empty() {
             return None;
         }
-        for (key, value) in changes.added.iter().chain(&changes.changed) {
-            let crc = item_crc(key, value);
-            if let Some(old) = self.crcs.insert(key.clone(), crc) {
-                self.checksum = self.checksum.wrapping_sub(old);
+        for Item { key, crc, .. } in changes.added.iter().chain(&changes.changed) {
+            let crc = *crc;
+            match self.crcs.get_mut(key.as_str()) {
+                Some(old) => {
+                    self.checksum = self.checksum.wrapping_sub(*old);
+                    *old = crc;
+                }
+                None => {
+                    self.crcs.insert(key.clone(), crc);
+                }
             }
             self.checksum = self.checksum.wrapping_add(crc);
         }
@@ -116,7 +145,7 @@ impl Feed {
         payload.extend(header.clone());
         payload.insert("seq".into(), self.seq.into());
         payload.insert("prev_seq".into(), prev.into());
-        payload.insert("changes".into(), changes.to_json());
+        payload.insert("changes".into(), changes.into_json());
         payload.insert("checksum".into(), self.checksum.into());
         Some(Value::Object(payload))
     }
@@ -152,7 +181,7 @@ mod tests {
             let mut prev: BTreeMap<String, (u8, i32)> = BTreeMap::new();
             // The client starts from the snapshot of the first state.
             let first = Changes::between(&prev, &states[0]);
-            feed.apply(&first, &header);
+            feed.apply(first, &header);
             prev = states[0].clone();
             let items: Map<String, Value> = prev.iter().map(|(k, v)| (k.clone(), to_value(v))).collect();
             let snapshot = feed.snapshot(items, &header);
@@ -161,7 +190,7 @@ mod tests {
             let mut client_seq = snapshot["seq"].as_u64().unwrap();
             for next in &states[1..] {
                 let changes = Changes::between(&prev, next);
-                match feed.apply(&changes, &header) {
+                match feed.apply(changes, &header) {
                     None => prop_assert_eq!(&prev, next),
                     Some(delta) => {
                         prop_assert_eq!(delta["prev_seq"].as_u64().unwrap(), client_seq);

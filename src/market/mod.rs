@@ -16,9 +16,31 @@ use serde::Serialize;
 /// Shared text: model names, regions and countries repeat across thousands of offers and polls.
 pub type Text = Arc<str>;
 
+/// An identifier (offer, machine, host): held inline when short (up to 23 bytes, which every
+/// Vast.ai id is), so a poll of 100k offers allocates and frees no id strings.
+pub type Id = smol_str::SmolStr;
+
 /// The one shared copy of `s`. Interned text compares by pointer first, which keeps the diff of
-/// 100k offers from touching every string.
+/// 100k offers from touching every string. Each thread remembers the copies it has used, so the
+/// 100k lookups of a poll take no lock.
 pub fn intern(s: &str) -> Text {
+    thread_local! {
+        static NEAR: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Text>> = Default::default();
+    }
+    NEAR.with_borrow_mut(|near| {
+        if let Some(t) = near.get(s) {
+            return t.clone();
+        }
+        let t = intern_shared(s);
+        // Bounded per thread, as the pool is.
+        if near.len() < 4096 {
+            near.insert(s.into(), t.clone());
+        }
+        t
+    })
+}
+
+fn intern_shared(s: &str) -> Text {
     static POOL: OnceLock<Mutex<HashSet<Text>>> = OnceLock::new();
     let pool = POOL.get_or_init(Default::default);
     let mut pool = pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -52,11 +74,11 @@ pub struct Offer {
     pub source: &'static str,
     /// Where it can be rented; the same Vast.ai offer seen through two sources is one offer.
     pub marketplace: &'static str,
-    pub offer_id: String,
+    pub offer_id: Id,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub machine_id: Option<String>,
+    pub machine_id: Option<Id>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_id: Option<String>,
+    pub host_id: Option<Id>,
     /// Canonical model slug (`rtx-4090`).
     pub model: Text,
     /// The model's display name as the source gave it.

@@ -8,22 +8,24 @@ const NOISE: &[&str] = &["nvidia", "geforce", "amd", "radeon", "tesla", "quadro"
 /// models apart (`a100-pcie` vs `a100-sxm4`, `h100-nvl`).
 const DISTINGUISHING_SUFFIXES: &[&str] = &["sxm", "sxm4", "sxm5", "pcie", "nvl", "laptop"];
 
-/// [`canonical_slug`], interned, remembered per name: a source reports the same few hundred names
-/// on every one of its thousands of offers.
+/// [`canonical_slug`], interned, remembered per name (by each thread): a source reports the same
+/// few hundred names on every one of its thousands of offers.
 pub fn canonical_model(name: &str) -> Option<super::Text> {
-    type Memo = std::collections::HashMap<Box<str>, Option<super::Text>>;
-    static MEMO: std::sync::OnceLock<std::sync::Mutex<Memo>> = std::sync::OnceLock::new();
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(hit) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
-        return hit.clone();
+    thread_local! {
+        static MEMO: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Option<super::Text>>> =
+            Default::default();
     }
-    let slug = canonical_slug(name).map(|s| super::intern(&s));
-    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-    // Bounded: a source sending ever-new names cannot grow it without limit.
-    if memo.len() < 10_000 {
-        memo.insert(name.into(), slug.clone());
-    }
-    slug
+    MEMO.with_borrow_mut(|memo| {
+        if let Some(hit) = memo.get(name) {
+            return hit.clone();
+        }
+        let slug = canonical_slug(name).map(|s| super::intern(&s));
+        // Bounded: a source sending ever-new names cannot grow it without limit.
+        if memo.len() < 4096 {
+            memo.insert(name.into(), slug.clone());
+        }
+        slug
+    })
 }
 
 /// The canonical slug of a GPU model name, or `None` when nothing is left of it.

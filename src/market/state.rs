@@ -4,16 +4,16 @@
 //! aggregates it, and returns the payloads to publish per channel (DESIGN §5). It is also where
 //! subscribe snapshots come from. Pure: the caller publishes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::Offer;
-use super::aggregate::{self, ModelAggregate, Segment};
-use super::book::{BookDiff, MarketBook};
-use super::feed::{Changes, Feed, to_value};
+use super::aggregate::{ModelAggregate, ModelStats, Segment};
+use super::book::{BookDiff, MarketBook, Replaced, priority};
+use super::feed::{Changes, Feed, Item, to_value};
+use super::{Offer, Text};
 
 pub const SUMMARY: &str = "market:summary";
 pub const SUMMARY_1M: &str = "market:summary.1m";
@@ -49,8 +49,12 @@ pub struct Outgoing {
 
 #[derive(Default)]
 pub struct MarketState {
-    sources: BTreeMap<&'static str, Vec<Arc<Offer>>>,
+    /// Each source's latest offers.
+    sources: BTreeMap<&'static str, MarketBook>,
+    /// The merged book: per key, the copy of the source first in `SOURCE_PRIORITY`.
     book: MarketBook,
+    /// Per model, the running counts and price histograms the aggregates are built from.
+    stats: BTreeMap<Text, ModelStats>,
     aggregates: BTreeMap<String, ModelAggregate>,
     segments: BTreeMap<String, BTreeMap<String, Segment>>,
     health: BTreeMap<String, SourceHealth>,
@@ -145,7 +149,7 @@ impl MarketState {
             .or_insert_with(|| Feed::starting_at(channel, self.seq_base))
     }
 
-    fn publish(&mut self, channel: &str, changes: &Changes, header: &Map<String, Value>, out: &mut Vec<Outgoing>) {
+    fn publish(&mut self, channel: &str, changes: Changes, header: &Map<String, Value>, out: &mut Vec<Outgoing>) {
         if let Some(payload) = self.feed(channel).apply(changes, header) {
             out.push(Outgoing {
                 channel: channel.to_owned(),
@@ -155,55 +159,89 @@ impl MarketState {
     }
 
     /// A source's new offers (a full replacement of what it reported before).
+    ///
+    /// The work is proportional to the offers that changed, beyond one lookup and comparison per
+    /// offer: the source's book keeps the shared copy of every unchanged offer, the merged book and
+    /// the per-model histograms are updated by the changed offers alone, and only the models they
+    /// touch are rebuilt.
     pub fn apply_offers(&mut self, source: &'static str, offers: Vec<Offer>, now_ms: i64) -> Vec<Outgoing> {
-        self.sources.insert(source, offers.into_iter().map(Arc::new).collect());
-        let book = MarketBook::merge(self.sources.values());
-        let diff = BookDiff::between(&self.book, &book);
-        self.book = book;
+        let replaced = self.sources.entry(source).or_default().replace(offers);
+        let diff = self.merge(replaced);
         let mut out = Vec::new();
         if diff.is_empty() {
             return out;
         }
         let header = self.header(now_ms);
 
-        // Per-model aggregates (market:summary).
-        let aggregates = aggregate::aggregate(self.book.offers.values().map(|o| o.as_ref()));
-        let changes = Changes::between(&self.aggregates, &aggregates);
-        self.aggregates = aggregates;
-        self.publish(SUMMARY, &changes, &header, &mut out);
-
-        // Models with offer-level changes: their gpu:<model> and offers:<model> channels.
-        let touched: Vec<String> = diff.models().into_iter().map(str::to_owned).collect();
-        let by_model = self.book.by_model();
-        let mut new_segments = Vec::new();
-        for model in &touched {
-            let offers = by_model.get(model.as_str()).map(|v| v.as_slice()).unwrap_or(&[]);
-            new_segments.push((model.clone(), aggregate::model_segments(offers.iter().copied())));
-        }
-        drop(by_model);
-        for (model, segments) in new_segments {
-            let empty = BTreeMap::new();
-            let old = self.segments.get(&model).unwrap_or(&empty);
-            let changes = Changes::between(old, &segments);
-            self.publish(&format!("gpu:{model}"), &changes, &header, &mut out);
-            if segments.is_empty() {
-                self.segments.remove(&model);
-            } else {
-                self.segments.insert(model, segments);
+        let mut touched: BTreeSet<Text> = BTreeSet::new();
+        for offer in diff.outgoing() {
+            touched.insert(offer.model.clone());
+            if let Some(stats) = self.stats.get_mut(&offer.model) {
+                stats.remove(offer);
             }
+        }
+        for offer in diff.incoming() {
+            touched.insert(offer.model.clone());
+            self.stats.entry(offer.model.clone()).or_default().add(offer);
+        }
+
+        // Per-model aggregates (market:summary) and segments (gpu:<model>) of the touched models.
+        let mut summary = Changes::default();
+        let mut segment_changes = Vec::new();
+        for model in &touched {
+            let stats = self.stats.get(model).filter(|s| !s.is_empty());
+            let aggregate = stats.and_then(|s| s.aggregate(model));
+            let key = model.to_string();
+            match (self.aggregates.get(&key), aggregate) {
+                (None, Some(new)) => {
+                    summary.added.push(Item::new(key.clone(), to_value(&new)));
+                    self.aggregates.insert(key.clone(), new);
+                }
+                (Some(old), Some(new)) => {
+                    if *old != new {
+                        summary.changed.push(Item::new(key.clone(), to_value(&new)));
+                        self.aggregates.insert(key.clone(), new);
+                    }
+                }
+                (Some(_), None) => {
+                    summary.removed.push(key.clone());
+                    self.aggregates.remove(&key);
+                }
+                (None, None) => {}
+            }
+            let segments = stats.map(ModelStats::segments).unwrap_or_default();
+            let empty = BTreeMap::new();
+            let old = self.segments.get(&key).unwrap_or(&empty);
+            segment_changes.push((format!("gpu:{model}"), Changes::between(old, &segments)));
+            if segments.is_empty() {
+                self.segments.remove(&key);
+                self.stats.remove(model);
+            } else {
+                self.segments.insert(key, segments);
+            }
+        }
+        self.publish(SUMMARY, summary, &header, &mut out);
+        for (channel, changes) in segment_changes {
+            self.publish(&channel, changes, &header, &mut out);
         }
 
         // Offer-level deltas, per model and all together.
         let mut per_model: BTreeMap<&str, Changes> = BTreeMap::new();
         let mut all = Changes::default();
         for offer in &diff.added {
-            let item = (offer.key(), to_value(offer.as_ref()));
+            let item = Item::new(offer.key(), to_value(offer.as_ref()));
             per_model.entry(&*offer.model).or_default().added.push(item.clone());
             all.added.push(item);
         }
-        for offer in &diff.changed {
-            let item = (offer.key(), to_value(offer.as_ref()));
-            per_model.entry(&*offer.model).or_default().changed.push(item.clone());
+        for (old, offer) in &diff.changed {
+            let item = Item::new(offer.key(), to_value(offer.as_ref()));
+            if old.model != offer.model {
+                // It moved to another model: gone from the old model's channel.
+                per_model.entry(&*old.model).or_default().removed.push(old.key());
+                per_model.entry(&*offer.model).or_default().added.push(item.clone());
+            } else {
+                per_model.entry(&*offer.model).or_default().changed.push(item.clone());
+            }
             all.changed.push(item);
         }
         for offer in &diff.removed {
@@ -212,10 +250,52 @@ impl MarketState {
         }
         let per_model: Vec<(String, Changes)> = per_model.into_iter().map(|(m, c)| (m.to_owned(), c)).collect();
         for (model, changes) in per_model {
-            self.publish(&format!("offers:{model}"), &changes, &header, &mut out);
+            self.publish(&format!("offers:{model}"), changes, &header, &mut out);
         }
-        self.publish(OFFERS_ALL, &all, &header, &mut out);
+        self.publish(OFFERS_ALL, all, &header, &mut out);
         out
+    }
+
+    /// Carry one source's changes into the merged book: for each key it touched, the copy of the
+    /// source first in `SOURCE_PRIORITY` (of equal ones, the first in name order) is the book's.
+    fn merge(&mut self, replaced: Replaced) -> BookDiff {
+        let mut diff = BookDiff::default();
+        for offer in replaced.upserted.iter().chain(&replaced.removed) {
+            let (marketplace, id) = (offer.marketplace, offer.offer_id.as_str());
+            let mut winner: Option<&Arc<Offer>> = None;
+            for book in self.sources.values() {
+                if let Some(o) = book.get(marketplace, id)
+                    && winner.is_none_or(|w| priority(o.source) < priority(w.source))
+                {
+                    winner = Some(o);
+                }
+            }
+            match (self.book.get(marketplace, id), winner) {
+                (None, None) => {}
+                (None, Some(w)) => {
+                    let w = w.clone();
+                    self.book.insert(w.clone());
+                    diff.added.push(w);
+                }
+                (Some(_), None) => {
+                    if let Some(old) = self.book.remove(marketplace, id) {
+                        diff.removed.push(old);
+                    }
+                }
+                (Some(current), Some(w)) => {
+                    if !Arc::ptr_eq(current, w) {
+                        let w = w.clone();
+                        let unchanged = **current == *w;
+                        if let Some(old) = self.book.insert(w.clone())
+                            && !unchanged
+                        {
+                            diff.changed.push((old, w));
+                        }
+                    }
+                }
+            }
+        }
+        diff
     }
 
     /// A source's health; published on `sources:status` when it changed.
@@ -226,7 +306,7 @@ impl MarketState {
         self.health = next;
         let header = self.header(now_ms);
         let mut out = Vec::new();
-        self.publish(SOURCES_STATUS, &changes, &header, &mut out);
+        self.publish(SOURCES_STATUS, changes, &header, &mut out);
         out.pop()
     }
 
@@ -274,11 +354,7 @@ impl MarketState {
         } else if channel == SOURCES_STATUS {
             self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
         } else if channel == OFFERS_ALL {
-            self.book
-                .offers
-                .iter()
-                .map(|(k, o)| (k.to_string(), to_value(o.as_ref())))
-                .collect()
+            self.book.iter().map(|o| (o.key(), to_value(o.as_ref()))).collect()
         } else if let Some(model) = model_of(channel, "gpu:") {
             self.segments
                 .get(&model)
@@ -286,10 +362,9 @@ impl MarketState {
                 .unwrap_or_default()
         } else if let Some(model) = model_of(channel, "offers:") {
             self.book
-                .offers
                 .iter()
-                .filter(|(_, o)| *o.model == *model)
-                .map(|(k, o)| (k.to_string(), to_value(o.as_ref())))
+                .filter(|o| *o.model == *model)
+                .map(|o| (o.key(), to_value(o.as_ref())))
                 .collect()
         } else {
             return None;
@@ -300,5 +375,125 @@ impl MarketState {
     /// Per-model rows for storage and the REST API: slug → aggregate.
     pub fn rows(&self) -> Vec<(&str, &ModelAggregate)> {
         self.aggregates.iter().map(|(k, v)| (k.as_str(), v)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::market::aggregate::{aggregate, model_segments};
+    use crate::market::checksum::{apply_delta, checksum_of};
+    use crate::market::intern;
+    use proptest::prelude::*;
+
+    /// (id, model, gpus, rented, cents, verified, datacenter, country)
+    type Spec = (u8, u8, u32, u32, u32, bool, bool, u8);
+
+    fn offer(source: &'static str, s: Spec) -> Offer {
+        let (id, model, gpus, rented, cents, verified, datacenter, country) = s;
+        let (slug, name) = [
+            ("rtx-4090", "RTX 4090"),
+            ("a100-sxm4", "A100 SXM4"),
+            ("rtx-3090", "RTX 3090"),
+        ][model as usize % 3];
+        Offer {
+            source,
+            marketplace: "vast",
+            offer_id: smol_str::format_smolstr!("m{id}"),
+            machine_id: Some(smol_str::format_smolstr!("{id}")),
+            host_id: None,
+            model: intern(slug),
+            model_name: intern(name),
+            num_gpus: gpus,
+            gpus_rented: rented.min(gpus),
+            price_per_gpu_hour_usd: cents as f64 / 100.0,
+            reliability: None,
+            verified,
+            datacenter,
+            country: [None, Some("US"), Some("DE")][country as usize % 3].map(intern),
+            region: None,
+            vram_gb: None,
+            observed_at_ms: 0,
+        }
+    }
+
+    fn spec() -> impl Strategy<Value = Spec> {
+        (
+            0u8..24,
+            0u8..3,
+            0u32..5,
+            0u32..5,
+            10u32..14,
+            any::<bool>(),
+            any::<bool>(),
+            0u8..3,
+        )
+    }
+
+    /// A poll: which source, and its offers (ids may repeat: the first copy counts).
+    fn poll() -> impl Strategy<Value = (bool, Vec<Spec>)> {
+        (any::<bool>(), proptest::collection::vec(spec(), 0..20))
+    }
+
+    /// The merged book recomputed from scratch, as the priority rule defines it.
+    fn full_merge(state: &MarketState) -> BTreeMap<String, Offer> {
+        let mut book: BTreeMap<String, Offer> = BTreeMap::new();
+        for source_book in state.sources.values() {
+            for o in source_book.iter() {
+                match book.get(&o.key()) {
+                    Some(kept) if priority(kept.source) <= priority(o.source) => {}
+                    _ => {
+                        book.insert(o.key(), (**o).clone());
+                    }
+                }
+            }
+        }
+        book
+    }
+
+    proptest! {
+        /// After any sequence of polls from two sources that report overlapping offers, the
+        /// incrementally kept book, aggregates and segments equal a full recomputation, and a
+        /// client that applied every published delta of every channel holds each channel's
+        /// snapshot, checksum included.
+        #[test]
+        fn incremental_updates_equal_a_full_recomputation(polls in proptest::collection::vec(poll(), 1..12)) {
+            let mut state = MarketState::new();
+            let mut clients: BTreeMap<String, Map<String, Value>> = BTreeMap::new();
+            for (i, (vast, specs)) in polls.into_iter().enumerate() {
+                let source = if vast { "vast" } else { "farm500" };
+                let offers: Vec<Offer> = specs.into_iter().map(|s| offer(source, s)).collect();
+                // What the source's book must hold: the first copy of each key.
+                let mut expected_source: BTreeMap<String, Offer> = BTreeMap::new();
+                for o in &offers {
+                    expected_source.entry(o.key()).or_insert_with(|| o.clone());
+                }
+                for out in state.apply_offers(source, offers, i as i64) {
+                    let client = clients.entry(out.channel.clone()).or_default();
+                    prop_assert_eq!(&out.payload["type"], "delta");
+                    apply_delta(client, &out.payload["changes"]);
+                    prop_assert_eq!(checksum_of(client), out.payload["checksum"].as_u64().unwrap() as u32,
+                        "{}", out.channel);
+                }
+                let source_book: BTreeMap<String, Offer> =
+                    state.sources[source].iter().map(|o| (o.key(), (**o).clone())).collect();
+                prop_assert_eq!(source_book, expected_source);
+
+                let merged = full_merge(&state);
+                let book: BTreeMap<String, Offer> = state.book.iter().map(|o| (o.key(), (**o).clone())).collect();
+                prop_assert_eq!(&book, &merged);
+                prop_assert_eq!(state.aggregates(), &aggregate(merged.values()));
+                for model in ["rtx-4090", "a100-sxm4", "rtx-3090"] {
+                    let segments = model_segments(merged.values().filter(|o| &*o.model == model));
+                    prop_assert_eq!(state.segments.get(model).cloned().unwrap_or_default(), segments);
+                    prop_assert_eq!(state.stats.contains_key(model), state.aggregates.contains_key(model));
+                }
+                for (channel, client) in &clients {
+                    let snapshot = state.snapshot(channel, 0).unwrap();
+                    prop_assert_eq!(client, snapshot["items"].as_object().unwrap(), "{}", channel);
+                    prop_assert_eq!(checksum_of(client), snapshot["checksum"].as_u64().unwrap() as u32);
+                }
+            }
+        }
     }
 }
