@@ -8,36 +8,12 @@ use std::time::{Duration, Instant};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use gpuscout_hub::ingest::farm500::parse_machines;
 use gpuscout_hub::ingest::machines::parse_machines_bytes;
-use gpuscout_hub::ingest::simulated::seed_models;
 use gpuscout_hub::ingest::vast::VastMachine;
 use gpuscout_hub::market::state::MarketState;
-use serde_json::{Value, json};
+use serde_json::Value;
+use support::machines_body;
 
-/// A `/machines` body of `n` machines across the 88 seed models; `version` changes 1% of them.
-fn machines_body(n: usize, version: u64) -> Vec<u8> {
-    let models = seed_models();
-    let records: Vec<Value> = (0..n)
-        .map(|i| {
-            let m = &models[i % models.len()];
-            let gpus = [1u32, 2, 4, 8][i % 4];
-            let changed = (i as u64 + version).is_multiple_of(100) && version > 0;
-            let rented = if changed {
-                (i as u32 + 1) % (gpus + 1)
-            } else {
-                i as u32 % (gpus + 1)
-            };
-            let price = m.price_median * (0.8 + (i % 40) as f64 / 100.0) * if changed { 1.05 } else { 1.0 };
-            json!({
-                "machine_id": 100_000 + i, "host_id": i % 5000, "gpu_name": m.name, "num_gpus": gpus,
-                "num_gpus_rented": rented, "dph_base": price * gpus as f64, "verification": "verified",
-                "verified": i % 3 != 0, "hosting_type": i % 5 / 4, "geolocation": "Texas, US",
-                "reliability2": 0.99, "gpu_ram": 24576, "chunks": [], "min_chunk": 1,
-            })
-        })
-        .collect();
-    serde_json::to_vec(&json!({"url": "/machines", "timestamp": "2026-11-28T00:00:00Z", "count": n, "offers": records}))
-        .unwrap()
-}
+mod support;
 
 /// The machines of a `/machines` body, read as the 500.farm source reads them.
 fn machines_of(body: &[u8]) -> Vec<VastMachine> {

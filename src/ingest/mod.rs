@@ -112,20 +112,14 @@ pub fn transport_error(e: reqwest::Error) -> SourceError {
 /// A Vast.ai `geolocation` as an offer holds it: the region as given and its country code, both
 /// interned (remembered per thread: the same few hundred places come with every poll).
 pub fn location(geolocation: &str) -> (crate::market::Text, Option<crate::market::Text>) {
-    use crate::market::{Text, intern};
+    use crate::market::{Memo, Text, intern};
     thread_local! {
-        static PLACES: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, (Text, Option<Text>)>> =
-            Default::default();
+        static PLACES: std::cell::RefCell<Memo<(Text, Option<Text>)>> = Default::default();
     }
     PLACES.with_borrow_mut(|places| {
-        if let Some(hit) = places.get(geolocation) {
-            return hit.clone();
-        }
-        let place = (intern(geolocation), country_of(geolocation).map(|c| intern(&c)));
-        if places.len() < 4096 {
-            places.insert(geolocation.into(), place.clone());
-        }
-        place
+        places.get_or(geolocation, || {
+            (intern(geolocation), country_of(geolocation).map(|c| intern(&c)))
+        })
     })
 }
 

@@ -20,24 +20,39 @@ pub type Text = Arc<str>;
 /// Vast.ai id is), so a poll of 100k offers allocates and frees no id strings.
 pub type Id = smol_str::SmolStr;
 
+/// Values computed from a string, remembered by one thread (no lock on the way), bounded: a
+/// source sending ever-new strings cannot grow it without limit.
+pub struct Memo<V>(rustc_hash::FxHashMap<Box<str>, V>);
+
+impl<V> Default for Memo<V> {
+    fn default() -> Self {
+        Self(Default::default())
+    }
+}
+
+impl<V: Clone> Memo<V> {
+    const MAX: usize = 4096;
+
+    pub fn get_or(&mut self, key: &str, make: impl FnOnce() -> V) -> V {
+        if let Some(v) = self.0.get(key) {
+            return v.clone();
+        }
+        let v = make();
+        if self.0.len() < Self::MAX {
+            self.0.insert(key.into(), v.clone());
+        }
+        v
+    }
+}
+
 /// The one shared copy of `s`. Interned text compares by pointer first, which keeps the diff of
 /// 100k offers from touching every string. Each thread remembers the copies it has used, so the
 /// 100k lookups of a poll take no lock.
 pub fn intern(s: &str) -> Text {
     thread_local! {
-        static NEAR: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Text>> = Default::default();
+        static NEAR: std::cell::RefCell<Memo<Text>> = Default::default();
     }
-    NEAR.with_borrow_mut(|near| {
-        if let Some(t) = near.get(s) {
-            return t.clone();
-        }
-        let t = intern_shared(s);
-        // Bounded per thread, as the pool is.
-        if near.len() < 4096 {
-            near.insert(s.into(), t.clone());
-        }
-        t
-    })
+    NEAR.with_borrow_mut(|near| near.get_or(s, || intern_shared(s)))
 }
 
 fn intern_shared(s: &str) -> Text {

@@ -12,20 +12,9 @@ const DISTINGUISHING_SUFFIXES: &[&str] = &["sxm", "sxm4", "sxm5", "pcie", "nvl",
 /// few hundred names on every one of its thousands of offers.
 pub fn canonical_model(name: &str) -> Option<super::Text> {
     thread_local! {
-        static MEMO: std::cell::RefCell<rustc_hash::FxHashMap<Box<str>, Option<super::Text>>> =
-            Default::default();
+        static MEMO: std::cell::RefCell<super::Memo<Option<super::Text>>> = Default::default();
     }
-    MEMO.with_borrow_mut(|memo| {
-        if let Some(hit) = memo.get(name) {
-            return hit.clone();
-        }
-        let slug = canonical_slug(name).map(|s| super::intern(&s));
-        // Bounded: a source sending ever-new names cannot grow it without limit.
-        if memo.len() < 4096 {
-            memo.insert(name.into(), slug.clone());
-        }
-        slug
-    })
+    MEMO.with_borrow_mut(|memo| memo.get_or(name, || canonical_slug(name).map(|s| super::intern(&s))))
 }
 
 /// The canonical slug of a GPU model name, or `None` when nothing is left of it.
