@@ -148,6 +148,16 @@ fn stages(c: &mut Criterion) {
     group.bench_function("full_aggregate", |b| {
         b.iter(|| black_box(aggregate(new.iter().map(|o| o.as_ref()))))
     });
+    // A subscribe to `offers:all` (enterprise): the snapshot of 100k offers as the reply's text.
+    let mut state = MarketState::new();
+    state.apply_offers("farm500", first, 0);
+    state.apply_offers("farm500", second, 1);
+    group.bench_function("snapshot_offers_all_text", |b| {
+        b.iter(|| black_box(state.snapshot_text("offers:all", 2).map(|t| t.len())))
+    });
+    group.bench_function("snapshot_offers_all_via_tree", |b| {
+        b.iter(|| black_box(state.snapshot("offers:all", 2).map(|v| v.to_string().len())))
+    });
     group.finish();
 }
 

@@ -73,8 +73,8 @@ pub struct MarketSnapshots {
 impl SnapshotProvider for MarketSnapshots {
     async fn snapshot(&self, channel: &str) -> Option<Raw> {
         let local = || {
-            let value = self.market.read().snapshot(channel, unix_now_ms() as i64)?;
-            RawValue::from_string(value.to_string()).ok()
+            let text = self.market.read().snapshot_text(channel, unix_now_ms() as i64)?;
+            RawValue::from_string(text).ok()
         };
         let Some(replica) = &self.replica else {
             return local();

@@ -238,7 +238,7 @@ impl Runner {
                 channels
                     .into_iter()
                     .filter_map(|c| {
-                        let json = state.snapshot(&c, now)?.to_string();
+                        let json = state.snapshot_text(&c, now)?;
                         Some((c, json))
                     })
                     .collect::<Vec<(String, String)>>()
