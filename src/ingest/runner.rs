@@ -257,7 +257,7 @@ impl Runner {
         }
         let count = out.len();
         for o in out {
-            let Ok(raw) = RawValue::from_string(o.payload.to_string()) else {
+            let Ok(raw) = RawValue::from_string(o.payload) else {
                 continue;
             };
             if let Err(e) = self.hub.publish(&o.channel, &raw).await {

@@ -10,24 +10,36 @@ use std::collections::BTreeMap;
 use rustc_hash::FxHashMap;
 
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::checksum::item_crc;
 pub use super::checksum::{apply_delta, checksum_of};
 
-/// An added or changed item: its key, its value, and the CRC of the two (computed once, however
-/// many channels carry the item).
+/// An added or changed item: its key, its JSON text and the CRC of the two, made once however
+/// many channels carry the item (an offer is in `offers:<model>` and `offers:all`). The JSON
+/// tree it is made from is dropped at once: a first poll of 100k offers holds 100k texts, not
+/// 200k trees.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Item {
     pub key: String,
-    pub value: Value,
+    json: std::sync::Arc<str>,
     crc: u32,
 }
 
 impl Item {
-    pub fn new(key: String, value: Value) -> Self {
+    pub fn new(key: String, value: &impl Serialize) -> Self {
+        let value = to_value(value);
         let crc = item_crc(&key, &value);
-        Self { key, value, crc }
+        Self {
+            key,
+            json: value.to_string().into(),
+            crc,
+        }
+    }
+
+    /// The item's value as JSON text.
+    pub fn json(&self) -> &str {
+        &self.json
     }
 }
 
@@ -49,8 +61,8 @@ impl Changes {
         let mut changes = Changes::default();
         for (key, value) in new {
             match old.get(key) {
-                None => changes.added.push(Item::new(key.clone(), to_value(value))),
-                Some(prev) if prev != value => changes.changed.push(Item::new(key.clone(), to_value(value))),
+                None => changes.added.push(Item::new(key.clone(), value)),
+                Some(prev) if prev != value => changes.changed.push(Item::new(key.clone(), value)),
                 Some(_) => {}
             }
         }
@@ -62,17 +74,39 @@ impl Changes {
         changes
     }
 
-    fn into_json(self) -> Value {
-        let obj = |items: Vec<Item>| -> Value {
-            Value::Object(
-                items
-                    .into_iter()
-                    .map(|i| (i.key, i.value))
-                    .collect::<Map<String, Value>>(),
-            )
+    /// `{"added":{…},"changed":{…},"removed":[…]}`, written from the items' texts.
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let items = |out: &mut Vec<u8>, items: &[Item]| {
+            out.push(b'{');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, &item.key);
+                out.push(b':');
+                out.extend_from_slice(item.json.as_bytes());
+            }
+            out.push(b'}');
         };
-        json!({"added": obj(self.added), "changed": obj(self.changed), "removed": self.removed})
+        out.extend_from_slice(b"{\"added\":");
+        items(out, &self.added);
+        out.extend_from_slice(b",\"changed\":");
+        items(out, &self.changed);
+        out.extend_from_slice(b",\"removed\":[");
+        for (i, key) in self.removed.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            write_str(out, key);
+        }
+        out.extend_from_slice(b"]}");
     }
+}
+
+/// A JSON string.
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a `str` into a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
 }
 
 pub fn to_value<T: Serialize>(value: &T) -> Value {
@@ -113,9 +147,9 @@ impl Feed {
         self.checksum
     }
 
-    /// Apply `changes`; returns the delta payload, or `None` when nothing changed (nothing is
-    /// published then). `header` fields (e.g. `source`, `ts`) are added to the payload.
-    pub fn apply(&mut self, changes: Changes, header: &Map<String, Value>) -> Option<Value> {
+    /// Apply `changes`; returns the delta payload as JSON text, or `None` when nothing changed
+    /// (nothing is published then). `header` fields (e.g. `source`, `ts`) are added to the payload.
+    pub fn apply(&mut self, changes: Changes, header: &Map<String, Value>) -> Option<String> {
         if changes.is_empty() {
             return None;
         }
@@ -139,15 +173,20 @@ impl Feed {
         }
         let prev = self.seq;
         self.seq += 1;
-        let mut payload = Map::new();
-        payload.insert("type".into(), "delta".into());
-        payload.insert("channel".into(), self.channel.clone().into());
-        payload.extend(header.clone());
-        payload.insert("seq".into(), self.seq.into());
-        payload.insert("prev_seq".into(), prev.into());
-        payload.insert("changes".into(), changes.into_json());
-        payload.insert("checksum".into(), self.checksum.into());
-        Some(Value::Object(payload))
+        let mut head = Map::new();
+        head.insert("type".into(), "delta".into());
+        head.insert("channel".into(), self.channel.clone().into());
+        head.extend(header.clone());
+        head.insert("seq".into(), self.seq.into());
+        head.insert("prev_seq".into(), prev.into());
+        head.insert("checksum".into(), self.checksum.into());
+        // `{<head>}` → `{<head>,"changes":{…}}`
+        let mut text = Value::Object(head).to_string().into_bytes();
+        text.pop();
+        text.extend_from_slice(b",\"changes\":");
+        changes.write_json(&mut text);
+        text.push(b'}');
+        String::from_utf8(text).ok()
     }
 
     /// The snapshot payload of `items` (which must be the state the feed has seen).
@@ -193,10 +232,10 @@ mod tests {
                 match feed.apply(changes, &header) {
                     None => prop_assert_eq!(&prev, next),
                     Some(delta) => {
+                        // JSON text, as a client receives it.
+                        let delta: Value = serde_json::from_str(&delta).unwrap();
                         prop_assert_eq!(delta["prev_seq"].as_u64().unwrap(), client_seq);
                         client_seq = delta["seq"].as_u64().unwrap();
-                        // Through JSON text, as a client receives it.
-                        let delta: Value = serde_json::from_str(&delta.to_string()).unwrap();
                         apply_delta(&mut client, &delta["changes"]);
                         prop_assert_eq!(checksum_of(&client), delta["checksum"].as_u64().unwrap() as u32);
                     }

@@ -44,7 +44,8 @@ pub struct SourceHealth {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub channel: String,
-    pub payload: Value,
+    /// JSON text.
+    pub payload: String,
 }
 
 #[derive(Default)]
@@ -165,6 +166,11 @@ impl MarketState {
     /// the per-model histograms are updated by the changed offers alone, and only the models they
     /// touch are rebuilt.
     pub fn apply_offers(&mut self, source: &'static str, offers: Vec<Offer>, now_ms: i64) -> Vec<Outgoing> {
+        if !self.has_own_data() {
+            // Aggregates mirrored from a leader are not this state's to update offer by offer.
+            self.aggregates.clear();
+            self.mirror_label = None;
+        }
         let replaced = self.sources.entry(source).or_default().replace(offers);
         let diff = self.merge(replaced);
         let mut out = Vec::new();
@@ -194,12 +200,12 @@ impl MarketState {
             let key = model.to_string();
             match (self.aggregates.get(&key), aggregate) {
                 (None, Some(new)) => {
-                    summary.added.push(Item::new(key.clone(), to_value(&new)));
+                    summary.added.push(Item::new(key.clone(), &new));
                     self.aggregates.insert(key.clone(), new);
                 }
                 (Some(old), Some(new)) => {
                     if *old != new {
-                        summary.changed.push(Item::new(key.clone(), to_value(&new)));
+                        summary.changed.push(Item::new(key.clone(), &new));
                         self.aggregates.insert(key.clone(), new);
                     }
                 }
@@ -229,12 +235,12 @@ impl MarketState {
         let mut per_model: BTreeMap<&str, Changes> = BTreeMap::new();
         let mut all = Changes::default();
         for offer in &diff.added {
-            let item = Item::new(offer.key(), to_value(offer.as_ref()));
+            let item = Item::new(offer.key(), offer.as_ref());
             per_model.entry(&*offer.model).or_default().added.push(item.clone());
             all.added.push(item);
         }
         for (old, offer) in &diff.changed {
-            let item = Item::new(offer.key(), to_value(offer.as_ref()));
+            let item = Item::new(offer.key(), offer.as_ref());
             if old.model != offer.model {
                 // It moved to another model: gone from the old model's channel.
                 per_model.entry(&*old.model).or_default().removed.push(old.key());
@@ -323,10 +329,11 @@ impl MarketState {
         payload.insert("checksum".into(), checksum.into());
         payload.insert("items".into(), Value::Object(items));
         let payload = Value::Object(payload);
-        self.last_minute = Some(payload.clone());
+        let text = payload.to_string();
+        self.last_minute = Some(payload);
         Outgoing {
             channel: SUMMARY_1M.into(),
-            payload,
+            payload: text,
         }
     }
 
@@ -490,6 +497,21 @@ mod tests {
         book
     }
 
+    #[test]
+    fn a_mirror_that_starts_polling_keeps_only_its_own_models() {
+        let mut leader = MarketState::new();
+        leader.apply_offers("farm500", vec![offer("farm500", (1, 1, 2, 1, 12, true, false, 1))], 0);
+        let mut state = MarketState::new();
+        state.mirror(
+            &leader.snapshot(SUMMARY, 0).unwrap(),
+            &leader.snapshot(SOURCES_STATUS, 0).unwrap(),
+        );
+        assert!(state.aggregates().contains_key("a100-sxm4"));
+        state.apply_offers("farm500", vec![offer("farm500", (2, 0, 1, 0, 11, true, false, 1))], 1);
+        assert_eq!(state.aggregates().keys().collect::<Vec<_>>(), ["rtx-4090"]);
+        assert_eq!(state.label(), "farm500");
+    }
+
     proptest! {
         /// After any sequence of polls from two sources that report overlapping offers, the
         /// incrementally kept book, aggregates and segments equal a full recomputation, and a
@@ -509,9 +531,11 @@ mod tests {
                 }
                 for out in state.apply_offers(source, offers, i as i64) {
                     let client = clients.entry(out.channel.clone()).or_default();
-                    prop_assert_eq!(&out.payload["type"], "delta");
-                    apply_delta(client, &out.payload["changes"]);
-                    prop_assert_eq!(checksum_of(client), out.payload["checksum"].as_u64().unwrap() as u32,
+                    let payload: Value = serde_json::from_str(&out.payload).unwrap();
+                    prop_assert_eq!(&payload["type"], "delta");
+                    prop_assert_eq!(&payload["channel"], out.channel.as_str());
+                    apply_delta(client, &payload["changes"]);
+                    prop_assert_eq!(checksum_of(client), payload["checksum"].as_u64().unwrap() as u32,
                         "{}", out.channel);
                 }
                 let source_book: BTreeMap<String, Offer> =
