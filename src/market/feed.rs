@@ -36,11 +36,6 @@ impl Item {
             crc,
         }
     }
-
-    /// The item's value as JSON text.
-    pub fn json(&self) -> &str {
-        &self.json
-    }
 }
 
 /// What changed between two states of a channel's items.
@@ -107,6 +102,23 @@ impl Changes {
 fn write_str(out: &mut Vec<u8>, s: &str) {
     // Writing a `str` into a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The JSON text of the object `head` with one more field, `key`, whose value `write_value`
+/// writes as text (a payload's large part, written without building a JSON tree).
+pub fn object_with(head: Map<String, Value>, key: &str, write_value: impl FnOnce(&mut Vec<u8>)) -> String {
+    let mut text = Value::Object(head).to_string().into_bytes();
+    // `{<head>}` → `{<head>,"<key>":<value>}`
+    text.pop();
+    if text.len() > 1 {
+        text.push(b',');
+    }
+    write_str(&mut text, key);
+    text.push(b':');
+    write_value(&mut text);
+    text.push(b'}');
+    // Both parts are UTF-8: the head from serde_json, the value from its writer.
+    String::from_utf8(text).unwrap_or_default()
 }
 
 pub fn to_value<T: Serialize>(value: &T) -> Value {
@@ -180,13 +192,7 @@ impl Feed {
         head.insert("seq".into(), self.seq.into());
         head.insert("prev_seq".into(), prev.into());
         head.insert("checksum".into(), self.checksum.into());
-        // `{<head>}` → `{<head>,"changes":{…}}`
-        let mut text = Value::Object(head).to_string().into_bytes();
-        text.pop();
-        text.extend_from_slice(b",\"changes\":");
-        changes.write_json(&mut text);
-        text.push(b'}');
-        String::from_utf8(text).ok()
+        Some(object_with(head, "changes", |out| changes.write_json(out)))
     }
 
     /// The snapshot payload of `items` (which must be the state the feed has seen).

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 
 use super::aggregate::{ModelAggregate, ModelStats, Segment};
 use super::book::{BookDiff, MarketBook, Replaced, priority};
-use super::feed::{Changes, Feed, Item, to_value};
+use super::feed::{Changes, Feed, Item, object_with, to_value};
 use super::{Offer, Text};
 
 pub const SUMMARY: &str = "market:summary";
@@ -195,7 +195,7 @@ impl MarketState {
         let mut summary = Changes::default();
         let mut segment_changes = Vec::new();
         for model in &touched {
-            let stats = self.stats.get(model).filter(|s| !s.is_empty());
+            let stats = self.stats.get(model);
             let aggregate = stats.and_then(|s| s.aggregate(model));
             let key = model.to_string();
             match (self.aggregates.get(&key), aggregate) {
@@ -361,16 +361,14 @@ impl MarketState {
         } else if channel == SOURCES_STATUS {
             self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
         } else if channel == OFFERS_ALL {
-            self.book.iter().map(|o| (o.key(), to_value(o.as_ref()))).collect()
+            self.offers_on(None).map(|o| (o.key(), to_value(o.as_ref()))).collect()
         } else if let Some(model) = model_of(channel, "gpu:") {
             self.segments
                 .get(&model)
                 .map(|s| s.iter().map(|(k, v)| (k.clone(), to_value(v))).collect())
                 .unwrap_or_default()
         } else if let Some(model) = model_of(channel, "offers:") {
-            self.book
-                .iter()
-                .filter(|o| *o.model == *model)
+            self.offers_on(Some(&model))
                 .map(|o| (o.key(), to_value(o.as_ref())))
                 .collect()
         } else {
@@ -396,26 +394,28 @@ impl MarketState {
             return None;
         };
         head.remove("items");
-        let mut text = Value::Object(head).to_string().into_bytes();
-        // `{...}` → `{...,"items":{<key>:<offer>,...}}`
-        text.pop();
-        text.extend_from_slice(b",\"items\":{");
-        if model.is_none() {
-            // ~350 bytes an offer: one allocation instead of a doubling series.
-            text.reserve(self.book.len() * 384);
-        }
-        let mut first = true;
-        for offer in self.book.iter().filter(|o| model.is_none_or(|m| *o.model == *m)) {
-            if !first {
-                text.push(b',');
+        Some(object_with(head, "items", |out| {
+            if model.is_none() {
+                // ~350 bytes an offer: one allocation instead of a doubling series.
+                out.reserve(self.book.len() * 384);
             }
-            first = false;
-            serde_json::to_writer(&mut text, &offer.key()).ok()?;
-            text.push(b':');
-            serde_json::to_writer(&mut text, offer.as_ref()).ok()?;
-        }
-        text.extend_from_slice(b"}}");
-        String::from_utf8(text).ok()
+            out.push(b'{');
+            for (i, offer) in self.offers_on(model).enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                // Writing into a `Vec` cannot fail, and an offer always serialises.
+                let _ = serde_json::to_writer(&mut *out, &offer.key());
+                out.push(b':');
+                let _ = serde_json::to_writer(&mut *out, offer.as_ref());
+            }
+            out.push(b'}');
+        }))
+    }
+
+    /// The offers an offer channel carries: `offers:<model>`'s, or every one (`offers:all`).
+    fn offers_on<'a>(&'a self, model: Option<&'a str>) -> impl Iterator<Item = &'a Arc<Offer>> {
+        self.book.iter().filter(move |o| model.is_none_or(|m| *o.model == *m))
     }
 
     /// Per-model rows for storage and the REST API: slug → aggregate.
