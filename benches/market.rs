@@ -6,9 +6,9 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use gpuscout_hub::ingest::farm500::parse_machines;
+use gpuscout_hub::ingest::machines::parse_machines;
 use gpuscout_hub::ingest::machines::parse_machines_bytes;
-use gpuscout_hub::ingest::vast::VastMachine;
+use gpuscout_hub::ingest::vast_machine::VastMachine;
 use gpuscout_hub::market::state::MarketState;
 use serde_json::Value;
 use support::machines_body;
@@ -22,7 +22,7 @@ fn machines_of(body: &[u8]) -> Vec<VastMachine> {
 
 /// Machines to normalised offers, as the 500.farm source does.
 fn offers_of(machines: &[VastMachine]) -> Vec<gpuscout_hub::market::Offer> {
-    gpuscout_hub::ingest::vast::offers_of(machines, "farm500", 0)
+    gpuscout_hub::ingest::vast_machine::offers_of(machines, "farm500", 0)
 }
 
 /// The same through a `serde_json::Value` tree (the generic path, kept for comparison).

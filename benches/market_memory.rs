@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use gpuscout_hub::ingest::vast::offers_of;
+use gpuscout_hub::ingest::vast_machine::offers_of;
 use gpuscout_hub::market::state::MarketState;
 use support::machines;
 

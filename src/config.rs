@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
-use crate::auth::Tier;
+use crate::tier::{Tier, TierSettings};
 
 /// The embedded defaults; every key is documented there.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -245,29 +245,6 @@ pub struct LlmProviderSettings {
     pub model: String,
 }
 
-/// What one subscription tier may do. Every number here is policy, so it lives in configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TierSettings {
-    pub connections_per_user: u32,
-    pub channels_per_connection: u32,
-    pub commands_per_second: u32,
-    pub command_burst: u32,
-    pub user_commands_per_second: u32,
-    pub channels: Vec<String>,
-    pub max_gpu_channels: u32,
-    /// Alert rules a user may keep.
-    pub alert_rules: u32,
-    /// Whether alert rules may post to webhooks.
-    pub webhooks: bool,
-    /// Advisor questions per user per UTC day.
-    pub advisor_messages_per_day: u32,
-    /// Advisor tokens (prompt and answer) per user per UTC day.
-    pub advisor_tokens_per_day: u64,
-    /// Most tokens one advisor answer may have (sent to the provider as its output limit).
-    pub advisor_max_tokens: u32,
-}
-
 impl Settings {
     /// Load the layered settings from the embedded defaults, the config directory and the environment.
     pub fn load() -> Result<Self, ConfigError> {
@@ -304,10 +281,35 @@ impl Settings {
             .expect("the embedded config/default.toml is valid")
     }
 
-    /// Check every value that serde cannot, naming the key at fault.
+    /// Check every value that serde cannot, naming the key at fault: each section checks its own
+    /// keys, the tiers last.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.server.listen_addr()?;
-        let s = &self.server;
+        self.server.validate()?;
+        self.bus.validate()?;
+        self.database.validate()?;
+        self.ingest.validate()?;
+        self.alerts.validate()?;
+        self.advisor.validate()?;
+        self.auth.validate(self.environment)?;
+        for tier in Tier::ALL {
+            let Some(t) = self.tiers.get(&tier) else {
+                return Err(invalid(&format!("tiers.{}", tier.as_str()), "missing tier section"));
+            };
+            validate_tier(tier, t)?;
+        }
+        Ok(())
+    }
+
+    pub fn tier(&self, tier: Tier) -> &TierSettings {
+        // validate() guarantees every tier has a section.
+        &self.tiers[&tier]
+    }
+}
+
+impl ServerSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        let s = self;
         for (key, value) in [
             ("server.ping_interval_s", s.ping_interval_s as usize),
             ("server.pong_timeout_s", s.pong_timeout_s as usize),
@@ -318,8 +320,6 @@ impl Settings {
             ("server.outbox_max_bytes", s.outbox_max_bytes),
             ("server.outbox_max_messages", s.outbox_max_messages),
             ("server.max_batch_bytes", s.max_batch_bytes),
-            ("bus.history_size", self.bus.history_size),
-            ("database.max_connections", self.database.max_connections as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -331,64 +331,16 @@ impl Settings {
                 "must be greater than server.write_buffer_bytes",
             ));
         }
-        if self.ingest.simulated.poll_interval_ms < 10 {
-            return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
+        Ok(())
+    }
+}
+
+impl BusSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.history_size == 0 {
+            return Err(invalid("bus.history_size", "must be greater than 0"));
         }
-        if self.alerts.webhook_max_attempts == 0 {
-            return Err(invalid("alerts.webhook_max_attempts", "must be at least 1"));
-        }
-        if self.alerts.outbox_poll_ms == 0 || self.alerts.webhook_timeout_ms == 0 {
-            return Err(invalid(
-                "alerts.outbox_poll_ms",
-                "alerts.outbox_poll_ms and alerts.webhook_timeout_ms must be greater than 0",
-            ));
-        }
-        if self.ingest.summary_interval_s == 0 {
-            return Err(invalid("ingest.summary_interval_s", "must be greater than 0"));
-        }
-        for (name, src) in [
-            ("farm500", &self.ingest.farm500),
-            ("vast", &self.ingest.vast),
-            ("runpod", &self.ingest.runpod),
-        ] {
-            let key = |k: &str| format!("ingest.{name}.{k}");
-            if !src.enabled {
-                continue;
-            }
-            if !(src.base_url.starts_with("http://") || src.base_url.starts_with("https://")) {
-                return Err(invalid(&key("base_url"), "must be an http:// or https:// URL"));
-            }
-            if src.poll_interval_ms < 100 {
-                return Err(invalid(&key("poll_interval_ms"), "must be at least 100"));
-            }
-            if src.timeout_ms == 0 {
-                return Err(invalid(&key("timeout_ms"), "must be greater than 0"));
-            }
-            if !(0.0..=0.5).contains(&src.jitter_ratio) {
-                return Err(invalid(&key("jitter_ratio"), "must be between 0 and 0.5"));
-            }
-            if src.breaker_failures == 0 {
-                return Err(invalid(&key("breaker_failures"), "must be greater than 0"));
-            }
-        }
-        if self.ingest.runpod.enabled && self.ingest.runpod.api_key.expose_secret().is_empty() {
-            return Err(invalid(
-                "ingest.runpod.api_key",
-                "RunPod requires an API key; set it or disable the source",
-            ));
-        }
-        if self.ingest.vast.enabled && !matches!(self.ingest.vast.method.as_str(), "bundles" | "asks") {
-            return Err(invalid("ingest.vast.method", "must be `bundles` or `asks`"));
-        }
-        self.validate_advisor()?;
-        let url = self.database.url.expose_secret();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            return Err(invalid(
-                "database.url",
-                "must start with sqlite:, postgres:// or postgresql://",
-            ));
-        }
-        let redis = &self.bus.redis_url;
+        let redis = &self.redis_url;
         let schemes = ["redis://", "rediss://", "redis-cluster://", "rediss-cluster://"];
         if !(redis.is_empty() || schemes.iter().any(|s| redis.starts_with(s))) {
             return Err(invalid(
@@ -396,24 +348,112 @@ impl Settings {
                 "must be empty (the in-process bus) or start with redis://, rediss://, redis-cluster:// or rediss-cluster://",
             ));
         }
-        let prefix = &self.bus.redis_prefix;
+        let prefix = &self.redis_prefix;
         if prefix.is_empty() || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || "-_:".contains(c)) {
             return Err(invalid(
                 "bus.redis_prefix",
                 "must be non-empty: letters, digits, '-', '_' or ':'",
             ));
         }
-        if self.bus.leader_lease_ms < 1000 {
+        if self.leader_lease_ms < 1000 {
             return Err(invalid("bus.leader_lease_ms", "must be at least 1000"));
         }
-        match self.auth.algorithm {
+        Ok(())
+    }
+}
+
+impl DatabaseSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be greater than 0"));
+        }
+        let url = self.url.expose_secret();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(invalid(
+                "database.url",
+                "must start with sqlite:, postgres:// or postgresql://",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl IngestSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.simulated.poll_interval_ms < 10 {
+            return Err(invalid("ingest.simulated.poll_interval_ms", "must be at least 10"));
+        }
+        if self.summary_interval_s == 0 {
+            return Err(invalid("ingest.summary_interval_s", "must be greater than 0"));
+        }
+        self.farm500.validate("farm500")?;
+        self.vast.validate("vast")?;
+        self.runpod.validate("runpod")?;
+        if self.runpod.enabled && self.runpod.api_key.expose_secret().is_empty() {
+            return Err(invalid(
+                "ingest.runpod.api_key",
+                "RunPod requires an API key; set it or disable the source",
+            ));
+        }
+        if self.vast.enabled && !matches!(self.vast.method.as_str(), "bundles" | "asks") {
+            return Err(invalid("ingest.vast.method", "must be `bundles` or `asks`"));
+        }
+        Ok(())
+    }
+}
+
+impl HttpSourceSettings {
+    /// The keys of `ingest.<name>`; nothing to check while the source is disabled.
+    pub fn validate(&self, name: &str) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("ingest.{name}.{k}");
+        if !self.enabled {
+            return Ok(());
+        }
+        if !(self.base_url.starts_with("http://") || self.base_url.starts_with("https://")) {
+            return Err(invalid(&key("base_url"), "must be an http:// or https:// URL"));
+        }
+        if self.poll_interval_ms < 100 {
+            return Err(invalid(&key("poll_interval_ms"), "must be at least 100"));
+        }
+        if self.timeout_ms == 0 {
+            return Err(invalid(&key("timeout_ms"), "must be greater than 0"));
+        }
+        if !(0.0..=0.5).contains(&self.jitter_ratio) {
+            return Err(invalid(&key("jitter_ratio"), "must be between 0 and 0.5"));
+        }
+        if self.breaker_failures == 0 {
+            return Err(invalid(&key("breaker_failures"), "must be greater than 0"));
+        }
+        Ok(())
+    }
+}
+
+impl AlertSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.webhook_max_attempts == 0 {
+            return Err(invalid("alerts.webhook_max_attempts", "must be at least 1"));
+        }
+        if self.outbox_poll_ms == 0 || self.webhook_timeout_ms == 0 {
+            return Err(invalid(
+                "alerts.outbox_poll_ms",
+                "alerts.outbox_poll_ms and alerts.webhook_timeout_ms must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AuthSettings {
+    /// The key material the algorithm needs; in production, no development secret or dev mode.
+    pub fn validate(&self, environment: Environment) -> Result<(), ConfigError> {
+        match self.algorithm {
             JwtAlgorithm::HS256 => {
-                if self.auth.hmac_secret.expose_secret().len() < 32 {
+                if self.hmac_secret.expose_secret().len() < 32 {
                     return Err(invalid("auth.hmac_secret", "must be at least 32 bytes for HS256"));
                 }
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
-                if self.auth.public_key_pem.trim().is_empty() {
+                if self.public_key_pem.trim().is_empty() {
                     return Err(invalid(
                         "auth.public_key_pem",
                         "required when auth.algorithm is RS256 or EdDSA",
@@ -421,49 +461,24 @@ impl Settings {
                 }
             }
         }
-        if self.environment == Environment::Production {
-            if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.hmac_secret.expose_secret() == DEV_SECRET {
+        if environment == Environment::Production {
+            if self.algorithm == JwtAlgorithm::HS256 && self.hmac_secret.expose_secret() == DEV_SECRET {
                 return Err(invalid(
                     "auth.hmac_secret",
                     "the development secret is refused in production; set GPUSCOUT__AUTH__HMAC_SECRET",
                 ));
             }
-            if self.auth.dev_mode {
+            if self.dev_mode {
                 return Err(invalid("auth.dev_mode", "must be false in production"));
-            }
-        }
-        for tier in Tier::ALL {
-            let Some(t) = self.tiers.get(&tier) else {
-                return Err(invalid(&format!("tiers.{}", tier.as_str()), "missing tier section"));
-            };
-            let key = |k: &str| format!("tiers.{}.{k}", tier.as_str());
-            for (k, v) in [
-                ("connections_per_user", t.connections_per_user),
-                ("channels_per_connection", t.channels_per_connection),
-                ("commands_per_second", t.commands_per_second),
-                ("command_burst", t.command_burst),
-                ("user_commands_per_second", t.user_commands_per_second),
-                ("advisor_max_tokens", t.advisor_max_tokens),
-            ] {
-                if v == 0 {
-                    return Err(invalid(&key(k), "must be greater than 0"));
-                }
-            }
-            for pattern in &t.channels {
-                let body = pattern.strip_prefix('!').unwrap_or(pattern);
-                if body.is_empty() || body[..body.len().saturating_sub(1)].contains('*') {
-                    return Err(invalid(
-                        &key("channels"),
-                        format!("`{pattern}`: a pattern is a name, or a prefix ending in `*`"),
-                    ));
-                }
             }
         }
         Ok(())
     }
+}
 
-    fn validate_advisor(&self) -> Result<(), ConfigError> {
-        let a = &self.advisor;
+impl AdvisorSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let a = self;
         for (key, value) in [
             ("advisor.first_byte_timeout_ms", a.first_byte_timeout_ms),
             ("advisor.idle_timeout_ms", a.idle_timeout_ms),
@@ -498,16 +513,39 @@ impl Settings {
         }
         Ok(())
     }
+}
 
-    pub fn tier(&self, tier: Tier) -> &TierSettings {
-        // validate() guarantees every tier has a section.
-        &self.tiers[&tier]
+/// The numbers of `tiers.<tier>` that must be positive, and its channel patterns.
+fn validate_tier(tier: Tier, t: &TierSettings) -> Result<(), ConfigError> {
+    let key = |k: &str| format!("tiers.{}.{k}", tier.as_str());
+    for (k, v) in [
+        ("connections_per_user", t.connections_per_user),
+        ("channels_per_connection", t.channels_per_connection),
+        ("commands_per_second", t.commands_per_second),
+        ("command_burst", t.command_burst),
+        ("user_commands_per_second", t.user_commands_per_second),
+        ("advisor_max_tokens", t.advisor_max_tokens),
+    ] {
+        if v == 0 {
+            return Err(invalid(&key(k), "must be greater than 0"));
+        }
     }
+    for pattern in &t.channels {
+        let body = pattern.strip_prefix('!').unwrap_or(pattern);
+        if body.is_empty() || body[..body.len().saturating_sub(1)].contains('*') {
+            return Err(invalid(
+                &key("channels"),
+                format!("`{pattern}`: a pattern is a name, or a prefix ending in `*`"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tier::authorize_subscribe;
 
     #[test]
     fn embedded_defaults_are_valid() {
@@ -550,5 +588,23 @@ mod tests {
     #[test]
     fn the_offline_advisor_is_the_default() {
         assert_eq!(Settings::defaults().advisor.provider, AdvisorProviderKind::Offline);
+    }
+
+    #[test]
+    fn tier_table_of_design() {
+        let s = Settings::defaults();
+        let check = |tier: Tier, channel: &str| authorize_subscribe(s.tier(tier), "42", channel).map(|_| ());
+        assert!(check(Tier::Free, "market:summary.1m").is_ok());
+        assert_eq!(check(Tier::Free, "market:summary").unwrap_err().code, 103);
+        assert_eq!(check(Tier::Free, "gpu:rtx-4090").unwrap_err().code, 103);
+        assert!(check(Tier::Individual, "market:summary").is_ok());
+        assert!(check(Tier::Individual, "gpu:rtx-4090").is_ok());
+        assert_eq!(check(Tier::Individual, "offers:rtx-4090").unwrap_err().code, 103);
+        assert!(check(Tier::Professional, "offers:rtx-4090").is_ok());
+        assert_eq!(check(Tier::Professional, "offers:all").unwrap_err().code, 103);
+        assert!(check(Tier::Enterprise, "offers:all").is_ok());
+        assert!(check(Tier::Free, "alerts:#42").is_ok());
+        assert_eq!(check(Tier::Enterprise, "alerts:#7").unwrap_err().code, 103);
+        assert_eq!(check(Tier::Enterprise, "weird:thing").unwrap_err().code, 102);
     }
 }

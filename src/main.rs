@@ -2,11 +2,12 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::auth::TokenVerifier;
 use gpuscout_hub::config::Settings;
 use gpuscout_hub::startup::{Application, shutdown_signal};
 use gpuscout_hub::store::Store;
 use gpuscout_hub::telemetry;
+use gpuscout_hub::tier::Tier;
 
 #[derive(Parser)]
 #[command(name = "gpuscout", version, about = "GPUScout Hub: real-time GPU rental market data")]

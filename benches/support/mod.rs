@@ -2,7 +2,7 @@
 //! `version` > 0 changes 1% of them (rentals and prices), a different 1% for each version.
 
 use gpuscout_hub::ingest::simulated::seed_models;
-use gpuscout_hub::ingest::vast::VastMachine;
+use gpuscout_hub::ingest::vast_machine::VastMachine;
 use serde_json::{Value, json};
 
 pub fn machines(n: usize, version: u64) -> Vec<VastMachine> {

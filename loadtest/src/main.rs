@@ -26,8 +26,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::auth::TokenVerifier;
 use gpuscout_hub::config::Settings;
+use gpuscout_hub::tier::Tier;
 use serde_json::Value;
 
 #[derive(Parser)]

@@ -27,7 +27,7 @@ use tokio_util::task::TaskTracker;
 
 use super::context::{self, MarketContext};
 use super::{ChatMessage, ChatRequest, LlmProvider, ProviderError, Role, StreamEvent};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::Settings;
 use crate::hub::{Hub, RpcContext, RpcHandler};
 use crate::ingest::runner::Market;

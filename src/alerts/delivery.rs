@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{AlertEngine, Rule};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::AlertSettings;
 use crate::hub::Hub;
 use crate::market::state::MarketState;

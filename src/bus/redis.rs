@@ -32,7 +32,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::memory::new_epoch;
 use super::{Bus, BusError, HistoryQuery, HistoryResult, Publication, PublicationHandler, StreamPosition};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::BusSettings;
 
 const PUBLISH_LUA: &str = r#"

@@ -20,7 +20,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::BusError;
-use crate::auth::{unix_now_ms, unix_now_s};
+use crate::clock::{unix_now_ms, unix_now_s};
 
 /// How long a connection's entry lives without a heartbeat.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(60);

@@ -13,7 +13,8 @@ use super::AppState;
 use super::error::ApiError;
 use super::market::bearer_claims;
 use crate::alerts::{Condition, Rule};
-use crate::auth::{Claims, unix_now_ms};
+use crate::auth::Claims;
+use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
 
 fn invalid(message: impl Into<String>) -> ApiError {

@@ -60,7 +60,7 @@ pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
 /// Per-source health gauges, labelled by source.
 fn source_metrics(app: &AppState, out: &mut String) {
     use std::fmt::Write as _;
-    let now = crate::auth::unix_now_ms() as i64;
+    let now = crate::clock::unix_now_ms() as i64;
     let state = app.market.read();
     let health = state.health();
     type Gauge = fn(&crate::market::state::SourceHealth, i64) -> f64;

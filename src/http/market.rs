@@ -10,8 +10,10 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{AuthError, Claims, Tier, unix_now_ms};
+use crate::auth::{AuthError, Claims};
+use crate::clock::unix_now_ms;
 use crate::market::state::SUMMARY_1M;
+use crate::tier::Tier;
 
 /// The caller's verified claims, from `Authorization: Bearer <token>`.
 pub fn bearer_claims(app: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {

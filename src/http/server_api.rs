@@ -18,11 +18,13 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::{Tier, constant_time_eq, unix_now_s};
+use crate::auth::constant_time_eq;
 use crate::bus::{HistoryQuery, StreamPosition};
+use crate::clock::unix_now_s;
 use crate::hub::Hub;
 use crate::hub::client::VERSION;
 use crate::protocol::ProtoError;
+use crate::tier::Tier;
 
 fn check_key(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let key = app.settings.api.key.expose_secret();
@@ -280,7 +282,7 @@ pub async fn revoke_token(State(app): State<AppState>, headers: HeaderMap, body:
             .with_message("uid (the token's jti) required")
             .into());
     }
-    let now = crate::auth::unix_now_s();
+    let now = crate::clock::unix_now_s();
     let expire_at = req.expire_at.unwrap_or(now + 7 * 24 * 3600);
     if expire_at <= now {
         return Err(ProtoError::bad_request()

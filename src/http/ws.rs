@@ -15,7 +15,7 @@ use futures_util::SinkExt;
 use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
-use crate::auth::unix_now_s;
+use crate::clock::unix_now_s;
 use crate::hub::{Client, Hub, Outbox};
 use crate::protocol::{Disconnect, PING};
 

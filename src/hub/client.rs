@@ -10,14 +10,17 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use super::{Hub, Outbox, RpcContext, Subscriber, quota};
-use crate::auth::{AuthError, ChannelKind, Tier, authorize_subscribe, personal_channels, unix_now_s};
+use crate::auth::AuthError;
 use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
+use crate::channels::{ChannelKind, personal_channels};
+use crate::clock::unix_now_s;
 use crate::protocol::{
     self, ConnectRequest, ConnectResult, Disconnect, Empty, Method, ProtoError, Publication as PublicationOut,
     RefreshRequest, RefreshResult, ReplyBody, RpcRequest, RpcResult, SubRefreshResult, SubscribeRecovery,
     SubscribeRequest, SubscribeResult,
 };
 use crate::telemetry::CommandKind;
+use crate::tier::{Tier, authorize_subscribe};
 
 /// The hub's version, reported in connect and refresh replies.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

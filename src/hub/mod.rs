@@ -20,12 +20,14 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
-use crate::auth::{ChannelKind, Tier, TokenVerifier};
+use crate::auth::TokenVerifier;
 use crate::bus::users::{LocalUsers, UserState};
 use crate::bus::{Bus, BusError, Publication, PublicationHandler, StreamPosition};
+use crate::channels::ChannelKind;
 use crate::config::Settings;
 use crate::protocol::{self, Disconnect, ProtoError, Raw};
 use crate::telemetry::Metrics;
+use crate::tier::Tier;
 
 pub use client::Client;
 pub use outbox::{Outbox, PushError};

@@ -11,9 +11,10 @@ use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde_json::Value;
 
-use super::vast::{VastMachine, machines_from_chunks, offer_records};
+use super::machines::{parse_machines, parse_machines_bytes};
+use super::vast_machine::offers_of;
 use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::HttpSourceSettings;
 
 pub struct Farm500Source {
@@ -35,15 +36,6 @@ impl Farm500Source {
             use_offers: false,
         }
     }
-}
-
-/// Parse a `/machines` or `/offers` body into machines.
-pub fn parse_machines(body: &Value, chunks: bool) -> Result<Vec<VastMachine>, SourceError> {
-    let records = offer_records(body)?;
-    if chunks {
-        return Ok(machines_from_chunks(records));
-    }
-    Ok(records.iter().filter_map(VastMachine::from_machine_record).collect())
 }
 
 #[async_trait]
@@ -93,12 +85,12 @@ impl MarketSource for Farm500Source {
             parse_machines(&body, true)?
         } else {
             // The large one (every machine of the market): read without building the JSON tree.
-            super::machines::parse_machines_bytes(&body)?
+            parse_machines_bytes(&body)?
         };
         // Validators only once the body parsed: a truncated body must not be "unchanged" next time.
         self.etag = etag;
         self.last_modified = last_modified;
         let now = unix_now_ms() as i64;
-        Ok(Fetched::Offers(super::vast::offers_of(&machines, "farm500", now)))
+        Ok(Fetched::Offers(offers_of(&machines, "farm500", now)))
     }
 }

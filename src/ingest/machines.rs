@@ -4,7 +4,7 @@
 //! machine needs are decoded; every other field, whatever its shape, is skipped without being
 //! built. A record's fields become [`Scalar`]s exactly as a `serde_json::Value` holds them, and one
 //! set of rules (`Fields::machine`) turns them into a machine, whether they came from the bytes or
-//! from a parsed `Value` ([`VastMachine::from_machine_record`]): a number where a string is
+//! from a parsed `Value` ([`machine_from_value`]): a number where a string is
 //! expected makes the field absent, not the body invalid; a duplicate key keeps its last value. A
 //! test holds the two readings to the same result.
 
@@ -14,8 +14,10 @@ use std::fmt;
 use serde::Deserializer;
 use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+use serde_json::Value;
+
 use super::SourceError;
-use super::vast::VastMachine;
+use super::vast_machine::{VastMachine, machines_from_chunks, offer_records};
 
 /// The records of a `/machines` body, as machines (records without the required fields skipped).
 pub fn parse_machines_bytes(body: &[u8]) -> Result<Vec<VastMachine>, SourceError> {
@@ -164,8 +166,17 @@ struct Fields<'a> {
     gpu_ram: Scalar<'a>,
 }
 
+/// Parse a `/machines` or `/offers` body into machines.
+pub fn parse_machines(body: &Value, chunks: bool) -> Result<Vec<VastMachine>, SourceError> {
+    let records = offer_records(body)?;
+    if chunks {
+        return Ok(machines_from_chunks(records));
+    }
+    Ok(records.iter().filter_map(machine_from_value).collect())
+}
+
 /// The machine of a record of a parsed body (`None` when it lacks a required field).
-pub(super) fn machine_from_value(record: &serde_json::Value) -> Option<VastMachine> {
+pub fn machine_from_value(record: &Value) -> Option<VastMachine> {
     let field = |name: &str| record.get(name).map(Scalar::of).unwrap_or_default();
     Fields {
         machine_id: field("machine_id"),
@@ -340,9 +351,8 @@ impl<'de> Visitor<'de> for BodyVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::farm500::parse_machines;
     use proptest::prelude::*;
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     fn both(body: &Value) -> (Result<Vec<VastMachine>, String>, Result<Vec<VastMachine>, String>) {
         let fast = parse_machines_bytes(body.to_string().as_bytes()).map_err(|e| e.to_string());

@@ -12,6 +12,7 @@ pub mod runner;
 pub mod runpod;
 pub mod simulated;
 pub mod vast;
+pub mod vast_machine;
 
 use std::time::Duration;
 

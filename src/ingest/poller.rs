@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::leader::Leadership;
 
 use super::{Fetched, MarketSource, SourceError};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::HttpSourceSettings;
 
 /// How a source is scheduled.

@@ -13,8 +13,8 @@ use fred::prelude::*;
 use serde_json::value::RawValue;
 
 use super::runner::Market;
-use crate::auth::unix_now_ms;
 use crate::bus::leader::Leadership;
+use crate::clock::unix_now_ms;
 use crate::hub::SnapshotProvider;
 use crate::protocol::Raw;
 

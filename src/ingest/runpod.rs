@@ -9,7 +9,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::config::HttpSourceSettings;
 use crate::market::models::canonical_slug;
 use crate::market::{Offer, intern};

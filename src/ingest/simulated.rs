@@ -9,7 +9,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{Fetched, MarketSource, SourceError};
-use crate::auth::unix_now_ms;
+use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
 use crate::market::{Offer, intern};
 

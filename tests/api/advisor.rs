@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gpuscout_hub::auth::Tier;
 use gpuscout_hub::config::{AdvisorProviderKind, Settings};
+use gpuscout_hub::tier::Tier;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

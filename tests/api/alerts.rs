@@ -5,10 +5,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::http::StatusCode;
-use gpuscout_hub::auth::Tier;
 use gpuscout_hub::config::Settings;
 use gpuscout_hub::ingest::simulated::SimulatedSource;
 use gpuscout_hub::market::Offer;
+use gpuscout_hub::tier::Tier;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 

@@ -1,4 +1,5 @@
-use gpuscout_hub::auth::{Claims, Tier};
+use gpuscout_hub::auth::Claims;
+use gpuscout_hub::tier::Tier;
 use jsonwebtoken::{EncodingKey, Header};
 use secrecy::ExposeSecret;
 use serde_json::json;
@@ -11,7 +12,7 @@ fn sign(app: &TestApp, claims: &Claims) -> String {
 }
 
 fn now() -> u64 {
-    gpuscout_hub::auth::unix_now_s()
+    gpuscout_hub::clock::unix_now_s()
 }
 
 #[tokio::test]
@@ -208,5 +209,5 @@ async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
 }
 
 fn unix_now() -> u64 {
-    gpuscout_hub::auth::unix_now_s()
+    gpuscout_hub::clock::unix_now_s()
 }

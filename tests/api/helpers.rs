@@ -5,9 +5,10 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::auth::TokenVerifier;
 use gpuscout_hub::config::Settings;
 use gpuscout_hub::startup::Application;
+use gpuscout_hub::tier::Tier;
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use tokio::net::TcpStream;

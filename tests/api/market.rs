@@ -3,9 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gpuscout_hub::auth::Tier;
 use gpuscout_hub::ingest::simulated::SimulatedSource;
 use gpuscout_hub::market::feed::{apply_delta, checksum_of};
+use gpuscout_hub::tier::Tier;
 use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 
@@ -499,7 +499,7 @@ async fn snapshot_and_history_over_rest() {
     assert_eq!(points.len(), 1, "{h}");
     assert!(points[0]["gpus_total"].as_i64().unwrap() > 4000);
     assert!(points[0]["price_available_median"].as_f64().unwrap() > 0.0);
-    let now = gpuscout_hub::auth::unix_now_ms();
+    let now = gpuscout_hub::clock::unix_now_ms();
     let r = get(&format!(
         "/api/v1/market/history?model=rtx-4090&from={}&to={now}&step=60",
         now - 10 * 60_000

@@ -1,4 +1,4 @@
-use gpuscout_hub::auth::Tier;
+use gpuscout_hub::tier::Tier;
 use serde_json::{Value, json};
 
 use crate::helpers::*;

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use gpuscout_client::book::Applied;
 use gpuscout_client::{BookEvent, Client, Error, Event, Options, State, SubEvent, Subscription, TokenSource};
-use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::auth::TokenVerifier;
+use gpuscout_hub::tier::Tier;
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;

@@ -18,8 +18,9 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use gpuscout_hub::auth::{Tier, TokenVerifier};
+use gpuscout_hub::auth::TokenVerifier;
 use gpuscout_hub::config::Settings;
+use gpuscout_hub::tier::Tier;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -661,7 +662,7 @@ async fn connection_limits_and_token_revocations_hold_across_nodes() {
         .http
         .post(nodes[0].url("/api/revoke_token"))
         .header("X-API-Key", API_KEY)
-        .json(&json!({"uid": jti_of(&token), "expire_at": gpuscout_hub::auth::unix_now_s() + 600}))
+        .json(&json!({"uid": jti_of(&token), "expire_at": gpuscout_hub::clock::unix_now_s() + 600}))
         .send()
         .await
         .unwrap()

@@ -1,0 +1,80 @@
+//! Channel names (DESIGN §5): parsed into [`ChannelKind`] and built by the functions here, the one
+//! place that knows how a name is spelled. Knows nothing of tiers or subscribers.
+
+/// Most bytes in a channel name.
+const MAX_NAME_BYTES: usize = 255;
+
+/// A user id that may appear in a personal channel name (`alerts:#<uid>`): what tokens must carry.
+pub fn valid_user_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A channel the hub knows, parsed from its name (DESIGN §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelKind<'a> {
+    MarketSummary,
+    MarketSummary1m,
+    Gpu(&'a str),
+    Offers(&'a str),
+    OffersAll,
+    Alerts(&'a str),
+    Advisor(&'a str),
+    SourcesStatus,
+}
+
+impl<'a> ChannelKind<'a> {
+    /// Parse a channel name; `None` for a name the hub does not serve (error 102).
+    pub fn parse(name: &'a str) -> Option<Self> {
+        if name.len() > MAX_NAME_BYTES {
+            return None;
+        }
+        let (namespace, rest) = name.split_once(':')?;
+        match (namespace, rest) {
+            ("market", "summary") => Some(Self::MarketSummary),
+            ("market", "summary.1m") => Some(Self::MarketSummary1m),
+            ("sources", "status") => Some(Self::SourcesStatus),
+            ("offers", "all") => Some(Self::OffersAll),
+            ("gpu", model) if valid_model_slug(model) => Some(Self::Gpu(model)),
+            ("offers", model) if valid_model_slug(model) => Some(Self::Offers(model)),
+            ("alerts", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Alerts),
+            ("advisor", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Advisor),
+            _ => None,
+        }
+    }
+
+    /// The user a personal channel (`#<uid>`) belongs to.
+    pub fn owner(&self) -> Option<&'a str> {
+        match self {
+            Self::Alerts(u) | Self::Advisor(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+fn valid_model_slug(slug: &str) -> bool {
+    !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// The channels of a user's personal, server-side subscriptions.
+pub fn personal_channels(user: &str) -> [String; 2] {
+    [format!("alerts:#{user}"), format!("advisor:#{user}")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_names_parse() {
+        assert_eq!(ChannelKind::parse("gpu:rtx-4090"), Some(ChannelKind::Gpu("rtx-4090")));
+        assert_eq!(ChannelKind::parse("alerts:#42"), Some(ChannelKind::Alerts("42")));
+        assert_eq!(ChannelKind::parse("alerts:42"), None);
+        assert_eq!(ChannelKind::parse("market:other"), None);
+        assert_eq!(ChannelKind::parse("gpu:RTX 4090"), None);
+        assert_eq!(ChannelKind::parse("nochannel"), None);
+    }
+}
