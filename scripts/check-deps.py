@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Fails when `src/` has an import cycle.
+"""Fails when `src/` has an import cycle, or a module imports one above it in `src/lib.rs`'s map.
 
 Reads every `crate::` path in `src/**/*.rs` (use lines and inline paths, tests included) and builds
 two graphs: between files (`src/ingest/vast.rs` -> `src/market/mod.rs`) and between top-level
@@ -150,6 +150,12 @@ def edges_within(graph, component):
     return [f"{a} -> {b}" for a in component for b in sorted(graph.get(a, ())) if b in component]
 
 
+def layer_order():
+    """Modules as `src/lib.rs` lists them (`//! - [`name`]: ...`), top first."""
+    text = open(os.path.join(ROOT, "lib.rs"), encoding="utf-8").read()
+    return re.findall(r"^//! - \[`(\w+)`\]", text, re.M)
+
+
 def main():
     file_graph, mod_graph = {}, {}
     for f in files():
@@ -174,6 +180,15 @@ def main():
             print(f"import cycle between {name}: {', '.join(component)}", file=sys.stderr)
             for edge in edges_within(graph, component):
                 print(f"    {edge}", file=sys.stderr)
+    order = layer_order()
+    for a in sorted(mod_graph):
+        for b in sorted(mod_graph[a]):
+            if a not in order or b not in order:
+                failed = True
+                print(f"module `{a if a not in order else b}` is missing from src/lib.rs's map", file=sys.stderr)
+            elif order.index(b) < order.index(a):
+                failed = True
+                print(f"`{a}` imports `{b}`, which is above it in src/lib.rs's map", file=sys.stderr)
     if failed:
         return 1
     print(f"no import cycles ({len(file_graph)} files, {len(mod_graph)} modules)")

@@ -4,6 +4,35 @@
 /// Most bytes in a channel name.
 const MAX_NAME_BYTES: usize = 255;
 
+/// Per-model aggregates, in real time (deltas).
+pub const MARKET_SUMMARY: &str = "market:summary";
+/// Per-model aggregates, a snapshot once a minute.
+pub const MARKET_SUMMARY_1M: &str = "market:summary.1m";
+/// Every offer's deltas (the firehose).
+pub const OFFERS_ALL: &str = "offers:all";
+/// Health and freshness of every source.
+pub const SOURCES_STATUS: &str = "sources:status";
+
+/// `gpu:<model>`: one model's segments.
+pub fn gpu(model: &str) -> String {
+    format!("gpu:{model}")
+}
+
+/// `offers:<model>`: one model's offer deltas.
+pub fn offers(model: &str) -> String {
+    format!("offers:{model}")
+}
+
+/// `alerts:#<uid>`: the user's fired alerts.
+pub fn alerts(user: &str) -> String {
+    format!("alerts:#{user}")
+}
+
+/// `advisor:#<uid>`: the user's advisor answers as they stream.
+pub fn advisor(user: &str) -> String {
+    format!("advisor:#{user}")
+}
+
 /// A user id that may appear in a personal channel name (`alerts:#<uid>`): what tokens must carry.
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -30,10 +59,10 @@ impl<'a> ChannelKind<'a> {
         }
         let (namespace, rest) = name.split_once(':')?;
         match (namespace, rest) {
-            ("market", "summary") => Some(Self::MarketSummary),
-            ("market", "summary.1m") => Some(Self::MarketSummary1m),
-            ("sources", "status") => Some(Self::SourcesStatus),
-            ("offers", "all") => Some(Self::OffersAll),
+            _ if name == MARKET_SUMMARY => Some(Self::MarketSummary),
+            _ if name == MARKET_SUMMARY_1M => Some(Self::MarketSummary1m),
+            _ if name == SOURCES_STATUS => Some(Self::SourcesStatus),
+            _ if name == OFFERS_ALL => Some(Self::OffersAll),
             ("gpu", model) if valid_model_slug(model) => Some(Self::Gpu(model)),
             ("offers", model) if valid_model_slug(model) => Some(Self::Offers(model)),
             ("alerts", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Alerts),
@@ -61,7 +90,7 @@ fn valid_model_slug(slug: &str) -> bool {
 
 /// The channels of a user's personal, server-side subscriptions.
 pub fn personal_channels(user: &str) -> [String; 2] {
-    [format!("alerts:#{user}"), format!("advisor:#{user}")]
+    [alerts(user), advisor(user)]
 }
 
 #[cfg(test)]
@@ -76,5 +105,12 @@ mod tests {
         assert_eq!(ChannelKind::parse("market:other"), None);
         assert_eq!(ChannelKind::parse("gpu:RTX 4090"), None);
         assert_eq!(ChannelKind::parse("nochannel"), None);
+        for name in [MARKET_SUMMARY, MARKET_SUMMARY_1M, OFFERS_ALL, SOURCES_STATUS] {
+            assert!(ChannelKind::parse(name).is_some(), "{name}");
+        }
+        assert_eq!(ChannelKind::parse(&gpu("h100")), Some(ChannelKind::Gpu("h100")));
+        assert_eq!(ChannelKind::parse(&offers("h100")), Some(ChannelKind::Offers("h100")));
+        assert_eq!(ChannelKind::parse(&advisor("7")), Some(ChannelKind::Advisor("7")));
+        assert_eq!(ChannelKind::parse(&alerts("7")).and_then(|k| k.owner()), Some("7"));
     }
 }

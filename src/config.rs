@@ -49,6 +49,28 @@ pub struct Settings {
     pub tiers: BTreeMap<Tier, TierSettings>,
 }
 
+/// Which Vast.ai search endpoint lists the market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VastMethod {
+    /// `POST /api/v0/bundles/`.
+    #[default]
+    Bundles,
+    /// `PUT /api/v0/search/asks/`.
+    Asks,
+}
+
+impl std::str::FromStr for VastMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bundles" => Ok(Self::Bundles),
+            "asks" => Ok(Self::Asks),
+            _ => Err(format!("`{s}`: must be `bundles` or `asks`")),
+        }
+    }
+}
+
 /// Alert evaluation and webhook delivery.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,9 +207,9 @@ pub struct HttpSourceSettings {
     pub enabled: bool,
     pub base_url: String,
     pub api_key: SecretString,
-    /// Vast.ai only: `bundles` or `asks`.
+    /// Vast.ai only: which search endpoint.
     #[serde(default)]
-    pub method: String,
+    pub method: VastMethod,
     pub poll_interval_ms: u64,
     pub jitter_ratio: f64,
     pub timeout_ms: u64,
@@ -394,9 +416,6 @@ impl IngestSettings {
                 "ingest.runpod.api_key",
                 "RunPod requires an API key; set it or disable the source",
             ));
-        }
-        if self.vast.enabled && !matches!(self.vast.method.as_str(), "bundles" | "asks") {
-            return Err(invalid("ingest.vast.method", "must be `bundles` or `asks`"));
         }
         Ok(())
     }

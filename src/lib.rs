@@ -1,21 +1,33 @@
 //! GPUScout Hub: the real-time core of GPUScout.
 //!
 //! One path, one direction: sources → market book → bus → hub → sockets.
+//! `docs/architecture.md` draws it, with the task tree and where to add things.
 //!
-//! - [`config`]: layered settings, validated at start.
+//! The modules, from the top (wiring) to the bottom (leaves). **A module imports only modules
+//! below it in this list**; a lower module reaches a higher one only through a trait it defines
+//! and the higher one implements (the hub's `SnapshotProvider` and `RpcHandler`, the bus's
+//! `PublicationHandler`), connected in `startup`. `scripts/check-deps.py` holds the code to this
+//! order and finds import cycles between files; CI runs it.
+//!
+//! - [`startup`]: builds every part whole from its parts, starts the tasks, serves, shuts down.
+//! - [`http`]: the router: `/ws`, REST, server API, health, metrics, static files.
+//! - [`ingest`]: market sources, the poll scheduler, the market runner, subscribe snapshots.
+//! - [`advisor`]: the AI advisor: language-model providers, streamed answers, quotas.
+//! - [`hub`]: connections, subscriptions, fan-out, per-connection queues, RPC dispatch.
+//! - [`alerts`]: alert rules, their evaluation on market changes, delivery.
+//! - [`auth`]: connection JWTs.
+//! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis; leadership, the
+//!   state nodes share about users, control messages between nodes, shared snapshots.
+//! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads; no I/O.
+//! - [`store`]: the database (rows in, rows out; no business rules).
 //! - [`telemetry`]: logging and Prometheus metrics.
+//! - [`config`]: layered settings, validated at start.
+//! - [`tier`]: subscription tiers and their channel policy.
+//! - [`channels`]: channel names, built and parsed.
+//! - [`tasks`]: the task tree: supervised critical tasks.
+//! - [`clock`]: wall-clock time.
 //! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes), defined
 //!   once in the `gpuscout-client` crate and shared with it.
-//! - [`auth`]: JWTs, tiers and their channel policy, API keys.
-//! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis.
-//! - [`hub`]: connections, subscriptions, fan-out, per-connection queues.
-//! - [`ingest`]: market sources and the poll scheduler.
-//! - [`market`]: offers, the book, diffs, aggregates, checksums, channel payloads.
-//! - [`alerts`]: alert rules, their evaluation on market changes, delivery.
-//! - [`advisor`]: the AI advisor: language-model providers, streamed answers, quotas.
-//! - [`store`]: the database.
-//! - [`http`]: the router: `/ws`, REST, server API, health, metrics.
-//! - [`startup`]: wiring and graceful shutdown.
 
 pub mod advisor;
 pub mod alerts;
@@ -31,5 +43,6 @@ pub mod market;
 pub use gpuscout_client::protocol;
 pub mod startup;
 pub mod store;
+pub mod tasks;
 pub mod telemetry;
 pub mod tier;

@@ -1,7 +1,8 @@
-//! Wiring: `Application::build` chooses the backends the settings ask for, binds the listener and
-//! starts the background tasks; `run_until_stopped` serves until shutdown, then drains.
+//! Wiring: `Application::build` chooses the backends the settings ask for, builds every part
+//! whole from its parts, starts the background tasks and binds the listener;
+//! `run_until_stopped` serves until shutdown or the death of a critical task, then drains.
 //!
-//! The only place that chooses a backend.
+//! The only place that chooses a backend, and the only place that connects parts.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,163 +18,100 @@ use crate::advisor::anthropic::AnthropicProvider;
 use crate::advisor::gemini::GeminiProvider;
 use crate::advisor::offline::OfflineProvider;
 use crate::advisor::openai::OpenAiProvider;
-use crate::advisor::{self, Advisor, LlmProvider, Timeouts};
+use crate::advisor::{self, Advisor, AdvisorParts, LlmProvider, Timeouts};
 use crate::alerts::delivery::AlertService;
 use crate::auth::TokenVerifier;
 use crate::bus::leader::Leadership;
 use crate::bus::redis::redis_builder;
+use crate::bus::snapshots::SnapshotReplica;
 use crate::bus::users::{HEARTBEAT_EVERY, LocalUsers, RedisUsers, UserState};
 use crate::bus::{Bus, MemoryBus, RedisBus};
-use crate::config::AdvisorProviderKind;
-use crate::config::Settings;
+use crate::config::{AdvisorProviderKind, Settings};
 use crate::http::{self, AppState};
-use crate::hub::Hub;
+use crate::hub::{Hub, HubParts};
 use crate::ingest;
-use crate::ingest::replica::SnapshotReplica;
-use crate::ingest::runner::Role;
+use crate::ingest::runner::{Role, RunnerParts};
+use crate::ingest::snapshots::MarketSnapshots;
+use crate::market::Market;
 use crate::store::Store;
+use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
 
 pub struct Application {
     listener: TcpListener,
     local_addr: SocketAddr,
     state: AppState,
-    shutdown: CancellationToken,
-    background: TaskTracker,
+    tasks: Tasks,
+}
+
+/// The parts that differ between one node and several sharing Redis.
+struct Cluster {
+    bus: Arc<dyn Bus>,
+    users: Arc<dyn UserState>,
+    role: Role,
 }
 
 impl Application {
+    /// Build every part from the settings, start the background tasks and bind the listener
+    /// (port 0 picks a free one). Parts are built bottom-up: store and cluster, market, alerts,
+    /// advisor, then the hub from all of them; nothing is wired in afterwards.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         settings.validate()?;
         install_tls_provider();
         let settings = Arc::new(settings);
+        let tasks = Tasks::new(CancellationToken::new());
         let store = Store::connect(&settings.database)
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("running database migrations")?;
+        let node_id = uuid::Uuid::new_v4().to_string();
+        let cluster = connect_cluster(&settings, &node_id, &tasks).await?;
+        let metrics = Arc::new(Metrics::default());
+        let market = Market::default();
 
-        let redis = if settings.bus.redis_url.is_empty() {
-            None
-        } else {
-            let bus = RedisBus::connect(&settings.bus)
-                .await
-                .context("connecting to Redis (bus.redis_url)")?;
-            Some(Arc::new(bus))
-        };
-        let bus: Arc<dyn Bus> = match &redis {
-            Some(bus) => bus.clone(),
-            None => Arc::new(MemoryBus::new(&settings.bus)),
-        };
-        let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
-        let shutdown = CancellationToken::new();
+        let alerts = AlertService::start(
+            store.clone(),
+            cluster.bus.clone(),
+            settings.alerts.clone(),
+            ingest::http_client(),
+        )
+        .await
+        .context("loading alert rules")?;
+        let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let hub = Hub::new(
-            settings.clone(),
-            bus,
-            verifier,
-            Arc::new(Metrics::default()),
-            shutdown.clone(),
+            HubParts {
+                settings: settings.clone(),
+                bus: cluster.bus.clone(),
+                verifier: Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?),
+                metrics: metrics.clone(),
+                users: cluster.users.clone(),
+                snapshots: Arc::new(MarketSnapshots {
+                    market: market.clone(),
+                    leadership: cluster.role.leadership.clone(),
+                    replica: cluster.role.replica.clone(),
+                }),
+                rpc: advisor.rpc_handlers().into_iter().collect(),
+                leadership: cluster.role.leadership.clone(),
+                shutdown: tasks.stop_token().clone(),
+            },
+            node_id,
         );
+        spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
+        let runner = RunnerParts {
+            market: market.clone(),
+            bus: cluster.bus.clone(),
+            metrics,
+            store: store.clone(),
+            alerts: alerts.clone(),
+            role: cluster.role,
+        };
+        ingest::runner::spawn(runner, &settings.ingest, &tasks);
 
         let addr = settings.server.listen_addr()?;
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding server.listen = {addr}"))?;
         let local_addr = listener.local_addr()?;
-
-        let background = TaskTracker::new();
-        let role = match &redis {
-            None => Role::single_node(),
-            Some(bus) => Role {
-                leadership: Leadership::campaign(
-                    bus.client(),
-                    format!("{}.leader", settings.bus.redis_prefix),
-                    hub.node_id().to_owned(),
-                    Duration::from_millis(settings.bus.leader_lease_ms),
-                    shutdown.clone(),
-                ),
-                replica: Some(Arc::new(SnapshotReplica::new(bus.client(), &settings.bus.redis_prefix))),
-            },
-        };
-        hub.set_leadership(role.leadership.clone());
-        let users: Arc<dyn UserState> = match &redis {
-            Some(bus) => {
-                let subscriber = redis_builder(&settings.bus.redis_url, 64)?
-                    .build_subscriber_client()
-                    .context("bus.redis_url")?;
-                let users = RedisUsers::start(bus.client(), subscriber, &settings.bus.redis_prefix, hub.node_id())
-                    .await
-                    .context("connecting to Redis (bus.redis_url)")?;
-                Arc::new(users)
-            }
-            None => Arc::new(LocalUsers::default()),
-        };
-        hub.set_user_state(users);
-        {
-            // Keep this node's connection entries alive in the shared counts.
-            let hub = hub.clone();
-            let stop = shutdown.clone();
-            background.spawn(async move {
-                let mut every = tokio::time::interval(HEARTBEAT_EVERY);
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = every.tick() => hub.users().heartbeat(hub.session_pairs()).await,
-                    }
-                }
-            });
-        }
-        let client = ingest::http_client();
-        let alerts = AlertService::start(store.clone(), hub.clone(), settings.alerts.clone(), client)
-            .await
-            .context("loading alert rules")?;
-        // Webhooks are delivered by the leader alone (one worker on the shared outbox).
-        background.spawn(leader_only(role.leadership.clone(), shutdown.clone(), {
-            let alerts = alerts.clone();
-            move |stop| alerts.clone().run_outbox(stop)
-        }));
-        let market = ingest::runner::spawn(
-            hub.clone(),
-            store.clone(),
-            alerts.clone(),
-            &settings.ingest,
-            role.clone(),
-            &background,
-            shutdown.clone(),
-        );
-        // One node runs the advisor on this database: answers left streaming by a stopped hub never end.
-        match store.fail_unfinished_messages().await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(answers = n, "marked interrupted advisor answers as failed"),
-            Err(e) => tracing::warn!(error = %e, "marking interrupted advisor answers failed"),
-        }
-        let advisor = Advisor::new(
-            &hub,
-            store.clone(),
-            market.clone(),
-            llm_provider(&settings),
-            background.clone(),
-            shutdown.clone(),
-        );
-        advisor.register(&hub);
-        tracing::info!(
-            provider = advisor.provider().name(),
-            model = advisor.provider().model(),
-            "advisor ready"
-        );
-        {
-            let hub = hub.clone();
-            let stop = shutdown.clone();
-            background.spawn(async move {
-                let mut every = tokio::time::interval(Duration::from_secs(60));
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = every.tick() => hub.prune_limiters(),
-                    }
-                }
-            });
-        }
-
         let state = AppState {
             hub,
             store,
@@ -181,13 +119,13 @@ impl Application {
             alerts,
             settings,
             tracker: TaskTracker::new(),
+            tasks: tasks.clone(),
         };
         Ok(Self {
             listener,
             local_addr,
             state,
-            shutdown,
-            background,
+            tasks,
         })
     }
 
@@ -197,23 +135,26 @@ impl Application {
 
     /// Cancelling this token shuts the application down gracefully.
     pub fn shutdown_token(&self) -> CancellationToken {
-        self.shutdown.clone()
+        self.tasks.stop_token().clone()
     }
 
     pub fn hub(&self) -> Arc<Hub> {
         self.state.hub.clone()
     }
 
-    /// Serve until the shutdown token is cancelled; then close every session with 3001, wait for
-    /// connection and background tasks (up to `server.shutdown_grace_ms`), and return.
+    /// The background tasks (the critical ones can be killed through it, for fault tests).
+    pub fn tasks(&self) -> Tasks {
+        self.tasks.clone()
+    }
+
+    /// Serve until the shutdown token is cancelled or a critical task dies; then close every
+    /// session with 3001, wait for connection and background tasks (up to
+    /// `server.shutdown_grace_ms`), and return: `Err` naming the task when one died.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let Self {
-            listener,
-            state,
-            shutdown,
-            background,
-            ..
+            listener, state, tasks, ..
         } = self;
+        let shutdown = tasks.stop_token().clone();
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let tracker = state.tracker.clone();
         let store = state.store.clone();
@@ -226,25 +167,154 @@ impl Application {
                 tracing::debug!(error = %e, "TCP_NODELAY not set");
             }
         });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
-            .context("HTTP server")?;
+        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let died = tokio::select! {
+            served = server => {
+                served.context("HTTP server")?;
+                None
+            }
+            name = tasks.first_death() => Some(name),
+        };
         // Sessions saw the same token and are closing with 3001.
         shutdown.cancel();
         tracker.close();
-        background.close();
         let drained = tokio::time::timeout(grace, async {
             tracker.wait().await;
-            background.wait().await;
+            tasks.close_and_wait().await;
         })
         .await;
         if drained.is_err() {
             tracing::warn!("shutdown grace period over with tasks still running");
         }
         store.close().await;
+        if let Some(name) = died {
+            tracing::error!(task = %name, "gpuscout hub stopped: a critical task died");
+            anyhow::bail!("critical task `{name}` died; the node stopped");
+        }
         tracing::info!("gpuscout hub stopped");
         Ok(())
+    }
+}
+
+/// The in-process bus for one node; with `bus.redis_url`, the Redis bus, shared user state and
+/// a campaign for leadership (a critical task).
+async fn connect_cluster(settings: &Settings, node_id: &str, tasks: &Tasks) -> anyhow::Result<Cluster> {
+    let b = &settings.bus;
+    if b.redis_url.is_empty() {
+        return Ok(Cluster {
+            bus: Arc::new(MemoryBus::new(b)),
+            users: Arc::new(LocalUsers::default()),
+            role: Role::single_node(),
+        });
+    }
+    let bus = RedisBus::connect(b)
+        .await
+        .context("connecting to Redis (bus.redis_url)")?;
+    let (leadership, campaign) = Leadership::campaign(
+        bus.client(),
+        format!("{}.leader", b.redis_prefix),
+        node_id.to_owned(),
+        Duration::from_millis(b.leader_lease_ms),
+        tasks.stop_token().clone(),
+    );
+    tasks.spawn_critical("leadership", campaign);
+    let subscriber = redis_builder(&b.redis_url, 64)?
+        .build_subscriber_client()
+        .context("bus.redis_url")?;
+    let users = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, node_id)
+        .await
+        .context("connecting to Redis (bus.redis_url)")?;
+    let replica = SnapshotReplica::new(bus.client(), &b.redis_prefix);
+    Ok(Cluster {
+        bus: Arc::new(bus),
+        users: Arc::new(users),
+        role: Role {
+            leadership,
+            replica: Some(Arc::new(replica)),
+        },
+    })
+}
+
+/// The advisor on the configured provider. One node runs the advisor on this database at a
+/// time, so answers left streaming by a stopped hub are marked failed first.
+async fn start_advisor(
+    settings: &Arc<Settings>,
+    store: &Store,
+    cluster: &Cluster,
+    market: &Market,
+    tasks: &Tasks,
+) -> Arc<Advisor> {
+    match store.fail_unfinished_messages().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(answers = n, "marked interrupted advisor answers as failed"),
+        Err(e) => tracing::warn!(error = %e, "marking interrupted advisor answers failed"),
+    }
+    let parts = AdvisorParts {
+        bus: cluster.bus.clone(),
+        users: cluster.users.clone(),
+        store: store.clone(),
+        market: market.clone(),
+        settings: settings.clone(),
+        provider: llm_provider(settings),
+    };
+    let advisor = Advisor::new(parts, tasks);
+    tracing::info!(
+        provider = advisor.provider().name(),
+        model = advisor.provider().model(),
+        "advisor ready"
+    );
+    advisor
+}
+
+/// The node's own critical tasks besides the market's: the connection heartbeat, limiter
+/// pruning, the control-message followers, and the webhook outbox (on the leader).
+fn spawn_node_tasks(hub: &Arc<Hub>, advisor: &Arc<Advisor>, alerts: &Arc<AlertService>, role: &Role, tasks: &Tasks) {
+    let stop = tasks.stop_token().clone();
+    tasks.spawn_critical(
+        "user-heartbeat",
+        every(HEARTBEAT_EVERY, stop.clone(), {
+            let hub = hub.clone();
+            // Keep this node's connection entries alive in the shared counts.
+            move || {
+                let hub = hub.clone();
+                async move { hub.users().heartbeat(hub.session_pairs()).await }
+            }
+        }),
+    );
+    tasks.spawn_critical(
+        "limiter-pruning",
+        every(Duration::from_secs(60), stop.clone(), {
+            let hub = hub.clone();
+            move || {
+                hub.prune_limiters();
+                std::future::ready(())
+            }
+        }),
+    );
+    tasks.spawn_critical("control:hub", hub.follow_revocations());
+    tasks.spawn_critical("control:advisor", advisor.follow_cancellations());
+    // Webhooks are delivered by the leader alone (one worker on the shared outbox).
+    tasks.spawn_critical(
+        "webhook-outbox",
+        leader_only(role.leadership.clone(), stop, {
+            let alerts = alerts.clone();
+            move |stop| alerts.clone().run_outbox(stop)
+        }),
+    );
+}
+
+/// Run `work` every `period` (the first at once) until `stop`.
+async fn every<F, Fut>(period: Duration, stop: CancellationToken, mut work: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticks = tokio::time::interval(period);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => work().await,
+        }
     }
 }
 

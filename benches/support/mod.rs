@@ -1,8 +1,8 @@
 //! The market both benchmarks measure: `n` machines over the 88 seed models, in a few regions;
 //! `version` > 0 changes 1% of them (rentals and prices), a different 1% for each version.
 
-use gpuscout_hub::ingest::simulated::seed_models;
 use gpuscout_hub::ingest::vast_machine::VastMachine;
+use gpuscout_hub::market::simulated::seed_models;
 use serde_json::{Value, json};
 
 pub fn machines(n: usize, version: u64) -> Vec<VastMachine> {

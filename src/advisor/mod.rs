@@ -8,7 +8,7 @@
 //! - [`context`]: which models a question is about, the market figures and the earlier turns that go
 //!   with it.
 //! - [`service`]: the `advisor.ask` / `advisor.cancel` RPCs, quotas, conversation memory, and the
-//!   generation tasks that publish `start`, `delta`, `done` / `error` through the hub.
+//!   generation tasks that publish `start`, `delta`, `done` / `error` through the bus.
 //!
 //! Generation runs in its own task: it never blocks a connection or the hub. Only `startup` chooses
 //! the provider.
@@ -29,7 +29,7 @@ use futures_util::stream::BoxStream;
 use serde_json::Value;
 
 pub use context::MarketContext;
-pub use service::Advisor;
+pub use service::{Advisor, AdvisorParts};
 use sse::{SseEvent, SseReader};
 
 /// What a provider's stream reports.

@@ -3,7 +3,7 @@
 //! `advisor.ask` checks the tier's daily quotas, stores the question and an empty `streaming`
 //! answer, replies `{conversation_id, message_id}` at once, and spawns the generation: it publishes
 //! `start`, one `delta` per piece of text as the provider streams it, then `done` or `error`, on the
-//! user's `advisor:#<uid>` channel through the hub (so a client that reconnects mid-answer recovers
+//! user's `advisor:#<uid>` channel through the bus (so a client that reconnects mid-answer recovers
 //! the rest from the channel's history), and stores how the answer ended with its usage.
 //!
 //! A failed request is retried with backoff only while no token has been published: after that a
@@ -13,7 +13,7 @@
 //! client reconnected elsewhere) finds the answer still `streaming` in the shared database and
 //! announces the cancellation to every node; the one generating it aborts it.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,17 +23,21 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::context::{self, MarketContext};
 use super::{ChatMessage, ChatRequest, LlmProvider, ProviderError, Role, StreamEvent};
+use crate::bus::Bus;
+use crate::bus::control::Control;
+use crate::bus::users::UserState;
+use crate::channels;
 use crate::clock::unix_now_ms;
 use crate::config::Settings;
-use crate::hub::{Hub, RpcContext, RpcHandler};
-use crate::ingest::runner::Market;
+use crate::hub::{RpcContext, RpcHandler};
+use crate::market::Market;
 use crate::protocol::{ProtoError, Raw};
 use crate::store::Store;
 use crate::store::advisor::{NewConversation, NewMessage, Outcome, utc_day};
+use crate::tasks::Tasks;
 
 /// Most models one question may name in `models`.
 const MAX_REQUESTED_MODELS: usize = 10;
@@ -45,8 +49,10 @@ struct Active {
 }
 
 pub struct Advisor {
-    /// Weak: the hub holds the RPC handlers, which hold the advisor.
-    hub: Weak<Hub>,
+    /// Where answers are published (`advisor:#<uid>`).
+    bus: Arc<dyn Bus>,
+    /// Where cancellations of answers generated on other nodes are announced.
+    users: Arc<dyn UserState>,
     store: Store,
     market: Market,
     settings: Arc<Settings>,
@@ -54,7 +60,7 @@ pub struct Advisor {
     /// Answers in progress on this node, by message id.
     active: DashMap<String, Active>,
     /// Generation tasks; shutdown waits for them.
-    tracker: TaskTracker,
+    tasks: Tasks,
     shutdown: CancellationToken,
 }
 
@@ -116,41 +122,55 @@ fn internal(e: impl std::fmt::Display) -> ProtoError {
     ProtoError::internal()
 }
 
+/// What the advisor works with, built by `startup`.
+pub struct AdvisorParts {
+    pub bus: Arc<dyn Bus>,
+    pub users: Arc<dyn UserState>,
+    pub store: Store,
+    pub market: Market,
+    pub settings: Arc<Settings>,
+    pub provider: Arc<dyn LlmProvider>,
+}
+
 impl Advisor {
-    pub fn new(
-        hub: &Arc<Hub>,
-        store: Store,
-        market: Market,
-        provider: Arc<dyn LlmProvider>,
-        tracker: TaskTracker,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    /// Generation tasks run on `tasks` (shutdown waits for them, and ends them).
+    pub fn new(parts: AdvisorParts, tasks: &Tasks) -> Arc<Self> {
         Arc::new(Self {
-            hub: Arc::downgrade(hub),
-            store,
-            market,
-            settings: hub.settings.clone(),
-            provider,
+            bus: parts.bus,
+            users: parts.users,
+            store: parts.store,
+            market: parts.market,
+            settings: parts.settings,
+            provider: parts.provider,
             active: DashMap::new(),
-            tracker,
-            shutdown,
+            tasks: tasks.clone(),
+            shutdown: tasks.stop_token().clone(),
         })
     }
 
-    /// Register `advisor.ask` and `advisor.cancel` with the hub, and hear cancellations asked on
-    /// other nodes.
-    pub fn register(self: &Arc<Self>, hub: &Hub) {
+    /// `advisor.ask` and `advisor.cancel`, for the hub's RPC table.
+    pub fn rpc_handlers(self: &Arc<Self>) -> [(&'static str, Arc<dyn RpcHandler>); 2] {
+        [
+            ("advisor.ask", Arc::new(AskHandler(self.clone()))),
+            ("advisor.cancel", Arc::new(CancelHandler(self.clone()))),
+        ]
+    }
+
+    /// Abort answers of this node that some node was asked to cancel, until shutdown (a
+    /// critical task: `startup` runs it).
+    pub fn follow_cancellations(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
         let advisor = Arc::downgrade(self);
-        hub.users().on_cancel_answer(Arc::new(move |message_id: &str| {
-            if let Some(active) = advisor
-                .upgrade()
-                .and_then(|a| a.active.get(message_id).map(|e| e.cancel.clone()))
-            {
-                active.cancel();
-            }
-        }));
-        hub.register_rpc("advisor.ask", Arc::new(AskHandler(self.clone())));
-        hub.register_rpc("advisor.cancel", Arc::new(CancelHandler(self.clone())));
+        self.users
+            .control()
+            .follow("advisor", self.shutdown.clone(), move |message| {
+                if let Control::CancelAnswer { message_id } = message
+                    && let Some(cancel) = advisor
+                        .upgrade()
+                        .and_then(|a| a.active.get(&message_id).map(|e| e.cancel.clone()))
+                {
+                    cancel.cancel();
+                }
+            })
     }
 
     pub fn provider(&self) -> &dyn LlmProvider {
@@ -315,14 +335,14 @@ impl Advisor {
         );
         let job = Job {
             user: ctx.user.clone(),
-            channel: format!("advisor:#{}", ctx.user),
+            channel: channels::advisor(&ctx.user),
             conversation_id: conversation_id.clone(),
             message_id: message_id.clone(),
             request,
             cancel,
         };
         let advisor = self.clone();
-        self.tracker.spawn(async move { advisor.generate(job).await });
+        self.tasks.spawn(async move { advisor.generate(job).await });
         Ok((conversation_id, message_id))
     }
 
@@ -352,8 +372,7 @@ impl Advisor {
                     return raw(json!({"cancelled": false}));
                 }
                 // Generated by another node: ask every node.
-                let hub = self.hub.upgrade().ok_or_else(ProtoError::internal)?;
-                hub.users().cancel_answer(&req.message_id).await.map_err(|e| {
+                self.users.cancel_answer(&req.message_id).await.map_err(|e| {
                     tracing::warn!(error = %e, "advisor: announcing a cancellation failed");
                     ProtoError::internal().with_message("bus unavailable, retry")
                 })?;
@@ -366,12 +385,7 @@ impl Advisor {
 
     /// Generate one answer: publish it as it streams, then store how it ended.
     async fn generate(self: Arc<Self>, job: Job) {
-        let Some(hub) = self.hub.upgrade() else {
-            self.active.remove(&job.message_id);
-            return;
-        };
         self.publish(
-            &hub,
             &job.channel,
             json!({"type": "start", "message_id": job.message_id, "conversation_id": job.conversation_id}),
         )
@@ -381,7 +395,7 @@ impl Advisor {
             biased;
             _ = job.cancel.cancelled() => End::Cancelled,
             _ = self.shutdown.cancelled() => End::Shutdown,
-            end = self.stream_answer(&hub, &job, &mut progress) => end,
+            end = self.stream_answer(&job, &mut progress) => end,
         };
         // The provider's stream (and its connection) is dropped by now.
         let usage = json!({"input_tokens": progress.input_tokens, "output_tokens": progress.output_tokens});
@@ -429,16 +443,16 @@ impl Advisor {
             tracing::error!(error = %e, "advisor: storing an answer and its usage failed");
         }
         self.active.remove(&job.message_id);
-        self.publish(&hub, &job.channel, payload).await;
+        self.publish(&job.channel, payload).await;
     }
 
     /// Stream the answer, retrying a failure with backoff while nothing was published.
-    async fn stream_answer(&self, hub: &Hub, job: &Job, progress: &mut Progress) -> End {
+    async fn stream_answer(&self, job: &Job, progress: &mut Progress) -> End {
         let settings = &self.settings.advisor;
         let mut backoff = Duration::from_millis(settings.backoff_initial_ms);
         let mut attempt = 0;
         loop {
-            match self.attempt(hub, job, progress).await {
+            match self.attempt(job, progress).await {
                 Ok(stop_reason) => return End::Done(stop_reason),
                 Err(e) if progress.index == 0 && e.retryable() && attempt < settings.max_retries => {
                     attempt += 1;
@@ -455,13 +469,12 @@ impl Advisor {
         }
     }
 
-    async fn attempt(&self, hub: &Hub, job: &Job, progress: &mut Progress) -> Result<String, ProviderError> {
+    async fn attempt(&self, job: &Job, progress: &mut Progress) -> Result<String, ProviderError> {
         let mut stream = self.provider.stream(&job.request).await?;
         while let Some(event) = stream.next().await {
             match event? {
                 StreamEvent::Delta(text) => {
                     self.publish(
-                        hub,
                         &job.channel,
                         json!({"type": "delta", "message_id": job.message_id, "index": progress.index, "text": text}),
                     )
@@ -482,11 +495,11 @@ impl Advisor {
         Err(ProviderError::EndedEarly)
     }
 
-    async fn publish(&self, hub: &Hub, channel: &str, payload: Value) {
+    async fn publish(&self, channel: &str, payload: Value) {
         let Ok(data) = RawValue::from_string(payload.to_string()) else {
             return;
         };
-        if let Err(e) = hub.publish(channel, &data).await {
+        if let Err(e) = self.bus.publish_json(channel, &data).await {
             tracing::warn!(channel, error = %e, "advisor publish failed");
         }
     }

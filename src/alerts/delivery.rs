@@ -15,17 +15,19 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertEngine, Rule};
+use super::{AlertEngine, Rule, WebhookFormat};
+use crate::bus::Bus;
+use crate::channels;
 use crate::clock::unix_now_ms;
 use crate::config::AlertSettings;
-use crate::hub::Hub;
-use crate::market::state::MarketState;
+use crate::market::Market;
 use crate::store::Store;
 use crate::store::alerts::Attempt;
 
 pub struct AlertService {
     store: Store,
-    hub: Arc<Hub>,
+    /// Where fired alerts are published (`alerts:#<uid>`).
+    bus: Arc<dyn Bus>,
     /// Std mutex: evaluation is pure computation, never held across `.await`.
     engine: Mutex<AlertEngine>,
     settings: AlertSettings,
@@ -42,8 +44,8 @@ fn sign(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
 }
 
 /// The webhook body for an alert.
-pub fn webhook_body(format: &str, alert: &Value) -> Value {
-    if format != "discord" {
+pub fn webhook_body(format: WebhookFormat, alert: &Value) -> Value {
+    if format != WebhookFormat::Discord {
         return alert.clone();
     }
     let message = alert["message"].as_str().unwrap_or("GPUScout alert");
@@ -66,14 +68,14 @@ pub fn webhook_body(format: &str, alert: &Value) -> Value {
 impl AlertService {
     pub async fn start(
         store: Store,
-        hub: Arc<Hub>,
+        bus: Arc<dyn Bus>,
         settings: AlertSettings,
         client: reqwest::Client,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
-        let rules = store.all_rules().await?;
+        let rules = super::rules_of(store.all_rules().await?)?;
         Ok(Arc::new(Self {
             store,
-            hub,
+            bus,
             engine: Mutex::new(AlertEngine::new(rules)),
             settings,
             outbox: Notify::new(),
@@ -99,10 +101,10 @@ impl AlertService {
     }
 
     /// Evaluate every rule against the market and deliver what fired.
-    pub async fn on_market_change(&self, market: &std::sync::RwLock<MarketState>) {
+    pub async fn on_market_change(&self, market: &Market) {
         let now = unix_now_ms() as i64;
         let (firings, changes) = {
-            let state = market.read().unwrap_or_else(|e| e.into_inner());
+            let state = market.read();
             self.engine().evaluate(&state, now)
         };
         for c in changes {
@@ -116,13 +118,13 @@ impl AlertService {
                 engine.rules.get(&firing.rule_id).and_then(|r| {
                     Some((
                         r.webhook_url.clone()?,
-                        r.webhook_format.clone().unwrap_or_else(|| "json".into()),
+                        r.webhook_format.unwrap_or_default().as_str(),
                         r.webhook_secret.clone()?,
                     ))
                 })
             };
-            let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), f.as_str(), s.as_str()));
-            match self.store.record_firing(&firing, hook).await {
+            let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), *f, s.as_str()));
+            match self.store.record_firing(&firing.record(), hook).await {
                 Ok(Some(event_id)) => {
                     let mut payload = firing.payload.clone();
                     payload["id"] = json!(event_id);
@@ -141,7 +143,7 @@ impl AlertService {
         let Ok(raw) = RawValue::from_string(payload.to_string()) else {
             return;
         };
-        if let Err(e) = self.hub.publish(&format!("alerts:#{user}"), &raw).await {
+        if let Err(e) = self.bus.publish_json(&channels::alerts(user), &raw).await {
             tracing::warn!(user, error = %e, "publishing an alert failed");
         }
     }
@@ -156,7 +158,7 @@ impl AlertService {
         self.publish(&rule.user_id, &payload).await;
         let webhook = match (&rule.webhook_url, &rule.webhook_secret) {
             (Some(url), Some(secret)) => {
-                let format = rule.webhook_format.as_deref().unwrap_or("json");
+                let format = rule.webhook_format.unwrap_or_default();
                 match self.post(url, format, secret, &payload).await {
                     Ok(status) => json!({"status": status}),
                     Err(e) => json!({"error": e}),
@@ -167,7 +169,7 @@ impl AlertService {
         json!({"published": true, "webhook": webhook})
     }
 
-    async fn post(&self, url: &str, format: &str, secret: &str, alert: &Value) -> Result<u16, String> {
+    async fn post(&self, url: &str, format: WebhookFormat, secret: &str, alert: &Value) -> Result<u16, String> {
         let body = serde_json::to_vec(&webhook_body(format, alert)).unwrap_or_default();
         let ts = unix_now_ms() as i64;
         let response = self
@@ -210,7 +212,9 @@ impl AlertService {
             };
             for d in due {
                 let attempt = d.attempts + 1;
-                let outcome = self.post(&d.url, &d.format, &d.secret, &d.payload).await;
+                let outcome = self
+                    .post(&d.url, d.format.parse().unwrap_or_default(), &d.secret, &d.payload)
+                    .await;
                 let at = unix_now_ms() as i64;
                 let (code, error, retry) = match &outcome {
                     Ok(s) if (200..300).contains(s) => (Some(i64::from(*s)), None, false),
@@ -261,9 +265,9 @@ mod tests {
     #[test]
     fn discord_bodies_have_content_and_embeds() {
         let alert = json!({"message": "RTX 4090 below $0.30", "rule_name": "cheap 4090", "kind": "price"});
-        let d = webhook_body("discord", &alert);
+        let d = webhook_body(WebhookFormat::Discord, &alert);
         assert_eq!(d["content"], "RTX 4090 below $0.30");
         assert_eq!(d["embeds"][0]["title"], "cheap 4090");
-        assert_eq!(webhook_body("json", &alert), alert);
+        assert_eq!(webhook_body(WebhookFormat::Json, &alert), alert);
     }
 }

@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::market::Offer;
-use crate::market::state::MarketState;
+use crate::market::state::{MarketState, SourceState};
+use crate::store::StoreError;
+use crate::store::alerts::{FiringRecord, RuleRow};
 
 /// What a rule watches.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +145,37 @@ impl Condition {
     }
 }
 
+/// The body a rule's webhook receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WebhookFormat {
+    /// The alert JSON itself.
+    #[default]
+    Json,
+    /// Discord-compatible: `content` and `embeds`.
+    Discord,
+}
+
+impl WebhookFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookFormat::Json => "json",
+            WebhookFormat::Discord => "discord",
+        }
+    }
+}
+
+impl std::str::FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(WebhookFormat::Json),
+            "discord" => Ok(WebhookFormat::Discord),
+            _ => Err(format!("unknown webhook format `{s}`")),
+        }
+    }
+}
+
 /// A stored rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rule {
@@ -156,7 +189,7 @@ pub struct Rule {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub webhook_format: Option<String>,
+    pub webhook_format: Option<WebhookFormat>,
     #[serde(skip)]
     pub webhook_secret: Option<String>,
     /// Whether the condition held at the last evaluation (`None`: not evaluated yet).
@@ -192,6 +225,62 @@ impl Rule {
     }
 }
 
+impl TryFrom<RuleRow> for Rule {
+    type Error = StoreError;
+
+    fn try_from(r: RuleRow) -> Result<Self, StoreError> {
+        let condition: Condition =
+            serde_json::from_str(&r.params).map_err(|e| StoreError::Corrupt(format!("alert rule params: {e}")))?;
+        Ok(Rule {
+            id: r.id,
+            user_id: r.user_id,
+            name: r.name,
+            condition,
+            cooldown_s: r.cooldown_s,
+            enabled: r.enabled != 0,
+            webhook_url: r.webhook_url,
+            webhook_format: match r.webhook_format {
+                Some(f) => Some(f.parse().map_err(StoreError::Corrupt)?),
+                None => None,
+            },
+            webhook_secret: r.webhook_secret,
+            last_condition: r.last_condition.map(|v| v != 0),
+            last_fired_at_ms: r.last_fired_at_ms,
+            crossings: r.crossings,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
+}
+
+impl Rule {
+    /// The row to store.
+    pub fn to_row(&self) -> RuleRow {
+        RuleRow {
+            id: self.id.clone(),
+            user_id: self.user_id.clone(),
+            name: self.name.clone(),
+            kind: self.condition.kind().to_owned(),
+            params: serde_json::to_string(&self.condition).unwrap_or_default(),
+            cooldown_s: self.cooldown_s,
+            enabled: i64::from(self.enabled),
+            webhook_url: self.webhook_url.clone(),
+            webhook_format: self.webhook_format.map(|f| f.as_str().to_owned()),
+            webhook_secret: self.webhook_secret.clone(),
+            last_condition: self.last_condition.map(i64::from),
+            last_fired_at_ms: self.last_fired_at_ms,
+            crossings: self.crossings,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+        }
+    }
+}
+
+/// Rules from their rows.
+pub fn rules_of(rows: Vec<RuleRow>) -> Result<Vec<Rule>, StoreError> {
+    rows.into_iter().map(Rule::try_from).collect()
+}
+
 /// A rule's condition started to hold.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Firing {
@@ -201,6 +290,20 @@ pub struct Firing {
     pub payload: Value,
     pub fired_at_ms: i64,
     pub crossings: i64,
+}
+
+impl Firing {
+    /// What the store records of it.
+    pub fn record(&self) -> FiringRecord<'_> {
+        FiringRecord {
+            rule_id: &self.rule_id,
+            user_id: &self.user_id,
+            idempotency_key: &self.idempotency_key,
+            payload: &self.payload,
+            fired_at_ms: self.fired_at_ms,
+            crossings: self.crossings,
+        }
+    }
 }
 
 /// A rule whose remembered condition changed (to persist, so another node continues from it).
@@ -343,7 +446,7 @@ impl<'a> MarketView<'a> {
                 let h = self.state.health().get(source.as_str())?;
                 let since = h.last_success_ms.unwrap_or(0);
                 let down_min = (now_ms - since) as f64 / 60_000.0;
-                let holds = h.state == "degraded" && down_min >= *minutes as f64;
+                let holds = h.state == SourceState::Degraded && down_min >= *minutes as f64;
                 Some((
                     holds,
                     down_min,
@@ -456,7 +559,7 @@ fn threshold_of(c: &Condition) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::simulated::SimulatedSource;
+    use crate::market::simulated::SimulatedMarket;
 
     fn rule(condition: Condition) -> Rule {
         Rule::new("r1".into(), "42".into(), "test".into(), condition, 3600, 0)
@@ -464,7 +567,7 @@ mod tests {
 
     #[test]
     fn fires_on_the_crossing_once_and_respects_the_cooldown() {
-        let sim = SimulatedSource::new(4);
+        let sim = SimulatedMarket::new(4);
         let mut state = MarketState::new();
         let mut offers = sim.offers(0);
         state.apply_offers("simulated", offers.clone(), 0);

@@ -85,14 +85,19 @@ impl Leadership {
         self.inner.changes.send_replace(leader);
     }
 
-    /// Campaign for the lease under `key` until `stop`; releases it on the way out.
-    pub fn campaign(client: Client, key: String, node_id: String, lease: Duration, stop: CancellationToken) -> Self {
+    /// A follower that campaigns for the lease under `key` while the returned future runs (the
+    /// caller runs it as a task) until `stop`, releasing the lease on the way out.
+    pub fn campaign(
+        client: Client,
+        key: String,
+        node_id: String,
+        lease: Duration,
+        stop: CancellationToken,
+    ) -> (Self, impl Future<Output = ()> + Send + 'static) {
         let leadership = Self::new(false);
         let this = leadership.clone();
-        tokio::spawn(async move {
-            this.run(client, key, node_id, lease, stop).await;
-        });
-        leadership
+        let campaign = async move { this.run(client, key, node_id, lease, stop).await };
+        (leadership, campaign)
     }
 
     async fn run(&self, client: Client, key: String, node_id: String, lease: Duration, stop: CancellationToken) {

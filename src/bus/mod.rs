@@ -5,15 +5,18 @@
 //! in offset order, to one [`PublicationHandler`] (the hub). It knows channel names only, never
 //! their meaning. `MemoryBus` serves one node; the Redis bus several.
 
+pub mod control;
 pub mod leader;
 pub mod memory;
 pub mod redis;
+pub mod snapshots;
 pub mod users;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 pub use memory::MemoryBus;
 pub use redis::RedisBus;
@@ -73,6 +76,12 @@ pub trait Bus: Send + Sync + 'static {
     fn attach(&self, handler: Arc<dyn PublicationHandler>);
     /// Append to the channel's history and deliver to every node subscribed to it.
     async fn publish(&self, channel: &str, data: Bytes) -> Result<StreamPosition, BusError>;
+    /// Publish JSON compacted to one line (a raw newline would split a frame): the one way the
+    /// server's parts publish to clients.
+    async fn publish_json(&self, channel: &str, data: &RawValue) -> Result<StreamPosition, BusError> {
+        let data = crate::protocol::compact_json(data).map_err(|_| BusError::InvalidData)?;
+        self.publish(channel, Bytes::from(data.get().to_owned())).await
+    }
     /// Start delivering the channel's publications to this node's handler.
     async fn subscribe(&self, channel: &str) -> Result<(), BusError>;
     /// Stop delivering the channel's publications to this node.

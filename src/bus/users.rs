@@ -8,7 +8,6 @@
 //! control channel so every node closes the connections that used the token; so is a request to
 //! cancel an advisor answer, which only the node generating it can abort.
 
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -20,17 +19,13 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::BusError;
+use super::control::{Control, ControlFeed};
 use crate::clock::{unix_now_ms, unix_now_s};
 
 /// How long a connection's entry lives without a heartbeat.
 pub const CONNECTION_TTL: Duration = Duration::from_secs(60);
 /// How often a node refreshes its connections' entries.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(20);
-
-/// Called with the id of a revoked token, on every node.
-pub type RevokedHandler = Arc<dyn Fn(&str) + Send + Sync>;
-/// Called with the id of an advisor answer some node was asked to cancel.
-pub type CancelHandler = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[async_trait]
 pub trait UserState: Send + Sync + 'static {
@@ -42,23 +37,21 @@ pub trait UserState: Send + Sync + 'static {
     async fn heartbeat(&self, sessions: Vec<(String, String)>);
     /// Whether the token with this id was revoked.
     async fn is_revoked(&self, jti: &str) -> Result<bool, BusError>;
-    /// Revoke a token id until `expire_at_s` (seconds since the epoch) and close, on every node,
-    /// the connections that used it.
+    /// Revoke a token id until `expire_at_s` (seconds since the epoch); every node hears
+    /// [`Control::Revoke`] and closes the connections that used it.
     async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError>;
-    /// Where revocations are announced (set once, at start).
-    fn on_revoked(&self, handler: RevokedHandler);
-    /// Ask every node to cancel the advisor answer `message_id`: the node generating it aborts it.
+    /// Ask every node to cancel the advisor answer `message_id` ([`Control::CancelAnswer`]): the
+    /// node generating it aborts it.
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError>;
-    /// Where answer cancellations are announced (set once, at start).
-    fn on_cancel_answer(&self, handler: CancelHandler);
+    /// The control messages this node hears, this node's own included.
+    fn control(&self) -> &ControlFeed;
 }
 
 /// One node: connection counts are the hub's own; revocations are kept in memory.
 #[derive(Default)]
 pub struct LocalUsers {
     revoked: DashMap<String, u64>,
-    handler: OnceLock<RevokedHandler>,
-    cancel: OnceLock<CancelHandler>,
+    control: ControlFeed,
 }
 
 #[async_trait]
@@ -76,22 +69,17 @@ impl UserState for LocalUsers {
     }
     async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError> {
         self.revoked.insert(jti.to_owned(), expire_at_s);
-        if let Some(h) = self.handler.get() {
-            h(jti);
-        }
+        self.control.deliver(Control::Revoke { jti: jti.to_owned() });
         Ok(())
-    }
-    fn on_revoked(&self, handler: RevokedHandler) {
-        let _ = self.handler.set(handler);
     }
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
-        if let Some(h) = self.cancel.get() {
-            h(message_id);
-        }
+        self.control.deliver(Control::CancelAnswer {
+            message_id: message_id.to_owned(),
+        });
         Ok(())
     }
-    fn on_cancel_answer(&self, handler: CancelHandler) {
-        let _ = self.cancel.set(handler);
+    fn control(&self) -> &ControlFeed {
+        &self.control
     }
 }
 
@@ -110,9 +98,9 @@ pub struct RedisUsers {
     prefix: String,
     node: String,
     acquire: Script,
+    /// The control channel's name.
     control: String,
-    handler: Arc<OnceLock<RevokedHandler>>,
-    cancel: Arc<OnceLock<CancelHandler>>,
+    feed: ControlFeed,
     stop: CancellationToken,
 }
 
@@ -135,48 +123,17 @@ impl RedisUsers {
         let _resubscribe = subscriber.manage_subscriptions();
         let control = format!("{prefix}.control");
         subscriber.subscribe(control.clone()).await.map_err(unavailable)?;
-        let handler: Arc<OnceLock<RevokedHandler>> = Arc::new(OnceLock::new());
-        let cancel: Arc<OnceLock<CancelHandler>> = Arc::new(OnceLock::new());
+        let feed = ControlFeed::default();
         let stop = CancellationToken::new();
-        let mut messages = subscriber.message_rx();
-        {
-            let handler = handler.clone();
-            let cancel = cancel.clone();
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                let _keep = subscriber;
-                loop {
-                    let message = tokio::select! {
-                        _ = stop.cancelled() => return,
-                        m = messages.recv() => m,
-                    };
-                    match message {
-                        Ok(m) => {
-                            let text = m.value.as_string().unwrap_or_default();
-                            if let Some(jti) = text.strip_prefix("revoke ")
-                                && let Some(h) = handler.get()
-                            {
-                                h(jti);
-                            } else if let Some(id) = text.strip_prefix("cancel ")
-                                && let Some(h) = cancel.get()
-                            {
-                                h(id);
-                            }
-                        }
-                        Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => return,
-                    }
-                }
-            });
-        }
+        let messages = subscriber.message_rx();
+        tokio::spawn(hear_control(subscriber, messages, feed.clone(), stop.clone()));
         Ok(Self {
             client,
             prefix: prefix.to_owned(),
             node: node.to_owned(),
             acquire: Script::from_lua(ACQUIRE_LUA),
             control,
-            handler,
-            cancel,
+            feed,
             stop,
         })
     }
@@ -270,27 +227,59 @@ impl UserState for RedisUsers {
             .map_err(unavailable)?;
         let _: i64 = self
             .client
-            .publish(self.control.clone(), format!("revoke {jti}"))
+            .publish(self.control.clone(), Control::Revoke { jti: jti.to_owned() }.encode())
             .await
             .map_err(unavailable)?;
         Ok(())
-    }
-
-    fn on_revoked(&self, handler: RevokedHandler) {
-        let _ = self.handler.set(handler);
     }
 
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
         // Every node hears it, this one included: the node generating the answer aborts it.
         let _: i64 = self
             .client
-            .publish(self.control.clone(), format!("cancel {message_id}"))
+            .publish(
+                self.control.clone(),
+                Control::CancelAnswer {
+                    message_id: message_id.to_owned(),
+                }
+                .encode(),
+            )
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(())
     }
 
-    fn on_cancel_answer(&self, handler: CancelHandler) {
-        let _ = self.cancel.set(handler);
+    fn control(&self) -> &ControlFeed {
+        &self.feed
+    }
+}
+
+/// Read the control channel into `feed` until `stop`. Redis pub/sub messages missed while this
+/// reader fell behind fred's buffer are logged; the connection is resubscribed by fred.
+async fn hear_control(
+    subscriber: SubscriberClient,
+    mut messages: tokio::sync::broadcast::Receiver<fred::types::Message>,
+    feed: ControlFeed,
+    stop: CancellationToken,
+) {
+    let _keep = subscriber;
+    loop {
+        let message = tokio::select! {
+            _ = stop.cancelled() => return,
+            m = messages.recv() => m,
+        };
+        match message {
+            Ok(m) => {
+                let text = m.value.as_string().unwrap_or_default();
+                match Control::decode(&text) {
+                    Some(control) => feed.deliver(control),
+                    None => tracing::debug!(message = %text, "unknown control message skipped"),
+                }
+            }
+            Err(RecvError::Lagged(n)) => {
+                tracing::error!(missed = n, "control channel messages missed: the reader fell behind");
+            }
+            Err(RecvError::Closed) => return,
+        }
     }
 }

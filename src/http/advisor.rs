@@ -4,43 +4,31 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::AuthUser;
 use super::error::ApiError;
-use super::market::bearer_claims;
 
 /// Most conversations listed.
 const LIST_LIMIT: i64 = 200;
 
-fn database(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database", e.to_string())
-}
-
-pub async fn conversations(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
-    let list = app
-        .store
-        .conversations(&claims.sub, LIST_LIMIT)
-        .await
-        .map_err(database)?;
+pub async fn conversations(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+    let list = app.store.conversations(&claims.sub, LIST_LIMIT).await?;
     Ok(Json(json!({"conversations": list})))
 }
 
 pub async fn messages(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     let conversation = app
         .store
         .conversation(&id)
-        .await
-        .map_err(database)?
+        .await?
         .filter(|c| c.user_id == claims.sub)
         .ok_or_else(|| ApiError::not_found("no such conversation"))?;
-    let messages = app.store.messages(&conversation.id).await.map_err(database)?;
+    let messages = app.store.messages(&conversation.id).await?;
     Ok(Json(json!({"conversation": conversation, "messages": messages})))
 }

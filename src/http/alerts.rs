@@ -5,24 +5,20 @@
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::auth::AuthUser;
 use super::error::ApiError;
-use super::market::bearer_claims;
-use crate::alerts::{Condition, Rule};
+use crate::alerts::{Condition, Rule, WebhookFormat};
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
-}
-
-fn db(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database", e.to_string())
 }
 
 fn rule_json(rule: &Rule) -> Value {
@@ -67,11 +63,12 @@ fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_
             if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
                 return Err(invalid("`webhook.url` must be an http(s) URL"));
             }
-            let format = w["format"].as_str().unwrap_or("json");
-            if !["json", "discord"].contains(&format) {
-                return Err(invalid("`webhook.format` is `json` or `discord`"));
-            }
-            (Some(url.to_owned()), Some(format.to_owned()))
+            let format: WebhookFormat = w["format"]
+                .as_str()
+                .unwrap_or("json")
+                .parse()
+                .map_err(|_| invalid("`webhook.format` is `json` or `discord`"))?;
+            (Some(url.to_owned()), Some(format))
         }
     };
     let condition: Condition =
@@ -107,12 +104,11 @@ fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_
 
 pub async fn create_rule(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     let limit = app.settings.tier(claims.tier).alert_rules;
-    let count = app.store.count_rules(&claims.sub).await.map_err(db)?;
+    let count = app.store.count_rules(&claims.sub).await?;
     if count >= i64::from(limit) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -122,7 +118,7 @@ pub async fn create_rule(
     }
     let now = unix_now_ms() as i64;
     let rule = parse_rule(&app, &claims, &body, uuid::Uuid::new_v4().to_string(), now)?;
-    app.store.insert_rule(&rule).await.map_err(db)?;
+    app.store.insert_rule(&rule.to_row()).await?;
     app.alerts.upsert(rule.clone());
     let mut out = rule_json(&rule);
     // The signing secret is shown once, at creation.
@@ -132,36 +128,31 @@ pub async fn create_rule(
     Ok((StatusCode::CREATED, Json(out)))
 }
 
-pub async fn list_rules(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
-    let rules = app.store.rules_of(&claims.sub).await.map_err(db)?;
+pub async fn list_rules(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+    let rules = crate::alerts::rules_of(app.store.rules_of(&claims.sub).await?)?;
     Ok(Json(json!({"rules": rules.iter().map(rule_json).collect::<Vec<_>>()})))
 }
 
 async fn owned_rule(app: &AppState, claims: &Claims, id: &str) -> Result<Rule, ApiError> {
-    app.store
-        .rule(&claims.sub, id)
-        .await
-        .map_err(db)?
-        .ok_or_else(|| ApiError::not_found("no such rule"))
+    let row = app.store.rule(&claims.sub, id).await?;
+    let row = row.ok_or_else(|| ApiError::not_found("no such rule"))?;
+    Rule::try_from(row).map_err(ApiError::from)
 }
 
 pub async fn get_rule(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     Ok(Json(rule_json(&owned_rule(&app, &claims, &id).await?)))
 }
 
 pub async fn update_rule(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     let existing = owned_rule(&app, &claims, &id).await?;
     let mut rule = parse_rule(&app, &claims, &body, id, existing.created_at_ms)?;
     // The webhook keeps its secret when its URL is unchanged.
@@ -170,7 +161,7 @@ pub async fn update_rule(
     }
     rule.last_fired_at_ms = existing.last_fired_at_ms;
     rule.crossings = existing.crossings;
-    if !app.store.update_rule(&rule).await.map_err(db)? {
+    if !app.store.update_rule(&rule.to_row()).await? {
         return Err(ApiError::not_found("no such rule"));
     }
     app.alerts.upsert(rule.clone());
@@ -185,11 +176,10 @@ pub async fn update_rule(
 
 pub async fn delete_rule(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
-    if !app.store.delete_rule(&claims.sub, &id).await.map_err(db)? {
+    if !app.store.delete_rule(&claims.sub, &id).await? {
         return Err(ApiError::not_found("no such rule"));
     }
     app.alerts.remove(&id);
@@ -198,10 +188,9 @@ pub async fn delete_rule(
 
 pub async fn test_rule(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     let rule = owned_rule(&app, &claims, &id).await?;
     Ok(Json(app.alerts.test_delivery(&rule).await))
 }
@@ -218,10 +207,9 @@ pub struct EventsQuery {
 
 pub async fn list_events(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Query(q): Query<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(
@@ -240,8 +228,7 @@ pub async fn list_events(
             q.before,
             limit,
         )
-        .await
-        .map_err(db)?;
+        .await?;
     let next = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.fired_at_ms))
         .flatten();
@@ -250,15 +237,13 @@ pub async fn list_events(
 
 pub async fn ack_event(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
     if app
         .store
         .acknowledge_event(&claims.sub, &id, unix_now_ms() as i64)
-        .await
-        .map_err(db)?
+        .await?
     {
         Ok(StatusCode::NO_CONTENT)
     } else {

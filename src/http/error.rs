@@ -1,9 +1,15 @@
 //! HTTP errors, mapped in one place to `{"error":{"code","message"}}` with the right status.
+//!
+//! Policy: a client error says what was wrong. An unexpected one (the database, a provider) is
+//! logged with its detail and a fresh request id, and the client gets a generic message with the
+//! same id (`{"error":{"code","message","request_id"}}`), never the driver's text.
 
 use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
+
+use crate::store::StoreError;
 
 /// An error answered to an HTTP client.
 #[derive(Debug)]
@@ -11,6 +17,8 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Set for unexpected errors: the id under which the detail was logged.
+    pub request_id: Option<String>,
 }
 
 impl ApiError {
@@ -19,6 +27,20 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            request_id: None,
+        }
+    }
+
+    /// An unexpected failure of `what`: the detail is logged under a new request id, the client
+    /// sees `message` and the id.
+    pub fn unexpected(status: StatusCode, code: &'static str, message: &str, detail: &dyn std::fmt::Display) -> Self {
+        let id = uuid::Uuid::new_v4().to_string();
+        tracing::error!(request_id = %id, code, error = %detail, "request failed");
+        Self {
+            status,
+            code,
+            message: format!("{message} (request id {id})"),
+            request_id: Some(id),
         }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -34,7 +56,22 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
+        let mut error = json!({"code": self.code, "message": self.message});
+        if let Some(id) = self.request_id {
+            error["request_id"] = json!(id);
+        }
+        let body = Json(json!({ "error": error }));
         (self.status, body).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        ApiError::unexpected(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database",
+            "the database could not answer; try again",
+            &e,
+        )
     }
 }

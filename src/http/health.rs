@@ -7,24 +7,30 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::AppState;
+use crate::market::state::SourceState;
 
 /// The process is up and serving HTTP.
 pub async fn healthz() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// Ready when the bus and the database answer.
+/// Ready when the bus and the database answer and every critical task runs (`tasks` lists the
+/// ones that died: the node is then on its way out).
 pub async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     let bus = app.hub.bus.ready().await;
     let db = app.store.ping().await.is_ok();
-    let status = if bus && db {
+    let dead = app.tasks.dead();
+    let ready = bus && db && dead.is_empty();
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
+    let up = |ok: bool| if ok { "ok" } else { "down" };
     let body = json!({
-        "status": if bus && db { "ready" } else { "not_ready" },
-        "checks": {"bus": if bus { "ok" } else { "down" }, "database": if db { "ok" } else { "down" }},
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": {"bus": up(bus), "database": up(db), "tasks": up(dead.is_empty())},
+        "dead_tasks": dead,
     });
     (status, Json(body))
 }
@@ -68,7 +74,7 @@ fn source_metrics(app: &AppState, out: &mut String) {
         (
             "gpuscout_source_up",
             "1 when the source's last poll succeeded.",
-            |h, _| f64::from(u8::from(h.state == "ok")),
+            |h, _| f64::from(u8::from(h.state == SourceState::Ok)),
         ),
         (
             "gpuscout_source_stale",

@@ -4,36 +4,22 @@
 
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::AuthUser;
 use super::error::ApiError;
-use crate::auth::{AuthError, Claims};
+use crate::channels::MARKET_SUMMARY_1M;
 use crate::clock::unix_now_ms;
-use crate::market::state::SUMMARY_1M;
 use crate::tier::Tier;
 
-/// The caller's verified claims, from `Authorization: Bearer <token>`.
-pub fn bearer_claims(app: &AppState, headers: &HeaderMap) -> Result<Claims, ApiError> {
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or_else(|| ApiError::unauthorized("Authorization: Bearer <token> required"))?;
-    app.hub.verifier.verify(token.trim()).map_err(|e| match e {
-        AuthError::Expired => ApiError::unauthorized("token expired"),
-        _ => ApiError::unauthorized("invalid token"),
-    })
-}
-
-pub async fn snapshot(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
-    let claims = bearer_claims(&app, &headers)?;
+pub async fn snapshot(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
     let now = unix_now_ms() as i64;
     let state = app.market.read();
     if claims.tier == Tier::Free {
-        return Ok(Json(state.snapshot(SUMMARY_1M, now).unwrap_or(Value::Null)));
+        return Ok(Json(state.snapshot(MARKET_SUMMARY_1M, now).unwrap_or(Value::Null)));
     }
     let models: Vec<Value> = state
         .aggregates()
@@ -65,10 +51,9 @@ const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
 
 pub async fn history(
     State(app): State<AppState>,
-    headers: HeaderMap,
+    _user: AuthUser,
     Query(q): Query<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    bearer_claims(&app, &headers)?;
     let unprocessable = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", m);
     let model = q
         .model
@@ -86,11 +71,7 @@ pub async fn history(
     if !(60..=86_400 * 7).contains(&step_s) {
         return Err(unprocessable("`step` is in seconds, from 60 to 604800"));
     }
-    let points = app
-        .store
-        .market_history(&model, from, to)
-        .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database", e.to_string()))?;
+    let points = app.store.market_history(&model, from, to).await?;
     // Keep the last point of each step-wide bucket.
     let step_ms = step_s * 1000;
     let mut out: Vec<Value> = Vec::new();

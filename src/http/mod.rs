@@ -3,6 +3,7 @@
 
 pub mod advisor;
 pub mod alerts;
+pub mod auth;
 pub mod error;
 pub mod health;
 pub mod market;
@@ -19,8 +20,9 @@ use tokio_util::task::TaskTracker;
 use crate::alerts::delivery::AlertService;
 use crate::config::Settings;
 use crate::hub::Hub;
-use crate::ingest::runner::Market;
+use crate::market::Market;
 use crate::store::Store;
+use crate::tasks::Tasks;
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -36,6 +38,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Tracks connection tasks so shutdown can wait for them to finish.
     pub tracker: TaskTracker,
+    /// The background tasks, whose deaths make the node unready.
+    pub tasks: Tasks,
 }
 
 pub fn router(state: AppState) -> Router {

@@ -468,13 +468,18 @@ mod tests {
         let settings = Arc::new(Settings::defaults());
         let bus = Arc::new(MemoryBus::new(&settings.bus));
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).unwrap());
-        Hub::new(
+        let parts = crate::hub::HubParts {
             settings,
             bus,
             verifier,
-            Arc::new(Metrics::default()),
-            CancellationToken::new(),
-        )
+            metrics: Arc::new(Metrics::default()),
+            users: Arc::new(crate::bus::users::LocalUsers::default()),
+            snapshots: Arc::new(crate::hub::NoSnapshots),
+            rpc: Default::default(),
+            leadership: crate::bus::leader::Leadership::single_node(),
+            shutdown: CancellationToken::new(),
+        };
+        Hub::new(parts, "node-1".into())
     }
 
     /// Every reply the client produced must be one JSON object; returns them.

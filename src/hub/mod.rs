@@ -12,6 +12,7 @@ use std::hash::BuildHasher;
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -21,7 +22,9 @@ use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenVerifier;
-use crate::bus::users::{LocalUsers, UserState};
+use crate::bus::control::Control;
+use crate::bus::leader::Leadership;
+use crate::bus::users::UserState;
 use crate::bus::{Bus, BusError, Publication, PublicationHandler, StreamPosition};
 use crate::channels::ChannelKind;
 use crate::config::Settings;
@@ -50,6 +53,16 @@ pub trait RpcHandler: Send + Sync + 'static {
 #[async_trait]
 pub trait SnapshotProvider: Send + Sync + 'static {
     async fn snapshot(&self, channel: &str) -> Option<Raw>;
+}
+
+/// No channel has a snapshot: subscribe replies carry no `data` (a hub without a market).
+pub struct NoSnapshots;
+
+#[async_trait]
+impl SnapshotProvider for NoSnapshots {
+    async fn snapshot(&self, _channel: &str) -> Option<Raw> {
+        None
+    }
 }
 
 /// A subscription of one connection to one channel, as the fan-out sees it.
@@ -128,6 +141,29 @@ struct SessionEntry {
 
 const SUB_LOCK_STRIPES: usize = 64;
 
+/// The RPC methods clients may call, by name.
+pub type RpcTable = HashMap<&'static str, Arc<dyn RpcHandler>>;
+
+/// What a hub is built from; `startup` chooses each part.
+pub struct HubParts {
+    pub settings: Arc<Settings>,
+    /// Where every publication goes and comes from.
+    pub bus: Arc<dyn Bus>,
+    /// Checks connection and subscription tokens.
+    pub verifier: Arc<TokenVerifier>,
+    pub metrics: Arc<Metrics>,
+    /// Connection counts and revoked tokens shared between nodes.
+    pub users: Arc<dyn UserState>,
+    /// Where subscribe replies get their channel snapshot (`data`) from.
+    pub snapshots: Arc<dyn SnapshotProvider>,
+    /// RPC methods besides the hub's own `session.info`.
+    pub rpc: RpcTable,
+    /// Whether this node leads (reported by health and `info`).
+    pub leadership: Leadership,
+    /// Cancelled at shutdown: every connection closes with 3001.
+    pub shutdown: CancellationToken,
+}
+
 pub struct Hub {
     pub settings: Arc<Settings>,
     pub bus: Arc<dyn Bus>,
@@ -140,24 +176,21 @@ pub struct Hub {
     sessions: DashMap<String, SessionEntry>,
     user_connections: DashMap<String, u32>,
     user_limiters: Vec<DefaultKeyedRateLimiter<String>>,
-    snapshots: RwLock<Option<Arc<dyn SnapshotProvider>>>,
-    rpc: RwLock<HashMap<String, Arc<dyn RpcHandler>>>,
+    snapshots: Arc<dyn SnapshotProvider>,
+    rpc: RpcTable,
     shutdown: CancellationToken,
     hasher: std::collections::hash_map::RandomState,
-    started: std::time::Instant,
+    started: Instant,
     node_id: String,
-    leadership: std::sync::OnceLock<crate::bus::leader::Leadership>,
-    users: RwLock<Arc<dyn UserState>>,
+    leadership: Leadership,
+    users: Arc<dyn UserState>,
 }
 
 impl Hub {
-    pub fn new(
-        settings: Arc<Settings>,
-        bus: Arc<dyn Bus>,
-        verifier: Arc<TokenVerifier>,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-    ) -> Arc<Self> {
+    /// A hub with every part in place, attached to its bus. `node_id` is this node's id (new at
+    /// each start).
+    pub fn new(parts: HubParts, node_id: String) -> Arc<Self> {
+        let settings = parts.settings;
         let user_limiters = Tier::ALL
             .iter()
             .map(|t| {
@@ -168,27 +201,28 @@ impl Hub {
                 ))
             })
             .collect();
+        let mut rpc = parts.rpc;
+        rpc.insert("session.info", Arc::new(SessionInfo));
         let hub = Arc::new(Self {
             settings,
-            bus: bus.clone(),
-            metrics,
-            verifier,
+            bus: parts.bus.clone(),
+            metrics: parts.metrics,
+            verifier: parts.verifier,
             channels: DashMap::new(),
             sub_locks: (0..SUB_LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             sessions: DashMap::new(),
             user_connections: DashMap::new(),
             user_limiters,
-            snapshots: RwLock::new(None),
-            rpc: RwLock::new(HashMap::new()),
-            shutdown,
+            snapshots: parts.snapshots,
+            rpc,
+            shutdown: parts.shutdown,
             hasher: Default::default(),
-            started: std::time::Instant::now(),
-            node_id: uuid::Uuid::new_v4().to_string(),
-            leadership: std::sync::OnceLock::new(),
-            users: RwLock::new(Arc::new(LocalUsers::default())),
+            started: Instant::now(),
+            node_id,
+            leadership: parts.leadership,
+            users: parts.users,
         });
-        bus.attach(Arc::new(FanOut(Arc::downgrade(&hub))));
-        hub.register_rpc("session.info", Arc::new(SessionInfo));
+        parts.bus.attach(Arc::new(FanOut(Arc::downgrade(&hub))));
         hub
     }
 
@@ -196,32 +230,18 @@ impl Hub {
         &self.shutdown
     }
 
-    pub fn register_rpc(&self, method: &str, handler: Arc<dyn RpcHandler>) {
-        self.rpc
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(method.to_owned(), handler);
-    }
-
     pub fn rpc_handler(&self, method: &str) -> Option<Arc<dyn RpcHandler>> {
-        self.rpc.read().unwrap_or_else(|e| e.into_inner()).get(method).cloned()
-    }
-
-    /// Set where subscribe replies get their channel snapshot (`data`) from.
-    pub fn set_snapshot_provider(&self, provider: Arc<dyn SnapshotProvider>) {
-        *self.snapshots.write().unwrap_or_else(|e| e.into_inner()) = Some(provider);
+        self.rpc.get(method).cloned()
     }
 
     /// The current snapshot of a channel, for its subscribe reply.
     pub async fn snapshot(&self, channel: &str) -> Option<Raw> {
-        let provider = self.snapshots.read().unwrap_or_else(|e| e.into_inner()).clone();
-        provider?.snapshot(channel).await
+        self.snapshots.snapshot(channel).await
     }
 
     /// Publish compact JSON to a channel through the bus (the one path to clients).
     pub async fn publish(&self, channel: &str, data: &RawValue) -> Result<StreamPosition, BusError> {
-        let data = protocol::compact_json(data).map_err(|_| BusError::InvalidData)?;
-        self.bus.publish(channel, Bytes::from(data.get().to_owned())).await
+        self.bus.publish_json(channel, data).await
     }
 
     /// Whether a channel name is one the hub serves.
@@ -339,20 +359,24 @@ impl Hub {
         list.len()
     }
 
-    /// Where users' connection counts and revoked tokens are shared between nodes. Call once, at
-    /// start; revocations announced there close this node's connections that used the token.
-    pub fn set_user_state(self: &Arc<Self>, users: Arc<dyn UserState>) {
-        let hub = Arc::downgrade(self);
-        users.on_revoked(Arc::new(move |jti: &str| {
-            if let Some(hub) = hub.upgrade() {
-                hub.disconnect_token(jti);
-            }
-        }));
-        *self.users.write().unwrap_or_else(|e| e.into_inner()) = users;
+    /// Where users' connection counts and revoked tokens are shared between nodes.
+    pub fn users(&self) -> &Arc<dyn UserState> {
+        &self.users
     }
 
-    pub fn users(&self) -> Arc<dyn UserState> {
-        self.users.read().unwrap_or_else(|e| e.into_inner()).clone()
+    /// Close this node's connections that use a revoked token, until shutdown (a critical task:
+    /// `startup` runs it).
+    pub fn follow_revocations(self: &Arc<Self>) -> impl Future<Output = ()> + Send + 'static {
+        let hub = Arc::downgrade(self);
+        self.users
+            .control()
+            .follow("hub", self.shutdown.clone(), move |message| {
+                if let Control::Revoke { jti } = message
+                    && let Some(hub) = hub.upgrade()
+                {
+                    hub.disconnect_token(&jti);
+                }
+            })
     }
 
     /// Close this node's connections made with the token `jti` (revoked).
@@ -460,19 +484,14 @@ impl Hub {
     pub fn num_channels(&self) -> usize {
         self.channels.len()
     }
-    /// Set once, at start: this node's leadership (the poller, alerts and snapshots run on the leader).
-    pub fn set_leadership(&self, leadership: crate::bus::leader::Leadership) {
-        let _ = self.leadership.set(leadership);
-    }
-
     /// Whether this node is the leader (a single node always is).
     pub fn is_leader(&self) -> bool {
-        self.leadership.get().is_none_or(|l| l.is_leader())
+        self.leadership.is_leader()
     }
 
     /// The fencing term of this node's current or last lease (0 with one node).
     pub fn leader_term(&self) -> u64 {
-        self.leadership.get().map_or(0, |l| l.term())
+        self.leadership.term()
     }
 
     /// This node's id (new at each start).

@@ -7,10 +7,10 @@
 pub mod farm500;
 pub mod machines;
 pub mod poller;
-pub mod replica;
 pub mod runner;
 pub mod runpod;
 pub mod simulated;
+pub mod snapshots;
 pub mod vast;
 pub mod vast_machine;
 

@@ -1,40 +1,29 @@
 //! The market runner: receives every source's poll outcomes, keeps the market state, publishes
-//! what changed through the hub, tracks each source's health, and once a minute publishes
+//! what changed through the bus, tracks each source's health, and once a minute publishes
 //! `market:summary.1m` and writes the aggregates to the database.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::value::RawValue;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use super::poller::{self, Schedule, SourceEvent};
-use super::replica::{MarketSnapshots, SnapshotReplica};
 use super::{Fetched, MarketSource, farm500, http_client, runpod, simulated, vast};
 use crate::alerts::delivery::AlertService;
+use crate::bus::Bus;
 use crate::bus::leader::Leadership;
+use crate::bus::snapshots::SnapshotReplica;
+use crate::channels::{MARKET_SUMMARY, SOURCES_STATUS};
 use crate::clock::unix_now_ms;
-use crate::config::IngestSettings;
-use crate::hub::Hub;
-use crate::market::state::{MarketState, Outgoing, SOURCES_STATUS, SUMMARY, SourceHealth};
+use crate::config::{HttpSourceSettings, IngestSettings};
+use crate::market::Market;
+use crate::market::state::{MarketState, Outgoing, SourceHealth, SourceState};
 use crate::store::Store;
-
-/// The market state shared by the runner (writer) and subscribe snapshots and REST (readers).
-/// A std lock: held for computation only, never across `.await`.
-#[derive(Clone, Default)]
-pub struct Market(pub Arc<RwLock<MarketState>>);
-
-impl Market {
-    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, MarketState> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
-    }
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, MarketState> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
-    }
-}
+use crate::tasks::Tasks;
+use crate::telemetry::Metrics;
 
 /// Health bookkeeping of one source.
 struct Tracker {
@@ -48,7 +37,7 @@ impl Tracker {
             stale_after_ms: stale_after_ms as i64,
             health: SourceHealth {
                 source: source.to_owned(),
-                state: "waiting".into(),
+                state: SourceState::Waiting,
                 stale: false,
                 last_success_ms: None,
                 last_error: None,
@@ -85,101 +74,124 @@ impl Role {
     }
 }
 
-/// Start the enabled sources and the runner. The simulated market runs only while no real source
-/// is enabled, so simulated and real data never mix. Sources are polled only while this node is
-/// the leader.
-pub fn spawn(
-    hub: Arc<Hub>,
-    store: Store,
-    alerts: Arc<AlertService>,
-    settings: &IngestSettings,
-    role: Role,
-    tracker: &TaskTracker,
-    stop: CancellationToken,
-) -> Market {
-    let market = Market::default();
-    hub.set_snapshot_provider(Arc::new(MarketSnapshots {
-        market: market.clone(),
-        leadership: role.leadership.clone(),
-        replica: role.replica.clone(),
-    }));
-    let (tx, rx) = mpsc::channel(64);
+/// What the runner works with, built by `startup`.
+pub struct RunnerParts {
+    /// The market it keeps (its one writer).
+    pub market: Market,
+    /// Where what changed is published.
+    pub bus: Arc<dyn Bus>,
+    pub metrics: Arc<Metrics>,
+    /// Where the minute aggregates are written.
+    pub store: Store,
+    /// Evaluated on every market change.
+    pub alerts: Arc<AlertService>,
+    pub role: Role,
+}
+
+/// A source with its schedule and how long its data stays fresh.
+struct Polled {
+    source: Box<dyn MarketSource>,
+    schedule: Schedule,
+    stale_after_ms: u64,
+}
+
+/// The sources the settings enable. The simulated market runs only while no real source is
+/// enabled, so simulated and real data never mix.
+fn enabled_sources(settings: &IngestSettings) -> Vec<Polled> {
     let client = http_client();
-    let mut trackers = BTreeMap::new();
-    let mut start = |source: Box<dyn MarketSource>, schedule: Schedule, stale_after_ms: u64| {
-        trackers.insert(source.name(), Tracker::new(source.name(), stale_after_ms));
-        tracker.spawn(poller::run(
+    let mut sources = Vec::new();
+    let mut add = |source: Box<dyn MarketSource>, settings: &HttpSourceSettings| {
+        sources.push(Polled {
             source,
-            schedule,
-            tx.clone(),
-            role.leadership.clone(),
-            stop.clone(),
-        ));
+            schedule: Schedule::from(settings),
+            stale_after_ms: settings.stale_after_ms,
+        })
     };
     if settings.farm500.enabled {
-        start(
+        add(
             Box::new(farm500::Farm500Source::new(client.clone(), &settings.farm500)),
-            Schedule::from(&settings.farm500),
-            settings.farm500.stale_after_ms,
+            &settings.farm500,
         );
     }
     if settings.vast.enabled {
-        start(
+        add(
             Box::new(vast::VastSource::new(client.clone(), &settings.vast)),
-            Schedule::from(&settings.vast),
-            settings.vast.stale_after_ms,
+            &settings.vast,
         );
     }
     if settings.runpod.enabled {
-        start(
+        add(
             Box::new(runpod::RunpodSource::new(client.clone(), &settings.runpod)),
-            Schedule::from(&settings.runpod),
-            settings.runpod.stale_after_ms,
+            &settings.runpod,
         );
     }
     if settings.simulated.enabled && !settings.any_real_source() {
         let interval = Duration::from_millis(settings.simulated.poll_interval_ms);
-        let schedule = Schedule {
-            interval,
-            jitter_ratio: 0.0,
-            timeout: interval.max(Duration::from_secs(5)),
-            max_retries: 0,
-            backoff_initial: interval,
-            backoff_max: interval,
-            breaker_failures: u32::MAX,
-            breaker_cooldown: interval,
-        };
-        start(
-            Box::new(simulated::SimulatedSource::new(settings.simulated.seed)),
-            schedule,
-            u64::MAX / 4,
+        sources.push(Polled {
+            source: Box::new(simulated::SimulatedSource::new(settings.simulated.seed)),
+            schedule: Schedule {
+                interval,
+                jitter_ratio: 0.0,
+                timeout: interval.max(Duration::from_secs(5)),
+                max_retries: 0,
+                backoff_initial: interval,
+                backoff_max: interval,
+                breaker_failures: u32::MAX,
+                breaker_cooldown: interval,
+            },
+            stale_after_ms: u64::MAX / 4,
+        });
+    }
+    sources
+}
+
+/// Start a poller per enabled source (`poller:<source>`) and the runner (`market-runner`), as
+/// critical tasks. Sources are polled only while this node is the leader.
+pub fn spawn(parts: RunnerParts, settings: &IngestSettings, tasks: &Tasks) {
+    let (tx, rx) = mpsc::channel(64);
+    let mut trackers = BTreeMap::new();
+    for polled in enabled_sources(settings) {
+        let name = polled.source.name();
+        trackers.insert(name, Tracker::new(name, polled.stale_after_ms));
+        tasks.spawn_critical(
+            format!("poller:{name}"),
+            poller::run(
+                polled.source,
+                polled.schedule,
+                tx.clone(),
+                parts.role.leadership.clone(),
+                tasks.stop_token().clone(),
+            ),
         );
     }
     drop(tx);
+    let runner = Runner {
+        market: parts.market,
+        bus: parts.bus,
+        metrics: parts.metrics,
+        store: parts.store,
+        alerts: parts.alerts,
+        role: parts.role,
+        trackers,
+        was_leader: false,
+    };
     let summary_every = Duration::from_secs(settings.summary_interval_s);
-    tracker.spawn(run(
-        Runner {
-            hub,
-            store,
-            alerts,
-            market: market.clone(),
-            role,
-            trackers,
-        },
-        rx,
-        summary_every,
-        stop,
-    ));
-    market
+    tasks.spawn_critical(
+        "market-runner",
+        run(runner, rx, summary_every, tasks.stop_token().clone()),
+    );
 }
 
 struct Runner {
-    hub: Arc<Hub>,
+    market: Market,
+    bus: Arc<dyn Bus>,
+    metrics: Arc<Metrics>,
     store: Store,
     alerts: Arc<AlertService>,
-    market: Market,
     role: Role,
     trackers: BTreeMap<&'static str, Tracker>,
+    /// Whether this node led at the last [`Runner::sync_role`].
+    was_leader: bool,
 }
 
 impl Runner {
@@ -189,9 +201,9 @@ impl Runner {
 
     /// Follow a change of role. A node that becomes the leader starts a fresh market whose `seq`
     /// continue above the last leader's (clients see a gap and resync, never an old number again).
-    async fn sync_role(&mut self, was_leader: &mut bool) {
+    async fn sync_role(&mut self) {
         let leads = self.leads();
-        if leads && !*was_leader && self.role.replica.is_some() {
+        if leads && !self.was_leader && self.role.replica.is_some() {
             *self.market.write() = MarketState::with_seq_base(unix_now_ms());
             let now = unix_now_ms() as i64;
             let mut out = Vec::new();
@@ -202,7 +214,7 @@ impl Runner {
             self.publish(out).await;
         }
         if !leads && let Some(replica) = &self.role.replica {
-            let summary = replica.load(SUMMARY).await;
+            let summary = replica.load(MARKET_SUMMARY).await;
             let status = replica.load(SOURCES_STATUS).await;
             let parse = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
             let (summary, status): (serde_json::Value, serde_json::Value) = (parse(summary), parse(status));
@@ -212,7 +224,7 @@ impl Runner {
             }
             state.mirror(&summary, &status);
         }
-        *was_leader = leads;
+        self.was_leader = leads;
     }
 
     /// Publish in order, each channel's snapshot shared first when other nodes read it; only the
@@ -260,7 +272,7 @@ impl Runner {
             let Ok(raw) = RawValue::from_string(o.payload) else {
                 continue;
             };
-            if let Err(e) = self.hub.publish(&o.channel, &raw).await {
+            if let Err(e) = self.bus.publish_json(&o.channel, &raw).await {
                 tracing::warn!(channel = %o.channel, error = %e, "market publish failed");
             }
         }
@@ -273,8 +285,7 @@ impl Runner {
 }
 
 async fn run(mut r: Runner, mut events: mpsc::Receiver<SourceEvent>, summary_every: Duration, stop: CancellationToken) {
-    let mut was_leader = false;
-    r.sync_role(&mut was_leader).await;
+    r.sync_role().await;
     // Every source is listed from the start, waiting for its first poll.
     let now = unix_now_ms() as i64;
     let mut out = Vec::new();
@@ -285,65 +296,82 @@ async fn run(mut r: Runner, mut events: mpsc::Receiver<SourceEvent>, summary_eve
     let mut minute = tokio::time::interval_at(tokio::time::Instant::now() + summary_every, summary_every);
     minute.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // With no source enabled there is nothing to receive, but followers still mirror the leader.
+    let mut sources = true;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            event = events.recv() => {
-                let Some(event) = event else { return };
-                r.sync_role(&mut was_leader).await;
-                if !was_leader {
-                    continue; // polled before this node stepped down: not ours to publish
-                }
-                r.hub.metrics.source_polls_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // CPU work (merging a poll into the book): off the async workers.
-                let market = r.market.clone();
-                let mut trackers = std::mem::take(&mut r.trackers);
-                let (out, trackers) = tokio::task::spawn_blocking(move || {
-                    let out = handle(&market, &mut trackers, event);
-                    (out, trackers)
-                })
-                .await
-                .expect("market update task");
-                r.trackers = trackers;
-                r.publish(out).await;
-                // Every market change (offers or a source's health) is an alert evaluation.
-                r.alerts.on_market_change(&r.market.0).await;
-            }
-            _ = minute.tick(), if was_leader => {
-                let now = unix_now_ms() as i64;
-                let (out, rows) = {
-                    let mut state = r.market.write();
-                    let out = state.minute_snapshot(now);
-                    let label = state.label();
-                    let rows: Vec<(String, serde_json::Value)> = state
-                        .rows()
-                        .into_iter()
-                        .map(|(m, a)| (m.to_owned(), serde_json::to_value(a).unwrap_or_default()))
-                        .collect();
-                    (out, (label, rows))
-                };
-                r.publish(vec![out]).await;
-                if let Err(e) = r.store.insert_market_snapshots(now, &rows.0, &rows.1).await {
-                    tracing::warn!(error = %e, "writing market snapshots failed");
-                }
-            }
-            _ = tick.tick() => {
-                r.sync_role(&mut was_leader).await;
-                if !was_leader {
-                    continue;
-                }
-                let now = unix_now_ms() as i64;
-                let mut out = Vec::new();
-                for t in r.trackers.values_mut() {
-                    let was = t.health.stale;
-                    t.refresh_stale(now);
-                    if t.health.stale != was {
-                        out.extend(r.market.write().apply_health(t.health.clone(), now));
-                    }
-                }
-                r.publish(out).await;
+            event = events.recv(), if sources => match event {
+                Some(event) => r.on_event(event).await,
+                None => sources = false,
+            },
+            _ = minute.tick(), if r.was_leader => r.minute_snapshot().await,
+            _ = tick.tick() => r.refresh_staleness().await,
+        }
+    }
+}
+
+impl Runner {
+    /// A poll's outcome: merged into the market, published, and evaluated by the alerts.
+    async fn on_event(&mut self, event: SourceEvent) {
+        self.sync_role().await;
+        if !self.was_leader {
+            return; // polled before this node stepped down: not ours to publish
+        }
+        self.metrics
+            .source_polls_total
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // CPU work (merging a poll into the book): off the async workers.
+        let market = self.market.clone();
+        let mut trackers = std::mem::take(&mut self.trackers);
+        let (out, trackers) = tokio::task::spawn_blocking(move || {
+            let out = handle(&market, &mut trackers, event);
+            (out, trackers)
+        })
+        .await
+        .expect("market update task");
+        self.trackers = trackers;
+        self.publish(out).await;
+        // Every market change (offers or a source's health) is an alert evaluation.
+        self.alerts.on_market_change(&self.market).await;
+    }
+
+    /// `market:summary.1m`, and the aggregates written to the database.
+    async fn minute_snapshot(&mut self) {
+        let now = unix_now_ms() as i64;
+        let (out, (label, rows)) = {
+            let mut state = self.market.write();
+            let out = state.minute_snapshot(now);
+            let label = state.label();
+            let rows: Vec<(String, serde_json::Value)> = state
+                .rows()
+                .into_iter()
+                .map(|(m, a)| (m.to_owned(), serde_json::to_value(a).unwrap_or_default()))
+                .collect();
+            (out, (label, rows))
+        };
+        self.publish(vec![out]).await;
+        if let Err(e) = self.store.insert_market_snapshots(now, &label, &rows).await {
+            tracing::warn!(error = %e, "writing market snapshots failed");
+        }
+    }
+
+    /// Once a second: follow the role, and publish sources that went stale or fresh.
+    async fn refresh_staleness(&mut self) {
+        self.sync_role().await;
+        if !self.was_leader {
+            return;
+        }
+        let now = unix_now_ms() as i64;
+        let mut out = Vec::new();
+        for t in self.trackers.values_mut() {
+            let was = t.health.stale;
+            t.refresh_stale(now);
+            if t.health.stale != was {
+                out.extend(self.market.write().apply_health(t.health.clone(), now));
             }
         }
+        self.publish(out).await;
     }
 }
 
@@ -357,7 +385,7 @@ fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event
                 Fetched::Unchanged => None,
             };
             if let Some(t) = t {
-                t.health.state = "ok".into();
+                t.health.state = SourceState::Ok;
                 t.health.last_success_ms = Some(at_ms);
                 t.health.consecutive_failures = 0;
                 t.health.circuit_open = false;
@@ -385,7 +413,7 @@ fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event
             at_ms,
         } => {
             if let Some(t) = trackers.get_mut(source) {
-                t.health.state = "degraded".into();
+                t.health.state = SourceState::Degraded;
                 t.health.last_error = Some(error);
                 t.health.last_error_ms = Some(at_ms);
                 t.health.consecutive_failures = consecutive_failures;

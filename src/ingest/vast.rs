@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::vast_machine::{machines_from_chunks, offer_records, offers_of};
 use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
 use crate::clock::unix_now_ms;
-use crate::config::HttpSourceSettings;
+use crate::config::{HttpSourceSettings, VastMethod};
 
 /// The whole market: no `rentable`/`verified`/`rented` filters, which would hide rented and
 /// unverified machines.
@@ -20,7 +20,7 @@ pub struct VastSource {
     client: reqwest::Client,
     base_url: String,
     api_key: SecretString,
-    method: String,
+    method: VastMethod,
 }
 
 impl VastSource {
@@ -29,7 +29,7 @@ impl VastSource {
             client,
             base_url: settings.base_url.trim_end_matches('/').to_owned(),
             api_key: settings.api_key.clone(),
-            method: settings.method.clone(),
+            method: settings.method,
         }
     }
 }
@@ -41,7 +41,7 @@ impl MarketSource for VastSource {
     }
 
     async fn fetch(&mut self) -> Result<Fetched, SourceError> {
-        let request = if self.method == "asks" {
+        let request = if self.method == VastMethod::Asks {
             self.client
                 .put(format!("{}/api/v0/search/asks/", self.base_url))
                 .json(&json!({"select_cols": ["*"], "q": market_query()}))

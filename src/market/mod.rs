@@ -6,12 +6,27 @@ pub mod book;
 pub mod checksum;
 pub mod feed;
 pub mod models;
+pub mod simulated;
 pub mod state;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Serialize;
+
+/// The market state, shared by the ingest runner (its one writer) and by subscribe snapshots,
+/// REST and the advisor (readers). A std lock: held for computation only, never across `.await`.
+#[derive(Clone, Default)]
+pub struct Market(Arc<RwLock<state::MarketState>>);
+
+impl Market {
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, state::MarketState> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, state::MarketState> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 /// Shared text: model names, regions and countries repeat across thousands of offers and polls.
 pub type Text = Arc<str>;

@@ -14,18 +14,25 @@ use super::aggregate::{ModelAggregate, ModelStats, Segment};
 use super::book::{BookDiff, MarketBook, Replaced, priority};
 use super::feed::{Changes, Feed, Item, object_with, to_value};
 use super::{Offer, Text};
+use crate::channels::{self, ChannelKind, MARKET_SUMMARY, MARKET_SUMMARY_1M, OFFERS_ALL, SOURCES_STATUS};
 
-pub const SUMMARY: &str = "market:summary";
-pub const SUMMARY_1M: &str = "market:summary.1m";
-pub const SOURCES_STATUS: &str = "sources:status";
-pub const OFFERS_ALL: &str = "offers:all";
+/// Where a source stands, as `sources:status` spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceState {
+    /// No poll has answered yet.
+    Waiting,
+    /// The last poll answered.
+    Ok,
+    /// Polls fail; the last data is kept.
+    Degraded,
+}
 
 /// One source's health as `sources:status` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceHealth {
     pub source: String,
-    /// `ok`, `degraded` (failing, last data kept) or `waiting` (no data yet).
-    pub state: String,
+    pub state: SourceState,
     /// Its data is older than the configured stale age.
     pub stale: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -67,10 +74,6 @@ pub struct MarketState {
     seq_base: u64,
     /// On a follower node: the leader's source label, with aggregates and health mirrored from it.
     mirror_label: Option<String>,
-}
-
-fn model_of(channel: &str, prefix: &str) -> Option<String> {
-    channel.strip_prefix(prefix).map(str::to_owned)
 }
 
 impl MarketState {
@@ -218,7 +221,7 @@ impl MarketState {
             let segments = stats.map(ModelStats::segments).unwrap_or_default();
             let empty = BTreeMap::new();
             let old = self.segments.get(&key).unwrap_or(&empty);
-            segment_changes.push((format!("gpu:{model}"), Changes::between(old, &segments)));
+            segment_changes.push((channels::gpu(model), Changes::between(old, &segments)));
             if segments.is_empty() {
                 self.segments.remove(&key);
                 self.stats.remove(model);
@@ -226,7 +229,7 @@ impl MarketState {
                 self.segments.insert(key, segments);
             }
         }
-        self.publish(SUMMARY, summary, &header, &mut out);
+        self.publish(MARKET_SUMMARY, summary, &header, &mut out);
         for (channel, changes) in segment_changes {
             self.publish(&channel, changes, &header, &mut out);
         }
@@ -256,7 +259,7 @@ impl MarketState {
         }
         let per_model: Vec<(String, Changes)> = per_model.into_iter().map(|(m, c)| (m.to_owned(), c)).collect();
         for (model, changes) in per_model {
-            self.publish(&format!("offers:{model}"), changes, &header, &mut out);
+            self.publish(&channels::offers(&model), changes, &header, &mut out);
         }
         self.publish(OFFERS_ALL, all, &header, &mut out);
         out
@@ -323,7 +326,7 @@ impl MarketState {
         let checksum = super::feed::checksum_of(&items);
         let mut payload = Map::new();
         payload.insert("type".into(), "snapshot".into());
-        payload.insert("channel".into(), SUMMARY_1M.into());
+        payload.insert("channel".into(), MARKET_SUMMARY_1M.into());
         payload.extend(self.header(now_ms));
         payload.insert("seq".into(), self.minute_seq.into());
         payload.insert("checksum".into(), checksum.into());
@@ -332,7 +335,7 @@ impl MarketState {
         let text = payload.to_string();
         self.last_minute = Some(payload);
         Outgoing {
-            channel: SUMMARY_1M.into(),
+            channel: MARKET_SUMMARY_1M.into(),
             payload: text,
         }
     }
@@ -346,33 +349,31 @@ impl MarketState {
         let header = self.header(now_ms);
         let empty = Feed::starting_at(channel, self.seq_base);
         let feed = self.feeds.get(channel).unwrap_or(&empty);
-        let items: Map<String, Value> = if channel == SUMMARY {
-            self.summary_items()
-        } else if channel == SUMMARY_1M {
-            return Some(match &self.last_minute {
-                Some(v) => v.clone(),
-                None => {
-                    let items = self.summary_items();
-                    let checksum = super::feed::checksum_of(&items);
-                    json!({"type": "snapshot", "channel": SUMMARY_1M, "source": self.label(), "ts": now_ms,
-                           "seq": 0, "checksum": checksum, "items": items})
-                }
-            });
-        } else if channel == SOURCES_STATUS {
-            self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect()
-        } else if channel == OFFERS_ALL {
-            self.offers_on(None).map(|o| (o.key(), to_value(o.as_ref()))).collect()
-        } else if let Some(model) = model_of(channel, "gpu:") {
-            self.segments
-                .get(&model)
+        let items: Map<String, Value> = match ChannelKind::parse(channel)? {
+            ChannelKind::MarketSummary => self.summary_items(),
+            ChannelKind::MarketSummary1m => {
+                return Some(match &self.last_minute {
+                    Some(v) => v.clone(),
+                    None => {
+                        let items = self.summary_items();
+                        let checksum = super::feed::checksum_of(&items);
+                        json!({"type": "snapshot", "channel": MARKET_SUMMARY_1M, "source": self.label(), "ts": now_ms,
+                               "seq": 0, "checksum": checksum, "items": items})
+                    }
+                });
+            }
+            ChannelKind::SourcesStatus => self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
+            ChannelKind::OffersAll => self.offers_on(None).map(|o| (o.key(), to_value(o.as_ref()))).collect(),
+            ChannelKind::Gpu(model) => self
+                .segments
+                .get(model)
                 .map(|s| s.iter().map(|(k, v)| (k.clone(), to_value(v))).collect())
-                .unwrap_or_default()
-        } else if let Some(model) = model_of(channel, "offers:") {
-            self.offers_on(Some(&model))
+                .unwrap_or_default(),
+            ChannelKind::Offers(model) => self
+                .offers_on(Some(model))
                 .map(|o| (o.key(), to_value(o.as_ref())))
-                .collect()
-        } else {
-            return None;
+                .collect(),
+            ChannelKind::Alerts(_) | ChannelKind::Advisor(_) => return None,
         };
         Some(feed.snapshot(items, &header))
     }
@@ -381,12 +382,10 @@ impl MarketState {
     /// channels (100k items for `offers:all`) are written straight from the offers, without
     /// building a JSON tree first.
     pub fn snapshot_text(&self, channel: &str, now_ms: i64) -> Option<String> {
-        let model = if channel == OFFERS_ALL {
-            None
-        } else if let Some(model) = channel.strip_prefix("offers:") {
-            Some(model)
-        } else {
-            return self.snapshot(channel, now_ms).map(|v| v.to_string());
+        let model = match ChannelKind::parse(channel) {
+            Some(ChannelKind::OffersAll) => None,
+            Some(ChannelKind::Offers(model)) => Some(model),
+            _ => return self.snapshot(channel, now_ms).map(|v| v.to_string()),
         };
         let empty = Feed::starting_at(channel, self.seq_base);
         let feed = self.feeds.get(channel).unwrap_or(&empty);
@@ -503,7 +502,7 @@ mod tests {
         leader.apply_offers("farm500", vec![offer("farm500", (1, 1, 2, 1, 12, true, false, 1))], 0);
         let mut state = MarketState::new();
         state.mirror(
-            &leader.snapshot(SUMMARY, 0).unwrap(),
+            &leader.snapshot(MARKET_SUMMARY, 0).unwrap(),
             &leader.snapshot(SOURCES_STATUS, 0).unwrap(),
         );
         assert!(state.aggregates().contains_key("a100-sxm4"));

@@ -1,35 +1,42 @@
 //! Alert rules, fired alerts and the webhook outbox.
 
 use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
-use crate::alerts::{Condition, Firing, Rule};
 
 const RULE_COLUMNS: &str = "id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
      webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms";
 
-fn rule_of(r: &AnyRow) -> Result<Rule, StoreError> {
-    let params: String = r.try_get("params")?;
-    let condition: Condition =
-        serde_json::from_str(&params).map_err(|e| StoreError::Corrupt(format!("alert rule params: {e}")))?;
-    let last: Option<i64> = r.try_get("last_condition")?;
-    Ok(Rule {
-        id: r.try_get("id")?,
-        user_id: r.try_get("user_id")?,
-        name: r.try_get("name")?,
-        condition,
-        cooldown_s: r.try_get("cooldown_s")?,
-        enabled: r.try_get::<i64, _>("enabled")? != 0,
-        webhook_url: r.try_get("webhook_url")?,
-        webhook_format: r.try_get("webhook_format")?,
-        webhook_secret: r.try_get("webhook_secret")?,
-        last_condition: last.map(|v| v != 0),
-        last_fired_at_ms: r.try_get("last_fired_at_ms")?,
-        crossings: r.try_get("crossings")?,
-        created_at_ms: r.try_get("created_at_ms")?,
-        updated_at_ms: r.try_get("updated_at_ms")?,
-    })
+/// An alert rule as stored: its condition is JSON text (`params`) of its `kind`; flags are 0 or 1
+/// (the `Any` driver has no booleans). `alerts::Rule` converts from and to it.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RuleRow {
+    pub id: String,
+    pub user_id: String,
+    pub name: String,
+    pub kind: String,
+    pub params: String,
+    pub cooldown_s: i64,
+    pub enabled: i64,
+    pub webhook_url: Option<String>,
+    pub webhook_format: Option<String>,
+    pub webhook_secret: Option<String>,
+    pub last_condition: Option<i64>,
+    pub last_fired_at_ms: Option<i64>,
+    pub crossings: i64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A firing to record: one crossing of a rule, once per idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct FiringRecord<'a> {
+    pub rule_id: &'a str,
+    pub user_id: &'a str,
+    pub idempotency_key: &'a str,
+    pub payload: &'a serde_json::Value,
+    pub fired_at_ms: i64,
+    pub crossings: i64,
 }
 
 /// A fired alert as stored.
@@ -67,8 +74,7 @@ pub struct Delivery {
 }
 
 impl Store {
-    pub async fn insert_rule(&self, rule: &Rule) -> Result<(), StoreError> {
-        let params = serde_json::to_string(&rule.condition).unwrap_or_default();
+    pub async fn insert_rule(&self, rule: &RuleRow) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO alert_rules (id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
              webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms) \
@@ -77,10 +83,10 @@ impl Store {
         .bind(rule.id.clone())
         .bind(rule.user_id.clone())
         .bind(rule.name.clone())
-        .bind(rule.condition.kind())
-        .bind(params)
+        .bind(rule.kind.clone())
+        .bind(rule.params.clone())
         .bind(rule.cooldown_s)
-        .bind(i64::from(rule.enabled))
+        .bind(rule.enabled)
         .bind(rule.webhook_url.clone())
         .bind(rule.webhook_format.clone())
         .bind(rule.webhook_secret.clone())
@@ -92,17 +98,16 @@ impl Store {
     }
 
     /// Replace a rule's user-editable fields; its remembered condition restarts.
-    pub async fn update_rule(&self, rule: &Rule) -> Result<bool, StoreError> {
-        let params = serde_json::to_string(&rule.condition).unwrap_or_default();
+    pub async fn update_rule(&self, rule: &RuleRow) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE alert_rules SET name = $1, kind = $2, params = $3, cooldown_s = $4, enabled = $5, webhook_url = $6, \
              webhook_format = $7, last_condition = NULL, updated_at_ms = $8 WHERE id = $9 AND user_id = $10",
         )
         .bind(rule.name.clone())
-        .bind(rule.condition.kind())
-        .bind(params)
+        .bind(rule.kind.clone())
+        .bind(rule.params.clone())
         .bind(rule.cooldown_s)
-        .bind(i64::from(rule.enabled))
+        .bind(rule.enabled)
         .bind(rule.webhook_url.clone())
         .bind(rule.webhook_format.clone())
         .bind(rule.updated_at_ms)
@@ -122,23 +127,23 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn rule(&self, user_id: &str, id: &str) -> Result<Option<Rule>, StoreError> {
+    pub async fn rule(&self, user_id: &str, id: &str) -> Result<Option<RuleRow>, StoreError> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1 AND user_id = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .bind(user_id)
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(rule_of).transpose()
+        Ok(row)
     }
 
-    pub async fn rules_of(&self, user_id: &str) -> Result<Vec<Rule>, StoreError> {
+    pub async fn rules_of(&self, user_id: &str) -> Result<Vec<RuleRow>, StoreError> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE user_id = $1 ORDER BY created_at_ms, id");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(rule_of).collect()
+        Ok(rows)
     }
 
     pub async fn count_rules(&self, user_id: &str) -> Result<i64, StoreError> {
@@ -150,10 +155,9 @@ impl Store {
     }
 
     /// Every rule, for the evaluating node at start.
-    pub async fn all_rules(&self) -> Result<Vec<Rule>, StoreError> {
+    pub async fn all_rules(&self) -> Result<Vec<RuleRow>, StoreError> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
-        rows.iter().map(rule_of).collect()
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?)
     }
 
     pub async fn set_rule_condition(&self, id: &str, condition: bool) -> Result<(), StoreError> {
@@ -170,7 +174,7 @@ impl Store {
     /// before (by this node or another).
     pub async fn record_firing(
         &self,
-        firing: &Firing,
+        firing: &FiringRecord<'_>,
         webhook: Option<(&str, &str, &str)>,
     ) -> Result<Option<String>, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
@@ -180,9 +184,9 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
         )
         .bind(id.clone())
-        .bind(firing.rule_id.clone())
-        .bind(firing.user_id.clone())
-        .bind(firing.idempotency_key.clone())
+        .bind(firing.rule_id)
+        .bind(firing.user_id)
+        .bind(firing.idempotency_key)
         .bind(firing.payload.to_string())
         .bind(firing.fired_at_ms)
         .execute(&mut *tx)
@@ -195,7 +199,7 @@ impl Store {
         sqlx::query("UPDATE alert_rules SET last_fired_at_ms = $1, crossings = $2, last_condition = 1 WHERE id = $3")
             .bind(firing.fired_at_ms)
             .bind(firing.crossings)
-            .bind(firing.rule_id.clone())
+            .bind(firing.rule_id)
             .execute(&mut *tx)
             .await?;
         if let Some((url, format, secret)) = webhook {

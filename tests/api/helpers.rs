@@ -8,6 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use gpuscout_hub::auth::TokenVerifier;
 use gpuscout_hub::config::Settings;
 use gpuscout_hub::startup::Application;
+use gpuscout_hub::tasks::Tasks;
 use gpuscout_hub::tier::Tier;
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -25,6 +26,8 @@ pub struct TestApp {
     pub settings: Settings,
     pub shutdown: CancellationToken,
     pub handle: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The hub's background tasks (critical ones can be killed, for fault tests).
+    pub tasks: Tasks,
     pub http: reqwest::Client,
     _dir: tempfile::TempDir,
 }
@@ -44,12 +47,14 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let app = Application::build(settings.clone()).await.expect("hub builds");
     let addr = app.local_addr();
     let shutdown = app.shutdown_token();
+    let tasks = app.tasks();
     let handle = tokio::spawn(app.run_until_stopped());
     TestApp {
         addr,
         settings,
         shutdown,
         handle: Some(handle),
+        tasks,
         http: reqwest::Client::new(),
         _dir: dir,
     }
@@ -300,4 +305,52 @@ pub fn jti_of(token: &str) -> String {
         .unwrap();
     let claims: Value = serde_json::from_slice(&bytes).unwrap();
     claims["jti"].as_str().expect("minted tokens carry a jti").to_owned()
+}
+
+/// For every critical task of a hub built with `change`: a fresh hub, ready, whose task is then
+/// killed, must turn unready and stop with an error naming the task, within 10 s. Returns the
+/// names of the tasks killed.
+pub async fn kill_each_critical_task(change: impl Fn(&mut Settings)) -> Vec<String> {
+    let names = {
+        let app = spawn_app_with(&change).await;
+        app.wait_ready().await;
+        let mut names = app.tasks.critical();
+        names.sort();
+        names
+    };
+    assert!(!names.is_empty(), "a hub has critical tasks");
+    for name in &names {
+        let mut app = spawn_app_with(&change).await;
+        app.wait_ready().await;
+        assert!(app.tasks.kill(name), "{name} was running");
+        let handle = app.handle.take().expect("running");
+        let result = tokio::time::timeout(Duration::from_secs(10), handle)
+            .await
+            .unwrap_or_else(|_| panic!("the hub kept running after `{name}` died"))
+            .expect("run_until_stopped did not panic");
+        let error = result.expect_err("a hub whose critical task died stops with an error");
+        assert!(error.to_string().contains(name.as_str()), "{error}");
+        assert_eq!(app.tasks.dead(), vec![name.clone()], "readiness reports the dead task");
+        assert!(
+            TcpStream::connect(app.addr).await.is_err(),
+            "the listener is closed after `{name}` died"
+        );
+    }
+    names
+}
+
+impl TestApp {
+    /// Wait until `/readyz` answers 200 (10 s at most).
+    pub async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(r) = self.http.get(self.url("/readyz")).send().await
+                && r.status() == 200
+            {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the hub never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
 }

@@ -15,3 +15,4 @@ mod recovery;
 mod rust_sdk;
 mod server_api;
 mod store;
+mod supervision;

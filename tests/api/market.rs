@@ -365,7 +365,7 @@ async fn vast_search_and_500farm_offers_fallback_read_the_real_shapes() {
             farm500(&format!("{url}/vastai-exporter"))(s);
             s.ingest.vast.enabled = true;
             s.ingest.vast.base_url = url.clone();
-            s.ingest.vast.method = method.into();
+            s.ingest.vast.method = method.parse().unwrap();
             s.ingest.vast.api_key = SecretString::from("test-key");
             s.ingest.vast.poll_interval_ms = 200;
         })

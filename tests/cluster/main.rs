@@ -872,3 +872,18 @@ async fn sharded_pub_sub_on_a_redis_cluster_delivers_every_channel_in_order() {
     }
     read_pubs(&mut ws, "market:summary", 1).await;
 }
+
+/// A node on Redis runs leadership as a critical task too: killing it, or any other, stops the
+/// node with an error instead of leaving it serving without a lease or a market.
+#[tokio::test]
+async fn a_clustered_node_stops_when_any_critical_task_dies() {
+    let Some(redis) = PrivateRedis::start() else { return };
+    let url = redis.url();
+    let killed = kill_each_critical_task(|s| {
+        s.bus.redis_url = url.clone();
+        s.bus.redis_prefix = format!("sup{}", free_port());
+    })
+    .await;
+    assert!(killed.iter().any(|k| k == "leadership"), "{killed:?}");
+    assert!(killed.iter().any(|k| k == "market-runner"), "{killed:?}");
+}
