@@ -25,6 +25,7 @@
 //! - [`tier`]: subscription tiers and their channel policy.
 //! - [`channels`]: channel names, built and parsed.
 //! - [`tasks`]: the task tree: supervised critical tasks.
+//! - [`upstream`]: the HTTP client for upstream services, `Retry-After`.
 //! - [`clock`]: wall-clock time.
 //! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes), defined
 //!   once in the `gpuscout-client` crate and shared with it.
@@ -46,3 +47,4 @@ pub mod store;
 pub mod tasks;
 pub mod telemetry;
 pub mod tier;
+pub mod upstream;

@@ -46,6 +46,8 @@ pub struct Application {
 
 /// The parts that differ between one node and several sharing Redis.
 struct Cluster {
+    /// This node's id (new at each start), as the other nodes know it.
+    node_id: String,
     bus: Arc<dyn Bus>,
     users: Arc<dyn UserState>,
     role: Role,
@@ -64,8 +66,7 @@ impl Application {
             .await
             .context("connecting to the database")?;
         store.migrate().await.context("running database migrations")?;
-        let node_id = uuid::Uuid::new_v4().to_string();
-        let cluster = connect_cluster(&settings, &node_id, &tasks).await?;
+        let cluster = connect_cluster(&settings, uuid::Uuid::new_v4().to_string(), &tasks).await?;
         let metrics = Arc::new(Metrics::default());
         let market = Market::default();
 
@@ -78,24 +79,8 @@ impl Application {
         .await
         .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
-        let hub = Hub::new(
-            HubParts {
-                settings: settings.clone(),
-                bus: cluster.bus.clone(),
-                verifier: Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?),
-                metrics: metrics.clone(),
-                users: cluster.users.clone(),
-                snapshots: Arc::new(MarketSnapshots {
-                    market: market.clone(),
-                    leadership: cluster.role.leadership.clone(),
-                    replica: cluster.role.replica.clone(),
-                }),
-                rpc: advisor.rpc_handlers().into_iter().collect(),
-                leadership: cluster.role.leadership.clone(),
-                shutdown: tasks.stop_token().clone(),
-            },
-            node_id,
-        );
+        let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
+        let hub = build_hub(&settings, &cluster, verifier, &metrics, &market, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
         let runner = RunnerParts {
             market: market.clone(),
@@ -107,11 +92,7 @@ impl Application {
         };
         ingest::runner::spawn(runner, &settings.ingest, &tasks);
 
-        let addr = settings.server.listen_addr()?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding server.listen = {addr}"))?;
-        let local_addr = listener.local_addr()?;
+        let (listener, local_addr) = bind(&settings).await?;
         let state = AppState {
             hub,
             store,
@@ -196,12 +177,51 @@ impl Application {
     }
 }
 
+/// The hub, from every part it serves: subscribe snapshots from the market, RPC from the advisor.
+fn build_hub(
+    settings: &Arc<Settings>,
+    cluster: &Cluster,
+    verifier: Arc<TokenVerifier>,
+    metrics: &Arc<Metrics>,
+    market: &Market,
+    advisor: &Arc<Advisor>,
+    tasks: &Tasks,
+) -> Arc<Hub> {
+    let parts = HubParts {
+        settings: settings.clone(),
+        bus: cluster.bus.clone(),
+        verifier,
+        metrics: metrics.clone(),
+        users: cluster.users.clone(),
+        snapshots: Arc::new(MarketSnapshots {
+            market: market.clone(),
+            leadership: cluster.role.leadership.clone(),
+            replica: cluster.role.replica.clone(),
+        }),
+        rpc: advisor.rpc_handlers().into_iter().collect(),
+        leadership: cluster.role.leadership.clone(),
+        shutdown: tasks.stop_token().clone(),
+    };
+    Hub::new(parts, cluster.node_id.clone())
+}
+
+/// The listener on `server.listen`, and the address it got.
+async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let addr = settings.server.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding server.listen = {addr}"))?;
+    let local_addr = listener.local_addr()?;
+    Ok((listener, local_addr))
+}
+
 /// The in-process bus for one node; with `bus.redis_url`, the Redis bus, shared user state and
 /// a campaign for leadership (a critical task).
-async fn connect_cluster(settings: &Settings, node_id: &str, tasks: &Tasks) -> anyhow::Result<Cluster> {
+async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) -> anyhow::Result<Cluster> {
     let b = &settings.bus;
     if b.redis_url.is_empty() {
         return Ok(Cluster {
+            node_id,
             bus: Arc::new(MemoryBus::new(b)),
             users: Arc::new(LocalUsers::default()),
             role: Role::single_node(),
@@ -213,7 +233,7 @@ async fn connect_cluster(settings: &Settings, node_id: &str, tasks: &Tasks) -> a
     let (leadership, campaign) = Leadership::campaign(
         bus.client(),
         format!("{}.leader", b.redis_prefix),
-        node_id.to_owned(),
+        node_id.clone(),
         Duration::from_millis(b.leader_lease_ms),
         tasks.stop_token().clone(),
     );
@@ -221,11 +241,12 @@ async fn connect_cluster(settings: &Settings, node_id: &str, tasks: &Tasks) -> a
     let subscriber = redis_builder(&b.redis_url, 64)?
         .build_subscriber_client()
         .context("bus.redis_url")?;
-    let users = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, node_id)
+    let users = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, &node_id)
         .await
         .context("connecting to Redis (bus.redis_url)")?;
     let replica = SnapshotReplica::new(bus.client(), &b.redis_prefix);
     Ok(Cluster {
+        node_id,
         bus: Arc::new(bus),
         users: Arc::new(users),
         role: Role {

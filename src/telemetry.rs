@@ -82,6 +82,22 @@ impl Histogram {
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
+
+    /// This histogram's series for one command: cumulative buckets, `+Inf`, sum and count.
+    fn render(&self, out: &mut String, name: &str, label: &str) {
+        let mut cumulative = 0;
+        for (bucket, le) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
+        }
+        // Prometheus wants the `+Inf` bucket to equal the count, including slower commands that no
+        // finite bucket holds.
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
+    }
 }
 
 /// Every counter and gauge the hub exports.
@@ -116,110 +132,130 @@ impl Metrics {
     /// Render in the Prometheus text exposition format.
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
-        let gauge = |out: &mut String, name: &str, help: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
-                v.load(Ordering::Relaxed)
-            );
-        };
-        gauge(
-            &mut out,
-            "gpuscout_connections",
-            "Open client connections.",
-            self.connections.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "gpuscout_subscriptions",
-            "Client channel subscriptions.",
-            self.subscriptions.load(Ordering::Relaxed),
-        );
-        gauge(
-            &mut out,
-            "gpuscout_bus_subscriptions",
-            "Channels this node is subscribed to on the bus.",
-            self.bus_subscriptions.load(Ordering::Relaxed),
-        );
-        counter(
-            &mut out,
-            "gpuscout_connections_total",
-            "Connections accepted.",
-            &self.connections_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_publications_total",
-            "Publications fanned out by this node.",
-            &self.publications_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_deliveries_total",
-            "Publications queued to client connections.",
-            &self.deliveries_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_queue_drops_total",
-            "Messages dropped because a connection queue was full.",
-            &self.queue_drops_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_slow_disconnects_total",
-            "Connections closed with 3008 (slow consumer).",
-            &self.slow_disconnects_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_disconnects_total",
-            "Connections closed, for any reason.",
-            &self.disconnects_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_frames_written_total",
-            "WebSocket frames written to clients.",
-            &self.frames_written_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_commands_rate_limited_total",
-            "Commands refused with 111 (too many requests).",
-            &self.commands_rejected_rate_total,
-        );
-        counter(
-            &mut out,
-            "gpuscout_source_polls_total",
-            "Source polls made by this node (only the leader polls).",
-            &self.source_polls_total,
-        );
+        for (name, help, kind, read) in SCALARS {
+            write_sample(&mut out, name, help, kind, read(self));
+        }
+        self.render_command_latency(&mut out);
+        // Values only the caller knows (channels, users, leadership) follow as gauges.
+        for (name, help, value) in extra {
+            write_sample(&mut out, name, help, MetricKind::Gauge, value);
+        }
+        out
+    }
+
+    /// The command latency histogram, one series per command kind.
+    fn render_command_latency(&self, out: &mut String) {
         let name = "gpuscout_command_duration_seconds";
         let _ = writeln!(
             out,
             "# HELP {name} Time to handle a client command.\n# TYPE {name} histogram"
         );
         for kind in CommandKind::ALL {
-            let h = &self.command_latency[kind as usize];
-            let label = kind.label();
-            let mut cumulative = 0;
-            for (i, le) in LATENCY_BUCKETS_S.iter().enumerate() {
-                cumulative += h.buckets[i].load(Ordering::Relaxed);
-                let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
-            }
-            let count = h.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
-            let sum = h.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-            let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
-            let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
+            self.command_latency[kind as usize].render(out, name, kind.label());
         }
-        for (name, help, value) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
-        }
-        out
     }
+}
+
+/// A metric's Prometheus type.
+#[derive(Debug, Clone, Copy)]
+enum MetricKind {
+    Gauge,
+    Counter,
+}
+
+impl MetricKind {
+    /// The name on the `# TYPE` line.
+    fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Gauge => "gauge",
+            MetricKind::Counter => "counter",
+        }
+    }
+}
+
+/// Reads a metric's current value. `i128` holds every `i64` gauge and `u64` counter exactly, so the
+/// printed digits are those of the atomic itself.
+type Read = fn(&Metrics) -> i128;
+
+/// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
+const SCALARS: [(&str, &str, MetricKind, Read); 12] = [
+    (
+        "gpuscout_connections",
+        "Open client connections.",
+        MetricKind::Gauge,
+        |m| m.connections.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_subscriptions",
+        "Client channel subscriptions.",
+        MetricKind::Gauge,
+        |m| m.subscriptions.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_bus_subscriptions",
+        "Channels this node is subscribed to on the bus.",
+        MetricKind::Gauge,
+        |m| m.bus_subscriptions.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_connections_total",
+        "Connections accepted.",
+        MetricKind::Counter,
+        |m| m.connections_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_publications_total",
+        "Publications fanned out by this node.",
+        MetricKind::Counter,
+        |m| m.publications_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_deliveries_total",
+        "Publications queued to client connections.",
+        MetricKind::Counter,
+        |m| m.deliveries_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_queue_drops_total",
+        "Messages dropped because a connection queue was full.",
+        MetricKind::Counter,
+        |m| m.queue_drops_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_slow_disconnects_total",
+        "Connections closed with 3008 (slow consumer).",
+        MetricKind::Counter,
+        |m| m.slow_disconnects_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_disconnects_total",
+        "Connections closed, for any reason.",
+        MetricKind::Counter,
+        |m| m.disconnects_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_frames_written_total",
+        "WebSocket frames written to clients.",
+        MetricKind::Counter,
+        |m| m.frames_written_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_commands_rate_limited_total",
+        "Commands refused with 111 (too many requests).",
+        MetricKind::Counter,
+        |m| m.commands_rejected_rate_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_source_polls_total",
+        "Source polls made by this node (only the leader polls).",
+        MetricKind::Counter,
+        |m| m.source_polls_total.load(Ordering::Relaxed).into(),
+    ),
+];
+
+/// One metric without labels: its `# HELP` and `# TYPE` lines and its sample.
+fn write_sample(out: &mut String, name: &str, help: &str, kind: MetricKind, value: impl std::fmt::Display) {
+    let kind = kind.as_str();
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
 }

@@ -180,12 +180,7 @@ pub(crate) async fn send(request: reqwest::RequestBuilder, timeouts: Timeouts) -
         .map_err(ProviderError::from_reqwest)?;
     let status = response.status();
     if !status.is_success() {
-        let retry_after = response
-            .headers()
-            .get(reqwest::header::RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = crate::upstream::retry_after(response.headers());
         let body = tokio::time::timeout(timeouts.idle, response.bytes())
             .await
             .ok()
@@ -309,15 +304,7 @@ pub(crate) fn json_data(event: &SseEvent) -> Result<Value, ProviderError> {
     })
 }
 
-/// The reqwest client of the advisor: no overall timeout (answers stream for minutes); the
-/// silences are bounded by [`Timeouts`].
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("gpuscout-hub/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
+pub use crate::upstream::http_client;
 
 #[cfg(test)]
 mod tests {
@@ -381,31 +368,39 @@ mod tests {
         assert!(!text.is_empty());
     }
 
-    #[tokio::test]
-    async fn anthropic_errors() {
-        let mid = b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n\
-                    event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n";
-        let chunks = vec![Ok::<_, reqwest::Error>(Bytes::from_static(mid))];
+    /// Decode a whole SSE body, delivered in one chunk, with the Anthropic decoder.
+    async fn anthropic_items(body: &'static [u8]) -> Vec<Result<StreamEvent, ProviderError>> {
+        let chunks = vec![Ok::<_, reqwest::Error>(Bytes::from_static(body))];
         let reader = SseReader::from_stream(Box::pin(futures_util::stream::iter(chunks)), Duration::from_secs(1));
-        let items: Vec<_> =
-            futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await;
+        futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await
+    }
+
+    /// A text delta with no `message_stop` after it.
+    const ANTHROPIC_CUT: &[u8] = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
+
+    #[tokio::test]
+    async fn anthropic_error_event_fails_retryably() {
+        // One literal per event, so every line stands alone.
+        let mid = concat!(
+            "event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"usage\":{\"input_tokens\":3}}}\n\n",
+            "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}\n\n",
+        );
+        let items = anthropic_items(mid.as_bytes()).await;
         let err = items.into_iter().find_map(Result::err).expect("an error");
         assert_eq!(err.to_string(), "overloaded_error: Overloaded");
         assert!(err.retryable());
+    }
 
-        // Cut before message_stop.
-        let cut = b"event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n";
-        let chunks = vec![Ok::<_, reqwest::Error>(Bytes::from_static(cut))];
-        let reader = SseReader::from_stream(Box::pin(futures_util::stream::iter(chunks)), Duration::from_secs(1));
-        let items: Vec<_> =
-            futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await;
+    #[tokio::test]
+    async fn anthropic_cut_before_message_stop_ends_early() {
+        let items = anthropic_items(ANTHROPIC_CUT).await;
         assert!(matches!(items[0], Ok(StreamEvent::Delta(_))));
         assert!(matches!(items.last(), Some(Err(ProviderError::EndedEarly))));
-        // Cut in the middle of an event.
-        let chunks = vec![Ok::<_, reqwest::Error>(Bytes::from_static(&cut[..60]))];
-        let reader = SseReader::from_stream(Box::pin(futures_util::stream::iter(chunks)), Duration::from_secs(1));
-        let items: Vec<_> =
-            futures_util::StreamExt::collect(drive(reader, anthropic::AnthropicDecoder::default())).await;
+    }
+
+    #[tokio::test]
+    async fn anthropic_cut_mid_event_ends_early() {
+        let items = anthropic_items(&ANTHROPIC_CUT[..60]).await;
         assert!(
             matches!(items.as_slice(), [Err(ProviderError::EndedEarly)]),
             "{items:?}"

@@ -107,6 +107,29 @@ enum End {
     Shutdown,
 }
 
+/// How an answer ended, as it is stored and published.
+struct Ending {
+    status: &'static str,
+    stop_reason: Option<String>,
+    /// The `error` publication's code and message.
+    error: Option<(&'static str, String)>,
+}
+
+impl Ending {
+    /// The `done` or `error` publication that closes the answer.
+    fn payload(&self, message_id: &str, progress: &Progress) -> Value {
+        let usage = json!({"input_tokens": progress.input_tokens, "output_tokens": progress.output_tokens});
+        match (&self.stop_reason, &self.error) {
+            (_, Some((code, message))) => json!({
+                "type": "error", "message_id": message_id, "code": code, "message": message, "usage": usage,
+            }),
+            (stop, None) => json!({
+                "type": "done", "message_id": message_id, "usage": usage, "stop_reason": stop,
+            }),
+        }
+    }
+}
+
 fn bad_request(message: &str) -> ProtoError {
     ProtoError::bad_request().with_message(message)
 }
@@ -183,6 +206,27 @@ impl Advisor {
     }
 
     async fn ask(self: &Arc<Self>, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
+        let req = self.parse_ask(data)?;
+        let text = req.text.trim();
+        let now = unix_now_ms() as i64;
+        let conversation = self.own_conversation(ctx, req.conversation_id.as_deref()).await?;
+        let day = utc_day(now);
+        self.take_quota(ctx, day).await?;
+
+        match self.start(ctx, conversation, text, &req.models, now).await {
+            Ok((conversation_id, message_id)) => {
+                raw(json!({"conversation_id": conversation_id, "message_id": message_id}))
+            }
+            Err(e) => {
+                let _ = self.store.return_advisor_message(&ctx.user, day).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Parse `advisor.ask`'s data and check its question (non-empty once trimmed, not too long)
+    /// and its model names.
+    fn parse_ask(&self, data: Option<&RawValue>) -> Result<AskRequest, ProtoError> {
         let data = data.ok_or_else(|| bad_request("data {text} required"))?;
         let req: AskRequest =
             serde_json::from_str(data.get()).map_err(|e| bad_request(&format!("invalid data: {e}")))?;
@@ -197,22 +241,27 @@ impl Advisor {
         if req.models.len() > MAX_REQUESTED_MODELS || req.models.iter().any(|m| m.len() > 64) {
             return Err(bad_request("models: at most 10 names of at most 64 characters"));
         }
-        let now = unix_now_ms() as i64;
-        let conversation = match req.conversation_id.as_deref().filter(|c| !c.is_empty()) {
-            Some(id) => {
-                let found = self.store.conversation(id).await.map_err(internal)?;
-                match found {
-                    Some(c) if c.user_id == ctx.user => Some(c.id),
-                    // Someone else's conversation looks like one that does not exist.
-                    _ => return Err(bad_request("unknown conversation_id")),
-                }
-            }
-            None => None,
-        };
+        Ok(req)
+    }
 
-        // Quotas: tokens used today, then one more message (taken atomically).
+    /// The conversation a question continues: `None` for a new one, the id when it exists and
+    /// belongs to the caller.
+    async fn own_conversation(&self, ctx: &RpcContext, id: Option<&str>) -> Result<Option<String>, ProtoError> {
+        let Some(id) = id.filter(|c| !c.is_empty()) else {
+            return Ok(None);
+        };
+        let found = self.store.conversation(id).await.map_err(internal)?;
+        match found {
+            Some(c) if c.user_id == ctx.user => Ok(Some(c.id)),
+            // Someone else's conversation looks like one that does not exist.
+            _ => Err(bad_request("unknown conversation_id")),
+        }
+    }
+
+    /// Check the tier's daily quotas for `day`: tokens used today, then take one more message
+    /// (atomically, so concurrent questions cannot both take the last one).
+    async fn take_quota(&self, ctx: &RpcContext, day: i64) -> Result<(), ProtoError> {
         let tier = self.settings.tier(ctx.tier);
-        let day = utc_day(now);
         if tier.advisor_messages_per_day == 0 {
             return Err(ProtoError::limit_exceeded().with_message("the advisor is not included in your tier"));
         }
@@ -234,16 +283,7 @@ impl Advisor {
                 tier.advisor_messages_per_day
             )));
         }
-
-        match self.start(ctx, conversation, text, &req.models, now).await {
-            Ok((conversation_id, message_id)) => {
-                raw(json!({"conversation_id": conversation_id, "message_id": message_id}))
-            }
-            Err(e) => {
-                let _ = self.store.return_advisor_message(&ctx.user, day).await;
-                Err(e)
-            }
-        }
+        Ok(())
     }
 
     /// Store the question, build its request and spawn the generation.
@@ -255,27 +295,10 @@ impl Advisor {
         models: &[String],
         now: i64,
     ) -> Result<(String, String), ProtoError> {
-        let settings = &self.settings.advisor;
         let title: String = text.chars().take(80).collect();
         let (conversation_id, new, history) = match conversation {
             Some(id) => {
-                let earlier = self
-                    .store
-                    .recent_messages(&id, settings.history_messages.into())
-                    .await
-                    .map_err(internal)?;
-                let history = earlier
-                    .into_iter()
-                    .filter(|m| m.status == "complete" || m.role == "user")
-                    .map(|m| ChatMessage {
-                        role: if m.role == "assistant" {
-                            Role::Assistant
-                        } else {
-                            Role::User
-                        },
-                        content: m.content,
-                    })
-                    .collect();
+                let history = self.history(&id).await?;
                 (id, None, history)
             }
             None => {
@@ -286,11 +309,48 @@ impl Advisor {
                 (uuid::Uuid::new_v4().to_string(), Some(new), Vec::new())
             }
         };
+        let message_id = self.store_question(&conversation_id, new, text, now).await?;
+        let request = self.request(ctx, history, text, models, now);
+        self.spawn_generation(ctx, &conversation_id, &message_id, request);
+        Ok((conversation_id, message_id))
+    }
+
+    /// The conversation's recent messages the model is shown again: the questions, and the
+    /// answers that completed (a cancelled or failed one would mislead it).
+    async fn history(&self, conversation_id: &str) -> Result<Vec<ChatMessage>, ProtoError> {
+        let earlier = self
+            .store
+            .recent_messages(conversation_id, self.settings.advisor.history_messages.into())
+            .await
+            .map_err(internal)?;
+        Ok(earlier
+            .into_iter()
+            .filter(|m| m.status == "complete" || m.role == "user")
+            .map(|m| ChatMessage {
+                role: if m.role == "assistant" {
+                    Role::Assistant
+                } else {
+                    Role::User
+                },
+                content: m.content,
+            })
+            .collect())
+    }
+
+    /// Store the question and its empty `streaming` answer (creating the conversation when `new`
+    /// is given), returning the answer's message id.
+    async fn store_question(
+        &self,
+        conversation_id: &str,
+        new: Option<NewConversation<'_>>,
+        text: &str,
+        now: i64,
+    ) -> Result<String, ProtoError> {
         let question_id = uuid::Uuid::new_v4().to_string();
         let message_id = uuid::Uuid::new_v4().to_string();
         self.store
             .append_messages(
-                &conversation_id,
+                conversation_id,
                 new,
                 &[
                     NewMessage {
@@ -314,20 +374,43 @@ impl Advisor {
             )
             .await
             .map_err(internal)?;
+        Ok(message_id)
+    }
 
+    /// The provider request for a question: the market context, the history and the tier's
+    /// answer length.
+    fn request(
+        &self,
+        ctx: &RpcContext,
+        history: Vec<ChatMessage>,
+        text: &str,
+        models: &[String],
+        now: i64,
+    ) -> ChatRequest {
         let market = {
             let state = self.market.read();
             MarketContext::build(state.aggregates(), state.label(), now, models, text)
         };
-        let request = ChatRequest {
+        ChatRequest {
             system: context::system_prompt(&market),
             messages: context::conversation(history, text),
             max_tokens: self.settings.tier(ctx.tier).advisor_max_tokens,
             market,
-        };
+        }
+    }
+
+    /// Register the answer as active on this node (so it can be cancelled) and spawn its
+    /// generation.
+    fn spawn_generation(
+        self: &Arc<Self>,
+        ctx: &RpcContext,
+        conversation_id: &str,
+        message_id: &str,
+        request: ChatRequest,
+    ) {
         let cancel = CancellationToken::new();
         self.active.insert(
-            message_id.clone(),
+            message_id.to_owned(),
             Active {
                 user: ctx.user.clone(),
                 cancel: cancel.clone(),
@@ -336,14 +419,13 @@ impl Advisor {
         let job = Job {
             user: ctx.user.clone(),
             channel: channels::advisor(&ctx.user),
-            conversation_id: conversation_id.clone(),
-            message_id: message_id.clone(),
+            conversation_id: conversation_id.to_owned(),
+            message_id: message_id.to_owned(),
             request,
             cancel,
         };
         let advisor = self.clone();
         self.tasks.spawn(async move { advisor.generate(job).await });
-        Ok((conversation_id, message_id))
     }
 
     async fn cancel(&self, ctx: &RpcContext, data: Option<&RawValue>) -> Result<Option<Raw>, ProtoError> {
@@ -398,8 +480,21 @@ impl Advisor {
             end = self.stream_answer(&job, &mut progress) => end,
         };
         // The provider's stream (and its connection) is dropped by now.
-        let usage = json!({"input_tokens": progress.input_tokens, "output_tokens": progress.output_tokens});
-        let (status, stop_reason, error) = match &end {
+        let ending = self.ending(&end);
+        let payload = ending.payload(&job.message_id, &progress);
+        if let End::Failed(e) = &end {
+            tracing::warn!(provider = self.provider.name(), message_id = %job.message_id, error = %e, "advisor answer failed");
+        }
+        // Stored and counted before `done` / `error` is published: a client that sees the end
+        // finds the answer stored, its usage counted, and nothing left to cancel.
+        self.store_answer(&job, &progress, &ending).await;
+        self.active.remove(&job.message_id);
+        self.publish(&job.channel, payload).await;
+    }
+
+    /// How `end` is stored and published: its status, stop reason and error.
+    fn ending(&self, end: &End) -> Ending {
+        let (status, stop_reason, error) = match end {
             End::Done(stop) => ("complete", Some(stop.clone()), None),
             End::Cancelled => ("cancelled", Some("cancelled".to_owned()), None),
             End::Failed(e) => (
@@ -413,27 +508,23 @@ impl Advisor {
                 Some(("shutdown", "the hub is shutting down".to_owned())),
             ),
         };
-        let payload = match (&stop_reason, &error) {
-            (_, Some((code, message))) => json!({
-                "type": "error", "message_id": job.message_id, "code": code, "message": message, "usage": usage,
-            }),
-            (stop, None) => json!({
-                "type": "done", "message_id": job.message_id, "usage": usage, "stop_reason": stop,
-            }),
-        };
-        if let End::Failed(e) = &end {
-            tracing::warn!(provider = self.provider.name(), message_id = %job.message_id, error = %e, "advisor answer failed");
-        }
-        let outcome = Outcome {
+        Ending {
             status,
+            stop_reason,
+            error,
+        }
+    }
+
+    /// Store the answer as it ended, with its usage counted for the user's day.
+    async fn store_answer(&self, job: &Job, progress: &Progress, ending: &Ending) {
+        let outcome = Outcome {
+            status: ending.status,
             content: &progress.text,
             input_tokens: progress.input_tokens as i64,
             output_tokens: progress.output_tokens as i64,
-            stop_reason: stop_reason.as_deref(),
-            error: error.as_ref().map(|(_, m)| m.as_str()),
+            stop_reason: ending.stop_reason.as_deref(),
+            error: ending.error.as_ref().map(|(_, m)| m.as_str()),
         };
-        // Stored and counted before `done` / `error` is published: a client that sees the end
-        // finds the answer stored, its usage counted, and nothing left to cancel.
         let day = utc_day(unix_now_ms() as i64);
         if let Err(e) = self
             .store
@@ -442,8 +533,6 @@ impl Advisor {
         {
             tracing::error!(error = %e, "advisor: storing an answer and its usage failed");
         }
-        self.active.remove(&job.message_id);
-        self.publish(&job.channel, payload).await;
     }
 
     /// Stream the answer, retrying a failure with backoff while nothing was published.

@@ -341,123 +341,174 @@ impl<'a> MarketView<'a> {
 
     /// Whether the condition holds now, the observed value, and a sentence for people; `None` when
     /// the market says nothing about it (no such model yet).
-    /// With `describe` false the sentence is left empty: it is only built for a firing.
-    fn check(&self, c: &Condition, now_ms: i64, describe: bool) -> Option<(bool, f64, String)> {
-        let text = |f: &dyn Fn() -> String| if describe { f() } else { String::new() };
-        let cmp = |d: Direction, v: f64, t: f64| match d {
-            Direction::Above => v > t,
-            Direction::Below => v < t,
-        };
+    /// With `describe` false the sentence is left empty (it is only built for a firing), except for
+    /// utilisation and source conditions, which have always built it.
+    fn check(&self, c: &Condition, now_ms: i64, describe: bool) -> Option<Check> {
         match c {
             Condition::Price {
                 model,
                 stat,
                 direction,
                 threshold_usd,
-            } => {
-                let agg = self.state.aggregates().get(model.as_str());
-                let value = match stat {
-                    PriceStat::Median => agg?.all.price_available.median?,
-                    PriceStat::P10 => agg?.all.price_available.p10?,
-                    PriceStat::Cheapest => Some(self.cheapest.get(model.as_str())?[0].0).filter(|p| p.is_finite())?,
-                };
-                let name = agg.map_or(model.as_str(), |a| &a.name);
-                let what = match stat {
-                    PriceStat::Median => "median price",
-                    PriceStat::P10 => "10th-percentile price",
-                    PriceStat::Cheapest => "cheapest available price",
-                };
-                let dir = if *direction == Direction::Above {
-                    "above"
-                } else {
-                    "below"
-                };
-                Some((
-                    cmp(*direction, value, *threshold_usd),
-                    value,
-                    text(&|| format!("{name}: {what} ${value:.3}/h is {dir} ${threshold_usd:.3}/h")),
-                ))
-            }
+            } => self.check_price(model, *stat, *direction, *threshold_usd, describe),
             Condition::Utilisation {
                 model,
                 direction,
                 threshold,
-            } => {
-                let agg = self.state.aggregates().get(model.as_str())?;
-                let v = agg.all.utilisation;
-                let dir = if *direction == Direction::Above {
-                    "above"
-                } else {
-                    "below"
-                };
-                Some((
-                    cmp(*direction, v, *threshold),
-                    v,
-                    format!(
-                        "{}: utilisation {:.1}% is {dir} {:.1}%",
-                        agg.name,
-                        v * 100.0,
-                        threshold * 100.0
-                    ),
-                ))
-            }
-            Condition::Availability { model, below } => {
-                let agg = self.state.aggregates().get(model.as_str())?;
-                let v = agg.all.gpus_available;
-                Some((
-                    v < *below,
-                    v as f64,
-                    text(&|| format!("{}: {v} GPUs available, fewer than {below}", agg.name)),
-                ))
-            }
+            } => self.check_utilisation(model, *direction, *threshold),
+            Condition::Availability { model, below } => self.check_availability(model, *below, describe),
             Condition::Undercut {
                 marketplace,
                 machine_id,
                 percent,
-            } => {
-                let own = self.state.book().get(marketplace, &format!("m{machine_id}"))?;
-                let mine = own.price_per_gpu_hour_usd;
-                let best_other = match self.cheapest.get(&*own.model) {
-                    Some([first, second]) => {
-                        if first.1.is_some_and(|o| std::ptr::eq(o, own.as_ref())) {
-                            second.0
-                        } else {
-                            first.0
-                        }
-                    }
-                    None => f64::INFINITY,
-                };
-                if !best_other.is_finite() || mine <= 0.0 {
-                    return Some((false, 0.0, String::new()));
-                }
-                let under = (mine - best_other) / mine * 100.0;
-                Some((
-                    under >= *percent,
-                    best_other,
-                    text(&|| {
-                        format!(
-                            "{}: an offer at ${best_other:.3}/h undercuts your machine {machine_id} (${mine:.3}/h) by {under:.0}%",
-                            own.model_name
-                        )
-                    }),
-                ))
-            }
-            Condition::SourceDegraded { source, minutes } => {
-                let h = self.state.health().get(source.as_str())?;
-                let since = h.last_success_ms.unwrap_or(0);
-                let down_min = (now_ms - since) as f64 / 60_000.0;
-                let holds = h.state == SourceState::Degraded && down_min >= *minutes as f64;
-                Some((
-                    holds,
-                    down_min,
-                    format!(
-                        "source {source} degraded for {down_min:.0} minutes: {}",
-                        h.last_error.clone().unwrap_or_default()
-                    ),
-                ))
-            }
+            } => self.check_undercut(marketplace, machine_id, *percent, describe),
+            Condition::SourceDegraded { source, minutes } => self.check_source_degraded(source, *minutes, now_ms),
         }
     }
+
+    /// A `Price` condition: the model's median, 10th-percentile or cheapest available price
+    /// against the threshold.
+    fn check_price(
+        &self,
+        model: &str,
+        stat: PriceStat,
+        direction: Direction,
+        threshold_usd: f64,
+        describe: bool,
+    ) -> Option<Check> {
+        let agg = self.state.aggregates().get(model);
+        let value = match stat {
+            PriceStat::Median => agg?.all.price_available.median?,
+            PriceStat::P10 => agg?.all.price_available.p10?,
+            // The cheapest price comes from the book, so it needs no aggregate; an infinite price
+            // is the "no offer" sentinel of `cheapest`.
+            PriceStat::Cheapest => Some(self.cheapest.get(model)?[0].0).filter(|p| p.is_finite())?,
+        };
+        let name = agg.map_or(model, |a| &a.name);
+        let what = match stat {
+            PriceStat::Median => "median price",
+            PriceStat::P10 => "10th-percentile price",
+            PriceStat::Cheapest => "cheapest available price",
+        };
+        let dir = direction_word(direction);
+        Some((
+            crosses(direction, value, threshold_usd),
+            value,
+            sentence(describe, || {
+                format!("{name}: {what} ${value:.3}/h is {dir} ${threshold_usd:.3}/h")
+            }),
+        ))
+    }
+
+    /// A `Utilisation` condition: the model's share of GPUs rented against the threshold.
+    fn check_utilisation(&self, model: &str, direction: Direction, threshold: f64) -> Option<Check> {
+        let agg = self.state.aggregates().get(model)?;
+        let v = agg.all.utilisation;
+        let dir = direction_word(direction);
+        // Built even without `describe`, unlike the other kinds: kept so, as callers may rely on it.
+        Some((
+            crosses(direction, v, threshold),
+            v,
+            format!(
+                "{}: utilisation {:.1}% is {dir} {:.1}%",
+                agg.name,
+                v * 100.0,
+                threshold * 100.0
+            ),
+        ))
+    }
+
+    /// An `Availability` condition: the model's available GPUs against `below`.
+    fn check_availability(&self, model: &str, below: u32, describe: bool) -> Option<Check> {
+        let agg = self.state.aggregates().get(model)?;
+        let v = agg.all.gpus_available;
+        Some((
+            v < below,
+            v as f64,
+            sentence(describe, || {
+                format!("{}: {v} GPUs available, fewer than {below}", agg.name)
+            }),
+        ))
+    }
+
+    /// An `Undercut` condition: how far the cheapest *other* available offer of the machine's
+    /// model is below the machine's own price, against `percent`.
+    fn check_undercut(&self, marketplace: &str, machine_id: &str, percent: f64, describe: bool) -> Option<Check> {
+        let own = self.state.book().get(marketplace, &format!("m{machine_id}"))?;
+        let mine = own.price_per_gpu_hour_usd;
+        let best_other = match self.cheapest.get(&*own.model) {
+            // The machine may itself be the cheapest offer: then the runner-up is its competitor.
+            Some([first, second]) => {
+                if first.1.is_some_and(|o| std::ptr::eq(o, own.as_ref())) {
+                    second.0
+                } else {
+                    first.0
+                }
+            }
+            None => f64::INFINITY,
+        };
+        // No competitor, or a price that makes a percentage meaningless: it cannot hold.
+        if !best_other.is_finite() || mine <= 0.0 {
+            return Some((false, 0.0, String::new()));
+        }
+        let under = (mine - best_other) / mine * 100.0;
+        Some((
+            under >= percent,
+            best_other,
+            sentence(describe, || {
+                format!(
+                    "{}: an offer at ${best_other:.3}/h undercuts your machine {machine_id} (${mine:.3}/h) by {under:.0}%",
+                    own.model_name
+                )
+            }),
+        ))
+    }
+
+    /// A `SourceDegraded` condition: whether the source is degraded and has been without a
+    /// successful poll for at least `minutes`.
+    fn check_source_degraded(&self, source: &str, minutes: u32, now_ms: i64) -> Option<Check> {
+        let h = self.state.health().get(source)?;
+        // A source that never succeeded counts as down since the epoch.
+        let since = h.last_success_ms.unwrap_or(0);
+        let down_min = (now_ms - since) as f64 / 60_000.0;
+        let holds = h.state == SourceState::Degraded && down_min >= minutes as f64;
+        // Built even without `describe`, unlike the other kinds: kept so, as callers may rely on it.
+        Some((
+            holds,
+            down_min,
+            format!(
+                "source {source} degraded for {down_min:.0} minutes: {}",
+                h.last_error.clone().unwrap_or_default()
+            ),
+        ))
+    }
+}
+
+/// What [`MarketView::check`] says of a condition: whether it holds, the observed value, and a
+/// sentence for people.
+type Check = (bool, f64, String);
+
+/// Whether `value` is past `threshold` in `direction` (strictly: equal is not past).
+fn crosses(direction: Direction, value: f64, threshold: f64) -> bool {
+    match direction {
+        Direction::Above => value > threshold,
+        Direction::Below => value < threshold,
+    }
+}
+
+/// The word for a direction in alert sentences.
+fn direction_word(direction: Direction) -> &'static str {
+    if direction == Direction::Above {
+        "above"
+    } else {
+        "below"
+    }
+}
+
+/// The sentence `make` builds when `describe` asks for one, else an empty string: sentences are
+/// only needed for a firing, so most evaluations skip the formatting.
+fn sentence(describe: bool, make: impl FnOnce() -> String) -> String {
+    if describe { make() } else { String::new() }
 }
 
 /// Every enabled rule, with what each last saw. Owned by the node that evaluates (the leader).

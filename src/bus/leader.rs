@@ -101,56 +101,29 @@ impl Leadership {
     }
 
     async fn run(&self, client: Client, key: String, node_id: String, lease: Duration, stop: CancellationToken) {
-        let renew = Script::from_lua(RENEW_LUA);
-        let release = Script::from_lua(RELEASE_LUA);
-        let lease_ms = lease.as_millis() as i64;
-        let every = lease / 3;
-        let fence_key = format!("{key}.term");
+        let lease = Lease {
+            renew: Script::from_lua(RENEW_LUA),
+            client,
+            fence_key: format!("{key}.term"),
+            key,
+            node_id,
+            lease,
+            every: lease / 3,
+        };
         // When the lease was last known to be ours (sent before the renewal, so a conservative bound).
         let mut held_since: Option<Instant> = None;
         loop {
             let attempt = Instant::now();
             if self.is_leader() {
-                let renewed: Result<i64, Error> = renew
-                    .evalsha_with_reload(&client, vec![key.clone()], vec![node_id.clone(), lease_ms.to_string()])
-                    .await;
-                match renewed {
-                    Ok(1) => held_since = Some(attempt),
-                    Ok(_) => {
-                        tracing::warn!(term = self.term(), "leader lease lost to another node; stepping down");
-                        self.set(false);
-                        held_since = None;
-                    }
-                    Err(e) => {
-                        // Redis unreachable: keep leading only while the lease surely still holds there.
-                        let expires = held_since.map(|t| t + lease - every);
-                        if expires.is_none_or(|t| Instant::now() >= t) {
-                            tracing::warn!(error = %e, "cannot renew the leader lease; stepping down");
-                            self.set(false);
-                            held_since = None;
-                        }
-                    }
-                }
-            } else {
-                let taken: Result<Option<String>, Error> = client
-                    .set(
-                        key.clone(),
-                        node_id.clone(),
-                        Some(Expiration::PX(lease_ms)),
-                        Some(SetOptions::NX),
-                        false,
-                    )
-                    .await;
-                if let Ok(Some(_)) = taken {
-                    let term: u64 = client.incr(fence_key.clone()).await.unwrap_or(0);
-                    self.inner.term.store(term, Ordering::Release);
-                    held_since = Some(attempt);
-                    tracing::info!(term, node = %node_id, "this node is now the leader");
-                    self.set(true);
-                }
+                self.renew(&lease, attempt, &mut held_since).await;
+            } else if let Some(term) = lease.take().await {
+                self.inner.term.store(term, Ordering::Release);
+                held_since = Some(attempt);
+                tracing::info!(term, node = %lease.node_id, "this node is now the leader");
+                self.set(true);
             }
             // A follower tries twice as often as the leader renews: it takes over soon after expiry.
-            let pause = if self.is_leader() { every } else { every / 2 };
+            let pause = if self.is_leader() { lease.every } else { lease.every / 2 };
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = tokio::time::sleep(pause) => {}
@@ -158,10 +131,75 @@ impl Leadership {
         }
         if self.is_leader() {
             self.set(false);
+            let release = Script::from_lua(RELEASE_LUA);
             let _: Result<i64, Error> = release
-                .evalsha_with_reload(&client, vec![key.clone()], vec![node_id.clone()])
+                .evalsha_with_reload(&lease.client, vec![lease.key.clone()], vec![lease.node_id.clone()])
                 .await;
             tracing::info!("leader lease released");
+        }
+    }
+
+    /// Renew the lease this node holds; step down when it is another's, or when Redis cannot be
+    /// reached and the lease may have expired there.
+    async fn renew(&self, lease: &Lease, attempt: Instant, held_since: &mut Option<Instant>) {
+        let lease_ms = lease.lease.as_millis() as i64;
+        let renewed: Result<i64, Error> = lease
+            .renew
+            .evalsha_with_reload(
+                &lease.client,
+                vec![lease.key.clone()],
+                vec![lease.node_id.clone(), lease_ms.to_string()],
+            )
+            .await;
+        match renewed {
+            Ok(1) => *held_since = Some(attempt),
+            Ok(_) => {
+                tracing::warn!(term = self.term(), "leader lease lost to another node; stepping down");
+                self.set(false);
+                *held_since = None;
+            }
+            Err(e) => {
+                // Redis unreachable: keep leading only while the lease surely still holds there.
+                let expires = held_since.map(|t| t + lease.lease - lease.every);
+                if expires.is_none_or(|t| Instant::now() >= t) {
+                    tracing::warn!(error = %e, "cannot renew the leader lease; stepping down");
+                    self.set(false);
+                    *held_since = None;
+                }
+            }
+        }
+    }
+}
+
+/// The lease a node campaigns for.
+struct Lease {
+    client: Client,
+    renew: Script,
+    key: String,
+    /// The fencing counter, incremented by each new holder.
+    fence_key: String,
+    node_id: String,
+    lease: Duration,
+    /// How often the holder renews.
+    every: Duration,
+}
+
+impl Lease {
+    /// Take the lease if it is free; the new fencing term when taken.
+    async fn take(&self) -> Option<u64> {
+        let taken: Result<Option<String>, Error> = self
+            .client
+            .set(
+                self.key.clone(),
+                self.node_id.clone(),
+                Some(Expiration::PX(self.lease.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await;
+        match taken {
+            Ok(Some(_)) => Some(self.client.incr(self.fence_key.clone()).await.unwrap_or(0)),
+            _ => None,
         }
     }
 }

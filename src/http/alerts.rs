@@ -25,81 +25,136 @@ fn rule_json(rule: &Rule) -> Value {
     serde_json::to_value(rule).unwrap_or_default()
 }
 
-/// Build a rule from a request body, checking every field.
-fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_at_ms: i64) -> Result<Rule, ApiError> {
-    let mut fields: Map<String, Value> = match serde_json::from_slice(body) {
-        Ok(Value::Object(m)) => m,
-        Ok(_) => return Err(invalid("the body must be a JSON object")),
-        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
-    };
-    let name = match fields.remove("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 100 => s.trim().to_owned(),
-        _ => return Err(invalid("`name` is required (1-100 characters)")),
-    };
-    let cooldown_s = match fields.remove("cooldown_s") {
-        None => app.settings.alerts.default_cooldown_s as i64,
-        Some(v) => match v.as_i64() {
-            Some(c) if (60..=30 * 86_400).contains(&c) => c,
-            _ => return Err(invalid("`cooldown_s` must be from 60 to 2592000 seconds")),
-        },
-    };
-    let enabled = match fields.remove("enabled") {
-        None => true,
-        Some(Value::Bool(b)) => b,
-        Some(_) => return Err(invalid("`enabled` must be true or false")),
-    };
-    let webhook = fields.remove("webhook");
-    let (webhook_url, webhook_format) = match webhook {
-        None | Some(Value::Null) => (None, None),
-        Some(w) => {
-            if !app.settings.tier(claims.tier).webhooks {
-                return Err(ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "limit_exceeded",
-                    format!("webhooks are not part of the {} tier", claims.tier),
-                ));
-            }
-            let url = w["url"].as_str().unwrap_or_default();
-            if !(url.starts_with("https://") || url.starts_with("http://")) || url.len() > 2000 {
-                return Err(invalid("`webhook.url` must be an http(s) URL"));
-            }
-            let format: WebhookFormat = w["format"]
-                .as_str()
-                .unwrap_or("json")
-                .parse()
-                .map_err(|_| invalid("`webhook.format` is `json` or `discord`"))?;
-            (Some(url.to_owned()), Some(format))
+/// A rule's webhook as a request gives it.
+#[derive(Deserialize)]
+struct WebhookRequest {
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// The body of `POST /api/v1/alerts/rules` and `PUT /api/v1/alerts/rules/{id}`: the rule's own
+/// fields, with the condition's (`kind`, `model`, `direction`, …) beside them.
+#[derive(Deserialize)]
+struct RuleRequest {
+    name: Option<String>,
+    cooldown_s: Option<i64>,
+    enabled: Option<bool>,
+    webhook: Option<WebhookRequest>,
+    #[serde(flatten)]
+    condition: Map<String, Value>,
+}
+
+/// A rule request with every field checked on its own; what depends on the user's tier and the
+/// market is checked by [`new_rule`].
+struct RuleDraft {
+    name: String,
+    cooldown_s: Option<i64>,
+    enabled: bool,
+    webhook: Option<(String, WebhookFormat)>,
+    condition: Condition,
+}
+
+impl TryFrom<RuleRequest> for RuleDraft {
+    type Error = ApiError;
+
+    fn try_from(r: RuleRequest) -> Result<Self, ApiError> {
+        let name = match r.name.as_deref().map(str::trim) {
+            Some(n) if !n.is_empty() && n.len() <= 100 => n.to_owned(),
+            _ => return Err(invalid("`name` is required (1-100 characters)")),
+        };
+        if r.cooldown_s.is_some_and(|c| !(60..=30 * 86_400).contains(&c)) {
+            return Err(invalid("`cooldown_s` must be from 60 to 2592000 seconds"));
         }
-    };
-    let condition: Condition =
-        serde_json::from_value(Value::Object(fields)).map_err(|e| invalid(format!("condition: {e}")))?;
+        let webhook = match r.webhook {
+            None => None,
+            Some(w) => {
+                if !(w.url.starts_with("https://") || w.url.starts_with("http://")) || w.url.len() > 2000 {
+                    return Err(invalid("`webhook.url` must be an http(s) URL"));
+                }
+                let format: WebhookFormat = w
+                    .format
+                    .as_deref()
+                    .unwrap_or("json")
+                    .parse()
+                    .map_err(|_| invalid("`webhook.format` is `json` or `discord`"))?;
+                Some((w.url, format))
+            }
+        };
+        let condition: Condition =
+            serde_json::from_value(Value::Object(r.condition)).map_err(|e| invalid(format!("condition: {e}")))?;
+        Ok(RuleDraft {
+            name,
+            cooldown_s: r.cooldown_s,
+            enabled: r.enabled.unwrap_or(true),
+            webhook,
+            condition,
+        })
+    }
+}
+
+/// Read a rule request body: 400 for JSON that does not parse, 422 for a field of the wrong type.
+fn rule_request(body: &[u8]) -> Result<RuleDraft, ApiError> {
+    let request: RuleRequest = serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => invalid(format!("the body must be a JSON object of a rule: {e}")),
+        _ => ApiError::bad_request(format!("invalid JSON: {e}")),
+    })?;
+    RuleDraft::try_from(request)
+}
+
+/// The rule a user asked for: their tier must allow a webhook, the model must be one the market
+/// knows (any canonical name before the first poll).
+fn new_rule(
+    app: &AppState,
+    claims: &Claims,
+    draft: RuleDraft,
+    id: String,
+    created_at_ms: i64,
+) -> Result<Rule, ApiError> {
+    if draft.webhook.is_some() && !app.settings.tier(claims.tier).webhooks {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "limit_exceeded",
+            format!("webhooks are not part of the {} tier", claims.tier),
+        ));
+    }
     {
         let state = app.market.read();
         let aggregates = state.aggregates();
-        condition
-            .validate(|m| {
-                if aggregates.is_empty() {
-                    canonical_slug(m).as_deref() == Some(m)
-                } else {
-                    aggregates.contains_key(m)
-                }
-            })
-            .map_err(invalid)?;
+        let known = |m: &str| {
+            if aggregates.is_empty() {
+                canonical_slug(m).as_deref() == Some(m)
+            } else {
+                aggregates.contains_key(m)
+            }
+        };
+        draft.condition.validate(known).map_err(invalid)?;
     }
+    let cooldown_s = draft
+        .cooldown_s
+        .unwrap_or(app.settings.alerts.default_cooldown_s as i64);
     let mut rule = Rule::new(
         id,
         claims.sub.clone(),
-        name,
-        condition,
+        draft.name,
+        draft.condition,
         cooldown_s,
         unix_now_ms() as i64,
     );
     rule.created_at_ms = created_at_ms;
-    rule.enabled = enabled;
-    rule.webhook_secret = webhook_url.as_ref().map(|_| hex::encode(rand::random::<[u8; 24]>()));
-    rule.webhook_url = webhook_url;
-    rule.webhook_format = webhook_format;
+    rule.enabled = draft.enabled;
+    if let Some((url, format)) = draft.webhook {
+        rule.webhook_secret = Some(hex::encode(rand::random::<[u8; 24]>()));
+        rule.webhook_url = Some(url);
+        rule.webhook_format = Some(format);
+    }
     Ok(rule)
+}
+
+/// Build a rule from a request body, checking every field.
+fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_at_ms: i64) -> Result<Rule, ApiError> {
+    new_rule(app, claims, rule_request(body)?, id, created_at_ms)
 }
 
 pub async fn create_rule(

@@ -16,6 +16,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
 use crate::clock::unix_now_s;
+use crate::config::ServerSettings;
 use crate::hub::{Client, Hub, Outbox};
 use crate::protocol::{Disconnect, PING};
 
@@ -40,42 +41,13 @@ enum End {
 async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     let settings = hub.settings.clone();
     let s = &settings.server;
-    let outbox = Arc::new(Outbox::new(s.outbox_max_bytes, s.outbox_max_messages));
-    let mut client = Client::new(hub.clone(), outbox.clone());
-    hub.metrics
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics
-        .connections_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-
-    let ping_every = Duration::from_secs(s.ping_interval_s.into());
-    let pong_timeout = Duration::from_secs(s.pong_timeout_s.into());
-    let connect_deadline = Instant::now() + Duration::from_secs(s.connect_timeout_s.into());
-    let mut next_ping = Instant::now() + ping_every;
-    let mut pong_deadline: Option<Instant> = None;
+    let (outbox, mut client) = open(&hub);
+    let mut timers = Timers::new(s);
     let mut batch: Vec<Bytes> = Vec::new();
     let shutdown = hub.shutdown_token().clone();
 
     let end = loop {
-        // The earliest deadline the connection must act on.
-        let mut deadline = next_ping;
-        if !client.connected() {
-            deadline = deadline.min(connect_deadline);
-        }
-        if let Some(p) = pong_deadline {
-            deadline = deadline.min(p);
-        }
-        // Tokens are accepted up to `auth.leeway_s` past `exp` (clock skew); the connection lives as
-        // long, so a token just inside the leeway is not accepted and dropped at once.
-        let expiry = client.expires_at().map(|exp| {
-            let left = (exp + settings.auth.leeway_s).saturating_sub(unix_now_s());
-            Instant::now() + Duration::from_secs(left)
-        });
-        if let Some(e) = expiry {
-            deadline = deadline.min(e);
-        }
-
+        let (deadline, expiry) = timers.next_wake(&client, settings.auth.leeway_s);
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => break End::Close(Disconnect::SHUTDOWN),
@@ -86,45 +58,145 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
                     Err(()) => break End::Gone,
                 }
             }
-            message = socket.recv() => match message {
-                None => break End::Gone,
-                Some(Err(e)) => break read_error(e),
-                Some(Ok(Message::Text(text))) => {
-                    if let Err(d) = client.handle_frame(text.as_str()).await {
-                        break End::Close(d);
-                    }
-                    if client.take_pong() {
-                        pong_deadline = None;
-                    }
+            message = socket.recv() => {
+                if let Some(end) = on_message(&mut client, &mut timers, message).await {
+                    break end;
                 }
-                Some(Ok(Message::Binary(_))) => break End::Close(Disconnect::BAD_REQUEST),
-                Some(Ok(Message::Close(_))) => break End::Gone,
-                Some(Ok(_)) => {}
-            },
+            }
             _ = sleep_until(deadline) => {
-                let now = Instant::now();
-                if !client.connected() && now >= connect_deadline {
-                    break End::Close(Disconnect::new(3000, "connect timeout"));
-                }
-                if pong_deadline.is_some_and(|p| now >= p) {
-                    break End::Close(Disconnect::NO_PONG);
-                }
-                if expiry.is_some_and(|e| now >= e) {
-                    break End::Close(Disconnect::EXPIRED);
-                }
-                if now >= next_ping {
-                    next_ping = now + ping_every;
-                    if client.connected() {
-                        let _ = outbox.push(Bytes::from_static(PING));
-                        if pong_deadline.is_none() {
-                            pong_deadline = Some(now + pong_timeout);
-                        }
-                    }
+                if let Some(end) = timers.on_wake(&client, &outbox, expiry) {
+                    break end;
                 }
             }
         }
     };
 
+    close_connection(&mut socket, &mut client, &outbox, &mut batch, &hub, end).await;
+}
+
+/// Set-up: the connection's outbox and protocol client, counted in the connection metrics.
+fn open(hub: &Arc<Hub>) -> (Arc<Outbox>, Client) {
+    let s = &hub.settings.server;
+    let outbox = Arc::new(Outbox::new(s.outbox_max_bytes, s.outbox_max_messages));
+    let client = Client::new(hub.clone(), outbox.clone());
+    hub.metrics
+        .connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    hub.metrics
+        .connections_total
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    (outbox, client)
+}
+
+/// The connection's timers: pings, the pong owed for the last one, and the `connect` deadline.
+struct Timers {
+    ping_every: Duration,
+    pong_timeout: Duration,
+    connect_deadline: Instant,
+    next_ping: Instant,
+    /// Set when a ping is sent, cleared when the client answers.
+    pong_deadline: Option<Instant>,
+}
+
+impl Timers {
+    /// Timers for a connection opened now.
+    fn new(s: &ServerSettings) -> Self {
+        let ping_every = Duration::from_secs(s.ping_interval_s.into());
+        let pong_timeout = Duration::from_secs(s.pong_timeout_s.into());
+        let connect_deadline = Instant::now() + Duration::from_secs(s.connect_timeout_s.into());
+        Self {
+            ping_every,
+            pong_timeout,
+            connect_deadline,
+            next_ping: Instant::now() + ping_every,
+            pong_deadline: None,
+        }
+    }
+
+    /// The earliest deadline the connection must act on, and when its token expires (if connected).
+    fn next_wake(&self, client: &Client, leeway_s: u64) -> (Instant, Option<Instant>) {
+        let mut deadline = self.next_ping;
+        if !client.connected() {
+            deadline = deadline.min(self.connect_deadline);
+        }
+        if let Some(p) = self.pong_deadline {
+            deadline = deadline.min(p);
+        }
+        // Tokens are accepted up to `auth.leeway_s` past `exp` (clock skew); the connection lives as
+        // long, so a token just inside the leeway is not accepted and dropped at once.
+        let expiry = client.expires_at().map(|exp| {
+            let left = (exp + leeway_s).saturating_sub(unix_now_s());
+            Instant::now() + Duration::from_secs(left)
+        });
+        if let Some(e) = expiry {
+            deadline = deadline.min(e);
+        }
+        (deadline, expiry)
+    }
+
+    /// A deadline passed: close for a missing `connect`, a missing pong or an expired token, else
+    /// queue a ping when one is due.
+    fn on_wake(&mut self, client: &Client, outbox: &Outbox, expiry: Option<Instant>) -> Option<End> {
+        let now = Instant::now();
+        if !client.connected() && now >= self.connect_deadline {
+            return Some(End::Close(Disconnect::new(3000, "connect timeout")));
+        }
+        if self.pong_deadline.is_some_and(|p| now >= p) {
+            return Some(End::Close(Disconnect::NO_PONG));
+        }
+        if expiry.is_some_and(|e| now >= e) {
+            return Some(End::Close(Disconnect::EXPIRED));
+        }
+        if now >= self.next_ping {
+            self.next_ping = now + self.ping_every;
+            // Pings are part of the protocol only once connected.
+            if client.connected() {
+                let _ = outbox.push(Bytes::from_static(PING));
+                if self.pong_deadline.is_none() {
+                    self.pong_deadline = Some(now + self.pong_timeout);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// One read from the socket: text frames go to the client (a pong among them clears the pong
+/// deadline). `Some` ends the loop.
+async fn on_message(
+    client: &mut Client,
+    timers: &mut Timers,
+    message: Option<Result<Message, axum::Error>>,
+) -> Option<End> {
+    match message {
+        None => Some(End::Gone),
+        Some(Err(e)) => Some(read_error(e)),
+        Some(Ok(Message::Text(text))) => {
+            if let Err(d) = client.handle_frame(text.as_str()).await {
+                return Some(End::Close(d));
+            }
+            if client.take_pong() {
+                timers.pong_deadline = None;
+            }
+            None
+        }
+        // The protocol is JSON text only.
+        Some(Ok(Message::Binary(_))) => Some(End::Close(Disconnect::BAD_REQUEST)),
+        Some(Ok(Message::Close(_))) => Some(End::Gone),
+        Some(Ok(_)) => None,
+    }
+}
+
+/// Tear-down: release the client's hub state, update the metrics and, unless the peer is gone,
+/// send what is still queued and the close frame.
+async fn close_connection(
+    socket: &mut WebSocket,
+    client: &mut Client,
+    outbox: &Outbox,
+    batch: &mut Vec<Bytes>,
+    hub: &Hub,
+    end: End,
+) {
     client.close().await;
     hub.metrics
         .connections
@@ -135,9 +207,10 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     if let End::Close(disconnect) = end {
         if disconnect != Disconnect::SLOW && disconnect != Disconnect::WRITE_ERROR {
             // Replies already queued (an error before a close, say) go out first.
+            let max_batch_bytes = hub.settings.server.max_batch_bytes;
             let _ = tokio::time::timeout(
                 Duration::from_secs(1),
-                write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub),
+                write_queued(socket, outbox, batch, max_batch_bytes, hub),
             )
             .await;
         }

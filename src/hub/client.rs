@@ -10,7 +10,7 @@ use bytes::Bytes;
 use governor::{DefaultDirectRateLimiter, RateLimiter};
 
 use super::{Hub, Outbox, RpcContext, Subscriber, quota};
-use crate::auth::AuthError;
+use crate::auth::{AuthError, Claims};
 use crate::bus::{self, HistoryQuery, Publication, StreamPosition};
 use crate::channels::{ChannelKind, personal_channels};
 use crate::clock::unix_now_s;
@@ -31,6 +31,10 @@ struct Identity {
     /// Token expiry, seconds since the epoch.
     expires_at: u64,
 }
+
+/// Results of the server-side subscriptions made at connect, by channel, and each subscriber with
+/// the offset it goes live after.
+type PersonalSubs = (BTreeMap<String, SubscribeResult>, Vec<(Arc<Subscriber>, u64)>);
 
 pub struct Client {
     hub: Arc<Hub>,
@@ -185,30 +189,65 @@ impl Client {
         if self.identity.is_some() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        if req.token.is_empty() {
-            self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
+        let Some(claims) = self.verify_connect_token(id, &req.token)? else {
             return Ok(());
+        };
+        self.check_not_revoked(&claims).await?;
+        self.admit(&claims).await?;
+        let user = claims.sub.clone();
+        self.identity = Some(Identity {
+            user: claims.sub,
+            tier: claims.tier,
+            expires_at: claims.exp,
+        });
+        let (results, live) = match self.subscribe_personal(&user, req).await {
+            Ok(subscribed) => subscribed,
+            Err(e) => {
+                self.reply_error(id, &e);
+                return Ok(());
+            }
+        };
+        self.reply_connected(id, results, &live);
+        Ok(())
+    }
+
+    /// Check a `connect` token. `Ok(None)` when the client was sent an error reply (missing or
+    /// expired token) and stays unauthenticated; `Err` closes the connection (invalid token).
+    fn verify_connect_token(&self, id: u32, token: &str) -> Result<Option<Claims>, Disconnect> {
+        if token.is_empty() {
+            self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
+            return Ok(None);
         }
-        let claims = match self.hub.verifier.verify(&req.token) {
-            Ok(c) => c,
+        match self.hub.verifier.verify(token) {
+            Ok(c) => Ok(Some(c)),
+            // Expiry is recoverable: the client may fetch a fresh token and connect again.
             Err(AuthError::Expired) => {
                 self.reply_error(id, &ProtoError::token_expired());
-                return Ok(());
+                Ok(None)
             }
             Err(e) => {
                 tracing::debug!(error = %e, "connect refused");
-                return Err(Disconnect::INVALID_TOKEN);
+                Err(Disconnect::INVALID_TOKEN)
             }
-        };
-        let users = self.hub.users();
+        }
+    }
+
+    /// Refuse a token whose id (`jti`) has been revoked.
+    async fn check_not_revoked(&self, claims: &Claims) -> Result<(), Disconnect> {
         if let Some(jti) = &claims.jti {
-            match users.is_revoked(jti).await {
+            match self.hub.users().is_revoked(jti).await {
                 Ok(false) => {}
                 Ok(true) => return Err(Disconnect::TOKEN_REVOKED),
                 // Redis unreachable: serve (the bus is down too; revocations are re-checked at refresh).
                 Err(e) => tracing::warn!(error = %e, "revocation check failed; connection allowed"),
             }
         }
+        Ok(())
+    }
+
+    /// Count the connection against the user's limits, on this node and across nodes, and set up
+    /// its command rate limiter. `Err` (limit reached) leaves nothing registered.
+    async fn admit(&mut self, claims: &Claims) -> Result<(), Disconnect> {
         self.hub.register_session(
             &self.id,
             &claims.sub,
@@ -217,44 +256,47 @@ impl Client {
             self.outbox.clone(),
         )?;
         let tier = self.hub.settings.tier(claims.tier);
-        match users.acquire(&claims.sub, &self.id, tier.connections_per_user).await {
+        match self
+            .hub
+            .users()
+            .acquire(&claims.sub, &self.id, tier.connections_per_user)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
+                // No identity yet, so `close` would not undo the local registration: undo it here.
                 self.hub.unregister_session(&self.id);
                 return Err(Disconnect::CONNECTION_LIMIT);
             }
             Err(e) => tracing::warn!(error = %e, "cross-node connection count failed; connection allowed"),
         }
         self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
-        let user = claims.sub.clone();
-        self.identity = Some(Identity {
-            user: claims.sub,
-            tier: claims.tier,
-            expires_at: claims.exp,
-        });
+        Ok(())
+    }
 
-        // Server-side subscriptions: the user's personal channels, recovered when asked.
+    /// Server-side subscriptions: the user's personal channels, recovered when `req` asks. Returns
+    /// each channel's result and the subscribers with the offset they go live after; `Err` is the
+    /// error to reply with (channels already subscribed stay in `subs`, released by `close`).
+    async fn subscribe_personal(&mut self, user: &str, req: &ConnectRequest) -> Result<PersonalSubs, ProtoError> {
         let mut results = BTreeMap::new();
         let mut live = Vec::new();
-        for channel in personal_channels(&user) {
+        for channel in personal_channels(user) {
             let sub = Subscriber::new(self.outbox.clone());
             if self.hub.add_subscriber(&channel, sub.clone()).await.is_err() {
-                self.reply_error(id, &ProtoError::internal());
-                return Ok(());
+                return Err(ProtoError::internal());
             }
             self.subs.insert(channel.clone(), sub.clone());
             let recovery = req.subs.get(&channel).filter(|r| r.recover);
-            match self.position_subscription(&channel, recovery).await {
-                Ok((result, top)) => {
-                    live.push((sub, top));
-                    results.insert(channel, result);
-                }
-                Err(e) => {
-                    self.reply_error(id, &e);
-                    return Ok(());
-                }
-            }
+            let (result, top) = self.position_subscription(&channel, recovery).await?;
+            live.push((sub, top));
+            results.insert(channel, result);
         }
+        Ok((results, live))
+    }
+
+    /// Queue the `connect` reply and put the server-side subscribers live right after it, so no
+    /// publication reaches the client before its reply.
+    fn reply_connected(&self, id: u32, results: BTreeMap<String, SubscribeResult>, live: &[(Arc<Subscriber>, u64)]) {
         let ttl = self.ttl();
         let reply = protocol::encode_reply(
             id,
@@ -271,7 +313,6 @@ impl Client {
         );
         let pairs: Vec<(&Subscriber, u64)> = live.iter().map(|(s, top)| (s.as_ref(), *top)).collect();
         Subscriber::go_live(&self.outbox, Bytes::from(reply), &pairs);
-        Ok(())
     }
 
     fn ttl(&self) -> u32 {

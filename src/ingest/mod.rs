@@ -73,24 +73,12 @@ pub trait MarketSource: Send + 'static {
     fn forget_validators(&mut self) {}
 }
 
-/// The HTTP client shared by the adapters: rustls, gzip, a user agent naming us.
-pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .user_agent(concat!("gpuscout-hub/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
+pub use crate::upstream::http_client;
 
 /// Turn a non-success response into a `SourceError` with its status, `Retry-After` and body start.
 pub async fn status_error(response: reqwest::Response) -> SourceError {
     let status = response.status().as_u16();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = crate::upstream::retry_after(response.headers());
     let body = response.text().await.unwrap_or_default();
     let body: String = body.chars().take(300).collect();
     SourceError::Status {

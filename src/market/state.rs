@@ -169,19 +169,35 @@ impl MarketState {
     /// the per-model histograms are updated by the changed offers alone, and only the models they
     /// touch are rebuilt.
     pub fn apply_offers(&mut self, source: &'static str, offers: Vec<Offer>, now_ms: i64) -> Vec<Outgoing> {
+        let diff = self.diff_book(source, offers);
+        let mut out = Vec::new();
+        if diff.is_empty() {
+            return out;
+        }
+        let header = self.header(now_ms);
+        let touched = self.update_stats(&diff);
+        self.publish_models(&touched, &header, &mut out);
+        // Offer-level deltas, per model and all together.
+        let (per_model, all) = Self::offer_changes(&diff);
+        self.publish_offer_feeds(per_model, &header, &mut out);
+        self.publish(OFFERS_ALL, all, &header, &mut out);
+        out
+    }
+
+    /// Replace `source`'s offers and carry the change into the merged book, returning its diff.
+    fn diff_book(&mut self, source: &'static str, offers: Vec<Offer>) -> BookDiff {
         if !self.has_own_data() {
             // Aggregates mirrored from a leader are not this state's to update offer by offer.
             self.aggregates.clear();
             self.mirror_label = None;
         }
         let replaced = self.sources.entry(source).or_default().replace(offers);
-        let diff = self.merge(replaced);
-        let mut out = Vec::new();
-        if diff.is_empty() {
-            return out;
-        }
-        let header = self.header(now_ms);
+        self.merge(replaced)
+    }
 
+    /// Move the diff's outgoing and incoming offers through the per-model histograms, returning
+    /// the models they touch.
+    fn update_stats(&mut self, diff: &BookDiff) -> BTreeSet<Text> {
         let mut touched: BTreeSet<Text> = BTreeSet::new();
         for offer in diff.outgoing() {
             touched.insert(offer.model.clone());
@@ -193,31 +209,19 @@ impl MarketState {
             touched.insert(offer.model.clone());
             self.stats.entry(offer.model.clone()).or_default().add(offer);
         }
+        touched
+    }
 
-        // Per-model aggregates (market:summary) and segments (gpu:<model>) of the touched models.
+    /// Rebuild the aggregates (`market:summary`) and segments (`gpu:<model>`) of the touched
+    /// models and publish their changes: the summary first, then each model's segments.
+    fn publish_models(&mut self, touched: &BTreeSet<Text>, header: &Map<String, Value>, out: &mut Vec<Outgoing>) {
         let mut summary = Changes::default();
         let mut segment_changes = Vec::new();
-        for model in &touched {
+        for model in touched {
             let stats = self.stats.get(model);
             let aggregate = stats.and_then(|s| s.aggregate(model));
             let key = model.to_string();
-            match (self.aggregates.get(&key), aggregate) {
-                (None, Some(new)) => {
-                    summary.added.push(Item::new(key.clone(), &new));
-                    self.aggregates.insert(key.clone(), new);
-                }
-                (Some(old), Some(new)) => {
-                    if *old != new {
-                        summary.changed.push(Item::new(key.clone(), &new));
-                        self.aggregates.insert(key.clone(), new);
-                    }
-                }
-                (Some(_), None) => {
-                    summary.removed.push(key.clone());
-                    self.aggregates.remove(&key);
-                }
-                (None, None) => {}
-            }
+            Self::update_aggregate(&mut self.aggregates, &key, aggregate, &mut summary);
             let segments = stats.map(ModelStats::segments).unwrap_or_default();
             let empty = BTreeMap::new();
             let old = self.segments.get(&key).unwrap_or(&empty);
@@ -229,12 +233,41 @@ impl MarketState {
                 self.segments.insert(key, segments);
             }
         }
-        self.publish(MARKET_SUMMARY, summary, &header, &mut out);
+        self.publish(MARKET_SUMMARY, summary, header, out);
         for (channel, changes) in segment_changes {
-            self.publish(&channel, changes, &header, &mut out);
+            self.publish(&channel, changes, header, out);
         }
+    }
 
-        // Offer-level deltas, per model and all together.
+    /// Store one model's new aggregate (or its absence) and note in `summary` how it changed.
+    fn update_aggregate(
+        aggregates: &mut BTreeMap<String, ModelAggregate>,
+        key: &str,
+        aggregate: Option<ModelAggregate>,
+        summary: &mut Changes,
+    ) {
+        match (aggregates.get(key), aggregate) {
+            (None, Some(new)) => {
+                summary.added.push(Item::new(key.to_owned(), &new));
+                aggregates.insert(key.to_owned(), new);
+            }
+            (Some(old), Some(new)) => {
+                if *old != new {
+                    summary.changed.push(Item::new(key.to_owned(), &new));
+                    aggregates.insert(key.to_owned(), new);
+                }
+            }
+            (Some(_), None) => {
+                summary.removed.push(key.to_owned());
+                aggregates.remove(key);
+            }
+            (None, None) => {}
+        }
+    }
+
+    /// The offer-level changes of a diff: per model (for `offers:<model>`) and all together (for
+    /// `offers:all`). Each offer's item is built once and shared by both.
+    fn offer_changes(diff: &BookDiff) -> (BTreeMap<&str, Changes>, Changes) {
         let mut per_model: BTreeMap<&str, Changes> = BTreeMap::new();
         let mut all = Changes::default();
         for offer in &diff.added {
@@ -257,12 +290,19 @@ impl MarketState {
             per_model.entry(&*offer.model).or_default().removed.push(offer.key());
             all.removed.push(offer.key());
         }
-        let per_model: Vec<(String, Changes)> = per_model.into_iter().map(|(m, c)| (m.to_owned(), c)).collect();
+        (per_model, all)
+    }
+
+    /// Publish each model's offer changes on its `offers:<model>` channel, in model order.
+    fn publish_offer_feeds(
+        &mut self,
+        per_model: BTreeMap<&str, Changes>,
+        header: &Map<String, Value>,
+        out: &mut Vec<Outgoing>,
+    ) {
         for (model, changes) in per_model {
-            self.publish(&channels::offers(&model), changes, &header, &mut out);
+            self.publish(&channels::offers(model), changes, header, out);
         }
-        self.publish(OFFERS_ALL, all, &header, &mut out);
-        out
     }
 
     /// Carry one source's changes into the merged book: for each key it touched, the copy of the
