@@ -29,10 +29,13 @@
 //! - [`clock`]: wall-clock time.
 //! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes), defined
 //!   once in the `gpuscout-client` crate and shared with it.
+//! - [`backoff`]: exponential backoff with full jitter, the one retry schedule (also from
+//!   `gpuscout-client`, so the hub and the SDK retry alike).
 
 pub mod advisor;
 pub mod alerts;
 pub mod auth;
+pub use gpuscout_client::backoff;
 pub mod bus;
 pub mod channels;
 pub mod clock;

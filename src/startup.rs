@@ -227,9 +227,10 @@ async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) ->
             role: Role::single_node(),
         });
     }
-    let bus = RedisBus::connect(b)
+    let (bus, delivery) = RedisBus::connect(b, tasks.stop_token())
         .await
         .context("connecting to Redis (bus.redis_url)")?;
+    tasks.spawn_critical("bus-delivery", delivery);
     let (leadership, campaign) = Leadership::campaign(
         bus.client(),
         format!("{}.leader", b.redis_prefix),
@@ -241,9 +242,10 @@ async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) ->
     let subscriber = redis_builder(&b.redis_url, 64)?
         .build_subscriber_client()
         .context("bus.redis_url")?;
-    let users = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, &node_id)
+    let (users, control) = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, &node_id, tasks.stop_token())
         .await
         .context("connecting to Redis (bus.redis_url)")?;
+    tasks.spawn_critical("control-listener", control);
     let replica = SnapshotReplica::new(bus.client(), &b.redis_prefix);
     Ok(Cluster {
         node_id,

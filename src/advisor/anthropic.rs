@@ -6,34 +6,26 @@
 //! `message_start` (input) and `message_delta` (output, cumulative); `message_stop` ends the stream.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    ChatRequest, Decoder, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, drive, error_fields,
-    json_data, send,
+    ChatRequest, Decoder, Endpoint, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, error_fields,
+    json_data,
 };
 use crate::config::LlmProviderSettings;
 
 pub const API_VERSION: &str = "2023-06-01";
 
 pub struct AnthropicProvider {
-    client: reqwest::Client,
-    url: String,
-    api_key: SecretString,
-    model: String,
-    timeouts: Timeouts,
+    endpoint: Endpoint,
 }
 
 impl AnthropicProvider {
     pub fn new(client: reqwest::Client, settings: &LlmProviderSettings, timeouts: Timeouts) -> Self {
+        let url = format!("{}/v1/messages", settings.base_url.trim_end_matches('/'));
         Self {
-            client,
-            url: format!("{}/v1/messages", settings.base_url.trim_end_matches('/')),
-            api_key: settings.api_key.clone(),
-            model: settings.model.clone(),
-            timeouts,
+            endpoint: Endpoint::new(client, url, settings, settings.model.clone(), timeouts),
         }
     }
 
@@ -50,7 +42,7 @@ impl AnthropicProvider {
             })
             .collect();
         json!({
-            "model": self.model,
+            "model": self.endpoint.model(),
             "max_tokens": request.max_tokens,
             "stream": true,
             "system": request.system,
@@ -66,19 +58,15 @@ impl LlmProvider for AnthropicProvider {
     }
 
     fn model(&self) -> &str {
-        &self.model
+        self.endpoint.model()
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
-        let http = self
-            .client
-            .post(&self.url)
-            .header("x-api-key", self.api_key.expose_secret())
-            .header("anthropic-version", API_VERSION)
-            .header("accept", "text/event-stream")
-            .json(&self.body(request));
-        let reader = send(http, self.timeouts).await?;
-        Ok(drive(reader, AnthropicDecoder::default()))
+        let auth = |http: reqwest::RequestBuilder, key: &str| {
+            http.header("x-api-key", key).header("anthropic-version", API_VERSION)
+        };
+        let decoder = AnthropicDecoder::default();
+        self.endpoint.stream(&self.body(request), auth, decoder).await
     }
 }
 

@@ -7,37 +7,29 @@
 //! and the other refusals, or a `promptFeedback.blockReason`, are errors: the answer was withheld.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    ChatRequest, Decoder, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, drive, error_fields,
-    json_data, send,
+    ChatRequest, Decoder, Endpoint, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, error_fields,
+    json_data,
 };
 use crate::config::LlmProviderSettings;
 
 pub struct GeminiProvider {
-    client: reqwest::Client,
-    url: String,
-    api_key: SecretString,
-    model: String,
-    timeouts: Timeouts,
+    endpoint: Endpoint,
 }
 
 impl GeminiProvider {
     pub fn new(client: reqwest::Client, settings: &LlmProviderSettings, timeouts: Timeouts) -> Self {
         let model = settings.model.trim().trim_start_matches("models/").to_owned();
+        let url = format!(
+            "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
+            settings.base_url.trim_end_matches('/'),
+            model
+        );
         Self {
-            client,
-            url: format!(
-                "{}/v1beta/models/{}:streamGenerateContent?alt=sse",
-                settings.base_url.trim_end_matches('/'),
-                model
-            ),
-            api_key: settings.api_key.clone(),
-            model,
-            timeouts,
+            endpoint: Endpoint::new(client, url, settings, model, timeouts),
         }
     }
 
@@ -68,18 +60,14 @@ impl LlmProvider for GeminiProvider {
     }
 
     fn model(&self) -> &str {
-        &self.model
+        self.endpoint.model()
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
-        let http = self
-            .client
-            .post(&self.url)
-            .header("x-goog-api-key", self.api_key.expose_secret())
-            .header("accept", "text/event-stream")
-            .json(&self.body(request));
-        let reader = send(http, self.timeouts).await?;
-        Ok(drive(reader, GeminiDecoder::default()))
+        let auth = |http: reqwest::RequestBuilder, key: &str| http.header("x-goog-api-key", key);
+        self.endpoint
+            .stream(&self.body(request), auth, GeminiDecoder::default())
+            .await
     }
 }
 

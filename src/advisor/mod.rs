@@ -26,11 +26,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
 use serde_json::Value;
 
 pub use context::MarketContext;
 pub use service::{Advisor, AdvisorParts};
 use sse::{SseEvent, SseReader};
+
+use crate::config::LlmProviderSettings;
+use crate::store::advisor::MessageRole;
 
 /// What a provider's stream reports.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +54,15 @@ pub type EventStream = BoxStream<'static, Result<StreamEvent, ProviderError>>;
 pub enum Role {
     User,
     Assistant,
+}
+
+impl From<MessageRole> for Role {
+    fn from(role: MessageRole) -> Self {
+        match role {
+            MessageRole::User => Self::User,
+            MessageRole::Assistant => Self::Assistant,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,9 +184,57 @@ pub struct Timeouts {
     pub idle: Duration,
 }
 
+/// What every HTTP provider holds: its client, the URL it posts to, its key, model and timeouts.
+pub(crate) struct Endpoint {
+    client: reqwest::Client,
+    url: String,
+    api_key: SecretString,
+    model: String,
+    timeouts: Timeouts,
+}
+
+impl Endpoint {
+    pub(crate) fn new(
+        client: reqwest::Client,
+        url: String,
+        settings: &LlmProviderSettings,
+        model: String,
+        timeouts: Timeouts,
+    ) -> Self {
+        Self {
+            client,
+            url,
+            api_key: settings.api_key.clone(),
+            model,
+            timeouts,
+        }
+    }
+
+    pub(crate) fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// POST `body` asking for an event stream, with `auth` adding the provider's way of sending
+    /// the API key, and decode the response with `decoder`.
+    pub(crate) async fn stream<D: Decoder>(
+        &self,
+        body: &Value,
+        auth: impl FnOnce(reqwest::RequestBuilder, &str) -> reqwest::RequestBuilder,
+        decoder: D,
+    ) -> Result<EventStream, ProviderError> {
+        let http = self
+            .client
+            .post(&self.url)
+            .header("accept", "text/event-stream")
+            .json(body);
+        let reader = send(auth(http, self.api_key.expose_secret()), self.timeouts).await?;
+        Ok(drive(reader, decoder))
+    }
+}
+
 /// Send a streaming request: a non-success status becomes [`ProviderError::Status`] with the
 /// provider's message.
-pub(crate) async fn send(request: reqwest::RequestBuilder, timeouts: Timeouts) -> Result<SseReader, ProviderError> {
+async fn send(request: reqwest::RequestBuilder, timeouts: Timeouts) -> Result<SseReader, ProviderError> {
     let response = tokio::time::timeout(timeouts.first_byte, request.send())
         .await
         .map_err(|_| ProviderError::Timeout(format!("no response within {} ms", timeouts.first_byte.as_millis())))?
@@ -250,7 +311,7 @@ struct Drive<D> {
 
 /// The event stream of an SSE response, decoded by `decoder`. A body that ends before the
 /// decoder saw its end marker is [`ProviderError::EndedEarly`].
-pub(crate) fn drive<D: Decoder>(reader: SseReader, decoder: D) -> EventStream {
+fn drive<D: Decoder>(reader: SseReader, decoder: D) -> EventStream {
     let state = Drive {
         reader,
         decoder,

@@ -8,32 +8,24 @@
 //! object) after the 200 is an error of the answer.
 
 use async_trait::async_trait;
-use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 
 use super::sse::SseEvent;
 use super::{
-    ChatRequest, Decoder, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, drive, error_fields,
-    json_data, send,
+    ChatRequest, Decoder, Endpoint, EventStream, LlmProvider, ProviderError, Role, StreamEvent, Timeouts, error_fields,
+    json_data,
 };
 use crate::config::LlmProviderSettings;
 
 pub struct OpenAiProvider {
-    client: reqwest::Client,
-    url: String,
-    api_key: SecretString,
-    model: String,
-    timeouts: Timeouts,
+    endpoint: Endpoint,
 }
 
 impl OpenAiProvider {
     pub fn new(client: reqwest::Client, settings: &LlmProviderSettings, timeouts: Timeouts) -> Self {
+        let url = format!("{}/v1/chat/completions", settings.base_url.trim_end_matches('/'));
         Self {
-            client,
-            url: format!("{}/v1/chat/completions", settings.base_url.trim_end_matches('/')),
-            api_key: settings.api_key.clone(),
-            model: settings.model.clone(),
-            timeouts,
+            endpoint: Endpoint::new(client, url, settings, settings.model.clone(), timeouts),
         }
     }
 
@@ -47,7 +39,7 @@ impl OpenAiProvider {
             json!({"role": role, "content": m.content})
         }));
         json!({
-            "model": self.model,
+            "model": self.endpoint.model(),
             "messages": messages,
             "stream": true,
             "stream_options": {"include_usage": true},
@@ -63,21 +55,17 @@ impl LlmProvider for OpenAiProvider {
     }
 
     fn model(&self) -> &str {
-        &self.model
+        self.endpoint.model()
     }
 
     async fn stream(&self, request: &ChatRequest) -> Result<EventStream, ProviderError> {
-        let mut http = self
-            .client
-            .post(&self.url)
-            .header("accept", "text/event-stream")
-            .json(&self.body(request));
-        let key = self.api_key.expose_secret();
-        if !key.is_empty() {
-            http = http.bearer_auth(key);
-        }
-        let reader = send(http, self.timeouts).await?;
-        Ok(drive(reader, OpenAiDecoder::default()))
+        // A local OpenAI-compatible server may take no key: then no Authorization header is sent.
+        let auth = |http: reqwest::RequestBuilder, key: &str| {
+            if key.is_empty() { http } else { http.bearer_auth(key) }
+        };
+        self.endpoint
+            .stream(&self.body(request), auth, OpenAiDecoder::default())
+            .await
     }
 }
 

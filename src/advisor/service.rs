@@ -14,7 +14,6 @@
 //! announces the cancellation to every node; the one generating it aborts it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -25,7 +24,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::context::{self, MarketContext};
-use super::{ChatMessage, ChatRequest, LlmProvider, ProviderError, Role, StreamEvent};
+use super::{ChatMessage, ChatRequest, LlmProvider, ProviderError, StreamEvent};
+use crate::backoff::Backoff;
 use crate::bus::Bus;
 use crate::bus::control::Control;
 use crate::bus::users::UserState;
@@ -36,7 +36,7 @@ use crate::hub::{RpcContext, RpcHandler};
 use crate::market::Market;
 use crate::protocol::{ProtoError, Raw};
 use crate::store::Store;
-use crate::store::advisor::{NewConversation, NewMessage, Outcome, utc_day};
+use crate::store::advisor::{MessageRole, MessageStatus, NewConversation, NewMessage, Outcome, utc_day};
 use crate::tasks::Tasks;
 
 /// Most models one question may name in `models`.
@@ -109,7 +109,7 @@ enum End {
 
 /// How an answer ended, as it is stored and published.
 struct Ending {
-    status: &'static str,
+    status: MessageStatus,
     stop_reason: Option<String>,
     /// The `error` publication's code and message.
     error: Option<(&'static str, String)>,
@@ -325,13 +325,9 @@ impl Advisor {
             .map_err(internal)?;
         Ok(earlier
             .into_iter()
-            .filter(|m| m.status == "complete" || m.role == "user")
+            .filter(|m| m.status == MessageStatus::Complete || m.role == MessageRole::User)
             .map(|m| ChatMessage {
-                role: if m.role == "assistant" {
-                    Role::Assistant
-                } else {
-                    Role::User
-                },
+                role: m.role.into(),
                 content: m.content,
             })
             .collect())
@@ -355,17 +351,17 @@ impl Advisor {
                 &[
                     NewMessage {
                         id: &question_id,
-                        role: "user",
+                        role: MessageRole::User,
                         content: text,
-                        status: "complete",
+                        status: MessageStatus::Complete,
                         provider: None,
                         model: None,
                     },
                     NewMessage {
                         id: &message_id,
-                        role: "assistant",
+                        role: MessageRole::Assistant,
                         content: "",
-                        status: "streaming",
+                        status: MessageStatus::Streaming,
                         provider: Some(self.provider.name()),
                         model: Some(self.provider.model()),
                     },
@@ -449,7 +445,7 @@ impl Advisor {
                     .message(&req.message_id)
                     .await
                     .map_err(internal)?
-                    .is_some_and(|m| m.status == "streaming");
+                    .is_some_and(|m| m.status == MessageStatus::Streaming);
                 if !streaming {
                     return raw(json!({"cancelled": false}));
                 }
@@ -495,15 +491,15 @@ impl Advisor {
     /// How `end` is stored and published: its status, stop reason and error.
     fn ending(&self, end: &End) -> Ending {
         let (status, stop_reason, error) = match end {
-            End::Done(stop) => ("complete", Some(stop.clone()), None),
-            End::Cancelled => ("cancelled", Some("cancelled".to_owned()), None),
+            End::Done(stop) => (MessageStatus::Complete, Some(stop.clone()), None),
+            End::Cancelled => (MessageStatus::Cancelled, Some("cancelled".to_owned()), None),
             End::Failed(e) => (
-                "failed",
+                MessageStatus::Failed,
                 None,
                 Some((e.code(), format!("{}: {e}", self.provider.name()))),
             ),
             End::Shutdown => (
-                "failed",
+                MessageStatus::Failed,
                 None,
                 Some(("shutdown", "the hub is shutting down".to_owned())),
             ),
@@ -538,20 +534,19 @@ impl Advisor {
     /// Stream the answer, retrying a failure with backoff while nothing was published.
     async fn stream_answer(&self, job: &Job, progress: &mut Progress) -> End {
         let settings = &self.settings.advisor;
-        let mut backoff = Duration::from_millis(settings.backoff_initial_ms);
+        let backoff = Backoff::from_millis(settings.backoff_initial_ms, settings.backoff_max_ms);
         let mut attempt = 0;
         loop {
             match self.attempt(job, progress).await {
                 Ok(stop_reason) => return End::Done(stop_reason),
                 Err(e) if progress.index == 0 && e.retryable() && attempt < settings.max_retries => {
-                    attempt += 1;
                     let wait = e
                         .retry_after()
-                        .unwrap_or(backoff)
-                        .min(Duration::from_millis(settings.backoff_max_ms));
+                        .unwrap_or_else(|| backoff.wait(attempt))
+                        .min(backoff.max);
+                    attempt += 1;
                     tracing::info!(provider = self.provider.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "advisor: retrying");
                     tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(settings.backoff_max_ms));
                 }
                 Err(e) => return End::Failed(e),
             }

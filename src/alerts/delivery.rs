@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{AlertEngine, Rule, WebhookFormat};
+use crate::backoff::Backoff;
 use crate::bus::Bus;
 use crate::channels;
 use crate::clock::unix_now_ms;
@@ -225,11 +226,12 @@ impl AlertService {
                 let (status, next) = if delivered {
                     ("delivered", at)
                 } else if retry && attempt < i64::from(self.settings.webhook_max_attempts) {
-                    let backoff = self
-                        .settings
-                        .webhook_backoff_initial_ms
-                        .saturating_mul(1 << (attempt - 1).min(16));
-                    ("pending", at + backoff.min(self.settings.webhook_backoff_max_ms) as i64)
+                    let backoff = Backoff::from_millis(
+                        self.settings.webhook_backoff_initial_ms,
+                        self.settings.webhook_backoff_max_ms,
+                    );
+                    let wait = backoff.wait(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+                    ("pending", at + wait.as_millis() as i64)
                 } else {
                     ("failed", at)
                 };

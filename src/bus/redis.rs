@@ -149,8 +149,13 @@ pub fn redis_builder(url: &str, events: usize) -> Result<Builder, BusError> {
 }
 
 impl RedisBus {
-    /// Connect both clients (commands and pub/sub) and start the delivery task.
-    pub async fn connect(settings: &BusSettings) -> Result<Self, BusError> {
+    /// Connect both clients (commands and pub/sub). The returned future is the delivery task
+    /// (pub/sub messages to the attached handler, catch-up after a lag or reconnect): the caller
+    /// runs it, supervised; it ends when `stop` is cancelled or the bus is dropped.
+    pub async fn connect(
+        settings: &BusSettings,
+        stop: &CancellationToken,
+    ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), BusError> {
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
         let client = redis_builder(&settings.redis_url, 16)?.build().map_err(unavailable)?;
         // Publications wait here for the delivery task; past this many it catches up from the
@@ -173,9 +178,9 @@ impl RedisBus {
             delivery: tokio::sync::Mutex::new(()),
             lagged: Mutex::new(0),
         });
-        let stop = CancellationToken::new();
-        tokio::spawn(deliver_loop(inner.clone(), stop.clone()));
-        Ok(Self { inner, stop })
+        let stop = stop.child_token();
+        let delivery = deliver_loop(inner.clone(), stop.clone());
+        Ok((Self { inner, stop }, delivery))
     }
 
     /// The fred client for other Redis work of the hub (leadership, limits).
@@ -500,6 +505,13 @@ mod tests {
     use crate::bus::suite;
     use crate::config::Settings;
 
+    /// A bus with its delivery task running (until the bus is dropped).
+    async fn started(settings: &BusSettings) -> Result<RedisBus, BusError> {
+        let (bus, delivery) = RedisBus::connect(settings, &CancellationToken::new()).await?;
+        tokio::spawn(delivery);
+        Ok(bus)
+    }
+
     /// A bus on the test Redis (`GPUSCOUT_TEST_REDIS_URL`, default the local one) under a fresh
     /// prefix. `None` (skip) only off CI when no Redis answers.
     async fn bus(history_size: usize) -> Option<RedisBus> {
@@ -508,7 +520,7 @@ mod tests {
         settings.redis_url = url.clone();
         settings.redis_prefix = format!("test{}", uuid::Uuid::new_v4().simple());
         settings.history_size = history_size;
-        match tokio::time::timeout(Duration::from_secs(5), RedisBus::connect(&settings)).await {
+        match tokio::time::timeout(Duration::from_secs(5), started(&settings)).await {
             Ok(Ok(bus)) => Some(bus),
             other => {
                 let why = match other {
@@ -548,7 +560,7 @@ mod tests {
         let Some(bus) = bus(300).await else { return };
         let mut inner_settings = bus.inner.settings.clone();
         inner_settings.history_ttl_s = 1;
-        let short = RedisBus::connect(&inner_settings).await.unwrap();
+        let short = started(&inner_settings).await.unwrap();
         short.publish("t:age", Bytes::from_static(b"1")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1100)).await;
         let top = short.publish("t:age", Bytes::from_static(b"2")).await.unwrap();

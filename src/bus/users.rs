@@ -111,23 +111,26 @@ impl Drop for RedisUsers {
 }
 
 impl RedisUsers {
-    /// `subscriber` is a pub/sub client of its own for the control channel.
+    /// `subscriber` is a pub/sub client of its own for the control channel. The returned future
+    /// hears that channel and feeds [`UserState::control`]: the caller runs it, supervised; it
+    /// ends when `stop` is cancelled or the state is dropped.
     pub async fn start(
         client: Client,
         subscriber: SubscriberClient,
         prefix: &str,
         node: &str,
-    ) -> Result<Self, BusError> {
+        stop: &CancellationToken,
+    ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), BusError> {
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
         subscriber.init().await.map_err(unavailable)?;
         let _resubscribe = subscriber.manage_subscriptions();
         let control = format!("{prefix}.control");
         subscriber.subscribe(control.clone()).await.map_err(unavailable)?;
         let feed = ControlFeed::default();
-        let stop = CancellationToken::new();
+        let stop = stop.child_token();
         let messages = subscriber.message_rx();
-        tokio::spawn(hear_control(subscriber, messages, feed.clone(), stop.clone()));
-        Ok(Self {
+        let listener = hear_control(subscriber, messages, feed.clone(), stop.clone());
+        let users = Self {
             client,
             prefix: prefix.to_owned(),
             node: node.to_owned(),
@@ -135,7 +138,8 @@ impl RedisUsers {
             control,
             feed,
             stop,
-        })
+        };
+        Ok((users, listener))
     }
 
     fn conns_key(&self, user: &str) -> String {

@@ -9,6 +9,7 @@ use rand::Rng;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::bus::leader::Leadership;
 
 use super::{Fetched, MarketSource, SourceError};
@@ -22,8 +23,7 @@ pub struct Schedule {
     pub jitter_ratio: f64,
     pub timeout: Duration,
     pub max_retries: u32,
-    pub backoff_initial: Duration,
-    pub backoff_max: Duration,
+    pub backoff: Backoff,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
 }
@@ -35,8 +35,7 @@ impl From<&HttpSourceSettings> for Schedule {
             jitter_ratio: s.jitter_ratio,
             timeout: Duration::from_millis(s.timeout_ms),
             max_retries: s.max_retries,
-            backoff_initial: Duration::from_millis(s.backoff_initial_ms),
-            backoff_max: Duration::from_millis(s.backoff_max_ms),
+            backoff: Backoff::from_millis(s.backoff_initial_ms, s.backoff_max_ms),
             breaker_failures: s.breaker_failures,
             breaker_cooldown: Duration::from_millis(s.breaker_cooldown_ms),
         }
@@ -132,7 +131,7 @@ async fn poll_with_retries(source: &mut dyn MarketSource, schedule: &Schedule) -
         match result {
             Ok(f) => return Ok(f),
             Err(e) if attempt < schedule.max_retries && e.retryable() => {
-                let backoff = backoff(schedule, attempt);
+                let backoff = schedule.backoff.wait(attempt);
                 let wait = e
                     .retry_after()
                     .map_or(backoff, |ra| ra.max(backoff))
@@ -144,16 +143,6 @@ async fn poll_with_retries(source: &mut dyn MarketSource, schedule: &Schedule) -
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Exponential backoff with full jitter: a random wait up to `initial × 2^attempt`, capped.
-pub fn backoff(schedule: &Schedule, attempt: u32) -> Duration {
-    let cap = schedule
-        .backoff_initial
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(schedule.backoff_max);
-    let ms = cap.as_millis() as u64;
-    Duration::from_millis(rand::rng().random_range(ms / 2..=ms.max(1)))
 }
 
 /// The interval ± `ratio` of itself, at random, so sources and nodes do not poll in lockstep.
@@ -201,8 +190,7 @@ mod tests {
             jitter_ratio: 0.0,
             timeout: Duration::from_millis(100),
             max_retries: 2,
-            backoff_initial: Duration::from_millis(1),
-            backoff_max: Duration::from_millis(5),
+            backoff: Backoff::from_millis(1, 5),
             breaker_failures: 2,
             breaker_cooldown: Duration::from_secs(3600),
         }

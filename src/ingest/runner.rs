@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::poller::{self, Schedule, SourceEvent};
 use super::{Fetched, MarketSource, farm500, http_client, runpod, simulated, vast};
 use crate::alerts::delivery::AlertService;
+use crate::backoff::Backoff;
 use crate::bus::Bus;
 use crate::bus::leader::Leadership;
 use crate::bus::snapshots::SnapshotReplica;
@@ -134,8 +135,7 @@ fn enabled_sources(settings: &IngestSettings) -> Vec<Polled> {
                 jitter_ratio: 0.0,
                 timeout: interval.max(Duration::from_secs(5)),
                 max_retries: 0,
-                backoff_initial: interval,
-                backoff_max: interval,
+                backoff: Backoff::new(interval, interval),
                 breaker_failures: u32::MAX,
                 breaker_cooldown: interval,
             },

@@ -1,12 +1,10 @@
 //! The advisor's tables: `conversations`, `messages` and `advisor_usage` (per user per UTC day).
 
 use serde::Serialize;
-use sqlx::Row;
-use sqlx::any::AnyRow;
 
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Conversation {
     pub id: String,
     #[serde(skip)]
@@ -16,14 +14,60 @@ pub struct Conversation {
     pub updated_at_ms: i64,
 }
 
-/// A stored message. `status`: `complete`, `streaming`, `failed` or `cancelled`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Who wrote a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageRole {
+    User,
+    Assistant,
+}
+
+/// Where a message stands: an answer is `streaming` until it is `complete`, `failed` or
+/// `cancelled`; a question is `complete` when stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MessageStatus {
+    Complete,
+    Streaming,
+    Failed,
+    Cancelled,
+}
+
+/// The stored text of each variant, and the variant of a stored text (an unknown one is a
+/// decode error naming it).
+macro_rules! stored_text {
+    ($ty:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        impl $ty {
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl TryFrom<String> for $ty {
+            type Error = String;
+            fn try_from(text: String) -> Result<Self, String> {
+                match text.as_str() {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!("unknown {} {other:?}", stringify!($ty))),
+                }
+            }
+        }
+    };
+}
+
+stored_text!(MessageRole { User => "user", Assistant => "assistant" });
+stored_text!(MessageStatus { Complete => "complete", Streaming => "streaming", Failed => "failed", Cancelled => "cancelled" });
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,
-    pub role: String,
+    #[sqlx(try_from = "String")]
+    pub role: MessageRole,
     pub content: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: MessageStatus,
     pub provider: Option<String>,
     pub model: Option<String>,
     pub input_tokens: Option<i64>,
@@ -37,9 +81,9 @@ pub struct Message {
 #[derive(Debug, Clone)]
 pub struct NewMessage<'a> {
     pub id: &'a str,
-    pub role: &'a str,
+    pub role: MessageRole,
     pub content: &'a str,
-    pub status: &'a str,
+    pub status: MessageStatus,
     pub provider: Option<&'a str>,
     pub model: Option<&'a str>,
 }
@@ -47,7 +91,7 @@ pub struct NewMessage<'a> {
 /// How a streamed answer ended.
 #[derive(Debug, Clone)]
 pub struct Outcome<'a> {
-    pub status: &'a str,
+    pub status: MessageStatus,
     pub content: &'a str,
     pub input_tokens: i64,
     pub output_tokens: i64,
@@ -56,7 +100,7 @@ pub struct Outcome<'a> {
 }
 
 /// A user's advisor use on one day.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
 pub struct Usage {
     pub messages: i64,
     pub input_tokens: i64,
@@ -66,37 +110,22 @@ pub struct Usage {
 const MESSAGE_COLUMNS: &str = "id, conversation_id, role, content, status, provider, model, input_tokens, \
                                output_tokens, stop_reason, error, created_at_ms";
 
-fn message(r: &AnyRow) -> Result<Message, sqlx::Error> {
-    Ok(Message {
-        id: r.try_get(0)?,
-        conversation_id: r.try_get(1)?,
-        role: r.try_get(2)?,
-        content: r.try_get(3)?,
-        status: r.try_get(4)?,
-        provider: r.try_get(5)?,
-        model: r.try_get(6)?,
-        input_tokens: r.try_get(7)?,
-        output_tokens: r.try_get(8)?,
-        stop_reason: r.try_get(9)?,
-        error: r.try_get(10)?,
-        created_at_ms: r.try_get(11)?,
-    })
-}
-
-fn conversation(r: &AnyRow) -> Result<Conversation, sqlx::Error> {
-    Ok(Conversation {
-        id: r.try_get(0)?,
-        user_id: r.try_get(1)?,
-        title: r.try_get(2)?,
-        created_at_ms: r.try_get(3)?,
-        updated_at_ms: r.try_get(4)?,
-    })
-}
-
 const INSERT_CONVERSATION: &str =
     "INSERT INTO conversations (id, user_id, title, created_at_ms, updated_at_ms) VALUES ($1, $2, $3, $4, $5)";
 const FINISH_MESSAGE: &str = "UPDATE messages SET status = $1, content = $2, input_tokens = $3, output_tokens = $4, \
                               stop_reason = $5, error = $6 WHERE id = $7";
+/// The update that records how answer `id` ended.
+fn finish<'q>(id: &'q str, outcome: &Outcome<'q>) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    sqlx::query(FINISH_MESSAGE)
+        .bind(outcome.status.as_str())
+        .bind(outcome.content)
+        .bind(outcome.input_tokens)
+        .bind(outcome.output_tokens)
+        .bind(outcome.stop_reason)
+        .bind(outcome.error)
+        .bind(id)
+}
+
 const ADD_TOKENS: &str = "INSERT INTO advisor_usage (user_id, day, messages, input_tokens, output_tokens) \
                           VALUES ($1, $2, 0, $3, $4) ON CONFLICT (user_id, day) DO UPDATE SET \
                           input_tokens = advisor_usage.input_tokens + excluded.input_tokens, \
@@ -135,16 +164,16 @@ impl Store {
 
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
         let row =
-            sqlx::query("SELECT id, user_id, title, created_at_ms, updated_at_ms FROM conversations WHERE id = $1")
+            sqlx::query_as("SELECT id, user_id, title, created_at_ms, updated_at_ms FROM conversations WHERE id = $1")
                 .bind(id)
                 .fetch_optional(self.pool())
                 .await?;
-        Ok(row.as_ref().map(conversation).transpose()?)
+        Ok(row)
     }
 
     /// A user's conversations, most recently active first.
     pub async fn conversations(&self, user_id: &str, limit: i64) -> Result<Vec<Conversation>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id, user_id, title, created_at_ms, updated_at_ms FROM conversations WHERE user_id = $1 \
              ORDER BY updated_at_ms DESC, id LIMIT $2",
         )
@@ -152,51 +181,50 @@ impl Store {
         .bind(limit)
         .fetch_all(self.pool())
         .await?;
-        Ok(rows.iter().map(conversation).collect::<Result<_, _>>()?)
+        Ok(rows)
     }
 
     /// A conversation's messages in order.
     pub async fn messages(&self, conversation_id: &str) -> Result<Vec<Message>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY seq");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(conversation_id)
             .fetch_all(self.pool())
             .await?;
-        Ok(rows.iter().map(message).collect::<Result<_, _>>()?)
+        Ok(rows)
     }
 
     /// The last `limit` messages of a conversation, oldest first.
     pub async fn recent_messages(&self, conversation_id: &str, limit: i64) -> Result<Vec<Message>, StoreError> {
         let sql =
             format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 ORDER BY seq DESC LIMIT $2");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut messages: Vec<Message> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(conversation_id)
             .bind(limit)
             .fetch_all(self.pool())
             .await?;
-        let mut messages = rows.iter().map(message).collect::<Result<Vec<_>, _>>()?;
         messages.reverse();
         Ok(messages)
     }
 
     pub async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let sql = format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(id)
             .fetch_optional(self.pool())
             .await?;
-        Ok(row.as_ref().map(message).transpose()?)
+        Ok(row)
     }
 
     /// The user who owns a message (through its conversation).
     pub async fn message_owner(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query(
+        let owner = sqlx::query_scalar(
             "SELECT c.user_id FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE m.id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())
         .await?;
-        Ok(row.map(|r| r.try_get::<String, _>(0)).transpose()?)
+        Ok(owner)
     }
 
     /// Append messages to a conversation, in order, in one transaction; `new` creates the
@@ -234,9 +262,9 @@ impl Store {
             )
             .bind(m.id)
             .bind(conversation_id)
-            .bind(m.role)
+            .bind(m.role.as_str())
             .bind(m.content)
-            .bind(m.status)
+            .bind(m.status.as_str())
             .bind(m.provider)
             .bind(m.model)
             .bind(now_ms)
@@ -250,16 +278,7 @@ impl Store {
 
     /// Record how an answer ended.
     pub async fn finish_message(&self, id: &str, outcome: &Outcome<'_>) -> Result<(), StoreError> {
-        sqlx::query(FINISH_MESSAGE)
-            .bind(outcome.status)
-            .bind(outcome.content)
-            .bind(outcome.input_tokens)
-            .bind(outcome.output_tokens)
-            .bind(outcome.stop_reason)
-            .bind(outcome.error)
-            .bind(id)
-            .execute(self.pool())
-            .await?;
+        finish(id, outcome).execute(self.pool()).await?;
         Ok(())
     }
 
@@ -272,16 +291,7 @@ impl Store {
         day: i64,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        sqlx::query(FINISH_MESSAGE)
-            .bind(outcome.status)
-            .bind(outcome.content)
-            .bind(outcome.input_tokens)
-            .bind(outcome.output_tokens)
-            .bind(outcome.stop_reason)
-            .bind(outcome.error)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        finish(id, outcome).execute(&mut *tx).await?;
         sqlx::query(ADD_TOKENS)
             .bind(user_id)
             .bind(day)
@@ -304,21 +314,14 @@ impl Store {
     }
 
     pub async fn advisor_usage(&self, user_id: &str, day: i64) -> Result<Usage, StoreError> {
-        let row = sqlx::query(
+        let usage = sqlx::query_as(
             "SELECT messages, input_tokens, output_tokens FROM advisor_usage WHERE user_id = $1 AND day = $2",
         )
         .bind(user_id)
         .bind(day)
         .fetch_optional(self.pool())
         .await?;
-        Ok(match row {
-            Some(r) => Usage {
-                messages: r.try_get(0)?,
-                input_tokens: r.try_get(1)?,
-                output_tokens: r.try_get(2)?,
-            },
-            None => Usage::default(),
-        })
+        Ok(usage.unwrap_or_default())
     }
 
     /// Count one more message for the day if the user is below `limit`; false when at the limit.
@@ -362,5 +365,29 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles_and_statuses_read_back_what_they_store() {
+        for role in [MessageRole::User, MessageRole::Assistant] {
+            assert_eq!(MessageRole::try_from(role.as_str().to_owned()), Ok(role));
+            assert_eq!(serde_json::to_value(role).unwrap(), role.as_str());
+        }
+        for status in [
+            MessageStatus::Complete,
+            MessageStatus::Streaming,
+            MessageStatus::Failed,
+            MessageStatus::Cancelled,
+        ] {
+            assert_eq!(MessageStatus::try_from(status.as_str().to_owned()), Ok(status));
+            assert_eq!(serde_json::to_value(status).unwrap(), status.as_str());
+        }
+        let unknown = MessageStatus::try_from("done".to_owned()).unwrap_err();
+        assert!(unknown.contains("\"done\""), "{unknown}");
     }
 }

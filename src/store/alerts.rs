@@ -1,8 +1,6 @@
 //! Alert rules, fired alerts and the webhook outbox.
 
-use sqlx::Row;
-
-use super::{Store, StoreError};
+use super::{JsonText, Store, StoreError};
 
 const RULE_COLUMNS: &str = "id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
      webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms";
@@ -40,11 +38,12 @@ pub struct FiringRecord<'a> {
 }
 
 /// A fired alert as stored.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct AlertEvent {
     pub id: String,
     pub rule_id: String,
-    pub payload: serde_json::Value,
+    #[sqlx(try_from = "String")]
+    pub payload: JsonText,
     pub fired_at_ms: i64,
     pub acknowledged_at_ms: Option<i64>,
 }
@@ -62,7 +61,7 @@ pub struct Attempt<'a> {
 }
 
 /// A webhook delivery waiting for its next attempt.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
     pub id: String,
     pub event_id: String,
@@ -70,7 +69,8 @@ pub struct Delivery {
     pub format: String,
     pub secret: String,
     pub attempts: i64,
-    pub payload: serde_json::Value,
+    #[sqlx(try_from = "String")]
+    pub payload: JsonText,
 }
 
 impl Store {
@@ -147,11 +147,11 @@ impl Store {
     }
 
     pub async fn count_rules(&self, user_id: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM alert_rules WHERE user_id = $1")
+        let count = sqlx::query_scalar("SELECT COUNT(*) FROM alert_rules WHERE user_id = $1")
             .bind(user_id)
             .fetch_one(&self.pool)
             .await?;
-        Ok(row.try_get(0)?)
+        Ok(count)
     }
 
     /// Every rule, for the evaluating node at start.
@@ -232,7 +232,7 @@ impl Store {
         before_ms: Option<i64>,
         limit: i64,
     ) -> Result<Vec<AlertEvent>, StoreError> {
-        let rows = sqlx::query(
+        let events = sqlx::query_as(
             "SELECT id, rule_id, payload, fired_at_ms, acknowledged_at_ms FROM alert_events \
              WHERE user_id = $1 AND ($2 = '' OR rule_id = $2) AND fired_at_ms >= $3 AND fired_at_ms <= $4 \
              AND fired_at_ms < $5 ORDER BY fired_at_ms DESC, id DESC LIMIT $6",
@@ -245,18 +245,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.try_get(2)?;
-                Ok(AlertEvent {
-                    id: r.try_get(0)?,
-                    rule_id: r.try_get(1)?,
-                    payload: serde_json::from_str(&payload).unwrap_or_default(),
-                    fired_at_ms: r.try_get(3)?,
-                    acknowledged_at_ms: r.try_get(4)?,
-                })
-            })
-            .collect()
+        Ok(events)
     }
 
     pub async fn acknowledge_event(&self, user_id: &str, id: &str, now_ms: i64) -> Result<bool, StoreError> {
@@ -282,7 +271,7 @@ impl Store {
 
     /// Deliveries due now.
     pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
-        let rows = sqlx::query(
+        let due = sqlx::query_as(
             "SELECT d.id, d.event_id, d.url, d.format, d.secret, d.attempts, e.payload FROM webhook_deliveries d \
              JOIN alert_events e ON e.id = d.event_id WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
              ORDER BY d.next_attempt_at_ms LIMIT $2",
@@ -291,20 +280,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let payload: String = r.try_get(6)?;
-                Ok(Delivery {
-                    id: r.try_get(0)?,
-                    event_id: r.try_get(1)?,
-                    url: r.try_get(2)?,
-                    format: r.try_get(3)?,
-                    secret: r.try_get(4)?,
-                    attempts: r.try_get(5)?,
-                    payload: serde_json::from_str(&payload).unwrap_or_default(),
-                })
-            })
-            .collect()
+        Ok(due)
     }
 
     /// Record one attempt and the delivery's new state.
@@ -336,15 +312,13 @@ impl Store {
         &self,
         event_id: &str,
     ) -> Result<Vec<(i64, Option<i64>, Option<String>)>, StoreError> {
-        let rows = sqlx::query(
+        let attempts = sqlx::query_as(
             "SELECT a.attempt, a.status_code, a.error FROM webhook_attempts a JOIN webhook_deliveries d \
              ON d.id = a.delivery_id WHERE d.event_id = $1 ORDER BY a.attempt",
         )
         .bind(event_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
-            .collect()
+        Ok(attempts)
     }
 }

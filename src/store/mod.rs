@@ -10,8 +10,8 @@ pub mod alerts;
 use std::path::Path;
 
 use secrecy::ExposeSecret;
+use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use sqlx::{AnyPool, Row};
 
 use crate::config::DatabaseSettings;
 
@@ -124,14 +124,11 @@ impl Store {
     }
 
     pub async fn user_tier(&self, id: &str) -> Result<Option<String>, StoreError> {
-        let row = sqlx::query("SELECT tier FROM users WHERE id = $1")
+        let tier = sqlx::query_scalar("SELECT tier FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get::<String, _>(0)?),
-            None => None,
-        })
+        Ok(tier)
     }
 
     /// Write one minute's per-model aggregates (`rows`: slug and aggregate JSON). Idempotent per
@@ -187,7 +184,7 @@ impl Store {
 
     /// A model's stored aggregates between two times (inclusive), oldest first.
     pub async fn market_history(&self, model: &str, from_ms: i64, to_ms: i64) -> Result<Vec<MarketPoint>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, price_available_median, \
              price_available_p10, price_available_p90, price_rented_median FROM market_snapshots \
              WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms LIMIT 100000",
@@ -197,21 +194,7 @@ impl Store {
         .bind(to_ms)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(MarketPoint {
-                    ts_ms: r.try_get(0)?,
-                    gpus_total: r.try_get(1)?,
-                    gpus_rented: r.try_get(2)?,
-                    gpus_available: r.try_get(3)?,
-                    utilisation: r.try_get(4)?,
-                    price_available_median: r.try_get(5)?,
-                    price_available_p10: r.try_get(6)?,
-                    price_available_p90: r.try_get(7)?,
-                    price_rented_median: r.try_get(8)?,
-                })
-            })
-            .collect()
+        Ok(rows)
     }
 
     pub async fn close(&self) {
@@ -219,8 +202,28 @@ impl Store {
     }
 }
 
+/// A JSON document stored as text, read with `#[sqlx(try_from = "String")]`; it serializes as
+/// the document itself.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[serde(transparent)]
+pub struct JsonText(pub serde_json::Value);
+
+impl TryFrom<String> for JsonText {
+    type Error = serde_json::Error;
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        serde_json::from_str(&text).map(Self)
+    }
+}
+
+impl std::ops::Deref for JsonText {
+    type Target = serde_json::Value;
+    fn deref(&self) -> &serde_json::Value {
+        &self.0
+    }
+}
+
 /// One stored minute of a model's market.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
 pub struct MarketPoint {
     pub ts_ms: i64,
     pub gpus_total: i64,

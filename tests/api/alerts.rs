@@ -251,11 +251,7 @@ async fn receiver(statuses: Vec<u16>) -> (String, Seen) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let url = format!("{}/hook", crate::common::serve(app).await);
     (url, seen)
 }
 

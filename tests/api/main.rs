@@ -1,14 +1,15 @@
 //! Integration tests: a real hub on a free port, driven over real sockets.
 
+#[path = "../common/mod.rs"]
+mod common;
+use common::{fakes, helpers, llm_fake};
+
 mod advisor;
 mod alerts;
 mod auth;
 mod channels;
-mod fakes;
 mod fanout;
-mod helpers;
 mod lifecycle;
-mod llm_fake;
 mod market;
 mod protocol_errors;
 mod recovery;

@@ -65,7 +65,7 @@ async fn market_history_round_trip(store: &Store) {
 }
 
 async fn advisor_round_trip(store: &Store) {
-    use gpuscout_hub::store::advisor::{NewMessage, Outcome, Usage};
+    use gpuscout_hub::store::advisor::{MessageRole, MessageStatus, NewMessage, Outcome, Usage};
     store
         .create_conversation("c1", "u1", "RTX 4090 pricing", 1_000)
         .await
@@ -76,17 +76,17 @@ async fn advisor_round_trip(store: &Store) {
         .unwrap();
     let question = |id: &'static str, text: &'static str| NewMessage {
         id,
-        role: "user",
+        role: MessageRole::User,
         content: text,
-        status: "complete",
+        status: MessageStatus::Complete,
         provider: None,
         model: None,
     };
     let answer = |id: &'static str| NewMessage {
         id,
-        role: "assistant",
+        role: MessageRole::Assistant,
         content: "",
-        status: "streaming",
+        status: MessageStatus::Streaming,
         provider: Some("anthropic"),
         model: Some("claude-x"),
     };
@@ -98,7 +98,7 @@ async fn advisor_round_trip(store: &Store) {
         .finish_message(
             "a1",
             &Outcome {
-                status: "complete",
+                status: MessageStatus::Complete,
                 content: "median $0.38/h",
                 input_tokens: 120,
                 output_tokens: 9,
@@ -120,7 +120,7 @@ async fn advisor_round_trip(store: &Store) {
     assert_eq!(messages[1].input_tokens, Some(120));
     assert_eq!(messages[1].stop_reason.as_deref(), Some("end_turn"));
     assert_eq!(messages[0].provider, None);
-    assert_eq!(messages[3].status, "streaming");
+    assert_eq!(messages[3].status, MessageStatus::Streaming);
     let recent = store.recent_messages("c1", 3).await.unwrap();
     let ids: Vec<&str> = recent.iter().map(|m| m.id.as_str()).collect();
     assert_eq!(ids, ["a1", "q2", "a2"], "the last three, oldest first");
@@ -131,7 +131,10 @@ async fn advisor_round_trip(store: &Store) {
     assert_eq!(list[0].updated_at_ms, 3_000);
     assert_eq!(store.conversation("c2").await.unwrap().unwrap().user_id, "u2");
     assert_eq!(store.fail_unfinished_messages().await.unwrap(), 1);
-    assert_eq!(store.message("a2").await.unwrap().unwrap().status, "failed");
+    assert_eq!(
+        store.message("a2").await.unwrap().unwrap().status,
+        MessageStatus::Failed
+    );
 
     // Quotas: at most `limit` messages a day, tokens added up.
     assert_eq!(store.advisor_usage("u1", 20_000).await.unwrap(), Usage::default());
@@ -158,7 +161,7 @@ async fn advisor_round_trip(store: &Store) {
 
 /// Questions asked at the same time are all stored (SQLite has one writer at a time).
 async fn concurrent_appends(store: &Store) {
-    use gpuscout_hub::store::advisor::NewMessage;
+    use gpuscout_hub::store::advisor::{MessageRole, MessageStatus, NewMessage};
     let mut tasks = Vec::new();
     for i in 0..40 {
         let store = store.clone();
@@ -170,12 +173,17 @@ async fn concurrent_appends(store: &Store) {
                 id,
                 role,
                 content: "x",
-                status: "complete",
+                status: MessageStatus::Complete,
                 provider: None,
                 model: None,
             };
             store
-                .append_messages(&conversation, None, &[message(&q, "user"), message(&a, "assistant")], 2)
+                .append_messages(
+                    &conversation,
+                    None,
+                    &[message(&q, MessageRole::User), message(&a, MessageRole::Assistant)],
+                    2,
+                )
                 .await
         }));
     }

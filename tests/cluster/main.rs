@@ -8,11 +8,9 @@
 //! their timings (a leader's takeover) must not depend on what other tests do to the two cores.
 
 #[allow(dead_code)]
-#[path = "../api/helpers.rs"]
-mod helpers;
-#[allow(dead_code)]
-#[path = "../api/llm_fake.rs"]
-mod llm_fake;
+#[path = "../common/mod.rs"]
+mod common;
+use common::{helpers, llm_fake};
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -886,4 +884,6 @@ async fn a_clustered_node_stops_when_any_critical_task_dies() {
     .await;
     assert!(killed.iter().any(|k| k == "leadership"), "{killed:?}");
     assert!(killed.iter().any(|k| k == "market-runner"), "{killed:?}");
+    assert!(killed.iter().any(|k| k == "bus-delivery"), "{killed:?}");
+    assert!(killed.iter().any(|k| k == "control-listener"), "{killed:?}");
 }

@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 
+use crate::backoff::Backoff;
 use crate::book::{Applied, Book, Resync};
 use crate::protocol::{
     self, Command, ConnectRequest, ConnectResult, ProtoError, Raw, RefreshRequest, Reply, RpcRequest,
@@ -463,6 +464,9 @@ struct SubState {
 /// Events kept for a server-side channel until a listener registers.
 const BACKLOG_MAX: usize = 10_000;
 
+/// Retries of a temporarily refused subscribe (rate limits): windows of 0.5, 1, 2 … 30 s.
+const SUBSCRIBE_RETRY: Backoff = Backoff::from_millis(500, 30_000);
+
 impl SubState {
     fn new(events: Option<mpsc::UnboundedSender<SubEvent>>, owner: RegId, server_side: bool) -> Self {
         Self {
@@ -566,11 +570,8 @@ impl Actor {
 
     /// Sleep before the next attempt, taking ops meanwhile; false when the client was closed.
     async fn wait_backoff(&mut self) -> bool {
-        let base = self.options.min_reconnect_delay.as_millis() as u64;
-        let max = self.options.max_reconnect_delay.as_millis() as u64;
-        let exp = base.saturating_mul(1u64 << self.attempt.min(16)).min(max);
-        // Full jitter in [exp/2, exp]: clients cut off together do not return together.
-        let delay = Duration::from_millis(exp / 2 + rand::random_range(0..=exp / 2));
+        // Full jitter: clients cut off together do not return together.
+        let delay = Backoff::new(self.options.min_reconnect_delay, self.options.max_reconnect_delay).wait(self.attempt);
         self.attempt = self.attempt.saturating_add(1);
         let until = Instant::now() + delay;
         loop {
@@ -882,11 +883,8 @@ impl Actor {
                         // (0.5, 1, 2 … 30 s, with jitter); the listener hears nothing of it.
                         if let Some(s) = self.subs.get_mut(&channel) {
                             s.retries = s.retries.saturating_add(1);
-                            let ms = 500u64.saturating_mul(1 << (s.retries - 1).min(6)).min(30_000);
-                            let ms = ms / 2 + rand::random_range(0..=ms / 2);
-                            session
-                                .retry
-                                .push((Instant::now() + Duration::from_millis(ms), channel));
+                            let wait = SUBSCRIBE_RETRY.wait(s.retries - 1);
+                            session.retry.push((Instant::now() + wait, channel));
                         }
                     }
                     (Some(e), _) => {

@@ -4,6 +4,7 @@
 //!   client protocol). The hub itself uses these same types, so both ends share one definition.
 //! - [`checksum`] and [`book`]: a market channel's items kept exact from its snapshot and deltas,
 //!   every checksum verified (the canonical form of the hub's `docs/protocol.md`).
+//! - [`backoff`]: exponential backoff with full jitter, the retry schedule of client and hub.
 //! - [`client`] (feature `client`, on by default): a reconnecting WebSocket client with
 //!   subscriptions recovered after a reconnect, RPC, token refresh and market books.
 //!
@@ -23,6 +24,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod backoff;
 pub mod book;
 pub mod checksum;
 pub mod protocol;

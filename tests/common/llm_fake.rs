@@ -81,12 +81,7 @@ pub struct LlmServer {
 impl LlmServer {
     pub async fn start() -> Self {
         let fake = LlmFake::default();
-        let app = axum::Router::new().fallback(serve).with_state(fake.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
+        let url = super::serve(axum::Router::new().fallback(serve).with_state(fake.clone())).await;
         Self { url, fake }
     }
 }
