@@ -16,7 +16,7 @@ PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); p
 KEY="lt-$RANDOM$RANDOM"
 mkdir -p "$WORK/config"
 export GPUSCOUT_CONFIG_DIR="$WORK/config"
-GPUSCOUT__SERVER__LISTEN="127.0.0.1:$PORT" GPUSCOUT__API__KEY="$KEY" \
+GPUSCOUT__SERVER__LISTEN="127.0.0.1:$PORT" GPUSCOUT__API__KEY="$KEY" GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true \
   GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db" GPUSCOUT__INGEST__SIMULATED__ENABLED=false \
   GPUSCOUT__LOG__LEVEL=warn "$BIN" > "$WORK/hub.log" 2>&1 &
 HUB=$!

@@ -12,7 +12,7 @@ PUBLICATIONS="${2:-2000}"
 RATE="${3:-200}"
 PAYLOAD="${4:-200}"
 
-export GPUSCOUT__API__KEY=compare-bare-key GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
+export GPUSCOUT__API__KEY=compare-bare-key GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
 HUB_PORT="$(free_port)"
 start_hub hub "$HUB_PORT"
 echo "== hub (pid $HUB_PID)"

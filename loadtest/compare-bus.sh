@@ -12,7 +12,7 @@ PUBLICATIONS="${2:-2000}"
 RATE="${3:-200}"
 PAYLOAD="${4:-200}"
 REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
-export GPUSCOUT__API__KEY=compare-bus-key GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
+export GPUSCOUT__API__KEY=compare-bus-key GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true GPUSCOUT__INGEST__SIMULATED__ENABLED=false GPUSCOUT__LOG__LEVEL=warn
 
 run() { # name hubs pids
   "$LOADTEST" --hub "$2" --hub-pid "$3" --label "$1" --json "$OUT/bus-$1.json" fanout \

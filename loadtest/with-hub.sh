@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 PORT="$(free_port)"
 PROVIDER="127.0.0.1:$(free_port)"
-export GPUSCOUT__API__KEY=with-hub-key GPUSCOUT__LOG__LEVEL=warn
+export GPUSCOUT__API__KEY=with-hub-key GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true GPUSCOUT__LOG__LEVEL=warn
 start_hub hub "$PORT" GPUSCOUT__ADVISOR__PROVIDER=openai GPUSCOUT__ADVISOR__OPENAI__BASE_URL="http://$PROVIDER" \
   GPUSCOUT__INGEST__SIMULATED__ENABLED="${SIMULATED:-true}"
 scenario="$1"

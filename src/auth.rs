@@ -11,6 +11,10 @@ use crate::clock::unix_now_s;
 use crate::config::{AuthSettings, JwtAlgorithm};
 use crate::tier::Tier;
 
+/// The longest a token may still have to live: an `exp` beyond it is refused (no deadline is
+/// computed from an absurd one).
+pub const MAX_LIFETIME_S: u64 = 10 * 365 * 24 * 3600;
+
 /// Claims of a connection token.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
@@ -40,10 +44,12 @@ pub struct TokenVerifier {
     decoding: DecodingKey,
     encoding: Option<EncodingKey>,
     validation: Validation,
+    require_jti: bool,
 }
 
 impl TokenVerifier {
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthError> {
+        let require_jti = settings.require_jti.unwrap_or(false);
         let (decoding, encoding, algorithm) = match settings.algorithm {
             JwtAlgorithm::HS256 => {
                 let secret = settings.hmac_secret.expose_secret().as_bytes();
@@ -69,12 +75,26 @@ impl TokenVerifier {
         // Exactly one algorithm is accepted: a token signed any other way (or `alg: none`) fails.
         let mut validation = Validation::new(algorithm);
         validation.leeway = settings.leeway_s;
-        validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_aud = false;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if settings.issuer.is_empty() {
+            validation.iss = None;
+        } else {
+            validation.set_issuer(&[&settings.issuer]);
+            required.push("iss");
+        }
+        if settings.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&[&settings.audience]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Ok(Self {
             decoding,
             encoding,
             validation,
+            require_jti,
         })
     }
 
@@ -86,6 +106,12 @@ impl TokenVerifier {
                 _ => AuthError::Invalid(e.to_string()),
             })?;
         let claims = data.claims;
+        if self.require_jti && claims.jti.as_deref().is_none_or(str::is_empty) {
+            return Err(AuthError::Invalid("jti required (auth.require_jti)".into()));
+        }
+        if claims.exp > unix_now_s().saturating_add(MAX_LIFETIME_S) {
+            return Err(AuthError::Invalid("exp is more than ten years away".into()));
+        }
         if !valid_user_id(&claims.sub) {
             return Err(AuthError::Invalid(
                 "sub must be 1-64 characters of [A-Za-z0-9_-]".into(),
@@ -144,5 +170,81 @@ mod tests {
         forged.pop();
         forged.push(if token.ends_with('A') { 'B' } else { 'A' });
         assert!(matches!(v.verify(&forged), Err(AuthError::Invalid(_))));
+    }
+}
+
+#[cfg(test)]
+mod claim_checks {
+    use super::*;
+    use crate::config::Settings;
+    use serde_json::{Value, json};
+
+    fn sign(auth: &AuthSettings, claims: Value) -> String {
+        let key = EncodingKey::from_secret(auth.hmac_secret.expose_secret().as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    }
+
+    fn claims(extra: Value) -> Value {
+        let mut c = json!({"sub": "42", "tier": "free", "exp": unix_now_s() + 600, "jti": "j1"});
+        c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        c
+    }
+
+    #[test]
+    fn a_token_not_yet_valid_is_refused() {
+        let auth = Settings::defaults().auth;
+        let v = TokenVerifier::new(&auth).unwrap();
+        let later = sign(&auth, claims(json!({"nbf": unix_now_s() + 3600})));
+        assert!(matches!(v.verify(&later), Err(AuthError::Invalid(_))));
+        let now = sign(&auth, claims(json!({"nbf": unix_now_s() - 1})));
+        v.verify(&now).unwrap();
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_when_set() {
+        let mut auth = Settings::defaults().auth;
+        auth.issuer = "https://id.example".into();
+        auth.audience = "gpuscout".into();
+        let v = TokenVerifier::new(&auth).unwrap();
+        let good = sign(
+            &auth,
+            claims(json!({"iss": "https://id.example", "aud": ["other", "gpuscout"]})),
+        );
+        v.verify(&good).unwrap();
+        for bad in [
+            json!({"iss": "https://evil.example", "aud": "gpuscout"}),
+            json!({"iss": "https://id.example", "aud": "other"}),
+            json!({"aud": "gpuscout"}),
+            json!({"iss": "https://id.example"}),
+        ] {
+            let token = sign(&auth, claims(bad.clone()));
+            assert!(v.verify(&token).is_err(), "{bad}");
+        }
+        // Unset: not checked.
+        let plain = Settings::defaults().auth;
+        let token = sign(&plain, claims(json!({"iss": "anyone", "aud": "anything"})));
+        TokenVerifier::new(&plain).unwrap().verify(&token).unwrap();
+    }
+
+    #[test]
+    fn an_absurd_expiry_is_refused_not_overflowed() {
+        let auth = Settings::defaults().auth;
+        let v = TokenVerifier::new(&auth).unwrap();
+        for exp in [json!(1e19), json!(u64::MAX), json!(unix_now_s() + MAX_LIFETIME_S + 10)] {
+            let token = sign(&auth, claims(json!({ "exp": exp })));
+            assert!(matches!(v.verify(&token), Err(AuthError::Invalid(_))), "{exp}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_jti_is_refused_when_required() {
+        let mut auth = Settings::defaults().auth;
+        let mut no_jti = claims(json!({}));
+        no_jti.as_object_mut().unwrap().remove("jti");
+        let token = sign(&auth, no_jti);
+        TokenVerifier::new(&auth).unwrap().verify(&token).unwrap();
+        auth.require_jti = Some(true);
+        let err = TokenVerifier::new(&auth).unwrap().verify(&token).unwrap_err();
+        assert!(err.to_string().contains("jti"), "{err}");
     }
 }

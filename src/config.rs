@@ -147,12 +147,24 @@ pub struct AuthSettings {
     pub public_key_pem: String,
     pub leeway_s: u64,
     pub dev_mode: bool,
+    /// When not empty, tokens must carry this `iss`.
+    pub issuer: String,
+    /// When not empty, tokens must carry this `aud` (or list it).
+    pub audience: String,
+    /// Refuse tokens without a `jti` (they cannot be revoked). Unset: true in production, false
+    /// in development.
+    #[serde(default)]
+    pub require_jti: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
     pub key: SecretString,
+    /// Let the server API publish to the channels the hub feeds from the market.
+    pub allow_market_channels: bool,
+    /// Let the server API publish to users' personal channels (`alerts:#…`, `advisor:#…`).
+    pub allow_personal_channels: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,7 +301,12 @@ impl Settings {
                     .with_list_parse_key("tiers.enterprise.channels")
                     .try_parsing(true),
             );
-        let settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        // Defaults that depend on the environment.
+        settings
+            .auth
+            .require_jti
+            .get_or_insert(settings.environment == Environment::Production);
         settings.validate()?;
         Ok(settings)
     }
@@ -313,11 +330,40 @@ impl Settings {
         self.alerts.validate()?;
         self.advisor.validate()?;
         self.auth.validate(self.environment)?;
+        self.validate_exposure()?;
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {
                 return Err(invalid(&format!("tiers.{}", tier.as_str()), "missing tier section"));
             };
             validate_tier(tier, t)?;
+        }
+        Ok(())
+    }
+
+    /// What is safe only on a laptop stays on one: development mode (tokens for anyone from
+    /// `/api/v1/dev/token`) and the development secret (anyone can mint tokens) are refused on a
+    /// listen address other machines can reach, in every environment.
+    fn validate_exposure(&self) -> Result<(), ConfigError> {
+        let addr = self.server.listen_addr()?;
+        if addr.ip().is_loopback() {
+            return Ok(());
+        }
+        let listen = format!("server.listen = {addr} is not a loopback address");
+        if self.auth.dev_mode {
+            return Err(invalid(
+                "auth.dev_mode",
+                format!(
+                    "{listen}: development mode hands out tokens to anyone; set auth.dev_mode = false (GPUSCOUT__AUTH__DEV_MODE=false) or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        if self.auth.algorithm == JwtAlgorithm::HS256 && self.auth.hmac_secret.expose_secret() == DEV_SECRET {
+            return Err(invalid(
+                "auth.hmac_secret",
+                format!(
+                    "{listen}: the development secret is public; set GPUSCOUT__AUTH__HMAC_SECRET or listen on 127.0.0.1"
+                ),
+            ));
         }
         Ok(())
     }
@@ -602,6 +648,30 @@ mod tests {
         s.advisor.openai.base_url = "localhost:11434".into();
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("advisor.openai.base_url"), "{err}");
+    }
+
+    #[test]
+    fn laptop_settings_refuse_a_reachable_listen_address() {
+        let mut s = Settings::defaults();
+        s.server.listen = "0.0.0.0:8080".into();
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("auth.dev_mode") && err.contains("server.listen"), "{err}");
+
+        s.auth.dev_mode = false;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("auth.hmac_secret") && err.contains("server.listen"),
+            "{err}"
+        );
+
+        s.auth.hmac_secret = SecretString::from("a-real-secret-of-at-least-thirty-two-bytes");
+        s.validate().unwrap();
+        // Loopback, v4 or v6, keeps the laptop defaults.
+        for listen in ["127.0.0.1:8080", "[::1]:8080"] {
+            let mut s = Settings::defaults();
+            s.server.listen = listen.into();
+            s.validate().unwrap();
+        }
     }
 
     #[test]

@@ -26,6 +26,7 @@ use crate::bus::redis::redis_builder;
 use crate::bus::snapshots::SnapshotReplica;
 use crate::bus::users::{HEARTBEAT_EVERY, LocalUsers, RedisUsers, UserState};
 use crate::bus::{Bus, MemoryBus, RedisBus};
+use crate::clock::unix_now_s;
 use crate::config::{AdvisorProviderKind, Settings};
 use crate::http::{self, AppState};
 use crate::hub::{Hub, HubParts};
@@ -67,6 +68,7 @@ impl Application {
             .context("connecting to the database")?;
         store.migrate().await.context("running database migrations")?;
         let cluster = connect_cluster(&settings, uuid::Uuid::new_v4().to_string(), &tasks).await?;
+        restore_revocations(&store, cluster.users.as_ref()).await?;
         let metrics = Arc::new(Metrics::default());
         let market = Market::default();
 
@@ -256,6 +258,25 @@ async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) ->
             replica: Some(Arc::new(replica)),
         },
     })
+}
+
+/// Revoked tokens stay revoked across a restart: the stored ones are handed to the user state
+/// (on Redis they are usually still there; in memory they are not).
+async fn restore_revocations(store: &Store, users: &dyn UserState) -> anyhow::Result<()> {
+    let revoked = store
+        .revoked_tokens(unix_now_s() as i64)
+        .await
+        .context("reading revoked tokens")?;
+    for (jti, expire_at_s) in &revoked {
+        users
+            .revoke(jti, u64::try_from(*expire_at_s).unwrap_or(0))
+            .await
+            .context("restoring revoked tokens")?;
+    }
+    if !revoked.is_empty() {
+        tracing::info!(tokens = revoked.len(), "revoked tokens restored");
+    }
+    Ok(())
 }
 
 /// The advisor on the configured provider. One node runs the advisor on this database at a

@@ -113,6 +113,7 @@ pub struct Metrics {
     pub queue_drops_total: AtomicU64,
     pub slow_disconnects_total: AtomicU64,
     pub disconnects_total: AtomicU64,
+    pub connection_panics_total: AtomicU64,
     pub frames_written_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
     /// Source polls this node made (only the leader polls).
@@ -178,7 +179,7 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 12] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 13] = [
     (
         "gpuscout_connections",
         "Open client connections.",
@@ -232,6 +233,12 @@ const SCALARS: [(&str, &str, MetricKind, Read); 12] = [
         "Connections closed, for any reason.",
         MetricKind::Counter,
         |m| m.disconnects_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_connection_panics_total",
+        "Connection tasks that panicked (their sessions were freed; a bug to report).",
+        MetricKind::Counter,
+        |m| m.connection_panics_total.load(Ordering::Relaxed).into(),
     ),
     (
         "gpuscout_frames_written_total",

@@ -27,6 +27,17 @@ impl FromRequestParts<AppState> for AuthUser {
             AuthError::Expired => ApiError::unauthorized("token expired"),
             _ => ApiError::unauthorized("invalid token"),
         })?;
+        // A revoked token is refused here as on the socket (on every node: the user state is shared).
+        if let Some(jti) = &claims.jti {
+            match app.hub.users().is_revoked(jti).await {
+                Ok(false) => {}
+                Ok(true) => return Err(ApiError::unauthorized("token revoked")),
+                Err(e) => {
+                    tracing::warn!(error = %e, "checking a token's revocation failed");
+                    return Err(ApiError::unavailable("cannot check the token now, retry"));
+                }
+            }
+        }
         Ok(AuthUser(claims))
     }
 }

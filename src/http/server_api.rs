@@ -20,7 +20,9 @@ use super::AppState;
 use super::error::ApiError;
 use crate::auth::constant_time_eq;
 use crate::bus::{HistoryQuery, StreamPosition};
+use crate::channels::ChannelKind;
 use crate::clock::unix_now_s;
+use crate::config::ApiSettings;
 use crate::hub::Hub;
 use crate::hub::client::VERSION;
 use crate::protocol::ProtoError;
@@ -103,13 +105,31 @@ pub struct PublishBody {
     data: Option<Box<RawValue>>,
 }
 
-async fn publish_one(hub: &Hub, channel: &str, data: &RawValue) -> Result<Value, ProtoError> {
+/// Whether the server API may publish to `channel` (error 102 for a name the hub does not serve,
+/// 103 for a kind the settings keep from it).
+fn may_publish(api: &ApiSettings, channel: &str) -> Result<(), ProtoError> {
+    let refused = |setting: &str, what: &str| {
+        ProtoError::permission_denied().with_message(format!(
+            "{what} are fed by the hub; the server API publishes there only with {setting} = true"
+        ))
+    };
+    match ChannelKind::parse(channel) {
+        None => Err(ProtoError::unknown_channel()),
+        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_)) if !api.allow_personal_channels => {
+            Err(refused("api.allow_personal_channels", "users' personal channels"))
+        }
+        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_)) => Ok(()),
+        Some(_) if !api.allow_market_channels => Err(refused("api.allow_market_channels", "market channels")),
+        Some(_) => Ok(()),
+    }
+}
+
+async fn publish_one(app: &AppState, channel: &str, data: &RawValue) -> Result<Value, ProtoError> {
     if channel.is_empty() {
         return Err(ProtoError::bad_request().with_message("channel required"));
     }
-    if !Hub::known_channel(channel) {
-        return Err(ProtoError::unknown_channel());
-    }
+    may_publish(&app.settings.api, channel)?;
+    let hub = &app.hub;
     let position = hub.publish(channel, data).await.map_err(|e| match e {
         crate::bus::BusError::InvalidData => ProtoError::bad_request().with_message("data must be JSON"),
         crate::bus::BusError::Unavailable(_) => ProtoError::internal().with_message("bus unavailable, retry"),
@@ -121,7 +141,7 @@ pub async fn publish(State(app): State<AppState>, headers: HeaderMap, body: Byte
     check_key(&app, &headers)?;
     let req: PublishBody = parse(&body)?;
     let data = required(req.data, "data")?;
-    result(publish_one(&app.hub, &req.channel, &data).await?)
+    result(publish_one(&app, &req.channel, &data).await?)
 }
 
 #[derive(Deserialize)]
@@ -140,7 +160,7 @@ pub async fn broadcast(State(app): State<AppState>, headers: HeaderMap, body: By
     }
     let mut responses = Vec::with_capacity(req.channels.len());
     for channel in &req.channels {
-        responses.push(match publish_one(&app.hub, channel, &data).await {
+        responses.push(match publish_one(&app, channel, &data).await {
             Ok(v) => json!({ "result": v }),
             Err(e) => api_error(&e),
         });
@@ -219,8 +239,12 @@ pub async fn history(State(app): State<AppState>, headers: HeaderMap, body: Byte
     result(json!({"publications": publications, "offset": h.position.offset, "epoch": h.position.epoch}))
 }
 
-pub async fn info(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+pub async fn info(State(app): State<AppState>, headers: HeaderMap, body: Bytes) -> ApiResult {
     check_key(&app, &headers)?;
+    // No parameters: an empty body or a JSON object (what `cent` sends), nothing else.
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let _: serde_json::Map<String, Value> = parse(&body)?;
+    }
     let hub = &app.hub;
     let subs = hub.metrics.subscriptions.load(std::sync::atomic::Ordering::Relaxed);
     result(json!({"nodes": [{
@@ -287,6 +311,14 @@ pub async fn revoke_token(State(app): State<AppState>, headers: HeaderMap, body:
     if expire_at <= now {
         return Err(ProtoError::bad_request()
             .with_message("expire_at must be in the future")
+            .into());
+    }
+    // Stored first: a node that restarts refuses the token too.
+    let stored = i64::try_from(expire_at).unwrap_or(i64::MAX);
+    if let Err(e) = app.store.revoke_token(&req.uid, stored).await {
+        tracing::error!(error = %e, "storing a revoked token failed");
+        return Err(ProtoError::internal()
+            .with_message("database unavailable, retry")
             .into());
     }
     app.hub

@@ -4,14 +4,16 @@
 //! connection's deadlines and shutdown. Queued messages are joined with `\n` into as few frames as
 //! possible and flushed once per wake-up.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
@@ -19,6 +21,7 @@ use crate::clock::unix_now_s;
 use crate::config::ServerSettings;
 use crate::hub::{Client, Hub, Outbox};
 use crate::protocol::{Disconnect, PING};
+use crate::telemetry::Metrics;
 
 pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let s = &app.settings.server;
@@ -29,19 +32,55 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
         .max_write_buffer_size(s.max_write_buffer_bytes)
         .max_message_size(s.max_message_bytes)
         .max_frame_size(s.max_message_bytes)
-        .on_upgrade(move |socket| tracker.track_future(run_connection(socket, hub)))
+        .on_upgrade(move |socket| tracker.track_future(supervised(socket, hub)))
 }
 
-/// Why the loop ended: with a close frame to send, or because the peer is gone.
+/// One connection, counted while it lives. A panic in it is logged and counted
+/// (`gpuscout_connection_panics_total`) and hurts no one else: the protocol client frees its
+/// session and subscriptions when dropped, and the gauge is kept by a guard.
+async fn supervised(socket: WebSocket, hub: Arc<Hub>) {
+    let metrics = hub.metrics.clone();
+    if AssertUnwindSafe(run_connection(socket, hub))
+        .catch_unwind()
+        .await
+        .is_err()
+    {
+        metrics.connection_panics_total.fetch_add(1, Ordering::Relaxed);
+        tracing::error!("a connection task panicked; its session was freed");
+    }
+}
+
+/// `gpuscout_connections` up while it lives; down, and a disconnect counted, when dropped.
+struct Live(Arc<Metrics>);
+
+impl Live {
+    fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        Self(metrics)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::Relaxed);
+        self.0.disconnects_total.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Why the loop ended: with a close frame to send, the peer's close to answer, or the peer gone.
 enum End {
     Close(Disconnect),
+    /// The peer sent a close frame: the answering frame is queued (RFC 6455 §5.5.1) and must be
+    /// flushed, or the peer sees 1006 instead of its own code.
+    PeerClosed,
     Gone,
 }
 
 async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     let settings = hub.settings.clone();
     let s = &settings.server;
-    let (outbox, mut client) = open(&hub);
+    let (outbox, mut client, live) = open(&hub);
     let mut timers = Timers::new(s);
     let mut batch: Vec<Bytes> = Vec::new();
     let shutdown = hub.shutdown_token().clone();
@@ -71,21 +110,17 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
         }
     };
 
-    close_connection(&mut socket, &mut client, &outbox, &mut batch, &hub, end).await;
+    client.close().await;
+    drop(live);
+    close_connection(&mut socket, &outbox, &mut batch, &hub, end).await;
 }
 
 /// Set-up: the connection's outbox and protocol client, counted in the connection metrics.
-fn open(hub: &Arc<Hub>) -> (Arc<Outbox>, Client) {
+fn open(hub: &Arc<Hub>) -> (Arc<Outbox>, Client, Live) {
     let s = &hub.settings.server;
     let outbox = Arc::new(Outbox::new(s.outbox_max_bytes, s.outbox_max_messages));
     let client = Client::new(hub.clone(), outbox.clone());
-    hub.metrics
-        .connections
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics
-        .connections_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    (outbox, client)
+    (outbox, client, Live::new(hub.metrics.clone()))
 }
 
 /// The connection's timers: pings, the pong owed for the last one, and the `connect` deadline.
@@ -125,8 +160,9 @@ impl Timers {
         // Tokens are accepted up to `auth.leeway_s` past `exp` (clock skew); the connection lives as
         // long, so a token just inside the leeway is not accepted and dropped at once.
         let expiry = client.expires_at().map(|exp| {
-            let left = (exp + leeway_s).saturating_sub(unix_now_s());
-            Instant::now() + Duration::from_secs(left)
+            // `exp` is at most `auth::MAX_LIFETIME_S` away (verified), so this cannot overflow.
+            let left = exp.saturating_add(leeway_s).saturating_sub(unix_now_s());
+            Instant::now() + Duration::from_secs(left.min(crate::auth::MAX_LIFETIME_S))
         });
         if let Some(e) = expiry {
             deadline = deadline.min(e);
@@ -182,28 +218,17 @@ async fn on_message(
         }
         // The protocol is JSON text only.
         Some(Ok(Message::Binary(_))) => Some(End::Close(Disconnect::BAD_REQUEST)),
-        Some(Ok(Message::Close(_))) => Some(End::Gone),
+        Some(Ok(Message::Close(_))) => Some(End::PeerClosed),
         Some(Ok(_)) => None,
     }
 }
 
-/// Tear-down: release the client's hub state, update the metrics and, unless the peer is gone,
-/// send what is still queued and the close frame.
-async fn close_connection(
-    socket: &mut WebSocket,
-    client: &mut Client,
-    outbox: &Outbox,
-    batch: &mut Vec<Bytes>,
-    hub: &Hub,
-    end: End,
-) {
-    client.close().await;
-    hub.metrics
-        .connections
-        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    hub.metrics
-        .disconnects_total
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+/// Tear-down, once the client's hub state is released and the metrics updated: unless the peer
+/// is gone, send what is still queued and the close frame.
+async fn close_connection(socket: &mut WebSocket, outbox: &Outbox, batch: &mut Vec<Bytes>, hub: &Hub, end: End) {
+    if let End::PeerClosed = end {
+        let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
+    }
     if let End::Close(disconnect) = end {
         if disconnect != Disconnect::SLOW && disconnect != Disconnect::WRITE_ERROR {
             // Replies already queued (an error before a close, say) go out first.

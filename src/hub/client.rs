@@ -474,13 +474,34 @@ impl Client {
 
     /// Release everything the connection holds in the hub.
     pub async fn close(&mut self) {
-        for (channel, sub) in std::mem::take(&mut self.subs) {
-            self.hub.remove_subscriber(&channel, &sub).await;
+        let (subs, identity) = (std::mem::take(&mut self.subs), self.identity.take());
+        release(&self.hub, &self.id, subs, identity).await;
+    }
+}
+
+/// A client dropped without [`Client::close`] (its connection task panicked, or was aborted)
+/// still frees its subscriptions, session and per-user count, from a task of its own.
+impl Drop for Client {
+    fn drop(&mut self) {
+        let (subs, identity) = (std::mem::take(&mut self.subs), self.identity.take());
+        if subs.is_empty() && identity.is_none() {
+            return;
         }
-        if let Some(identity) = self.identity.take() {
-            self.hub.unregister_session(&self.id);
-            self.hub.users().release(&identity.user, &self.id).await;
+        let (hub, id) = (self.hub.clone(), std::mem::take(&mut self.id));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { release(&hub, &id, subs, identity).await });
         }
+    }
+}
+
+/// Free what a client holds in the hub.
+async fn release(hub: &Hub, id: &str, subs: HashMap<String, Arc<Subscriber>>, identity: Option<Identity>) {
+    for (channel, sub) in subs {
+        hub.remove_subscriber(&channel, &sub).await;
+    }
+    if let Some(identity) = identity {
+        hub.unregister_session(id);
+        hub.users().release(&identity.user, id).await;
     }
 }
 
@@ -521,6 +542,34 @@ mod tests {
             shutdown: CancellationToken::new(),
         };
         Hub::new(parts, "node-1".into())
+    }
+
+    #[tokio::test]
+    async fn a_client_dropped_without_close_frees_its_session_and_subscriptions() {
+        let hub = hub();
+        let outbox = Arc::new(Outbox::new(1 << 20, 1024));
+        let mut client = Client::new(hub.clone(), outbox.clone());
+        let token = hub.verifier.mint("7", crate::tier::Tier::Enterprise, 60).unwrap();
+        let connect = serde_json::json!({"id": 1, "connect": {"token": token}}).to_string();
+        client.handle_frame(&connect).await.unwrap();
+        let subscribe = serde_json::json!({"id": 2, "subscribe": {"channel": "market:summary"}}).to_string();
+        client.handle_frame(&subscribe).await.unwrap();
+        // market:summary and the user's personal channels, subscribed server-side.
+        assert_eq!(hub.num_clients(), 1);
+        assert!(hub.num_channels() >= 2, "{}", hub.num_channels());
+        // As when the connection task panics: no close().
+        drop(client);
+        for _ in 0..100 {
+            if (hub.num_clients(), hub.num_channels()) == (0, 0) {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!(
+            "still held: {} sessions, {} channels",
+            hub.num_clients(),
+            hub.num_channels()
+        );
     }
 
     /// Every reply the client produced must be one JSON object; returns them.

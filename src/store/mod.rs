@@ -123,6 +123,32 @@ impl Store {
         Ok(())
     }
 
+    /// Record a revoked token id until `expire_at_s` (a later expiry of the same id wins).
+    pub async fn revoke_token(&self, jti: &str, expire_at_s: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO revoked_tokens (jti, expire_at_s) VALUES ($1, $2) ON CONFLICT (jti) DO UPDATE \
+             SET expire_at_s = CASE WHEN excluded.expire_at_s > revoked_tokens.expire_at_s \
+             THEN excluded.expire_at_s ELSE revoked_tokens.expire_at_s END",
+        )
+        .bind(jti)
+        .bind(expire_at_s)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The revocations still in force at `now_s` (the expired ones are deleted first).
+    pub async fn revoked_tokens(&self, now_s: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query("DELETE FROM revoked_tokens WHERE expire_at_s <= $1")
+            .bind(now_s)
+            .execute(&self.pool)
+            .await?;
+        let rows = sqlx::query_as("SELECT jti, expire_at_s FROM revoked_tokens")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows)
+    }
+
     pub async fn user_tier(&self, id: &str) -> Result<Option<String>, StoreError> {
         let tier = sqlx::query_scalar("SELECT tier FROM users WHERE id = $1")
             .bind(id)

@@ -211,3 +211,46 @@ async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
 fn unix_now() -> u64 {
     gpuscout_hub::clock::unix_now_s()
 }
+
+/// A revoked token gets 401 on REST as on the socket, and stays revoked after the node restarts
+/// on the same database.
+async fn revocation_reaches_rest_and_survives_a_restart(database_url: String) {
+    let url = database_url.clone();
+    let mut app = spawn_app_with(move |s| s.database.url = secrecy::SecretString::from(url)).await;
+    let token = app.token("rev", Tier::Professional);
+    let other = app.token("rev", Tier::Professional);
+    let rules = |app: &TestApp, token: &str| app.http.get(app.url("/api/v1/alerts/rules")).bearer_auth(token).send();
+    assert_eq!(rules(&app, &token).await.unwrap().status(), 200);
+    let r = app
+        .api(
+            "revoke_token",
+            json!({"uid": jti_of(&token), "expire_at": unix_now() + 3600}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": {}}));
+    let refused = rules(&app, &token).await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "token revoked", "{body}");
+    assert_eq!(rules(&app, &other).await.unwrap().status(), 200);
+    app.stop().await.unwrap();
+
+    let restarted = spawn_app_with(move |s| s.database.url = secrecy::SecretString::from(database_url)).await;
+    assert_eq!(rules(&restarted, &token).await.unwrap().status(), 401);
+    assert_eq!(rules(&restarted, &other).await.unwrap().status(), 200);
+    let mut again = restarted.raw_ws().await;
+    again.send(json!({"connect": {"token": token}})).await;
+    assert_eq!(again.closed().await, 3500);
+}
+
+#[tokio::test]
+async fn revocation_reaches_rest_and_survives_a_restart_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    revocation_reaches_rest_and_survives_a_restart(format!("sqlite://{}/hub.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn revocation_reaches_rest_and_survives_a_restart_on_postgres() {
+    let Some(url) = fresh_postgres_url().await else { return };
+    revocation_reaches_rest_and_survives_a_restart(url).await;
+}

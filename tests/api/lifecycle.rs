@@ -44,3 +44,86 @@ async fn one_client_misbehaving_does_not_disturb_another() {
     app.publish("gpu:rtx-4090", json!({"ok": true})).await;
     assert_eq!(good.push().await["pub"]["data"]["ok"], true);
 }
+
+/// The real binary, as an operator starts it, with the laptop defaults on a reachable address.
+fn start_binary(env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"));
+    cmd.current_dir(dir.path()).env_remove("GPUSCOUT__ENVIRONMENT");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A refusal is immediate; a hub that started would run until killed.
+    for _ in 0..100 {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn laptop_settings_on_a_reachable_address_refuse_to_start_with_exit_2() {
+    let out = start_binary(&[("GPUSCOUT__SERVER__LISTEN", "0.0.0.0:0")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("auth.dev_mode") && stderr.contains("server.listen"),
+        "{stderr}"
+    );
+
+    let out = start_binary(&[
+        ("GPUSCOUT__SERVER__LISTEN", "0.0.0.0:0"),
+        ("GPUSCOUT__AUTH__DEV_MODE", "false"),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("auth.hmac_secret") && stderr.contains("server.listen"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_its_own_code() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+    let app = spawn_app().await;
+    for connected in [false, true] {
+        let mut ws = if connected {
+            app.connect("5", Tier::Free).await.0
+        } else {
+            app.raw_ws().await
+        };
+        let frame = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "bye".into(),
+        };
+        ws.stream.send(Message::Close(Some(frame))).await.unwrap();
+        // The hub's answer: a close frame echoing 1000 (a dropped TCP connection reads as an
+        // error here, and as 1006 in a browser).
+        let answer = tokio::time::timeout(WAIT, async {
+            loop {
+                match ws.stream.next().await {
+                    Some(Ok(Message::Close(frame))) => return Ok(frame.map(|f| u16::from(f.code))),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("ended without a close frame".to_owned()),
+                }
+            }
+        })
+        .await
+        .expect("the hub answers in time");
+        assert_eq!(answer, Ok(Some(1000)), "connected: {connected}");
+    }
+}

@@ -188,3 +188,91 @@ async fn the_dashboard_and_the_sdk_are_served() {
         assert_eq!(r.status(), 404, "{path}");
     }
 }
+
+#[tokio::test]
+async fn the_api_key_is_not_a_master_key_for_market_and_personal_channels() {
+    let app = spawn_app_with(|s| {
+        s.api.allow_market_channels = false;
+        s.api.allow_personal_channels = false;
+    })
+    .await;
+    for channel in [
+        "market:summary",
+        "market:summary.1m",
+        "gpu:rtx-4090",
+        "offers:all",
+        "offers:rtx-4090",
+        "sources:status",
+    ] {
+        let v = app
+            .api("publish", json!({"channel": channel, "data": {"fake": true}}))
+            .await;
+        assert_eq!(v["error"]["code"], 103, "{channel}: {v}");
+        let message = v["error"]["message"].as_str().unwrap();
+        assert!(message.contains("api.allow_market_channels"), "{message}");
+    }
+    for channel in ["alerts:#42", "advisor:#42"] {
+        let v = app.api("publish", json!({"channel": channel, "data": {}})).await;
+        assert_eq!(v["error"]["code"], 103, "{channel}: {v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("api.allow_personal_channels")
+        );
+    }
+    let v = app
+        .api(
+            "broadcast",
+            json!({"channels": ["gpu:rtx-4090", "alerts:#42"], "data": {}}),
+        )
+        .await;
+    let codes: Vec<&Value> = v["result"]["responses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["error"]["code"])
+        .collect();
+    assert_eq!(codes, [&json!(103), &json!(103)], "{v}");
+    // Unknown names are still 102, and reading history is not publishing.
+    assert_eq!(
+        app.api("publish", json!({"channel": "nope", "data": {}})).await["error"]["code"],
+        102
+    );
+    assert!(
+        app.api("history", json!({"channel": "gpu:rtx-4090"}))
+            .await
+            .get("result")
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn every_method_refuses_a_body_that_is_not_json() {
+    let app = spawn_app().await;
+    for method in ["publish", "broadcast", "history", "info"] {
+        let r = app
+            .http
+            .post(app.url(&format!("/api/{method}")))
+            .header("X-API-Key", API_KEY)
+            .body("notjson")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{method}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], 107, "{method}: {v}");
+    }
+    // `cent` sends `{}` to info; an empty body is fine too.
+    for body in ["{}", ""] {
+        let r = app
+            .http
+            .post(app.url("/api/info"))
+            .header("X-API-Key", API_KEY)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{body:?}");
+    }
+}

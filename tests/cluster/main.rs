@@ -183,6 +183,8 @@ impl Cluster {
             .env("GPUSCOUT__BUS__REDIS_PREFIX", &self.prefix)
             .env("GPUSCOUT__BUS__LEADER_LEASE_MS", LEASE_MS.to_string())
             .env("GPUSCOUT__API__KEY", API_KEY)
+            .env("GPUSCOUT__API__ALLOW_MARKET_CHANNELS", "true")
+            .env("GPUSCOUT__API__ALLOW_PERSONAL_CHANNELS", "true")
             .env("GPUSCOUT__DATABASE__URL", &self.database)
             .env("GPUSCOUT__INGEST__SIMULATED__ENABLED", simulated.to_string())
             .env("GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS", "500")

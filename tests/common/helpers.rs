@@ -41,6 +41,9 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = Settings::defaults();
     settings.server.listen = "127.0.0.1:0".into();
     settings.api.key = SecretString::from(API_KEY);
+    // The tests feed channels through the server API as the market and the alerts would.
+    settings.api.allow_market_channels = true;
+    settings.api.allow_personal_channels = true;
     settings.database.url = SecretString::from(format!("sqlite://{}/hub.db", dir.path().display()));
     settings.ingest.simulated.enabled = false;
     change(&mut settings);

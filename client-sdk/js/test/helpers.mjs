@@ -79,6 +79,8 @@ export class Hub {
       GPUSCOUT_CONFIG_DIR: path.join(this.dir, 'no-config'),
       GPUSCOUT__SERVER__LISTEN: `127.0.0.1:${this.port}`,
       GPUSCOUT__API__KEY: this.apiKey,
+      GPUSCOUT__API__ALLOW_MARKET_CHANNELS: 'true',
+      GPUSCOUT__API__ALLOW_PERSONAL_CHANNELS: 'true',
       GPUSCOUT__AUTH__HMAC_SECRET: this.secret,
       GPUSCOUT__DATABASE__URL: `sqlite://${path.join(this.dir, 'hub.db')}`,
       GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS: '200',
