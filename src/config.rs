@@ -105,6 +105,14 @@ pub struct ServerSettings {
     pub outbox_max_messages: usize,
     pub max_batch_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// Longest a write to one connection may take before the connection is closed (3008).
+    pub write_timeout_ms: u64,
+    /// Longest a client may take to send a request's headers.
+    pub header_timeout_ms: u64,
+    /// Most WebSocket connections this node holds; beyond, the upgrade is answered 503.
+    pub max_connections: usize,
+    /// Largest request body on any route (413 beyond).
+    pub max_body_bytes: usize,
     /// Serve the dashboard and SDK from this checkout root instead of the copies in the binary.
     pub static_dir: String,
 }
@@ -388,6 +396,10 @@ impl ServerSettings {
             ("server.outbox_max_bytes", s.outbox_max_bytes),
             ("server.outbox_max_messages", s.outbox_max_messages),
             ("server.max_batch_bytes", s.max_batch_bytes),
+            ("server.write_timeout_ms", s.write_timeout_ms as usize),
+            ("server.header_timeout_ms", s.header_timeout_ms as usize),
+            ("server.max_connections", s.max_connections),
+            ("server.max_body_bytes", s.max_body_bytes),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -141,21 +140,13 @@ impl Application {
         let grace = Duration::from_millis(state.settings.server.shutdown_grace_ms);
         let tracker = state.tracker.clone();
         let store = state.store.clone();
+        let state_header_timeout_ms = state.settings.server.header_timeout_ms;
         let app = http::router(state);
         tracing::info!(addr = %listener.local_addr()?, "gpuscout hub listening");
-        let stop = shutdown.clone();
-        // Pushes are small writes that must leave at once: no Nagle delay behind an unacked one.
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+        let header_timeout = Duration::from_millis(state_header_timeout_ms);
+        let server = http::serve::serve(listener, app, header_timeout, shutdown.clone(), grace);
         let died = tokio::select! {
-            served = server => {
-                served.context("HTTP server")?;
-                None
-            }
+            () = server => None,
             name = tasks.first_death() => Some(name),
         };
         // Sessions saw the same token and are closing with 3001.

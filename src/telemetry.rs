@@ -114,6 +114,8 @@ pub struct Metrics {
     pub slow_disconnects_total: AtomicU64,
     pub disconnects_total: AtomicU64,
     pub connection_panics_total: AtomicU64,
+    pub write_timeouts_total: AtomicU64,
+    pub refused_connections_total: AtomicU64,
     pub frames_written_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
     /// Source polls this node made (only the leader polls).
@@ -179,7 +181,7 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 13] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 15] = [
     (
         "gpuscout_connections",
         "Open client connections.",
@@ -233,6 +235,18 @@ const SCALARS: [(&str, &str, MetricKind, Read); 13] = [
         "Connections closed, for any reason.",
         MetricKind::Counter,
         |m| m.disconnects_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_refused_connections_total",
+        "WebSocket upgrades answered 503 because the node held server.max_connections.",
+        MetricKind::Counter,
+        |m| m.refused_connections_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_write_timeouts_total",
+        "Connections closed with 3008 because a write took longer than server.write_timeout_ms.",
+        MetricKind::Counter,
+        |m| m.write_timeouts_total.load(Ordering::Relaxed).into(),
     ),
     (
         "gpuscout_connection_panics_total",

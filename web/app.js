@@ -13,6 +13,11 @@ const el = {
   tokenForm: /** @type {HTMLFormElement} */ ($('token-form')),
   tokenInput: /** @type {HTMLInputElement} */ ($('token-input')),
   tokenError: $('token-error'),
+  switchUser: $('switch-user'),
+  switchForm: /** @type {HTMLFormElement} */ ($('switch-form')),
+  switchText: $('switch-text'),
+  switchBtn: /** @type {HTMLButtonElement} */ ($('switch-btn')),
+  keepBtn: /** @type {HTMLButtonElement} */ ($('keep-btn')),
   table: $('market-table'),
   body: $('market-body'),
   meta: $('market-meta'),
@@ -77,16 +82,90 @@ el.tokenForm.addEventListener('submit', (e) => {
   for (const w of waiters) w(token);
 });
 
-/** The first token: ?token=, then localStorage, then the dev endpoint, then the user. */
-async function initialToken() {
+/** The user a token names (its `sub` claim, not verified), or '' when it cannot be read. */
+function subject(token) {
+  const sub = claims(token)?.sub;
+  return typeof sub === 'string' || typeof sub === 'number' ? String(sub) : '';
+}
+
+/** A user as the switch question names it. */
+function userName(user) {
+  return user ? `user ${user}` : 'an unknown user';
+}
+
+/** @type {((switchUser: boolean) => void) | null} */
+let switchWaiter = null;
+
+/**
+ * Ask whether the link's user replaces the one signed in here; resolves with true to switch,
+ * false to keep the stored token.
+ */
+function askToSwitch(linkUser, storedUser) {
+  const link = userName(linkUser);
+  const current = userName(storedUser);
+  el.switchText.textContent = `This link signs you in as ${link}. You are signed in as ${current}. Switch to ${link}?`;
+  el.switchBtn.textContent = `Switch to ${link}`;
+  el.keepBtn.textContent = `Stay signed in as ${current}`;
+  el.switchUser.hidden = false;
+  el.keepBtn.focus();
+  return new Promise((resolve) => {
+    switchWaiter = resolve;
+  });
+}
+
+/** The answer to the switch question: hide it and hand the choice on. */
+function answerSwitch(switchUser) {
+  el.switchUser.hidden = true;
+  const waiter = switchWaiter;
+  switchWaiter = null;
+  waiter?.(switchUser);
+}
+
+el.switchForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  answerSwitch(true);
+});
+el.keepBtn.addEventListener('click', () => answerSwitch(false));
+
+/** The ?token= of the address, removed from it (a token is not left in the address bar). */
+function takeUrlToken() {
   const url = new URL(location.href);
-  const fromUrl = url.searchParams.get('token');
-  if (fromUrl) {
-    localStorage.setItem(TOKEN_KEY, fromUrl);
+  const token = url.searchParams.get('token');
+  if (token) {
     url.searchParams.delete('token');
-    history.replaceState(null, '', url); // do not leave it in the address bar
-    return { token: fromUrl, source: 'url' };
+    history.replaceState(null, '', url);
   }
+  return token;
+}
+
+/**
+ * Whether a token from a link may replace the stored one without asking: nothing is stored, or
+ * both name the same user. A stored token of another user (or one that cannot be read) is not
+ * replaced silently.
+ */
+function replacesSilently(stored, fromUrl) {
+  if (!stored || stored === fromUrl) return true;
+  const user = subject(stored);
+  return user !== '' && user === subject(fromUrl);
+}
+
+/** The token of a link (?token=), or the stored one when the user keeps it; the choice is stored. */
+async function linkToken(fromUrl) {
+  const stored = localStorage.getItem(TOKEN_KEY);
+  if (stored && !replacesSilently(stored, fromUrl) && !(await askToSwitch(subject(fromUrl), subject(stored)))) {
+    return { token: stored, source: 'storage' };
+  }
+  localStorage.setItem(TOKEN_KEY, fromUrl);
+  return { token: fromUrl, source: 'url' };
+}
+
+/**
+ * The first token: ?token= (asking first when it is another user's than the stored one's), then
+ * localStorage, then the dev endpoint, then the user.
+ */
+async function initialToken() {
+  const fromUrl = takeUrlToken();
+  if (fromUrl) return linkToken(fromUrl);
   const stored = localStorage.getItem(TOKEN_KEY);
   if (stored) return { token: stored, source: 'storage' };
   try {

@@ -4,7 +4,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::alerts::{Condition, Rule, WebhookFormat};
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
@@ -263,7 +264,7 @@ pub struct EventsQuery {
 pub async fn list_events(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

@@ -3,7 +3,7 @@
 //! `market:summary.1m`; other tiers the current aggregates.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::AuthUser;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::channels::MARKET_SUMMARY_1M;
 use crate::clock::unix_now_ms;
 use crate::tier::Tier;
@@ -52,7 +53,7 @@ const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
 pub async fn history(
     State(app): State<AppState>,
     _user: AuthUser,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let unprocessable = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", m);
     let model = q
@@ -60,12 +61,13 @@ pub async fn history(
         .filter(|m| !m.is_empty())
         .ok_or_else(|| unprocessable("`model` is required"))?;
     let to = q.to.unwrap_or_else(|| unix_now_ms() as i64);
-    let from = q.from.unwrap_or(to - 24 * 3600 * 1000);
+    let from = q.from.unwrap_or(to.saturating_sub(24 * 3600 * 1000));
     let step_s = q.step.unwrap_or(60);
     if from > to {
         return Err(unprocessable("`from` must not be after `to`"));
     }
-    if to - from > MAX_RANGE_MS {
+    // Checked: `from` and `to` may be any i64, and their difference then overflows.
+    if to.checked_sub(from).is_none_or(|range| range > MAX_RANGE_MS) {
         return Err(unprocessable("the range may span at most 90 days"));
     }
     if !(60..=86_400 * 7).contains(&step_s) {

@@ -7,6 +7,8 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod market;
+pub mod query;
+pub mod serve;
 pub mod server_api;
 pub mod static_files;
 pub mod ws;
@@ -14,6 +16,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use tokio_util::task::TaskTracker;
 
@@ -77,5 +80,6 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/sdk/{*file}", get(static_files::sdk))
         .fallback(static_files::web)
+        .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
         .with_state(state)
 }

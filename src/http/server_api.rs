@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::error::ApiError;
+use super::query::ApiQuery;
 use crate::auth::constant_time_eq;
 use crate::bus::{HistoryQuery, StreamPosition};
 use crate::channels::ChannelKind;
@@ -267,7 +268,10 @@ pub struct DevTokenQuery {
 }
 
 /// A development login: a token for any user and tier. Only with `auth.dev_mode = true`.
-pub async fn dev_token(State(app): State<AppState>, Query(q): Query<DevTokenQuery>) -> Result<Response, ApiError> {
+pub async fn dev_token(
+    State(app): State<AppState>,
+    ApiQuery(q): ApiQuery<DevTokenQuery>,
+) -> Result<Response, ApiError> {
     if !app.settings.auth.dev_mode {
         return Err(ApiError::not_found("dev mode is off (auth.dev_mode = false)"));
     }

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt};
 use tokio::time::{Instant, sleep_until};
 
 use super::AppState;
+use super::error::ApiError;
 use crate::clock::unix_now_s;
 use crate::config::ServerSettings;
 use crate::hub::{Client, Hub, Outbox};
@@ -25,6 +26,15 @@ use crate::telemetry::Metrics;
 
 pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
     let s = &app.settings.server;
+    // Before the upgrade, while the answer can still be an HTTP status.
+    if app.hub.metrics.connections.load(Ordering::Relaxed) >= i64::try_from(s.max_connections).unwrap_or(i64::MAX) {
+        app.hub
+            .metrics
+            .refused_connections_total
+            .fetch_add(1, Ordering::Relaxed);
+        let full = ApiError::unavailable("this node holds server.max_connections connections; retry later");
+        return full.into_response();
+    }
     let hub = app.hub.clone();
     let tracker = app.tracker.clone();
     ws.read_buffer_size(s.read_buffer_bytes)
@@ -91,10 +101,17 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
             biased;
             _ = shutdown.cancelled() => break End::Close(Disconnect::SHUTDOWN),
             _ = outbox.notified() => {
-                match write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub).await {
-                    Ok(Some(d)) => break End::Close(d),
-                    Ok(None) => {}
-                    Err(()) => break End::Gone,
+                // A peer that stops reading (a zero TCP window) would park the write, and with it
+                // pings, token expiry and the 3008 close: the write gets a deadline.
+                let write = write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub);
+                match tokio::time::timeout(Duration::from_millis(s.write_timeout_ms), write).await {
+                    Ok(Ok(Some(d))) => break End::Close(d),
+                    Ok(Ok(None)) => {}
+                    Ok(Err(())) => break End::Gone,
+                    Err(_) => {
+                        hub.metrics.write_timeouts_total.fetch_add(1, Ordering::Relaxed);
+                        break End::Close(Disconnect::SLOW);
+                    }
                 }
             }
             message = socket.recv() => {

@@ -127,3 +127,57 @@ async fn a_client_close_is_answered_with_its_own_code() {
         assert_eq!(answer, Ok(Some(1000)), "connected: {connected}");
     }
 }
+
+/// A metric's value from the `/metrics` text.
+async fn metric(app: &TestApp, name: &str) -> f64 {
+    let text = app.metrics().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_is_closed_within_the_write_timeout() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let app = spawn_app_with(|s| s.server.write_timeout_ms = 500).await;
+    let mut reader = app.connect("reader", Tier::Enterprise).await.0;
+    reader.subscribe("gpu:rtx-4090").await;
+
+    // The stuck peer: a tiny receive window, subscribed, then never reading again.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let tcp = socket.connect(app.addr).await.unwrap();
+    let url = format!("ws://{}/connection/websocket", app.addr);
+    let (mut stuck, _) = tokio_tungstenite::client_async(url, tcp).await.unwrap();
+    let token = app.token("stuck", Tier::Enterprise);
+    let connect = json!({"id": 1, "connect": {"token": token}}).to_string();
+    stuck.send(Message::text(connect)).await.unwrap();
+    stuck.next().await.unwrap().unwrap();
+    let subscribe = json!({"id": 2, "subscribe": {"channel": "gpu:rtx-4090"}}).to_string();
+    stuck.send(Message::text(subscribe)).await.unwrap();
+    stuck.next().await.unwrap().unwrap();
+    assert_eq!(metric(&app, "gpuscout_connections").await, 2.0);
+
+    // ~16 MB: far more than the socket buffers of both ends hold.
+    let filler = "x".repeat(60_000);
+    for n in 0..270 {
+        app.publish("gpu:rtx-4090", json!({"n": n, "filler": filler})).await;
+        // The reader keeps up.
+        assert_eq!(reader.push().await["pub"]["data"]["n"], n);
+    }
+    let started = std::time::Instant::now();
+    while metric(&app, "gpuscout_connections").await > 1.0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "the stuck peer was never closed"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(metric(&app, "gpuscout_write_timeouts_total").await >= 1.0);
+    // Its session and per-user state are gone; the reader is still served.
+    app.publish("gpu:rtx-4090", json!({"n": "after"})).await;
+    assert_eq!(reader.push().await["pub"]["data"]["n"], "after");
+    drop(stuck);
+}

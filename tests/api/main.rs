@@ -9,6 +9,7 @@ mod alerts;
 mod auth;
 mod channels;
 mod fanout;
+mod hardening;
 mod lifecycle;
 mod market;
 mod protocol_errors;

@@ -452,3 +452,69 @@ test('a ?token= from the URL is used (and removed from the address); a refused t
   }
   assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
 });
+
+test('a ?token= of another user than the stored token asks before switching; one of the same user does not', async () => {
+  // A context of its own: nothing stored yet.
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  ctx.setDefaultTimeout(WAIT);
+  const p = await ctx.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e.message));
+  const stored = () => p.evaluate(() => localStorage.getItem('gpuscout.token'));
+  /** Open the dashboard with `?token=` and, unless it asks first, wait until it is connected. */
+  const open = async (token, { asks = false } = {}) => {
+    await p.goto(`${hub.httpUrl}/?token=${encodeURIComponent(token)}`);
+    if (asks) await p.getByRole('alertdialog').waitFor();
+    else await p.locator('#conn[data-state="connected"]').waitFor();
+    assert.equal(new URL(p.url()).searchParams.get('token'), null, 'the token left the address bar');
+  };
+  const question = 'This link signs you in as user 77. You are signed in as user 42. Switch to user 77?';
+  try {
+    const [a, b, b2] = await Promise.all([hub.devToken('42'), hub.devToken('77'), hub.devToken('77', 'professional', 900)]);
+    assert.notEqual(b, b2);
+
+    // Nothing stored: the link's token is used and stored without asking.
+    await open(a);
+    assert.match(await p.locator('#who').textContent(), /^42 /);
+    assert.equal(await stored(), a);
+    assert.equal(await p.locator('#switch-user').isVisible(), false);
+
+    // Another user's link: the page asks, naming both users, and connects only once answered. Keep.
+    await open(b, { asks: true });
+    const dialog = p.getByRole('alertdialog', { name: question });
+    assert.equal(await dialog.isVisible(), true, `the question: ${await p.locator('#switch-text').textContent()}`);
+    assert.equal(await stored(), a, 'nothing is replaced while the page asks');
+    assert.notEqual(await p.locator('#conn').getAttribute('data-state'), 'connected');
+    await dialog.getByRole('button', { name: 'Stay signed in as user 42' }).click();
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    assert.equal(await dialog.isVisible(), false);
+    assert.match(await p.locator('#who').textContent(), /^42 /);
+    assert.equal(await stored(), a, 'keep: the stored token stays');
+
+    // The same link again, and Switch: the link's token is stored and used.
+    await open(b, { asks: true });
+    await p.getByRole('alertdialog', { name: question }).getByRole('button', { name: 'Switch to user 77' }).click();
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    assert.equal(await p.locator('#switch-user').isVisible(), false);
+    assert.match(await p.locator('#who').textContent(), /^77 /);
+    assert.equal(await stored(), b, 'switch: the link\'s token is stored');
+
+    // A link with another token of the stored user: used without asking (e.g. a fresher one).
+    await open(b2);
+    assert.equal(await p.locator('#switch-user').isVisible(), false);
+    assert.match(await p.locator('#who').textContent(), /^77 /);
+    assert.equal(await stored(), b2);
+
+    // A stored token that cannot be read is not replaced silently either.
+    await p.evaluate(() => localStorage.setItem('gpuscout.token', 'not-a-token'));
+    await open(a, { asks: true });
+    const unknown = p.getByRole('alertdialog', { name: 'This link signs you in as user 42. You are signed in as an unknown user. Switch to user 42?' });
+    await unknown.getByRole('button', { name: 'Switch to user 42' }).click();
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    assert.match(await p.locator('#who').textContent(), /^42 /);
+    assert.equal(await stored(), a);
+  } finally {
+    await ctx.close();
+  }
+  assert.deepEqual(errors, [], 'no uncaught errors in the page');
+});
