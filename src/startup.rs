@@ -34,6 +34,7 @@ use crate::ingest::runner::{Role, RunnerParts};
 use crate::ingest::snapshots::MarketSnapshots;
 use crate::market::Market;
 use crate::store::Store;
+use crate::store::queue::WriteQueue;
 use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
 
@@ -70,9 +71,12 @@ impl Application {
         restore_revocations(&store, cluster.users.as_ref()).await?;
         let metrics = Arc::new(Metrics::default());
         let market = Market::default();
+        let (writes, writer) = WriteQueue::new(metrics.clone());
+        tasks.spawn_critical("store-writer", writer.run(tasks.stop_token().clone()));
 
         let alerts = AlertService::start(
             store.clone(),
+            writes.clone(),
             cluster.bus.clone(),
             settings.alerts.clone(),
             ingest::http_client(),
@@ -88,6 +92,7 @@ impl Application {
             bus: cluster.bus.clone(),
             metrics,
             store: store.clone(),
+            writes,
             alerts: alerts.clone(),
             role: cluster.role,
         };

@@ -116,6 +116,9 @@ pub struct Metrics {
     pub connection_panics_total: AtomicU64,
     pub write_timeouts_total: AtomicU64,
     pub refused_connections_total: AtomicU64,
+    pub store_queue_depth: AtomicI64,
+    pub store_queue_dropped_total: AtomicU64,
+    pub store_write_retries_total: AtomicU64,
     pub frames_written_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
     /// Source polls this node made (only the leader polls).
@@ -181,7 +184,25 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 15] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 18] = [
+    (
+        "gpuscout_store_queue_depth",
+        "Database writes (alert firings, rule conditions, minute snapshots) waiting to be written.",
+        MetricKind::Gauge,
+        |m| m.store_queue_depth.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_store_queue_dropped_total",
+        "Database writes dropped because the write queue was full.",
+        MetricKind::Counter,
+        |m| m.store_queue_dropped_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_store_write_retries_total",
+        "Failed database writes of the write queue, each retried.",
+        MetricKind::Counter,
+        |m| m.store_write_retries_total.load(Ordering::Relaxed).into(),
+    ),
     (
         "gpuscout_connections",
         "Open client connections.",

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertEngine, Rule, WebhookFormat};
+use super::{AlertEngine, Firing, Rule, WebhookFormat};
 use crate::backoff::Backoff;
 use crate::bus::Bus;
 use crate::channels;
@@ -24,9 +24,12 @@ use crate::config::AlertSettings;
 use crate::market::Market;
 use crate::store::Store;
 use crate::store::alerts::Attempt;
+use crate::store::queue::WriteQueue;
 
 pub struct AlertService {
     store: Store,
+    /// Firings and condition changes are written from here, off the market loop.
+    writes: WriteQueue,
     /// Where fired alerts are published (`alerts:#<uid>`).
     bus: Arc<dyn Bus>,
     /// Std mutex: evaluation is pure computation, never held across `.await`.
@@ -69,6 +72,7 @@ pub fn webhook_body(format: WebhookFormat, alert: &Value) -> Value {
 impl AlertService {
     pub async fn start(
         store: Store,
+        writes: WriteQueue,
         bus: Arc<dyn Bus>,
         settings: AlertSettings,
         client: reqwest::Client,
@@ -76,6 +80,7 @@ impl AlertService {
         let rules = super::rules_of(store.all_rules().await?)?;
         Ok(Arc::new(Self {
             store,
+            writes,
             bus,
             engine: Mutex::new(AlertEngine::new(rules)),
             settings,
@@ -102,42 +107,63 @@ impl AlertService {
     }
 
     /// Evaluate every rule against the market and deliver what fired.
-    pub async fn on_market_change(&self, market: &Market) {
+    /// Evaluation is immediate; what it found is written through the write queue (in order, retried
+    /// while the database is away) so the market loop never waits for the database. A firing is
+    /// published once it is stored, with its event id.
+    pub fn on_market_change(self: &Arc<Self>, market: &Market) {
         let now = unix_now_ms() as i64;
         let (firings, changes) = {
             let state = market.read();
             self.engine().evaluate(&state, now)
         };
         for c in changes {
-            if let Err(e) = self.store.set_rule_condition(&c.rule_id, c.condition).await {
-                tracing::warn!(rule = %c.rule_id, error = %e, "saving a rule's condition failed");
-            }
+            let store = self.store.clone();
+            self.writes.push(
+                "rule condition",
+                Box::new(move || {
+                    let (store, rule_id) = (store.clone(), c.rule_id.clone());
+                    Box::pin(async move { store.set_rule_condition(&rule_id, c.condition).await })
+                }),
+            );
         }
         for firing in firings {
-            let webhook = {
-                let engine = self.engine();
-                engine.rules.get(&firing.rule_id).and_then(|r| {
-                    Some((
-                        r.webhook_url.clone()?,
-                        r.webhook_format.unwrap_or_default().as_str(),
-                        r.webhook_secret.clone()?,
-                    ))
-                })
-            };
-            let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), *f, s.as_str()));
-            match self.store.record_firing(&firing.record(), hook).await {
-                Ok(Some(event_id)) => {
-                    let mut payload = firing.payload.clone();
-                    payload["id"] = json!(event_id);
-                    self.publish(&firing.user_id, &payload).await;
-                    if webhook.is_some() {
-                        self.outbox.notify_one();
-                    }
-                }
-                Ok(None) => tracing::debug!(key = %firing.idempotency_key, "crossing already recorded"),
-                Err(e) => tracing::error!(rule = %firing.rule_id, error = %e, "recording an alert failed"),
-            }
+            let service = self.clone();
+            let firing = Arc::new(firing);
+            self.writes.push(
+                "alert firing",
+                Box::new(move || {
+                    let (service, firing) = (service.clone(), firing.clone());
+                    Box::pin(async move { service.record_and_publish(&firing).await })
+                }),
+            );
         }
+    }
+
+    /// Store a firing (once: its idempotency key) with its webhook delivery, then publish it.
+    async fn record_and_publish(&self, firing: &Firing) -> Result<(), crate::store::StoreError> {
+        let webhook = {
+            let engine = self.engine();
+            engine.rules.get(&firing.rule_id).and_then(|r| {
+                Some((
+                    r.webhook_url.clone()?,
+                    r.webhook_format.unwrap_or_default().as_str(),
+                    r.webhook_secret.clone()?,
+                ))
+            })
+        };
+        let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), *f, s.as_str()));
+        match self.store.record_firing(&firing.record(), hook).await? {
+            Some(event_id) => {
+                let mut payload = firing.payload.clone();
+                payload["id"] = json!(event_id);
+                self.publish(&firing.user_id, &payload).await;
+                if webhook.is_some() {
+                    self.outbox.notify_one();
+                }
+            }
+            None => tracing::debug!(key = %firing.idempotency_key, "crossing already recorded"),
+        }
+        Ok(())
     }
 
     async fn publish(&self, user: &str, payload: &Value) {

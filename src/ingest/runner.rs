@@ -23,6 +23,7 @@ use crate::config::{HttpSourceSettings, IngestSettings};
 use crate::market::Market;
 use crate::market::state::{MarketState, Outgoing, SourceHealth, SourceState};
 use crate::store::Store;
+use crate::store::queue::WriteQueue;
 use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
 
@@ -84,6 +85,8 @@ pub struct RunnerParts {
     pub metrics: Arc<Metrics>,
     /// Where the minute aggregates are written.
     pub store: Store,
+    /// The minute snapshots are written from here, off the market loop.
+    pub writes: WriteQueue,
     /// Evaluated on every market change.
     pub alerts: Arc<AlertService>,
     pub role: Role,
@@ -170,6 +173,7 @@ pub fn spawn(parts: RunnerParts, settings: &IngestSettings, tasks: &Tasks) {
         bus: parts.bus,
         metrics: parts.metrics,
         store: parts.store,
+        writes: parts.writes,
         alerts: parts.alerts,
         role: parts.role,
         trackers,
@@ -187,6 +191,7 @@ struct Runner {
     bus: Arc<dyn Bus>,
     metrics: Arc<Metrics>,
     store: Store,
+    writes: WriteQueue,
     alerts: Arc<AlertService>,
     role: Role,
     trackers: BTreeMap<&'static str, Tracker>,
@@ -333,7 +338,7 @@ impl Runner {
         self.trackers = trackers;
         self.publish(out).await;
         // Every market change (offers or a source's health) is an alert evaluation.
-        self.alerts.on_market_change(&self.market).await;
+        self.alerts.on_market_change(&self.market);
     }
 
     /// `market:summary.1m`, and the aggregates written to the database.
@@ -351,9 +356,14 @@ impl Runner {
             (out, (label, rows))
         };
         self.publish(vec![out]).await;
-        if let Err(e) = self.store.insert_market_snapshots(now, &label, &rows).await {
-            tracing::warn!(error = %e, "writing market snapshots failed");
-        }
+        let (store, rows) = (self.store.clone(), Arc::new(rows));
+        self.writes.push(
+            "market snapshots",
+            Box::new(move || {
+                let (store, label, rows) = (store.clone(), label.clone(), rows.clone());
+                Box::pin(async move { store.insert_market_snapshots(now, &label, &rows).await })
+            }),
+        );
     }
 
     /// Once a second: follow the role, and publish sources that went stale or fresh.

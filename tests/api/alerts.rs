@@ -438,3 +438,113 @@ async fn invalid_rules_get_clear_422s() {
     let (status, _) = request(&app, "GET", "/api/v1/alerts/rules", "not-a-token", None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
+
+/// The market loop does not wait for the database: with PostgreSQL stopped mid-stream the market
+/// keeps publishing on time, `/readyz` says the database is down, and every alert that fired
+/// meanwhile is stored exactly once (and pushed) when it is back.
+#[tokio::test]
+async fn a_database_outage_does_not_freeze_the_market_and_loses_no_alert() {
+    use crate::common::postgres::PrivatePostgres;
+    let Some(mut pg) = PrivatePostgres::start() else { return };
+    let mut market = Market::start().await;
+    let change = market.settings();
+    let url = pg.url();
+    let app = spawn_app_with(move |s| {
+        change(s);
+        s.database.url = SecretString::from(url);
+    })
+    .await;
+    let token = app.token("43", Tier::Individual);
+    let median = median_4090(&app, &token).await;
+    let mut rule_ids = Vec::new();
+    let cents = |usd: f64| (usd * 100.0).round() / 100.0;
+    let (first, second) = (cents(median * 0.7), cents(median * 0.4));
+    for (name, threshold) in [("first", cents(median * 0.85)), ("second", cents(median * 0.55))] {
+        let mut body = price_rule(threshold);
+        body["name"] = json!(name);
+        let (status, rule) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{rule}");
+        rule_ids.push(rule["id"].as_str().unwrap().to_owned());
+    }
+    let (mut ws, _) = app.connect("43", Tier::Individual).await;
+    ws.subscribe("gpu:rtx-4090").await;
+    // The rules learn where the market stands.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    pg.stop();
+    let down = std::time::Instant::now();
+    // Two crossings while the database is away, each a price the market must publish on time.
+    for (price, rule) in [(first, 0), (second, 1)] {
+        market.price_4090(price);
+        let moved = std::time::Instant::now();
+        loop {
+            let push = ws.json().await;
+            let data = &push["push"]["pub"]["data"];
+            if push["push"]["channel"] == "gpu:rtx-4090" && has_median(data, price) {
+                break;
+            }
+            assert!(
+                moved.elapsed() < Duration::from_secs(3),
+                "the market stalled (rule {rule})"
+            );
+        }
+        assert!(
+            moved.elapsed() < Duration::from_secs(2),
+            "published {:?} after the change",
+            moved.elapsed()
+        );
+    }
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["database"], "down", "{body}");
+    // Nothing could be stored: no alert yet.
+    assert!(next_alert(&mut ws, Duration::from_millis(300)).await.is_none());
+    let outage = Duration::from_secs(30).saturating_sub(down.elapsed());
+    tokio::time::sleep(outage).await;
+
+    pg.restart();
+    let mut fired = Vec::new();
+    while fired.len() < 2 {
+        let alert = next_alert(&mut ws, Duration::from_secs(20))
+            .await
+            .expect("the alerts arrive once the database is back");
+        fired.push(alert["pub"]["data"]["rule_id"].as_str().unwrap().to_owned());
+    }
+    fired.sort();
+    let mut expected = rule_ids.clone();
+    expected.sort();
+    assert_eq!(fired, expected);
+    assert!(
+        next_alert(&mut ws, Duration::from_secs(1)).await.is_none(),
+        "each alert once"
+    );
+    for rule_id in &rule_ids {
+        let (status, events) = request(
+            &app,
+            "GET",
+            &format!("/api/v1/alerts/events?rule={rule_id}"),
+            &token,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
+    }
+    assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);
+}
+
+/// Whether some `price_available.median` in `v` is `price`.
+fn has_median(v: &Value, price: f64) -> bool {
+    match v {
+        Value::Object(map) => {
+            let here = map
+                .get("price_available")
+                .and_then(|p| p["median"].as_f64())
+                .is_some_and(|m| (m - price).abs() < 1e-6);
+            here || map.values().any(|c| has_median(c, price))
+        }
+        Value::Array(items) => items.iter().any(|c| has_median(c, price)),
+        _ => false,
+    }
+}

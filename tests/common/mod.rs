@@ -5,6 +5,7 @@
 pub mod fakes;
 pub mod helpers;
 pub mod llm_fake;
+pub mod postgres;
 
 /// Serve `app` on a free port of 127.0.0.1 until the test ends; its `http://` base URL.
 pub async fn serve(app: axum::Router) -> String {
