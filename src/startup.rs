@@ -191,11 +191,11 @@ fn build_hub(
         verifier,
         metrics: metrics.clone(),
         users: cluster.users.clone(),
-        snapshots: Arc::new(MarketSnapshots {
-            market: market.clone(),
-            leadership: cluster.role.leadership.clone(),
-            replica: cluster.role.replica.clone(),
-        }),
+        snapshots: Arc::new(MarketSnapshots::new(
+            market.clone(),
+            cluster.role.leadership.clone(),
+            cluster.role.replica.clone(),
+        )),
         rpc: advisor.rpc_handlers().into_iter().collect(),
         leadership: cluster.role.leadership.clone(),
         shutdown: tasks.stop_token().clone(),

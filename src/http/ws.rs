@@ -247,6 +247,10 @@ async fn close_connection(socket: &mut WebSocket, outbox: &Outbox, batch: &mut V
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
     }
     if let End::Close(disconnect) = end {
+        if disconnect == Disconnect::SLOW {
+            // Whatever overflowed (a push, a reply) or a write that timed out.
+            hub.metrics.slow_disconnects_total.fetch_add(1, Ordering::Relaxed);
+        }
         if disconnect != Disconnect::SLOW && disconnect != Disconnect::WRITE_ERROR {
             // Replies already queued (an error before a close, say) go out first.
             let max_batch_bytes = hub.settings.server.max_batch_bytes;
@@ -330,6 +334,7 @@ async fn write_queued(
         frames += 1;
     }
     socket.flush().await.map_err(|_| ())?;
+    outbox.written();
     hub.metrics
         .frames_written_total
         .fetch_add(frames, std::sync::atomic::Ordering::Relaxed);

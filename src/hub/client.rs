@@ -2,6 +2,7 @@
 //! of every command it sends. Replies and pushes go to the connection's [`Outbox`]; the socket is
 //! the caller's business, so this runs the same over a real socket and in tests.
 
+use serde_json::value::RawValue;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -287,7 +288,8 @@ impl Client {
             }
             self.subs.insert(channel.clone(), sub.clone());
             let recovery = req.subs.get(&channel).filter(|r| r.recover);
-            let (result, top) = self.position_subscription(&channel, recovery).await?;
+            let (mut result, top, snapshot) = self.position_subscription(&channel, recovery).await?;
+            result.data = snapshot.map(|s| RawValue::to_owned(&s));
             live.push((sub, top));
             results.insert(channel, result);
         }
@@ -326,7 +328,7 @@ impl Client {
         &self,
         channel: &str,
         recovery: Option<&SubscribeRecovery>,
-    ) -> Result<(SubscribeResult, u64), ProtoError> {
+    ) -> Result<(SubscribeResult, u64, Option<Arc<RawValue>>), ProtoError> {
         let hub = &self.hub;
         let (publications, position, recovered) = match recovery {
             Some(r) => {
@@ -369,10 +371,9 @@ impl Client {
             was_recovering: recovery.is_some(),
             recovered,
             publications: publications_out(publications),
-            data: hub.snapshot(channel).await,
             ..Default::default()
         };
-        Ok((result, top))
+        Ok((result, top, hub.snapshot(channel).await))
     }
 
     async fn subscribe(&mut self, id: u32, req: &SubscribeRequest) -> Result<(), ProtoError> {
@@ -405,9 +406,14 @@ impl Client {
             epoch: req.epoch.clone(),
         });
         match self.position_subscription(&req.channel, recovery.as_ref()).await {
-            Ok((result, top)) => {
+            Ok((result, top, snapshot)) => {
                 self.subs.insert(req.channel.clone(), sub.clone());
                 let reply = protocol::encode_reply(id, ReplyBody::Subscribe(result));
+                // The shared snapshot is written into the reply once, never cloned first.
+                let reply = match snapshot {
+                    Some(data) => with_data(reply, &data),
+                    None => reply,
+                };
                 Subscriber::go_live(&self.outbox, Bytes::from(reply), &[(&sub, top)]);
                 Ok(())
             }
@@ -505,6 +511,20 @@ async fn release(hub: &Hub, id: &str, subs: HashMap<String, Arc<Subscriber>>, id
     }
 }
 
+/// A subscribe reply (`{"id":…,"subscribe":{…}}`, encoded without `data`) with `data` added as
+/// the last field of its result.
+fn with_data(reply: Vec<u8>, data: &RawValue) -> Vec<u8> {
+    debug_assert!(reply.ends_with(b"}}"), "a subscribe reply ends its result and itself");
+    let head = &reply[..reply.len() - 2];
+    let empty = head.ends_with(b"{");
+    let mut out = Vec::with_capacity(reply.len() + data.get().len() + 10);
+    out.extend_from_slice(head);
+    out.extend_from_slice(if empty { b"\"data\":" } else { b",\"data\":" });
+    out.extend_from_slice(data.get().as_bytes());
+    out.extend_from_slice(b"}}");
+    out
+}
+
 fn publications_out(publications: Vec<Publication>) -> Vec<PublicationOut> {
     publications
         .into_iter()
@@ -542,6 +562,32 @@ mod tests {
             shutdown: CancellationToken::new(),
         };
         Hub::new(parts, "node-1".into())
+    }
+
+    #[test]
+    fn a_reply_with_spliced_data_is_the_reply_serde_writes() {
+        let data = RawValue::from_string(r#"{"items":{"a":[1,2]},"seq":3}"#.to_owned()).unwrap();
+        let results = || {
+            [
+                SubscribeResult::default(),
+                SubscribeResult {
+                    recoverable: true,
+                    epoch: "e".into(),
+                    offset: 7,
+                    ..Default::default()
+                },
+            ]
+        };
+        for (result, mut whole) in results().into_iter().zip(results()) {
+            let spliced = with_data(protocol::encode_reply(4, ReplyBody::Subscribe(result)), &data);
+            whole.data = Some(data.clone());
+            let expected = protocol::encode_reply(4, ReplyBody::Subscribe(whole));
+            let (a, b): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_slice(&spliced).unwrap(),
+                serde_json::from_slice(&expected).unwrap(),
+            );
+            assert_eq!(a, b);
+        }
     }
 
     #[tokio::test]

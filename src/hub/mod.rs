@@ -52,7 +52,9 @@ pub trait RpcHandler: Send + Sync + 'static {
 /// Where subscribe snapshots come from (the market, for its channels).
 #[async_trait]
 pub trait SnapshotProvider: Send + Sync + 'static {
-    async fn snapshot(&self, channel: &str) -> Option<Raw>;
+    /// The channel's snapshot, shared: every subscriber of the same market version may get the
+    /// same allocation.
+    async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>>;
 }
 
 /// No channel has a snapshot: subscribe replies carry no `data` (a hub without a market).
@@ -60,7 +62,7 @@ pub struct NoSnapshots;
 
 #[async_trait]
 impl SnapshotProvider for NoSnapshots {
-    async fn snapshot(&self, _channel: &str) -> Option<Raw> {
+    async fn snapshot(&self, _channel: &str) -> Option<Arc<RawValue>> {
         None
     }
 }
@@ -235,7 +237,7 @@ impl Hub {
     }
 
     /// The current snapshot of a channel, for its subscribe reply.
-    pub async fn snapshot(&self, channel: &str) -> Option<Raw> {
+    pub async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>> {
         self.snapshots.snapshot(channel).await
     }
 
@@ -331,11 +333,8 @@ impl Hub {
                 match sub.deliver(publication.offset, &push) {
                     Ok(true) => delivered += 1,
                     Ok(false) => {}
-                    Err(PushError::Overflow) => {
-                        dropped += 1;
-                        self.metrics.slow_disconnects_total.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(PushError::Closed) => dropped += 1,
+                    // The close is counted where it happens (`gpuscout_slow_disconnects_total`).
+                    Err(PushError::Overflow | PushError::Closed) => dropped += 1,
                 }
             }
         }

@@ -10,6 +10,7 @@ pub mod simulated;
 pub mod state;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use serde::Serialize;
@@ -17,14 +18,54 @@ use serde::Serialize;
 /// The market state, shared by the ingest runner (its one writer) and by subscribe snapshots,
 /// REST and the advisor (readers). A std lock: held for computation only, never across `.await`.
 #[derive(Clone, Default)]
-pub struct Market(Arc<RwLock<state::MarketState>>);
+pub struct Market {
+    state: Arc<RwLock<state::MarketState>>,
+    /// Counts the writes: a snapshot built at version `v` stays right until the next write.
+    version: Arc<AtomicU64>,
+}
 
 impl Market {
     pub fn read(&self) -> std::sync::RwLockReadGuard<'_, state::MarketState> {
-        self.0.read().unwrap_or_else(|e| e.into_inner())
+        self.state.read().unwrap_or_else(|e| e.into_inner())
     }
-    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, state::MarketState> {
-        self.0.write().unwrap_or_else(|e| e.into_inner())
+
+    pub fn write(&self) -> MarketWrite<'_> {
+        MarketWrite {
+            guard: self.state.write().unwrap_or_else(|e| e.into_inner()),
+            version: &self.version,
+        }
+    }
+
+    /// The number of writes so far. Read under [`Market::read`], it is the version of what the
+    /// guard shows (a write bumps it before it releases the lock).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+}
+
+/// Write access to the market; the version moves on when it ends.
+pub struct MarketWrite<'a> {
+    guard: std::sync::RwLockWriteGuard<'a, state::MarketState>,
+    version: &'a AtomicU64,
+}
+
+impl std::ops::Deref for MarketWrite<'_> {
+    type Target = state::MarketState;
+    fn deref(&self) -> &state::MarketState {
+        &self.guard
+    }
+}
+
+impl std::ops::DerefMut for MarketWrite<'_> {
+    fn deref_mut(&mut self) -> &mut state::MarketState {
+        &mut self.guard
+    }
+}
+
+impl Drop for MarketWrite<'_> {
+    fn drop(&mut self) {
+        // Still under the write lock: a reader that locks after this write sees the new version.
+        self.version.fetch_add(1, Ordering::Release);
     }
 }
 

@@ -493,6 +493,10 @@ async fn a_database_outage_does_not_freeze_the_market_and_loses_no_alert() {
             "published {:?} after the change",
             moved.elapsed()
         );
+        eprintln!(
+            "database down: the price change published {:?} after it was served",
+            moved.elapsed()
+        );
     }
     let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(ready.status(), 503);
@@ -504,6 +508,7 @@ async fn a_database_outage_does_not_freeze_the_market_and_loses_no_alert() {
     tokio::time::sleep(outage).await;
 
     pg.restart();
+    let back = std::time::Instant::now();
     let mut fired = Vec::new();
     while fired.len() < 2 {
         let alert = next_alert(&mut ws, Duration::from_secs(20))
@@ -511,6 +516,10 @@ async fn a_database_outage_does_not_freeze_the_market_and_loses_no_alert() {
             .expect("the alerts arrive once the database is back");
         fired.push(alert["pub"]["data"]["rule_id"].as_str().unwrap().to_owned());
     }
+    eprintln!(
+        "database back: both alerts delivered {:?} after the restart",
+        back.elapsed()
+    );
     fired.sort();
     let mut expected = rule_ids.clone();
     expected.sort();

@@ -175,6 +175,7 @@ async fn a_peer_that_stops_reading_is_closed_within_the_write_timeout() {
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    eprintln!("stuck peer closed {:?} after the last publication", started.elapsed());
     assert!(metric(&app, "gpuscout_write_timeouts_total").await >= 1.0);
     // Its session and per-user state are gone; the reader is still served.
     app.publish("gpu:rtx-4090", json!({"n": "after"})).await;

@@ -4,6 +4,7 @@
 mod common;
 use common::{fakes, helpers, llm_fake};
 
+mod abuse;
 mod advisor;
 mod alerts;
 mod auth;
