@@ -185,6 +185,9 @@ pub struct BusSettings {
     pub leader_lease_ms: u64,
     pub history_size: usize,
     pub history_ttl_s: u64,
+    /// A channel with no subscriber on this node, no publication and no history for this long
+    /// has its state freed.
+    pub idle_channel_ttl_s: u64,
     pub recovery_max_publications: usize,
 }
 

@@ -17,6 +17,8 @@ struct Stream {
     epoch: String,
     top: u64,
     ring: VecDeque<(Publication, Instant)>,
+    /// Last publication or read.
+    touched: Instant,
 }
 
 pub struct MemoryBus {
@@ -25,6 +27,7 @@ pub struct MemoryBus {
     handler: OnceLock<Arc<dyn PublicationHandler>>,
     history_size: usize,
     history_ttl: Duration,
+    idle_ttl: Duration,
 }
 
 impl MemoryBus {
@@ -35,6 +38,7 @@ impl MemoryBus {
             handler: OnceLock::new(),
             history_size: settings.history_size,
             history_ttl: Duration::from_secs(settings.history_ttl_s),
+            idle_ttl: Duration::from_secs(settings.idle_channel_ttl_s),
         }
     }
 
@@ -49,6 +53,7 @@ impl MemoryBus {
                     epoch: new_epoch(),
                     top: 0,
                     ring: VecDeque::new(),
+                    touched: Instant::now(),
                 }))
             })
             .clone()
@@ -89,6 +94,7 @@ impl Bus for MemoryBus {
         let stream = self.stream(channel);
         let now = Instant::now();
         let mut s = lock(&stream);
+        s.touched = now;
         s.top += 1;
         let publication = Publication { offset: s.top, data };
         s.ring.push_back((publication.clone(), now));
@@ -119,7 +125,9 @@ impl Bus for MemoryBus {
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, BusError> {
         let stream = self.stream(channel);
         let mut s = lock(&stream);
-        self.trim(&mut s, Instant::now());
+        let now = Instant::now();
+        s.touched = now;
+        self.trim(&mut s, now);
         let position = StreamPosition {
             offset: s.top,
             epoch: s.epoch.clone(),
@@ -150,6 +158,24 @@ impl Bus for MemoryBus {
     async fn ready(&self) -> bool {
         true
     }
+
+    fn prune_idle(&self) -> usize {
+        let now = Instant::now();
+        let before = self.streams.len();
+        self.streams.retain(|name, stream| {
+            if self.subscribed.contains(name) {
+                return true;
+            }
+            let mut s = lock(stream);
+            self.trim(&mut s, now);
+            !s.ring.is_empty() || now.duration_since(s.touched) < self.idle_ttl
+        });
+        let pruned = before.saturating_sub(self.streams.len());
+        if pruned > 0 {
+            self.streams.shrink_to_fit();
+        }
+        pruned
+    }
 }
 
 #[cfg(test)]
@@ -171,6 +197,25 @@ mod tests {
     async fn recovery_is_all_or_nothing() {
         let b = bus();
         suite::recovery_is_all_or_nothing(&b, b.history_size).await;
+    }
+
+    #[tokio::test]
+    async fn idle_channels_are_freed_and_live_ones_kept() {
+        let mut settings = Settings::defaults().bus;
+        settings.history_ttl_s = 0;
+        settings.idle_channel_ttl_s = 0;
+        let b = MemoryBus::new(&settings);
+        for n in 0..1000 {
+            b.history(&format!("gpu:made-up-{n}"), HistoryQuery::default())
+                .await
+                .unwrap();
+        }
+        b.subscribe("gpu:kept").await.unwrap();
+        b.publish("gpu:kept", Bytes::from_static(b"{}")).await.unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(b.prune_idle(), 1000);
+        assert_eq!(b.streams.len(), 1);
+        assert!(b.streams.contains_key("gpu:kept"));
     }
 
     #[tokio::test]

@@ -88,6 +88,11 @@ pub trait Bus: Send + Sync + 'static {
     async fn unsubscribe(&self, channel: &str) -> Result<(), BusError>;
     /// Read history and the channel's current position.
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, BusError>;
+    /// Free the state of channels idle for `bus.idle_channel_ttl_s`: no subscriber here, no
+    /// publication and no history left. (On Redis, keys expire on their own.)
+    fn prune_idle(&self) -> usize {
+        0
+    }
     /// Whether the bus can serve requests now (for `/readyz`).
     async fn ready(&self) -> bool;
 }

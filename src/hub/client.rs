@@ -386,6 +386,9 @@ impl Client {
         }
         let policy = self.hub.settings.tier(identity.tier);
         let kind = authorize_subscribe(policy, &identity.user, &req.channel)?;
+        if !self.hub.channel_exists(&req.channel) {
+            return Err(ProtoError::unknown_channel().with_message("no such model in the market"));
+        }
         if self.subs.len() >= policy.channels_per_connection as usize {
             return Err(ProtoError::limit_exceeded().with_message("channel limit for your tier"));
         }

@@ -55,6 +55,13 @@ pub trait SnapshotProvider: Send + Sync + 'static {
     /// The channel's snapshot, shared: every subscriber of the same market version may get the
     /// same allocation.
     async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>>;
+
+    /// Whether a market channel's name can exist (its model is one the market knows); a name
+    /// that cannot is refused with 102, so clients cannot make the hub keep state for names
+    /// of their invention.
+    fn channel_exists(&self, _channel: &str) -> bool {
+        true
+    }
 }
 
 /// No channel has a snapshot: subscribe replies carry no `data` (a hub without a market).
@@ -237,6 +244,10 @@ impl Hub {
     }
 
     /// The current snapshot of a channel, for its subscribe reply.
+    pub fn channel_exists(&self, channel: &str) -> bool {
+        self.snapshots.channel_exists(channel)
+    }
+
     pub async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>> {
         self.snapshots.snapshot(channel).await
     }

@@ -1,8 +1,8 @@
 //! Subscribe snapshots of the market channels, for the hub: this node's own market while it leads
 //! and has polled, otherwise the leader's, shared through the bus ([`SnapshotReplica`]).
 //!
-//! A channel's snapshot is built once per market version and shared: every subscriber of that
-//! version gets the same allocation (`offers:all` at 100k offers is ~35 MB; built per subscribe,
+//! An offer channel's snapshot is built once per market version and shared: every subscriber of
+//! that version gets the same allocation (`offers:all` at 100k offers is ~35 MB; built per subscribe,
 //! a burst of subscribes would hold one copy each). Offer snapshots, the large ones, are built on
 //! the blocking pool, never on a runtime worker. A follower keeps what it read from the leader for
 //! [`REPLICA_FRESH`].
@@ -21,6 +21,7 @@ use crate::channels::ChannelKind;
 use crate::clock::unix_now_ms;
 use crate::hub::SnapshotProvider;
 use crate::market::Market;
+use crate::market::models::canonical_slug;
 
 /// How long a follower serves a snapshot read from the leader before reading it again.
 pub const REPLICA_FRESH: Duration = Duration::from_secs(1);
@@ -42,16 +43,25 @@ pub struct MarketSnapshots {
     pub market: Market,
     pub leadership: Leadership,
     pub replica: Option<Arc<SnapshotReplica>>,
+    /// Any well-formed model name may exist (`api.allow_market_channels`: the server API may
+    /// create it by publishing).
+    open_names: bool,
     /// One slot per channel; its lock makes concurrent subscribers wait for one build.
     cache: DashMap<String, Arc<Mutex<Option<Cached>>>>,
 }
 
 impl MarketSnapshots {
-    pub fn new(market: Market, leadership: Leadership, replica: Option<Arc<SnapshotReplica>>) -> Self {
+    pub fn new(
+        market: Market,
+        leadership: Leadership,
+        replica: Option<Arc<SnapshotReplica>>,
+        open_names: bool,
+    ) -> Self {
         Self {
             market,
             leadership,
             replica,
+            open_names,
             cache: DashMap::new(),
         }
     }
@@ -68,6 +78,9 @@ impl MarketSnapshots {
 
     /// This node's snapshot of `channel` at the market's current version.
     async fn local(&self, channel: &str) -> Option<Arc<RawValue>> {
+        if !large(channel) {
+            return self.build(channel).await.map(|(_, snapshot)| snapshot);
+        }
         let slot = self.slot(channel);
         let mut cached = slot.lock().await;
         if let Some(Cached::Local(version, snapshot)) = &*cached
@@ -91,14 +104,18 @@ impl MarketSnapshots {
             let raw: Arc<RawValue> = RawValue::from_string(text).ok()?.into();
             Some((version, raw))
         };
-        match ChannelKind::parse(channel) {
-            Some(ChannelKind::Offers(_) | ChannelKind::OffersAll) => tokio::task::spawn_blocking(build).await.ok()?,
-            _ => build(),
+        if large(channel) {
+            tokio::task::spawn_blocking(build).await.ok()?
+        } else {
+            build()
         }
     }
 
     /// The leader's snapshot, read at most every [`REPLICA_FRESH`]; `None` when it has none.
     async fn replicated(&self, replica: &SnapshotReplica, channel: &str) -> Option<Arc<RawValue>> {
+        if !large(channel) {
+            return RawValue::from_string(replica.load(channel).await?).ok().map(Arc::from);
+        }
         let slot = self.slot(channel);
         let mut cached = slot.lock().await;
         if let Some(Cached::Replica(at, snapshot)) = &*cached
@@ -113,8 +130,34 @@ impl MarketSnapshots {
     }
 }
 
+/// The offer channels: their snapshots are the large ones (every offer of a model, or of the
+/// market), cached and built off the runtime. The others hold one item per model or segment and
+/// are built on demand, so names clients make up leave no cached copy behind.
+fn large(channel: &str) -> bool {
+    matches!(
+        ChannelKind::parse(channel),
+        Some(ChannelKind::Offers(_) | ChannelKind::OffersAll)
+    )
+}
+
 #[async_trait]
 impl SnapshotProvider for MarketSnapshots {
+    /// A model channel exists when the market has held the model since start; before it held
+    /// any, when the name is a canonical slug.
+    fn channel_exists(&self, channel: &str) -> bool {
+        let model = match ChannelKind::parse(channel) {
+            Some(ChannelKind::Gpu(m) | ChannelKind::Offers(m)) => m,
+            _ => return true,
+        };
+        if self.open_names {
+            return true;
+        }
+        match self.market.read().has_seen(model) {
+            Some(seen) => seen,
+            None => canonical_slug(model).as_deref() == Some(model),
+        }
+    }
+
     async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>> {
         let Some(replica) = &self.replica else {
             return self.local(channel).await;
@@ -139,8 +182,11 @@ mod tests {
         let market = Market::default();
         let mut sim = SimulatedMarket::new(7);
         market.write().apply_offers("simulated", sim.offers(0), 0);
-        let snapshots = MarketSnapshots::new(market.clone(), Leadership::single_node(), None);
-        for channel in ["market:summary", "offers:all", "offers:rtx-4090"] {
+        let snapshots = MarketSnapshots::new(market.clone(), Leadership::single_node(), None, false);
+        assert!(snapshots.channel_exists("gpu:rtx-4090") && snapshots.channel_exists("offers:all"));
+        assert!(!snapshots.channel_exists("gpu:x1") && !snapshots.channel_exists("offers:made-up-9"));
+        assert!(MarketSnapshots::new(market.clone(), Leadership::single_node(), None, true).channel_exists("gpu:x1"));
+        for channel in ["offers:all", "offers:rtx-4090"] {
             let a = snapshots.snapshot(channel).await.unwrap();
             let b = snapshots.snapshot(channel).await.unwrap();
             assert!(Arc::ptr_eq(&a, &b), "{channel}: one allocation for one version");

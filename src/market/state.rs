@@ -4,7 +4,7 @@
 //! aggregates it, and returns the payloads to publish per channel (DESIGN §5). It is also where
 //! subscribe snapshots come from. Pure: the caller publishes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -74,6 +74,8 @@ pub struct MarketState {
     seq_base: u64,
     /// On a follower node: the leader's source label, with aggregates and health mirrored from it.
     mirror_label: Option<String>,
+    /// Every model the market has held since start (its channels may be subscribed).
+    seen: HashSet<Text>,
 }
 
 impl MarketState {
@@ -97,6 +99,12 @@ impl MarketState {
                 .collect();
         }
         self.mirror_label = summary.get("source").and_then(Value::as_str).map(str::to_owned);
+        self.seen.extend(self.aggregates.keys().map(|k| super::intern(k)));
+    }
+
+    /// Whether the market has held `model` since start; `None` before it held any model.
+    pub fn has_seen(&self, model: &str) -> Option<bool> {
+        (!self.seen.is_empty()).then(|| self.seen.contains(model))
     }
 
     /// Whether this state holds data polled by this node (not only a mirror).
@@ -207,6 +215,9 @@ impl MarketState {
         }
         for offer in diff.incoming() {
             touched.insert(offer.model.clone());
+            if !self.seen.contains(&offer.model) {
+                self.seen.insert(offer.model.clone());
+            }
             self.stats.entry(offer.model.clone()).or_default().add(offer);
         }
         touched

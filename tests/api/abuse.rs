@@ -57,6 +57,10 @@ impl Drop for Hub {
 
 impl Hub {
     fn start(farm: &str) -> Self {
+        Self::start_with(farm, &[])
+    }
+
+    fn start_with(farm: &str, env: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -77,6 +81,7 @@ impl Hub {
             .env("GPUSCOUT__LOG__LEVEL", "warn")
             .env_remove("RUST_LOG")
             .env_remove("GPUSCOUT__ENVIRONMENT")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -238,4 +243,71 @@ async fn a_client_hoarding_snapshots_is_closed_without_hurting_others() {
     }
     eprintln!("hub RSS: {before:.0} MB before, {peak:.0} MB at peak");
     assert!(peak - before < 100.0, "hub RSS grew {:.0} MB", peak - before);
+}
+
+/// Channel names of the client's invention leave nothing behind: 100,000 distinct ones, each
+/// subscribed and unsubscribed, and the hub's memory returns to where it was.
+#[tokio::test]
+async fn made_up_channel_names_leave_no_state_behind() {
+    gpuscout_hub::startup::install_tls_provider();
+    let farm = FakeServer::start().await;
+    farm.fake.set("/machines", machines(1_000));
+    // Names may exist here (the server API may feed any model), so the pruning is what frees them.
+    let hub = Hub::start_with(
+        &farm.url,
+        &[
+            ("GPUSCOUT__BUS__IDLE_CHANNEL_TTL_S", "1"),
+            ("GPUSCOUT__BUS__HISTORY_TTL_S", "1"),
+            ("GPUSCOUT__TIERS__ENTERPRISE__COMMANDS_PER_SECOND", "100000"),
+            ("GPUSCOUT__TIERS__ENTERPRISE__COMMAND_BURST", "100000"),
+            ("GPUSCOUT__TIERS__ENTERPRISE__USER_COMMANDS_PER_SECOND", "1000000"),
+        ],
+    );
+    let http = reqwest::Client::new();
+    let verifier = TokenVerifier::new(&Settings::defaults().auth).unwrap();
+    let started = Instant::now();
+    while metric(&http, &hub, "gpuscout_source_polls_total").await < 1.0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "the hub never polled");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = verifier.mint("namer", Tier::Enterprise, 3600).unwrap();
+    let mut ws = ws_at(hub.addr).await;
+    ws.send(json!({"connect": {"token": token}})).await;
+    ws.json().await;
+    // A first round, so what a first use allocates once (buffers, caches) is in the baseline.
+    names_round(&mut ws, 0, 10_000).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = hub.rss_mb();
+    names_round(&mut ws, 10_000, 110_000).await;
+    let during = hub.rss_mb();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = hub.rss_mb();
+    eprintln!("hub RSS: {before:.1} MB before, {during:.1} MB after 100,000 names, {after:.1} MB once pruned");
+    assert!(
+        after <= before * 1.10,
+        "{after:.1} MB is more than 10% over {before:.1} MB"
+    );
+}
+
+/// Subscribe to and unsubscribe from `gpu:made-up-<n>` for every `n` in `from..to`, a hundred
+/// pairs a frame; every reply must be a success.
+async fn names_round(ws: &mut WsClient, from: u32, to: u32) {
+    let numbers: Vec<u32> = (from..to).collect();
+    for chunk in numbers.chunks(100) {
+        let frame: Vec<String> = chunk
+            .iter()
+            .flat_map(|n| {
+                let channel = format!("gpu:made-up-{n}");
+                [
+                    json!({"id": 2 * n + 10, "subscribe": {"channel": channel}}).to_string(),
+                    json!({"id": 2 * n + 11, "unsubscribe": {"channel": channel}}).to_string(),
+                ]
+            })
+            .collect();
+        ws.send_text(&frame.join("\n")).await;
+        for _ in 0..2 * chunk.len() {
+            let v = ws.json().await;
+            assert!(v.get("error").is_none(), "{v}");
+        }
+    }
 }

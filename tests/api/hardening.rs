@@ -238,3 +238,40 @@ fn arbitrary_query_strings_and_bodies_at_every_rest_route_never_get_a_5xx() {
         assert!(app.metrics().await.contains("gpuscout_connection_panics_total 0"));
     });
 }
+
+#[tokio::test]
+async fn only_channels_of_models_the_market_knows_can_be_subscribed() {
+    let app = spawn_app_with(|s| {
+        s.api.allow_market_channels = false;
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 100;
+    })
+    .await;
+    let started = Instant::now();
+    let token = app.token("namer", Tier::Enterprise);
+    loop {
+        let r = app
+            .http
+            .get(app.url("/api/v1/market/snapshot"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        if v["models"].as_array().is_some_and(|m| !m.is_empty()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the simulated market never polled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (mut ws, _) = app.connect("namer", Tier::Enterprise).await;
+    assert!(ws.subscribe("gpu:rtx-4090").await.get("error").is_none());
+    for channel in ["gpu:made-up-1", "offers:made-up-2", "gpu:x"] {
+        let reply = ws.subscribe(channel).await;
+        assert_eq!(reply["error"]["code"], 102, "{channel}: {reply}");
+    }
+    assert!(ws.subscribe("offers:rtx-4090").await.get("error").is_none());
+}
