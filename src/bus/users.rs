@@ -8,6 +8,7 @@
 //! control channel so every node closes the connections that used the token; so is a request to
 //! cancel an advisor answer, which only the node generating it can abort.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -33,6 +34,12 @@ pub trait UserState: Send + Sync + 'static {
     async fn acquire(&self, user: &str, client: &str, limit: u32) -> Result<bool, BusError>;
     /// Forget a connection.
     async fn release(&self, user: &str, client: &str);
+    /// Count `channel`, held by connection `client`, against the `limit` of distinct channels of
+    /// its kind the user may hold across all their connections and nodes; `false` when the user
+    /// holds `limit` others. A channel the user already holds elsewhere costs nothing more.
+    async fn acquire_channel(&self, user: &str, client: &str, channel: &str, limit: u32) -> Result<bool, BusError>;
+    /// Forget that `client` holds `channel`.
+    async fn release_channel(&self, user: &str, client: &str, channel: &str);
     /// Refresh the entries of this node's live connections (`(user, client)` pairs).
     async fn heartbeat(&self, sessions: Vec<(String, String)>);
     /// Whether the token with this id was revoked.
@@ -47,10 +54,13 @@ pub trait UserState: Send + Sync + 'static {
     fn control(&self) -> &ControlFeed;
 }
 
-/// One node: connection counts are the hub's own; revocations are kept in memory.
+/// One node: connection counts are the hub's own; revocations and held channels are kept in
+/// memory.
 #[derive(Default)]
 pub struct LocalUsers {
     revoked: DashMap<String, u64>,
+    /// Per user, per counted channel, the connections holding it.
+    channels: DashMap<String, HashMap<String, HashSet<String>>>,
     control: ControlFeed,
 }
 
@@ -60,6 +70,25 @@ impl UserState for LocalUsers {
         Ok(true)
     }
     async fn release(&self, _user: &str, _client: &str) {}
+    async fn acquire_channel(&self, user: &str, client: &str, channel: &str, limit: u32) -> Result<bool, BusError> {
+        let mut held = self.channels.entry(user.to_owned()).or_default();
+        if !held.contains_key(channel) && held.len() >= limit as usize {
+            return Ok(false);
+        }
+        held.entry(channel.to_owned()).or_default().insert(client.to_owned());
+        Ok(true)
+    }
+    async fn release_channel(&self, user: &str, client: &str, channel: &str) {
+        if let Some(mut held) = self.channels.get_mut(user)
+            && let Some(clients) = held.get_mut(channel)
+        {
+            clients.remove(client);
+            if clients.is_empty() {
+                held.remove(channel);
+            }
+        }
+        self.channels.remove_if(user, |_, held| held.is_empty());
+    }
     async fn heartbeat(&self, _sessions: Vec<(String, String)>) {
         let now = unix_now_s();
         self.revoked.retain(|_, until| *until > now);
@@ -93,11 +122,36 @@ redis.call('pexpire', KEYS[1], ARGV[5])
 return 1
 "#;
 
+/// A set of `<channel>|<node>:<client>` per user; an entry lives while its connection's entry
+/// does (a dead node's entries go with its connections).
+const ACQUIRE_CHANNEL_LUA: &str = r#"
+-- KEYS: the user's held channels, the user's connections. ARGV: now ms, channel, member, limit, ttl ms.
+local held = {}
+local count = 0
+local mine = false
+for _, entry in ipairs(redis.call('smembers', KEYS[1])) do
+  local sep = string.find(entry, '|', 1, true)
+  local channel = string.sub(entry, 1, sep - 1)
+  local score = redis.call('zscore', KEYS[2], string.sub(entry, sep + 1))
+  if score and tonumber(score) > tonumber(ARGV[1]) then
+    if not held[channel] then held[channel] = true; count = count + 1 end
+    if channel == ARGV[2] then mine = true end
+  else
+    redis.call('srem', KEYS[1], entry)
+  end
+end
+if not mine and count >= tonumber(ARGV[4]) then return 0 end
+redis.call('sadd', KEYS[1], ARGV[2] .. '|' .. ARGV[3])
+redis.call('pexpire', KEYS[1], ARGV[5])
+return 1
+"#;
+
 pub struct RedisUsers {
     client: Client,
     prefix: String,
     node: String,
     acquire: Script,
+    acquire_channel: Script,
     /// The control channel's name.
     control: String,
     feed: ControlFeed,
@@ -135,6 +189,7 @@ impl RedisUsers {
             prefix: prefix.to_owned(),
             node: node.to_owned(),
             acquire: Script::from_lua(ACQUIRE_LUA),
+            acquire_channel: Script::from_lua(ACQUIRE_CHANNEL_LUA),
             control,
             feed,
             stop,
@@ -144,6 +199,9 @@ impl RedisUsers {
 
     fn conns_key(&self, user: &str) -> String {
         format!("{}.conns.{{{user}}}", self.prefix)
+    }
+    fn channels_key(&self, user: &str) -> String {
+        format!("{}.channels.{{{user}}}", self.prefix)
     }
     fn revoked_key(&self, jti: &str) -> String {
         format!("{}.revoked.{jti}", self.prefix)
@@ -180,6 +238,32 @@ impl UserState for RedisUsers {
         }
     }
 
+    async fn acquire_channel(&self, user: &str, client: &str, channel: &str, limit: u32) -> Result<bool, BusError> {
+        let ttl = CONNECTION_TTL.as_millis() as i64;
+        let args: Vec<Value> = vec![
+            (unix_now_ms() as i64).into(),
+            channel.into(),
+            self.member(client).into(),
+            i64::from(limit).into(),
+            ttl.into(),
+        ];
+        let keys = vec![self.channels_key(user), self.conns_key(user)];
+        let ok: i64 = self
+            .acquire_channel
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(ok == 1)
+    }
+
+    async fn release_channel(&self, user: &str, client: &str, channel: &str) {
+        let entry = format!("{channel}|{}", self.member(client));
+        let removed: Result<i64, Error> = self.client.srem(self.channels_key(user), entry).await;
+        if let Err(e) = removed {
+            tracing::debug!(error = %e, "releasing a held channel failed (it goes with its connection)");
+        }
+    }
+
     async fn heartbeat(&self, sessions: Vec<(String, String)>) {
         let expiry = (unix_now_ms() + CONNECTION_TTL.as_millis() as u64) as f64;
         let ttl = CONNECTION_TTL.as_millis() as i64;
@@ -198,6 +282,7 @@ impl UserState for RedisUsers {
                     )
                     .await;
                 let _: Result<(), Error> = pipeline.pexpire(key, ttl, None).await;
+                let _: Result<(), Error> = pipeline.pexpire(self.channels_key(user), ttl, None).await;
             }
             let sent: Result<Vec<Value>, Error> = pipeline.all().await;
             if let Err(e) = sent {

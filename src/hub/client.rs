@@ -159,6 +159,14 @@ impl Client {
             Method::Unsubscribe(req) => {
                 if let Some(sub) = self.subs.remove(&req.channel) {
                     self.hub.remove_subscriber(&req.channel, &sub).await;
+                    if let Some(identity) = &self.identity
+                        && counted_per_user(&req.channel)
+                    {
+                        self.hub
+                            .users()
+                            .release_channel(&identity.user, &self.id, &req.channel)
+                            .await;
+                    }
                 }
                 self.reply(id, ReplyBody::Unsubscribe(Empty {}));
             }
@@ -392,12 +400,30 @@ impl Client {
         if self.subs.len() >= policy.channels_per_connection as usize {
             return Err(ProtoError::limit_exceeded().with_message("channel limit for your tier"));
         }
-        if matches!(kind, ChannelKind::Gpu(_)) && policy.max_gpu_channels > 0 {
-            let gpu = self.subs.keys().filter(|c| c.starts_with("gpu:")).count();
-            if gpu >= policy.max_gpu_channels as usize {
+        let counted = matches!(kind, ChannelKind::Gpu(_)) && policy.max_gpu_channels > 0;
+        if counted {
+            // Per user, across their connections and the nodes (not per connection).
+            let user = identity.user.clone();
+            let users = self.hub.users();
+            let acquired = users
+                .acquire_channel(&user, &self.id, &req.channel, policy.max_gpu_channels)
+                .await
+                .map_err(|_| ProtoError::internal().with_message("bus unavailable, retry"))?;
+            if !acquired {
                 return Err(ProtoError::limit_exceeded().with_message("gpu channel limit for your tier"));
             }
         }
+        let result = self.join(id, req).await;
+        if result.is_err() && counted {
+            let user = &self.identity.as_ref().expect("identified above").user;
+            self.hub.users().release_channel(user, &self.id, &req.channel).await;
+        }
+        result
+    }
+
+    /// Add the connection to the channel's subscribers and answer with its position, recovered
+    /// publications and snapshot.
+    async fn join(&mut self, id: u32, req: &SubscribeRequest) -> Result<(), ProtoError> {
         let sub = Subscriber::new(self.outbox.clone());
         self.hub
             .add_subscriber(&req.channel, sub.clone())
@@ -503,10 +529,20 @@ impl Drop for Client {
     }
 }
 
+/// Channels counted per user across connections and nodes (`tiers.<t>.max_gpu_channels`).
+fn counted_per_user(channel: &str) -> bool {
+    matches!(ChannelKind::parse(channel), Some(ChannelKind::Gpu(_)))
+}
+
 /// Free what a client holds in the hub.
 async fn release(hub: &Hub, id: &str, subs: HashMap<String, Arc<Subscriber>>, identity: Option<Identity>) {
     for (channel, sub) in subs {
         hub.remove_subscriber(&channel, &sub).await;
+        if let Some(identity) = &identity
+            && counted_per_user(&channel)
+        {
+            hub.users().release_channel(&identity.user, id, &channel).await;
+        }
     }
     if let Some(identity) = identity {
         hub.unregister_session(id);

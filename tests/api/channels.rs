@@ -81,6 +81,38 @@ async fn channel_limits_come_from_the_tier() {
 }
 
 #[tokio::test]
+async fn the_gpu_channel_limit_holds_across_a_users_connections() {
+    let app = spawn_app_with(|s| s.tiers.get_mut(&Tier::Individual).unwrap().max_gpu_channels = 3).await;
+    let (mut a, _) = app.connect("7", Tier::Individual).await;
+    let (mut b, _) = app.connect("7", Tier::Individual).await;
+    assert!(a.subscribe("gpu:a").await.get("subscribe").is_some());
+    assert!(a.subscribe("gpu:b").await.get("subscribe").is_some());
+    assert!(b.subscribe("gpu:c").await.get("subscribe").is_some());
+    // A fourth distinct one, on either connection: refused.
+    assert_eq!(b.subscribe("gpu:d").await["error"]["code"], 106);
+    assert_eq!(a.subscribe("gpu:d").await["error"]["code"], 106);
+    // One the user already holds costs nothing more.
+    assert!(b.subscribe("gpu:a").await.get("subscribe").is_some());
+    // Another user is not affected.
+    let (mut other, _) = app.connect("8", Tier::Individual).await;
+    assert!(other.subscribe("gpu:d").await.get("subscribe").is_some());
+    // A channel is freed when no connection of the user holds it any more.
+    let r = a.request(json!({"unsubscribe": {"channel": "gpu:a"}})).await;
+    assert!(r.get("unsubscribe").is_some(), "{r}");
+    assert_eq!(a.subscribe("gpu:d").await["error"]["code"], 106, "b still holds gpu:a");
+    drop(b);
+    let started = std::time::Instant::now();
+    loop {
+        let r = a.subscribe("gpu:d").await;
+        if r.get("subscribe").is_some() {
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "{r}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
 async fn snapshot_then_deltas_reproduce_the_hubs_checksums() {
     use gpuscout_hub::market::feed::{apply_delta, checksum_of};
     let app = spawn_app_with(|s| {

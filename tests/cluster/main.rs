@@ -632,6 +632,42 @@ async fn while_redis_is_stopped_the_hub_stays_up_not_ready_and_resumes_on_its_ow
 }
 
 #[tokio::test]
+async fn the_gpu_channel_limit_holds_across_nodes() {
+    let _one = serial().await;
+    let Some(redis) = PrivateRedis::start() else { return };
+    let cluster = Cluster::new(&redis).await;
+    let nodes = [cluster.node(false).await, cluster.node(false).await];
+    // The individual tier: ten gpu:* channels per user, wherever they are subscribed.
+    let token = mint("gpus", Tier::Individual);
+    let mut first = nodes[0].connect_with(&token).await.expect("first connection");
+    let mut second = nodes[1].connect_with(&token).await.expect("second connection");
+    for n in 0..6 {
+        assert!(first.subscribe(&format!("gpu:m{n}")).await.get("subscribe").is_some());
+    }
+    for n in 6..10 {
+        assert!(second.subscribe(&format!("gpu:m{n}")).await.get("subscribe").is_some());
+    }
+    assert_eq!(second.subscribe("gpu:m10").await["error"]["code"], 106);
+    assert_eq!(first.subscribe("gpu:m10").await["error"]["code"], 106);
+    // Held on the other node already: no extra cost.
+    assert!(second.subscribe("gpu:m0").await.get("subscribe").is_some());
+    // The first connection ends: its channels are freed for the user on the other node.
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = second.subscribe("gpu:m10").await;
+        if r.get("subscribe").is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the closed connection's channels were not freed: {r}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
 async fn connection_limits_and_token_revocations_hold_across_nodes() {
     let _one = serial().await;
     let Some(redis) = PrivateRedis::start() else { return };
