@@ -113,10 +113,7 @@ async fn metric(http: &reqwest::Client, hub: &Hub, name: &str) -> f64 {
     let Ok(response) = http.get(hub.url("/metrics")).send().await else {
         return 0.0;
     };
-    let text = response.text().await.unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or(0.0)
+    metric_value(&response.text().await.unwrap_or_default(), name).unwrap_or(0.0)
 }
 
 /// A subscriber that counts every publication on its channel and checks none is missing.

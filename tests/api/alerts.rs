@@ -83,6 +83,14 @@ async fn median_4090(app: &TestApp, _caller: &str) -> f64 {
     }
 }
 
+/// The alert events of one rule (`GET /api/v1/alerts/events?rule=`), which must answer 200.
+async fn events_of(app: &TestApp, token: &str, rule_id: &str) -> Value {
+    let path = format!("/api/v1/alerts/events?rule={rule_id}");
+    let (status, events) = request(app, "GET", &path, token, None).await;
+    assert_eq!(status, StatusCode::OK, "{events}");
+    events
+}
+
 fn price_rule(threshold: f64) -> Value {
     json!({"name": "cheap 4090", "kind": "price", "model": "rtx-4090", "stat": "median",
            "direction": "below", "threshold_usd": threshold, "cooldown_s": 3600})
@@ -145,15 +153,7 @@ async fn fires_exactly_once_on_the_crossing(database_url: Option<String>) {
         next_alert(&mut ws, Duration::from_millis(1000)).await.is_none(),
         "fires once"
     );
-    let (status, events) = request(
-        &app,
-        "GET",
-        &format!("/api/v1/alerts/events?rule={rule_id}"),
-        &token,
-        None,
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK);
+    let events = events_of(&app, &token, &rule_id).await;
     assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
     let event_id = events["events"][0]["id"].as_str().unwrap().to_owned();
     assert_eq!(data["id"], event_id.as_str());
@@ -529,15 +529,7 @@ async fn a_database_outage_does_not_freeze_the_market_and_loses_no_alert() {
         "each alert once"
     );
     for rule_id in &rule_ids {
-        let (status, events) = request(
-            &app,
-            "GET",
-            &format!("/api/v1/alerts/events?rule={rule_id}"),
-            &token,
-            None,
-        )
-        .await;
-        assert_eq!(status, StatusCode::OK);
+        let events = events_of(&app, &token, rule_id).await;
         assert_eq!(events["events"].as_array().unwrap().len(), 1, "{events}");
     }
     assert_eq!(app.http.get(app.url("/readyz")).send().await.unwrap().status(), 200);

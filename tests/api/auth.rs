@@ -189,13 +189,7 @@ async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
             .is_some()
     );
 
-    let r = app
-        .api(
-            "revoke_token",
-            json!({"uid": jti_of(&token), "expire_at": unix_now() + 3600}),
-        )
-        .await;
-    assert_eq!(r, json!({"result": {}}));
+    revoke(&app, &token).await;
     assert_eq!(ws.closed().await, 3500);
     // The same user's other token is untouched.
     assert!(kept.next_within(std::time::Duration::from_millis(300)).await.is_none());
@@ -206,6 +200,17 @@ async fn a_revoked_token_closes_its_connections_and_cannot_connect_again() {
     // A bad request names what is missing.
     let bad = app.api("revoke_token", json!({"expire_at": unix_now() + 60})).await;
     assert_eq!(bad["error"]["code"], 107, "{bad}");
+}
+
+/// Revoke `token` for an hour through the server API.
+async fn revoke(app: &TestApp, token: &str) {
+    let r = app
+        .api(
+            "revoke_token",
+            json!({"uid": jti_of(token), "expire_at": unix_now() + 3600}),
+        )
+        .await;
+    assert_eq!(r, json!({"result": {}}));
 }
 
 fn unix_now() -> u64 {
@@ -221,13 +226,7 @@ async fn revocation_reaches_rest_and_survives_a_restart(database_url: String) {
     let other = app.token("rev", Tier::Professional);
     let rules = |app: &TestApp, token: &str| app.http.get(app.url("/api/v1/alerts/rules")).bearer_auth(token).send();
     assert_eq!(rules(&app, &token).await.unwrap().status(), 200);
-    let r = app
-        .api(
-            "revoke_token",
-            json!({"uid": jti_of(&token), "expire_at": unix_now() + 3600}),
-        )
-        .await;
-    assert_eq!(r, json!({"result": {}}));
+    revoke(&app, &token).await;
     let refused = rules(&app, &token).await.unwrap();
     assert_eq!(refused.status(), 401);
     let body: serde_json::Value = refused.json().await.unwrap();

@@ -130,10 +130,7 @@ async fn a_client_close_is_answered_with_its_own_code() {
 
 /// A metric's value from the `/metrics` text.
 async fn metric(app: &TestApp, name: &str) -> f64 {
-    let text = app.metrics().await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
-        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+    metric_value(&app.metrics().await, name).unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
 #[tokio::test]

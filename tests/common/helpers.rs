@@ -139,6 +139,12 @@ impl Drop for TestApp {
     }
 }
 
+/// The value of metric `name` in a `/metrics` text.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+}
+
 /// A socket to the hub at `addr` that has not sent `connect` yet.
 pub async fn ws_at(addr: std::net::SocketAddr) -> WsClient {
     let (stream, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/connection/websocket"))
