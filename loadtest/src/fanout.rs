@@ -45,6 +45,12 @@ pub struct Args {
     /// Give up after this many seconds.
     #[arg(long, default_value_t = 300)]
     pub max_seconds: u64,
+    /// Hostile connections running while publishing: each asks for `--hoard-channel`'s snapshot
+    /// twenty times in one frame and never reads, and does it again once the hub closes it.
+    #[arg(long, default_value_t = 0)]
+    pub hoarders: usize,
+    #[arg(long, default_value = "offers:all")]
+    pub hoard_channel: String,
 }
 
 pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
@@ -138,6 +144,18 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         );
     }
 
+    let stop_hoarding = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hoarder_closes = Arc::new(AtomicU64::new(0));
+    for i in 0..args.hoarders {
+        let token = mint(&format!("hoarder{i}"))?;
+        let (channel, stop, closes) = (
+            args.hoard_channel.clone(),
+            stop_hoarding.clone(),
+            hoarder_closes.clone(),
+        );
+        tokio::spawn(async move { hoard(hub, token, channel, stop, closes).await });
+    }
+
     let http = reqwest::Client::new();
     let url = format!("http://{hub}/api/publish");
     let pad = "x".repeat(payload);
@@ -177,6 +195,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         }
     }
     let total_secs = started.elapsed().as_secs_f64();
+    stop_hoarding.store(true, Ordering::Relaxed);
     let mut lat = std::mem::take(&mut *latencies.lock().await);
     let held = held.load(Ordering::Relaxed);
     let expected = held * publications;
@@ -198,9 +217,50 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "deliveries_per_second": got as f64 / total_secs,
         "publish_seconds": publish_secs,
         "latency_ms": report::latency(&mut lat),
+        "hoarders": args.hoarders,
+        "hoarder_closes": hoarder_closes.load(Ordering::Relaxed),
     });
     report::merge(&mut report, hub_usage(rss_before, rss_after, held));
     Ok(report)
+}
+
+/// A hostile client until `stop`: a tiny receive window, twenty subscribe/unsubscribe pairs of
+/// `channel` in one frame, nothing read; when the hub closes it (a write fails), again.
+async fn hoard(
+    hub: SocketAddr,
+    token: String,
+    channel: String,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    closes: Arc<AtomicU64>,
+) -> anyhow::Result<()> {
+    let pairs: Vec<String> = (0..20u32)
+        .flat_map(|n| {
+            [
+                json!({"id": 2 + 2 * n, "subscribe": {"channel": channel}}).to_string(),
+                json!({"id": 3 + 2 * n, "unsubscribe": {"channel": channel}}).to_string(),
+            ]
+        })
+        .collect();
+    let frame = pairs.join("\n");
+    while !stop.load(Ordering::Relaxed) {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_recv_buffer_size(4096)?;
+        let stream = socket.connect(hub).await?;
+        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+        ws.send(Message::text(serde_json::to_string(&connect_command(token.clone()))?))
+            .await?;
+        ws.next().await;
+        ws.send(Message::text(frame.clone())).await?;
+        // Never read; probe with pings until a write fails (the hub closed it).
+        while !stop.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if ws.send(Message::Ping(Vec::new().into())).await.is_err() {
+                closes.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Fail (the CI check) when `--fail-on-loss` and anything was lost.

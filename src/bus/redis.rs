@@ -59,7 +59,8 @@ return {offset, epoch}
 "#;
 
 const HISTORY_LUA: &str = r#"
--- KEYS: meta, stream. ARGV: new epoch, meta ttl ms, after offset, limit, reverse (0/1), oldest ms.
+-- KEYS: meta, stream. ARGV: new epoch, meta ttl ms, after offset, limit, reverse (0/1), oldest ms,
+-- idle ttl ms (a channel never published to keeps its meta only this long after a read).
 -- Returns {epoch, top, offset1, data1, offset2, data2, ...}.
 local epoch = redis.call('hget', KEYS[1], 'e')
 if not epoch then
@@ -67,8 +68,12 @@ if not epoch then
   redis.call('hset', KEYS[1], 'e', epoch, 's', 0)
   redis.call('del', KEYS[2])
 end
-redis.call('pexpire', KEYS[1], ARGV[2])
 local top = redis.call('hget', KEYS[1], 's') or '0'
+if top == '0' then
+  redis.call('pexpire', KEYS[1], ARGV[7])
+else
+  redis.call('pexpire', KEYS[1], ARGV[2])
+end
 local out = {epoch, top}
 local limit = tonumber(ARGV[4])
 if limit > 0 then
@@ -225,6 +230,7 @@ impl Inner {
             (query.limit.min(i64::MAX as usize) as i64).into(),
             if query.reverse { "1" } else { "0" }.into(),
             (oldest as i64).into(),
+            (self.settings.idle_channel_ttl_s.max(1) as i64 * 1000).into(),
         ];
         let keys = vec![self.meta_key(channel), self.stream_key(channel)];
         let reply: Vec<Value> = self
@@ -553,6 +559,25 @@ mod tests {
     async fn redis_history_reads_forward_and_reverse() {
         let Some(bus) = bus(300).await else { return };
         suite::history_reads_forward_and_reverse(&bus).await;
+    }
+
+    #[tokio::test]
+    async fn a_channel_only_read_keeps_its_meta_briefly_one_published_for_long() {
+        let Some(bus) = bus(300).await else { return };
+        let ttl = |channel: &'static str| {
+            let (client, key) = (bus.client(), bus.inner.meta_key(channel));
+            async move { client.pttl::<i64, _>(key).await.unwrap() }
+        };
+        bus.history("gpu:made-up", HistoryQuery::default()).await.unwrap();
+        let idle_ms = bus.inner.settings.idle_channel_ttl_s as i64 * 1000;
+        let read_only = ttl("gpu:made-up").await;
+        assert!(read_only > 0 && read_only <= idle_ms, "{read_only} ms");
+        bus.publish("gpu:real", Bytes::from_static(b"1")).await.unwrap();
+        bus.history("gpu:real", HistoryQuery::default()).await.unwrap();
+        assert!(
+            ttl("gpu:real").await > idle_ms,
+            "a published channel keeps its epoch for redis_meta_ttl_s"
+        );
     }
 
     #[tokio::test]
