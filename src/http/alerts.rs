@@ -164,17 +164,15 @@ pub async fn create_rule(
     body: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let limit = app.settings.tier(claims.tier).alert_rules;
-    let count = app.store.count_rules(&claims.sub).await?;
-    if count >= i64::from(limit) {
+    let now = unix_now_ms() as i64;
+    let rule = parse_rule(&app, &claims, &body, uuid::Uuid::new_v4().to_string(), now)?;
+    if !app.store.insert_rule(&rule.to_row(), i64::from(limit)).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "limit_exceeded",
             format!("the {} tier allows {limit} alert rules", claims.tier),
         ));
     }
-    let now = unix_now_ms() as i64;
-    let rule = parse_rule(&app, &claims, &body, uuid::Uuid::new_v4().to_string(), now)?;
-    app.store.insert_rule(&rule.to_row()).await?;
     app.alerts.upsert(rule.clone());
     let mut out = rule_json(&rule);
     // The signing secret is shown once, at creation.

@@ -74,11 +74,22 @@ pub struct Delivery {
 }
 
 impl Store {
-    pub async fn insert_rule(&self, rule: &RuleRow) -> Result<(), StoreError> {
-        sqlx::query(
+    /// Insert a rule unless its user already has `max_rules`; false then. The count and the
+    /// insert are one step: concurrent creations cannot race past the limit.
+    pub async fn insert_rule(&self, rule: &RuleRow, max_rules: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if self.backend == super::Backend::Postgres {
+            // Creations of one user take turns (SQLite runs one write at a time anyway).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+                .bind(rule.user_id.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = sqlx::query(
             "INSERT INTO alert_rules (id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
              webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, 0, $11, $12)",
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, 0, $11, $12 \
+             WHERE (SELECT COUNT(*) FROM alert_rules WHERE user_id = $13) < $14",
         )
         .bind(rule.id.clone())
         .bind(rule.user_id.clone())
@@ -92,16 +103,21 @@ impl Store {
         .bind(rule.webhook_secret.clone())
         .bind(rule.created_at_ms)
         .bind(rule.updated_at_ms)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        .bind(rule.user_id.clone())
+        .bind(max_rules)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(inserted == 1)
     }
 
     /// Replace a rule's user-editable fields; its remembered condition restarts.
     pub async fn update_rule(&self, rule: &RuleRow) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE alert_rules SET name = $1, kind = $2, params = $3, cooldown_s = $4, enabled = $5, webhook_url = $6, \
-             webhook_format = $7, last_condition = NULL, updated_at_ms = $8 WHERE id = $9 AND user_id = $10",
+             webhook_format = $7, webhook_secret = $8, last_condition = NULL, updated_at_ms = $9 \
+             WHERE id = $10 AND user_id = $11",
         )
         .bind(rule.name.clone())
         .bind(rule.kind.clone())
@@ -110,6 +126,7 @@ impl Store {
         .bind(rule.enabled)
         .bind(rule.webhook_url.clone())
         .bind(rule.webhook_format.clone())
+        .bind(rule.webhook_secret.clone())
         .bind(rule.updated_at_ms)
         .bind(rule.id.clone())
         .bind(rule.user_id.clone())
@@ -144,14 +161,6 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows)
-    }
-
-    pub async fn count_rules(&self, user_id: &str) -> Result<i64, StoreError> {
-        let count = sqlx::query_scalar("SELECT COUNT(*) FROM alert_rules WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count)
     }
 
     /// Every rule, for the evaluating node at start.

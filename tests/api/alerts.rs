@@ -549,3 +549,98 @@ fn has_median(v: &Value, price: f64) -> bool {
         _ => false,
     }
 }
+
+/// A webhook added by `PUT` keeps its secret in the database: after a restart the webhook still
+/// posts, signed with the secret the `PUT` answered.
+async fn a_webhook_added_by_put_survives_a_restart(database_url: String) {
+    let market = Market::start().await;
+    let (change, url) = (market.settings(), database_url.clone());
+    let mut app = spawn_app_with(move |s| {
+        change(s);
+        s.database.url = SecretString::from(url);
+    })
+    .await;
+    let token = app.token("put", Tier::Professional);
+    median_4090(&app, &token).await;
+    let (status, rule) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(price_rule(0.01))).await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let rule_id = rule["id"].as_str().unwrap().to_owned();
+    let (hook, seen) = receiver(vec![]).await;
+    let mut body = price_rule(0.01);
+    body["webhook"] = json!({"url": hook});
+    let path = format!("/api/v1/alerts/rules/{rule_id}");
+    let (status, updated) = request(&app, "PUT", &path, &token, Some(body)).await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    let secret = updated["webhook_secret"]
+        .as_str()
+        .expect("a new webhook's secret is shown")
+        .to_owned();
+    app.stop().await.unwrap();
+
+    let change = market.settings();
+    let restarted = spawn_app_with(move |s| {
+        change(s);
+        s.database.url = SecretString::from(database_url);
+    })
+    .await;
+    let (status, tested) = request(&restarted, "POST", &format!("{path}/test"), &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{tested}");
+    assert_eq!(tested["webhook"]["status"], 200, "{tested}");
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        verify(&secret, &seen[0].0, &seen[0].1),
+        "signed with the secret PUT answered"
+    );
+}
+
+#[tokio::test]
+async fn a_webhook_added_by_put_survives_a_restart_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_webhook_added_by_put_survives_a_restart(format!("sqlite://{}/hub.db", dir.path().display())).await;
+}
+
+#[tokio::test]
+async fn a_webhook_added_by_put_survives_a_restart_on_postgres() {
+    let Some(url) = fresh_postgres_url().await else { return };
+    a_webhook_added_by_put_survives_a_restart(url).await;
+}
+
+/// Creations racing for the last rule of a tier: exactly the limit is created.
+async fn the_rule_limit_cannot_be_raced_past(database_url: Option<String>) {
+    let market = Market::start().await;
+    let change = market.settings();
+    let app = spawn_app_with(move |s| {
+        change(s);
+        if let Some(url) = database_url {
+            s.database.url = SecretString::from(url);
+        }
+    })
+    .await;
+    let token = app.token("racer", Tier::Free);
+    median_4090(&app, &token).await;
+    let creations = (0..12).map(|i| {
+        let (app, token) = (&app, &token);
+        async move {
+            let mut body = price_rule(0.1);
+            body["name"] = json!(format!("race {i}"));
+            request(app, "POST", "/api/v1/alerts/rules", token, Some(body)).await.0
+        }
+    });
+    let statuses = futures_util::future::join_all(creations).await;
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    assert_eq!(created, 3, "the free tier's three rules, no more: {statuses:?}");
+    let (_, rules) = request(&app, "GET", "/api/v1/alerts/rules", &token, None).await;
+    assert_eq!(rules["rules"].as_array().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn the_rule_limit_cannot_be_raced_past_on_sqlite() {
+    the_rule_limit_cannot_be_raced_past(None).await;
+}
+
+#[tokio::test]
+async fn the_rule_limit_cannot_be_raced_past_on_postgres() {
+    let Some(url) = fresh_postgres_url().await else { return };
+    the_rule_limit_cannot_be_raced_past(Some(url)).await;
+}
