@@ -76,6 +76,9 @@ impl std::str::FromStr for VastMethod {
 #[serde(deny_unknown_fields)]
 pub struct AlertSettings {
     pub default_cooldown_s: u64,
+    /// How often every node reloads all rules from the database (catching a missed
+    /// announcement of a change made through another node).
+    pub reconcile_interval_ms: u64,
     pub webhook_timeout_ms: u64,
     pub webhook_max_attempts: u32,
     pub webhook_backoff_initial_ms: u64,
@@ -512,6 +515,9 @@ impl AlertSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.webhook_max_attempts == 0 {
             return Err(invalid("alerts.webhook_max_attempts", "must be at least 1"));
+        }
+        if self.reconcile_interval_ms == 0 {
+            return Err(invalid("alerts.reconcile_interval_ms", "must be greater than 0"));
         }
         if self.outbox_poll_ms == 0 || self.webhook_timeout_ms == 0 {
             return Err(invalid(

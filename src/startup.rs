@@ -364,6 +364,11 @@ fn spawn_node_tasks(hub: &Arc<Hub>, advisor: &Arc<Advisor>, alerts: &Arc<AlertSe
         ),
     );
     tasks.spawn_critical("control:hub", hub.follow_revocations());
+    let reconcile = Duration::from_millis(hub.settings.alerts.reconcile_interval_ms);
+    tasks.spawn_critical(
+        "control:alerts",
+        alerts.follow_rule_changes(hub.users().control(), reconcile, stop.clone()),
+    );
     tasks.spawn_critical("control:advisor", advisor.follow_cancellations());
     // Webhooks are delivered by the leader alone (one worker on the shared outbox).
     tasks.spawn_critical(

@@ -102,6 +102,62 @@ impl AlertService {
         self.engine().upsert(rule);
     }
 
+    /// Take rule `id` as the database has it now (created, changed or deleted through any node).
+    pub async fn reload_rule(&self, id: &str) -> Result<(), crate::store::StoreError> {
+        match self.store.rule_by_id(id).await? {
+            Some(row) => self.upsert(Rule::try_from(row)?),
+            None => self.remove(id),
+        }
+        Ok(())
+    }
+
+    /// Take every rule as the database has it. `keep_state`: a rule unchanged since it was loaded
+    /// keeps the crossing state evaluated here (newer than what the write queue has stored yet);
+    /// without it (a node that just became the leader), the stored state wins, as the previous
+    /// leader left it.
+    pub async fn reload_all(&self, keep_state: bool) -> Result<(), crate::store::StoreError> {
+        let fresh = super::rules_of(self.store.all_rules().await?)?;
+        self.engine().replace(fresh, keep_state);
+        Ok(())
+    }
+
+    /// Follow rule changes announced on the control channel (`Control::RuleChanged`), and every
+    /// `every` reload all rules, so a missed announcement is caught.
+    pub fn follow_rule_changes(
+        self: &Arc<Self>,
+        control: &crate::bus::control::ControlFeed,
+        every: Duration,
+        stop: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, mut changed) = tokio::sync::mpsc::unbounded_channel();
+        let follow = control.follow("alerts", stop.clone(), move |message| {
+            if let crate::bus::control::Control::RuleChanged { rule_id } = message {
+                let _ = tx.send(rule_id);
+            }
+        });
+        let service = self.clone();
+        let apply = async move {
+            let mut reconcile = tokio::time::interval(every);
+            reconcile.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                let result = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    id = changed.recv() => match id {
+                        Some(id) => service.reload_rule(&id).await,
+                        None => return stop.cancelled().await,
+                    },
+                    _ = reconcile.tick() => service.reload_all(true).await,
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "reloading alert rules failed; the next reconcile retries");
+                }
+            }
+        };
+        async move {
+            tokio::join!(follow, apply);
+        }
+    }
+
     pub fn remove(&self, id: &str) {
         self.engine().remove(id);
     }

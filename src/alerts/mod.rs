@@ -541,6 +541,23 @@ impl AlertEngine {
         self.rules.remove(id);
     }
 
+    /// Replace every rule with `fresh` (as stored). With `keep_state`, a rule whose stored
+    /// version (`updated_at_ms`) is the one held here keeps the crossing state held here.
+    pub fn replace(&mut self, fresh: Vec<Rule>, keep_state: bool) {
+        let mut old = std::mem::take(&mut self.rules);
+        for mut rule in fresh {
+            if keep_state
+                && let Some(held) = old.remove(&rule.id)
+                && held.updated_at_ms == rule.updated_at_ms
+            {
+                rule.last_condition = held.last_condition;
+                rule.last_fired_at_ms = held.last_fired_at_ms;
+                rule.crossings = held.crossings;
+            }
+            self.rules.insert(rule.id.clone(), rule);
+        }
+    }
+
     /// Evaluate every enabled rule against the market.
     pub fn evaluate(&mut self, state: &MarketState, now_ms: i64) -> (Vec<Firing>, Vec<ConditionChange>) {
         let view = MarketView::new(state);

@@ -21,6 +21,8 @@ pub enum Control {
     Revoke { jti: String },
     /// Abort the advisor answer with this message id (only the node generating it has it).
     CancelAnswer { message_id: String },
+    /// An alert rule was created, changed or deleted: reload it from the database.
+    RuleChanged { rule_id: String },
 }
 
 impl Control {
@@ -29,6 +31,7 @@ impl Control {
         match self {
             Control::Revoke { jti } => format!("revoke {jti}"),
             Control::CancelAnswer { message_id } => format!("cancel {message_id}"),
+            Control::RuleChanged { rule_id } => format!("rule {rule_id}"),
         }
     }
 
@@ -42,6 +45,9 @@ impl Control {
             "revoke" => Some(Control::Revoke { jti: arg.to_owned() }),
             "cancel" => Some(Control::CancelAnswer {
                 message_id: arg.to_owned(),
+            }),
+            "rule" => Some(Control::RuleChanged {
+                rule_id: arg.to_owned(),
             }),
             _ => None,
         }
@@ -115,6 +121,7 @@ mod tests {
             Control::CancelAnswer {
                 message_id: "9f2c".into(),
             },
+            Control::RuleChanged { rule_id: "r-7".into() },
         ] {
             assert_eq!(Control::decode(&m.encode()), Some(m));
         }

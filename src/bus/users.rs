@@ -50,6 +50,9 @@ pub trait UserState: Send + Sync + 'static {
     /// Ask every node to cancel the advisor answer `message_id` ([`Control::CancelAnswer`]): the
     /// node generating it aborts it.
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError>;
+    /// Tell every node, this one included, that alert rule `rule_id` changed
+    /// ([`Control::RuleChanged`]).
+    async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError>;
     /// The control messages this node hears, this node's own included.
     fn control(&self) -> &ControlFeed;
 }
@@ -104,6 +107,12 @@ impl UserState for LocalUsers {
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
         self.control.deliver(Control::CancelAnswer {
             message_id: message_id.to_owned(),
+        });
+        Ok(())
+    }
+    async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError> {
+        self.control.deliver(Control::RuleChanged {
+            rule_id: rule_id.to_owned(),
         });
         Ok(())
     }
@@ -200,6 +209,16 @@ impl RedisUsers {
     fn conns_key(&self, user: &str) -> String {
         format!("{}.conns.{{{user}}}", self.prefix)
     }
+    /// Publish `control` on the control channel: every node hears it, this one included.
+    async fn announce(&self, control: Control) -> Result<(), BusError> {
+        let _: i64 = self
+            .client
+            .publish(self.control.clone(), control.encode())
+            .await
+            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        Ok(())
+    }
+
     fn channels_key(&self, user: &str) -> String {
         format!("{}.channels.{{{user}}}", self.prefix)
     }
@@ -324,18 +343,17 @@ impl UserState for RedisUsers {
 
     async fn cancel_answer(&self, message_id: &str) -> Result<(), BusError> {
         // Every node hears it, this one included: the node generating the answer aborts it.
-        let _: i64 = self
-            .client
-            .publish(
-                self.control.clone(),
-                Control::CancelAnswer {
-                    message_id: message_id.to_owned(),
-                }
-                .encode(),
-            )
-            .await
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
-        Ok(())
+        self.announce(Control::CancelAnswer {
+            message_id: message_id.to_owned(),
+        })
+        .await
+    }
+
+    async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError> {
+        self.announce(Control::RuleChanged {
+            rule_id: rule_id.to_owned(),
+        })
+        .await
     }
 
     fn control(&self) -> &ControlFeed {

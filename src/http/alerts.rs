@@ -158,6 +158,14 @@ fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_
     new_rule(app, claims, rule_request(body)?, id, created_at_ms)
 }
 
+/// Tell every node that rule `id` changed, so the evaluating one reloads it at once; if the bus
+/// is away, the periodic reconcile (`alerts.reconcile_interval_ms`) catches it.
+async fn announce(app: &AppState, id: &str) {
+    if let Err(e) = app.hub.users().rule_changed(id).await {
+        tracing::warn!(rule = id, error = %e, "announcing a rule change failed; the reconcile catches it");
+    }
+}
+
 pub async fn create_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -174,6 +182,7 @@ pub async fn create_rule(
         ));
     }
     app.alerts.upsert(rule.clone());
+    announce(&app, &rule.id).await;
     let mut out = rule_json(&rule);
     // The signing secret is shown once, at creation.
     if let Some(secret) = &rule.webhook_secret {
@@ -219,6 +228,7 @@ pub async fn update_rule(
         return Err(ApiError::not_found("no such rule"));
     }
     app.alerts.upsert(rule.clone());
+    announce(&app, &rule.id).await;
     let mut out = rule_json(&rule);
     if rule.webhook_secret != existing.webhook_secret
         && let Some(secret) = &rule.webhook_secret
@@ -237,6 +247,7 @@ pub async fn delete_rule(
         return Err(ApiError::not_found("no such rule"));
     }
     app.alerts.remove(&id);
+    announce(&app, &id).await;
     Ok(StatusCode::NO_CONTENT)
 }
 

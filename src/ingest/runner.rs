@@ -217,6 +217,11 @@ impl Runner {
                 out.extend(self.market.write().apply_health(t.health.clone(), now));
             }
             self.publish(out).await;
+            // The previous leader evaluated the rules: take its crossing state as it stored it,
+            // so no crossing fires twice or is missed across the takeover.
+            if let Err(e) = self.alerts.reload_all(false).await {
+                tracing::warn!(error = %e, "reloading alert rules on taking over failed");
+            }
         }
         if !leads && let Some(replica) = &self.role.replica {
             let summary = replica.load(MARKET_SUMMARY).await;

@@ -144,6 +144,16 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// A rule by id, whoever owns it (for the evaluating node, told that it changed).
+    pub async fn rule_by_id(&self, id: &str) -> Result<Option<RuleRow>, StoreError> {
+        let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1");
+        let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row)
+    }
+
     pub async fn rule(&self, user_id: &str, id: &str) -> Result<Option<RuleRow>, StoreError> {
         let sql = format!("SELECT {RULE_COLUMNS} FROM alert_rules WHERE id = $1 AND user_id = $2");
         let row = sqlx::query_as(sqlx::AssertSqlSafe(sql))

@@ -10,7 +10,7 @@
 #[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
-use common::{helpers, llm_fake};
+use common::{fakes, helpers, llm_fake};
 
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
@@ -141,7 +141,7 @@ impl Drop for Node {
 /// The hubs of one test: one Redis prefix and one database.
 struct Cluster {
     redis_url: String,
-    extra: Vec<(&'static str, &'static str)>,
+    extra: Vec<(String, String)>,
     prefix: String,
     database: String,
     _db_dir: tempfile::TempDir,
@@ -153,7 +153,7 @@ impl Cluster {
     }
 
     /// Nodes on the Redis at `redis_url`, with `extra` settings as environment variables.
-    async fn on(redis_url: String, extra: &[(&'static str, &'static str)]) -> Self {
+    async fn on(redis_url: String, extra: &[(&str, &str)]) -> Self {
         gpuscout_hub::startup::install_tls_provider();
         let db_dir = tempfile::tempdir().unwrap();
         let database = match fresh_postgres_url().await {
@@ -162,7 +162,7 @@ impl Cluster {
         };
         Self {
             redis_url,
-            extra: extra.to_vec(),
+            extra: extra.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             prefix: format!("c{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
             database,
             _db_dir: db_dir,
@@ -189,7 +189,7 @@ impl Cluster {
             .env("GPUSCOUT__INGEST__SIMULATED__ENABLED", simulated.to_string())
             .env("GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS", "500")
             .env("GPUSCOUT__LOG__LEVEL", "info")
-            .envs(self.extra.iter().copied())
+            .envs(self.extra.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
             .stderr(log)
@@ -924,4 +924,200 @@ async fn a_clustered_node_stops_when_any_critical_task_dies() {
     assert!(killed.iter().any(|k| k == "market-runner"), "{killed:?}");
     assert!(killed.iter().any(|k| k == "bus-delivery"), "{killed:?}");
     assert!(killed.iter().any(|k| k == "control-listener"), "{killed:?}");
+}
+
+/// A fake 500.farm both nodes poll (the leader does), whose RTX 4090 price the test moves.
+struct Farm {
+    server: fakes::FakeServer,
+    offers: Vec<gpuscout_hub::market::Offer>,
+}
+
+impl Farm {
+    async fn start() -> Self {
+        let server = fakes::FakeServer::start().await;
+        let offers = gpuscout_hub::ingest::simulated::SimulatedSource::new(21).offers(0);
+        server.fake.set("/machines", fakes::machines_body(&offers));
+        Self { server, offers }
+    }
+
+    fn price_4090(&mut self, usd: f64) {
+        for o in self.offers.iter_mut().filter(|o| &*o.model == "rtx-4090") {
+            o.price_per_gpu_hour_usd = usd;
+        }
+        self.server.fake.set("/machines", fakes::machines_body(&self.offers));
+    }
+
+    async fn cluster(&self, redis: &PrivateRedis) -> Cluster {
+        let url = self.server.url.clone();
+        Cluster::on(
+            redis.url(),
+            &[
+                ("GPUSCOUT__INGEST__FARM500__ENABLED", "true"),
+                ("GPUSCOUT__INGEST__FARM500__BASE_URL", url.as_str()),
+                ("GPUSCOUT__INGEST__FARM500__POLL_INTERVAL_MS", "150"),
+                ("GPUSCOUT__INGEST__FARM500__JITTER_RATIO", "0"),
+                ("GPUSCOUT__ALERTS__RECONCILE_INTERVAL_MS", "600000"),
+            ],
+        )
+        .await
+    }
+}
+
+async fn rule_request(node: &Node, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+    let mut r = node
+        .http
+        .request(method.parse().unwrap(), node.url(path))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let response = r.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The alert pushes of a socket within `wait`.
+async fn alerts_within(ws: &mut WsClient, wait: Duration) -> Vec<Value> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut out = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match ws.next_within(left).await {
+            Some(Incoming::Json(v)) if v["push"]["channel"].as_str().is_some_and(|c| c.starts_with("alerts:#")) => {
+                out.push(v["push"]["pub"]["data"].clone());
+            }
+            Some(Incoming::Json(_)) => {}
+            Some(Incoming::Close(c, r)) => panic!("closed {c} {r}"),
+            None => return out,
+        }
+    }
+}
+
+/// Two nodes; returns them as (leader, follower) once one leads and has polled.
+async fn leader_and_follower(cluster: &Cluster) -> (Node, Node) {
+    let a = cluster.node(false).await;
+    let b = cluster.node(false).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lead = leaders(&[&a, &b]).await;
+        if lead.len() == 1 && polls(&[&a, &b]).await.iter().sum::<f64>() >= 1.0 {
+            return if lead[0] == 0 { (a, b) } else { (b, a) };
+        }
+        assert!(Instant::now() < deadline, "no leader: {lead:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn price_rule(threshold: f64) -> Value {
+    json!({"name": "cheap 4090", "kind": "price", "model": "rtx-4090", "stat": "median",
+           "direction": "below", "threshold_usd": threshold, "cooldown_s": 60})
+}
+
+#[tokio::test]
+async fn a_rule_created_or_deleted_on_a_follower_is_what_the_leader_evaluates() {
+    let _one = serial().await;
+    let Some(redis) = PrivateRedis::start() else { return };
+    let mut farm = Farm::start().await;
+    let cluster = farm.cluster(&redis).await;
+    let (leader, follower) = leader_and_follower(&cluster).await;
+    let token = mint("ruler", Tier::Professional);
+    let mut ws = leader.connect_with(&token).await.unwrap();
+    // Created through the follower: the leader fires it on the next crossing.
+    let (status, rule) = rule_request(
+        &follower,
+        "POST",
+        "/api/v1/alerts/rules",
+        &token,
+        Some(price_rule(0.30)),
+    )
+    .await;
+    assert_eq!(status, 201, "{rule}");
+    farm.price_4090(0.50);
+    assert!(alerts_within(&mut ws, Duration::from_millis(800)).await.is_empty());
+    farm.price_4090(0.20);
+    let fired = alerts_within(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0]["rule_id"], rule["id"]);
+
+    // Deleted through the follower: it never fires again.
+    let (status, second) = rule_request(
+        &follower,
+        "POST",
+        "/api/v1/alerts/rules",
+        &token,
+        Some(price_rule(0.40)),
+    )
+    .await;
+    assert_eq!(status, 201, "{second}");
+    let path = format!("/api/v1/alerts/rules/{}", second["id"].as_str().unwrap());
+    // It learns the market stands below it (no alert: its first evaluation), then is deleted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rule_request(&follower, "DELETE", &path, &token, None).await.0, 204);
+    farm.price_4090(0.60);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    farm.price_4090(0.10);
+    let fired = alerts_within(&mut ws, Duration::from_secs(2)).await;
+    assert!(
+        fired.iter().all(|a| a["rule_id"] != second["id"]),
+        "the deleted rule fired: {fired:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_killed_between_two_crossings_loses_and_doubles_no_alert() {
+    let _one = serial().await;
+    let Some(redis) = PrivateRedis::start() else { return };
+    let mut farm = Farm::start().await;
+    let cluster = farm.cluster(&redis).await;
+    let (mut leader, follower) = leader_and_follower(&cluster).await;
+    let token = mint("failover", Tier::Professional);
+    let (status, first) = rule_request(
+        &follower,
+        "POST",
+        "/api/v1/alerts/rules",
+        &token,
+        Some(price_rule(0.30)),
+    )
+    .await;
+    assert_eq!(status, 201, "{first}");
+    let (status, second) = rule_request(
+        &follower,
+        "POST",
+        "/api/v1/alerts/rules",
+        &token,
+        Some(price_rule(0.15)),
+    )
+    .await;
+    assert_eq!(status, 201, "{second}");
+    let mut ws = follower.connect_with(&token).await.unwrap();
+    farm.price_4090(0.50);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    // The first crossing, evaluated by the leader.
+    farm.price_4090(0.20);
+    let fired = alerts_within(&mut ws, Duration::from_secs(2)).await;
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    // Its crossing state is stored (through the write queue) before the leader dies.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    leader.kill();
+    // The follower takes over; the market stays below the first rule (no second alert for
+    // it) and crosses the second one.
+    let deadline = Instant::now() + Duration::from_millis(LEASE_MS * 3);
+    while leaders(&[&follower]).await.is_empty() {
+        assert!(Instant::now() < deadline, "the follower never took over");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    farm.price_4090(0.10);
+    let fired = alerts_within(&mut ws, Duration::from_secs(3)).await;
+    let ids: Vec<&Value> = fired.iter().map(|a| &a["rule_id"]).collect();
+    assert_eq!(
+        ids,
+        [&second["id"]],
+        "exactly one event for the second crossing: {fired:?}"
+    );
+    for (rule, want) in [(&first, 1), (&second, 1)] {
+        let path = format!("/api/v1/alerts/events?rule={}", rule["id"].as_str().unwrap());
+        let (_, events) = rule_request(&follower, "GET", &path, &token, None).await;
+        assert_eq!(events["events"].as_array().unwrap().len(), want, "{events}");
+    }
 }
