@@ -80,6 +80,10 @@ pub struct AlertSettings {
     /// announcement of a change made through another node).
     pub reconcile_interval_ms: u64,
     pub webhook_timeout_ms: u64,
+    /// Allow `http://` webhook URLs (default: `https` only).
+    pub webhook_allow_http: bool,
+    /// Allow webhooks to loopback, private, link-local and CGNAT addresses (self-hosted setups).
+    pub webhook_allow_private: bool,
     pub webhook_max_attempts: u32,
     pub webhook_backoff_initial_ms: u64,
     pub webhook_backoff_max_ms: u64,

@@ -79,7 +79,6 @@ impl Application {
             writes.clone(),
             cluster.bus.clone(),
             settings.alerts.clone(),
-            ingest::http_client(),
         )
         .await
         .context("loading alert rules")?;

@@ -25,6 +25,7 @@ use crate::market::Market;
 use crate::store::Store;
 use crate::store::alerts::Attempt;
 use crate::store::queue::WriteQueue;
+use crate::upstream::{check_user_url, user_url_client};
 
 pub struct AlertService {
     store: Store,
@@ -75,8 +76,9 @@ impl AlertService {
         writes: WriteQueue,
         bus: Arc<dyn Bus>,
         settings: AlertSettings,
-        client: reqwest::Client,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
+        // Webhook URLs are users': no redirects, and no private or local address unless allowed.
+        let client = user_url_client(settings.webhook_allow_private);
         let rules = super::rules_of(store.all_rules().await?)?;
         Ok(Arc::new(Self {
             store,
@@ -242,9 +244,13 @@ impl AlertService {
         let webhook = match (&rule.webhook_url, &rule.webhook_secret) {
             (Some(url), Some(secret)) => {
                 let format = rule.webhook_format.unwrap_or_default();
+                // Plain words, never the transport's error text (it can tell what sits where).
                 match self.post(url, format, secret, &payload).await {
-                    Ok(status) => json!({"status": status}),
-                    Err(e) => json!({"error": e}),
+                    Ok(status) if (200..300).contains(&status) => json!({"result": "delivered", "status": status}),
+                    Ok(status) => {
+                        json!({"result": format!("refused by the receiver (status {status})"), "status": status})
+                    }
+                    Err(_) => json!({"result": "could not connect"}),
                 }
             }
             _ => Value::Null,
@@ -253,6 +259,8 @@ impl AlertService {
     }
 
     async fn post(&self, url: &str, format: WebhookFormat, secret: &str, alert: &Value) -> Result<u16, String> {
+        let s = &self.settings;
+        check_user_url(url, s.webhook_allow_http, s.webhook_allow_private).map_err(|e| format!("the URL {e}"))?;
         let body = serde_json::to_vec(&webhook_body(format, alert)).unwrap_or_default();
         let ts = unix_now_ms() as i64;
         let response = self

@@ -17,6 +17,7 @@ use crate::alerts::{Condition, Rule, WebhookFormat};
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
+use crate::upstream::check_user_url;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
@@ -74,6 +75,9 @@ impl TryFrom<RuleRequest> for RuleDraft {
                 if !(w.url.starts_with("https://") || w.url.starts_with("http://")) || w.url.len() > 2000 {
                     return Err(invalid("`webhook.url` must be an http(s) URL"));
                 }
+                if reqwest::Url::parse(&w.url).is_err() {
+                    return Err(invalid("`webhook.url` is not a valid URL"));
+                }
                 let format: WebhookFormat = w
                     .format
                     .as_deref()
@@ -119,6 +123,11 @@ fn new_rule(
             "limit_exceeded",
             format!("webhooks are not part of the {} tier", claims.tier),
         ));
+    }
+    if let Some((url, _)) = &draft.webhook {
+        let a = &app.settings.alerts;
+        check_user_url(url, a.webhook_allow_http, a.webhook_allow_private)
+            .map_err(|e| invalid(format!("`webhook.url` {e}")))?;
     }
     {
         let state = app.market.read();

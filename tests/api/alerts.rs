@@ -44,6 +44,9 @@ impl Market {
             s.ingest.farm500.poll_interval_ms = 150;
             s.ingest.farm500.jitter_ratio = 0.0;
             s.alerts.outbox_poll_ms = 50;
+            // The receivers here are local.
+            s.alerts.webhook_allow_http = true;
+            s.alerts.webhook_allow_private = true;
             s.alerts.webhook_backoff_initial_ms = 50;
             s.alerts.webhook_backoff_max_ms = 100;
         }
@@ -643,4 +646,59 @@ async fn the_rule_limit_cannot_be_raced_past_on_sqlite() {
 async fn the_rule_limit_cannot_be_raced_past_on_postgres() {
     let Some(url) = fresh_postgres_url().await else { return };
     the_rule_limit_cannot_be_raced_past(Some(url)).await;
+}
+
+/// Webhooks cannot be pointed at the hub's own network: a private address is refused when the
+/// rule is made, a name that resolves to one is not connected to, and redirects are not followed.
+#[tokio::test]
+async fn webhooks_cannot_reach_private_addresses_or_follow_redirects() {
+    let market = Market::start().await;
+    let change = market.settings();
+    let app = spawn_app_with(move |s| {
+        change(s);
+        s.alerts.webhook_allow_private = false;
+    })
+    .await;
+    let token = app.token("guard", Tier::Professional);
+    median_4090(&app, &token).await;
+    let (hook, seen) = receiver(vec![]).await;
+    let port = hook.rsplit(':').next().unwrap().trim_end_matches("/hook").to_owned();
+    let mut body = price_rule(0.01);
+    body["webhook"] = json!({"url": hook});
+    let (status, v) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(body.clone())).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("private"), "{v}");
+    // A name is accepted, but what it resolves to is checked when sending.
+    body["webhook"] = json!({"url": format!("http://localhost:{port}/hook")});
+    let (status, rule) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let path = format!("/api/v1/alerts/rules/{}/test", rule["id"].as_str().unwrap());
+    let (_, tested) = request(&app, "POST", &path, &token, None).await;
+    assert_eq!(tested["webhook"], json!({"result": "could not connect"}), "{tested}");
+    assert!(seen.lock().unwrap().is_empty(), "the local receiver was reached");
+
+    // Self-hosted (private addresses allowed): a redirect is reported, not followed.
+    let (target, followed) = receiver(vec![]).await;
+    let redirecting = crate::common::serve(axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let target = target.clone();
+            async move { (StatusCode::FOUND, [(axum::http::header::LOCATION, target)]) }
+        }),
+    ))
+    .await;
+    let change = market.settings();
+    let open = spawn_app_with(move |s| change(s)).await;
+    median_4090(&open, &token).await;
+    let mut body = price_rule(0.01);
+    body["webhook"] = json!({"url": format!("{redirecting}/hook")});
+    let (status, rule) = request(&open, "POST", "/api/v1/alerts/rules", &token, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let path = format!("/api/v1/alerts/rules/{}/test", rule["id"].as_str().unwrap());
+    let (_, tested) = request(&open, "POST", &path, &token, None).await;
+    assert_eq!(
+        tested["webhook"]["result"], "refused by the receiver (status 302)",
+        "{tested}"
+    );
+    assert!(followed.lock().unwrap().is_empty(), "the redirect was followed");
 }
