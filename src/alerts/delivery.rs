@@ -40,6 +40,32 @@ pub struct AlertService {
     client: reqwest::Client,
 }
 
+/// A new webhook secret in the Standard Webhooks form: `whsec_` and 24 random bytes in base64.
+pub fn new_webhook_secret() -> String {
+    use base64::Engine;
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(rand::random::<[u8; 24]>())
+    )
+}
+
+/// The Standard Webhooks signature (`webhook-signature`): `v1,` and the base64 HMAC-SHA256 of
+/// `{id}.{timestamp}.{body}`, keyed with the secret's base64 part (or, for a secret made before
+/// that form, its bytes as they are).
+pub fn standard_signature(secret: &str, id: &str, timestamp_s: i64, body: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|k| b64.decode(k).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).expect("HMAC takes any key length");
+    mac.update(format!("{id}.{timestamp_s}.").as_bytes());
+    mac.update(body);
+    format!("v1,{}", b64.encode(mac.finalize().into_bytes()))
+}
+
+/// The hub's earlier signature (`x-gpuscout-signature`), still sent for receivers built on it.
 fn sign(secret: &str, timestamp_ms: i64, body: &[u8]) -> String {
     let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(timestamp_ms.to_string().as_bytes());
@@ -245,7 +271,8 @@ impl AlertService {
             (Some(url), Some(secret)) => {
                 let format = rule.webhook_format.unwrap_or_default();
                 // Plain words, never the transport's error text (it can tell what sits where).
-                match self.post(url, format, secret, &payload).await {
+                let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+                match self.post(&id, url, format, secret, &payload).await {
                     Ok(status) if (200..300).contains(&status) => json!({"result": "delivered", "status": status}),
                     Ok(status) => {
                         json!({"result": format!("refused by the receiver (status {status})"), "status": status})
@@ -258,16 +285,30 @@ impl AlertService {
         json!({"published": true, "webhook": webhook})
     }
 
-    async fn post(&self, url: &str, format: WebhookFormat, secret: &str, alert: &Value) -> Result<u16, String> {
+    /// POST an alert to a webhook, signed as Standard Webhooks do (`webhook-id`, stable across
+    /// retries of one delivery; `webhook-timestamp`; `webhook-signature`) and as the hub did
+    /// before (`x-gpuscout-timestamp`, `x-gpuscout-signature`).
+    async fn post(
+        &self,
+        id: &str,
+        url: &str,
+        format: WebhookFormat,
+        secret: &str,
+        alert: &Value,
+    ) -> Result<u16, String> {
         let s = &self.settings;
         check_user_url(url, s.webhook_allow_http, s.webhook_allow_private).map_err(|e| format!("the URL {e}"))?;
         let body = serde_json::to_vec(&webhook_body(format, alert)).unwrap_or_default();
         let ts = unix_now_ms() as i64;
+        let ts_s = ts / 1000;
         let response = self
             .client
             .post(url)
             .timeout(Duration::from_millis(self.settings.webhook_timeout_ms))
             .header("content-type", "application/json")
+            .header("webhook-id", id)
+            .header("webhook-timestamp", ts_s.to_string())
+            .header("webhook-signature", standard_signature(secret, id, ts_s, &body))
             .header("x-gpuscout-timestamp", ts.to_string())
             .header("x-gpuscout-signature", sign(secret, ts, &body))
             .body(body)
@@ -304,7 +345,13 @@ impl AlertService {
             for d in due {
                 let attempt = d.attempts + 1;
                 let outcome = self
-                    .post(&d.url, d.format.parse().unwrap_or_default(), &d.secret, &d.payload)
+                    .post(
+                        &d.id,
+                        &d.url,
+                        d.format.parse().unwrap_or_default(),
+                        &d.secret,
+                        &d.payload,
+                    )
                     .await;
                 let at = unix_now_ms() as i64;
                 let (code, error, retry) = match &outcome {
@@ -352,6 +399,16 @@ mod tests {
         assert!(a.starts_with("sha256=") && a.len() == 7 + 64);
         assert_ne!(a, sign("s3cret", 1001, b"{}"));
         assert_ne!(a, sign("other", 1000, b"{}"));
+    }
+
+    #[test]
+    fn standard_signatures_match_the_specifications_example() {
+        // The example of the Standard Webhooks specification (and its libraries' tests).
+        let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let body = br#"{"test": 2432232314}"#;
+        let signature = standard_signature(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+        assert!(new_webhook_secret().starts_with("whsec_"));
     }
 
     #[test]

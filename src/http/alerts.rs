@@ -155,7 +155,7 @@ fn new_rule(
     rule.created_at_ms = created_at_ms;
     rule.enabled = draft.enabled;
     if let Some((url, format)) = draft.webhook {
-        rule.webhook_secret = Some(hex::encode(rand::random::<[u8; 24]>()));
+        rule.webhook_secret = Some(crate::alerts::delivery::new_webhook_secret());
         rule.webhook_url = Some(url);
         rule.webhook_format = Some(format);
     }

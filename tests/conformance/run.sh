@@ -110,6 +110,8 @@ free_port() {
 # files (or a config/default.toml newer than the binary) do not leak in.
 export GPUSCOUT_CONFIG_DIR="${GPUSCOUT_CONFIG_DIR:-$WORK/config}"
 export GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true GPUSCOUT__API__ALLOW_PERSONAL_CHANNELS=true
+# The webhook receiver of the Standard Webhooks check is local.
+export GPUSCOUT__ALERTS__WEBHOOK_ALLOW_HTTP=true GPUSCOUT__ALERTS__WEBHOOK_ALLOW_PRIVATE=true
 export GPUSCOUT__API__KEY="conformance-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
 export GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db"
 export GPUSCOUT__INGEST__SIMULATED__ENABLED=false

@@ -15,9 +15,11 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { Centrifuge } from 'centrifuge';
 import WebSocket from 'ws';
+import { Webhook } from 'standardwebhooks';
 
 const OVERALL_CAP_MS = 60_000;
 const WAIT_MS = 10_000;
@@ -452,4 +454,47 @@ test('an invalid token is refused with the terminal close code 3500', async () =
   assert.equal(connected, 0);
   await sleep(300);
   assert.equal(client.state, 'disconnected', 'a terminal code does not reconnect');
+});
+
+test('a webhook delivery verifies with the standardwebhooks library', async () => {
+  const received = [];
+  const receiver = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (chunk) => (body += chunk));
+    req.on('end', () => {
+      received.push({ headers: req.headers, body });
+      res.writeHead(200);
+      res.end();
+    });
+  });
+  await new Promise((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+  const api = async (method, path, body) => {
+    const r = await fetch(`${env('GPUSCOUT_URL')}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${TOKEN_PRO}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    const text = await r.text();
+    return { status: r.status, json: text ? JSON.parse(text) : null };
+  };
+  try {
+    const hook = `http://127.0.0.1:${receiver.address().port}/hook`;
+    const created = await api('POST', '/api/v1/alerts/rules', {
+      name: 'standard webhooks', kind: 'price', model: 'rtx-4090', stat: 'median', direction: 'below',
+      threshold_usd: 0.01, webhook: { url: hook },
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.json));
+    const secret = created.json.webhook_secret;
+    assert.match(secret, /^whsec_/);
+    const tested = await api('POST', `/api/v1/alerts/rules/${created.json.id}/test`);
+    assert.equal(tested.json.webhook.result, 'delivered', JSON.stringify(tested.json));
+    assert.equal(received.length, 1);
+    const { headers, body } = received[0];
+    const alert = new Webhook(secret).verify(body, headers);
+    assert.equal(alert.rule_id, created.json.id);
+    assert.throws(() => new Webhook(secret).verify(body.replace('"test":true', '"test":false'), headers));
+    await api('DELETE', `/api/v1/alerts/rules/${created.json.id}`);
+  } finally {
+    receiver.close();
+  }
 });
