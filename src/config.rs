@@ -80,6 +80,9 @@ pub struct AlertSettings {
     /// announcement of a change made through another node).
     pub reconcile_interval_ms: u64,
     pub webhook_timeout_ms: u64,
+    /// Webhook deliveries in flight at once, and to one host.
+    pub webhook_concurrency: usize,
+    pub webhook_per_host: usize,
     /// Allow `http://` webhook URLs (default: `https` only).
     pub webhook_allow_http: bool,
     /// Allow webhooks to loopback, private, link-local and CGNAT addresses (self-hosted setups).

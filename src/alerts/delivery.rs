@@ -9,6 +9,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use dashmap::{DashMap, DashSet};
 use hmac::{KeyInit, Mac};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -326,16 +327,24 @@ impl AlertService {
 
     /// Drain the webhook outbox until `stop`: each due delivery is posted; 2xx is delivered, 5xx,
     /// 429 and timeouts are retried with exponential backoff up to `webhook_max_attempts`, other
-    /// statuses fail at once. Every attempt is recorded.
+    /// statuses fail at once. Every attempt is recorded. Deliveries run concurrently, at most
+    /// `webhook_concurrency` at once and `webhook_per_host` to one host: a receiver that never
+    /// answers holds its own deliveries only.
     pub async fn run_outbox(self: Arc<Self>, stop: CancellationToken) {
+        let all = Arc::new(tokio::sync::Semaphore::new(self.settings.webhook_concurrency.max(1)));
+        let hosts: Arc<DashMap<String, Arc<tokio::sync::Semaphore>>> = Arc::default();
+        let in_flight: Arc<DashSet<String>> = Arc::default();
+        let mut running = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.outbox.notified() => {}
                 _ = tokio::time::sleep(Duration::from_millis(self.settings.outbox_poll_ms)) => {}
             }
+            while running.try_join_next().is_some() {}
             let now = unix_now_ms() as i64;
-            let due = match self.store.due_deliveries(now, 32).await {
+            let limit = (self.settings.webhook_concurrency * 2).max(32) as i64;
+            let due = match self.store.due_deliveries(now, limit).await {
                 Ok(d) => d,
                 Err(e) => {
                     tracing::warn!(error = %e, "reading the webhook outbox failed");
@@ -343,48 +352,82 @@ impl AlertService {
                 }
             };
             for d in due {
-                let attempt = d.attempts + 1;
-                let outcome = self
-                    .post(
-                        &d.id,
-                        &d.url,
-                        d.format.parse().unwrap_or_default(),
-                        &d.secret,
-                        &d.payload,
-                    )
-                    .await;
-                let at = unix_now_ms() as i64;
-                let (code, error, retry) = match &outcome {
-                    Ok(s) if (200..300).contains(s) => (Some(i64::from(*s)), None, false),
-                    Ok(s) => (Some(i64::from(*s)), Some(format!("HTTP {s}")), *s >= 500 || *s == 429),
-                    Err(e) => (None, Some(e.clone()), true),
-                };
-                let delivered = error.is_none();
-                let (status, next) = if delivered {
-                    ("delivered", at)
-                } else if retry && attempt < i64::from(self.settings.webhook_max_attempts) {
-                    let backoff = Backoff::from_millis(
-                        self.settings.webhook_backoff_initial_ms,
-                        self.settings.webhook_backoff_max_ms,
-                    );
-                    let wait = backoff.wait(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
-                    ("pending", at + wait.as_millis() as i64)
-                } else {
-                    ("failed", at)
-                };
-                let record = Attempt {
-                    delivery_id: &d.id,
-                    attempt,
-                    status_code: code,
-                    error: error.as_deref(),
-                    at_ms: at,
-                    status,
-                    next_attempt_at_ms: next,
-                };
-                if let Err(e) = self.store.record_attempt(&record).await {
-                    tracing::warn!(delivery = %d.id, error = %e, "recording a webhook attempt failed");
+                // Still being attempted (the row stays pending until its attempt is recorded).
+                if !in_flight.insert(d.id.clone()) {
+                    continue;
                 }
+                // The destination: host and port.
+                let host = reqwest::Url::parse(&d.url)
+                    .ok()
+                    .map(|u| {
+                        format!(
+                            "{}:{}",
+                            u.host_str().unwrap_or_default(),
+                            u.port_or_known_default().unwrap_or(0)
+                        )
+                    })
+                    .unwrap_or_default();
+                let per_host = self.settings.webhook_per_host.max(1);
+                let host_cap = hosts
+                    .entry(host)
+                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_host)))
+                    .clone();
+                let (service, all, in_flight) = (self.clone(), all.clone(), in_flight.clone());
+                running.spawn(async move {
+                    let (Ok(_one), Ok(_host)) = (all.acquire().await, host_cap.acquire().await) else {
+                        return;
+                    };
+                    service.attempt(&d).await;
+                    in_flight.remove(&d.id);
+                    service.outbox.notify_one();
+                });
             }
+            hosts.retain(|_, cap| Arc::strong_count(cap) > 1);
+        }
+    }
+
+    /// One attempt of a delivery, recorded with the delivery's next state.
+    async fn attempt(&self, d: &crate::store::alerts::Delivery) {
+        let attempt = d.attempts + 1;
+        let outcome = self
+            .post(
+                &d.id,
+                &d.url,
+                d.format.parse().unwrap_or_default(),
+                &d.secret,
+                &d.payload,
+            )
+            .await;
+        let at = unix_now_ms() as i64;
+        let (code, error, retry) = match &outcome {
+            Ok(s) if (200..300).contains(s) => (Some(i64::from(*s)), None, false),
+            Ok(s) => (Some(i64::from(*s)), Some(format!("HTTP {s}")), *s >= 500 || *s == 429),
+            Err(e) => (None, Some(e.clone()), true),
+        };
+        let delivered = error.is_none();
+        let (status, next) = if delivered {
+            ("delivered", at)
+        } else if retry && attempt < i64::from(self.settings.webhook_max_attempts) {
+            let backoff = Backoff::from_millis(
+                self.settings.webhook_backoff_initial_ms,
+                self.settings.webhook_backoff_max_ms,
+            );
+            let wait = backoff.wait(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
+            ("pending", at + wait.as_millis() as i64)
+        } else {
+            ("failed", at)
+        };
+        let record = Attempt {
+            delivery_id: &d.id,
+            attempt,
+            status_code: code,
+            error: error.as_deref(),
+            at_ms: at,
+            status,
+            next_attempt_at_ms: next,
+        };
+        if let Err(e) = self.store.record_attempt(&record).await {
+            tracing::warn!(delivery = %d.id, error = %e, "recording a webhook attempt failed");
         }
     }
 }

@@ -702,3 +702,67 @@ async fn webhooks_cannot_reach_private_addresses_or_follow_redirects() {
     );
     assert!(followed.lock().unwrap().is_empty(), "the redirect was followed");
 }
+
+/// One receiver that never answers holds only its own deliveries: a hundred others, fired by
+/// the same crossing, all arrive within two seconds.
+#[tokio::test]
+async fn a_receiver_that_never_answers_delays_no_other() {
+    let mut market = Market::start().await;
+    let change = market.settings();
+    let app = spawn_app_with(move |s| {
+        change(s);
+        s.alerts.webhook_timeout_ms = 10_000;
+    })
+    .await;
+    // The tarpit: accepts connections and never answers.
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_url = format!("http://{}/hook", tarpit.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = tarpit.accept().await {
+            held.push(socket);
+        }
+    });
+    let token = app.token("many", Tier::Enterprise);
+    let median = median_4090(&app, &token).await;
+    let threshold = median - 0.05;
+    // The tarpit's rules first, so a delivery loop taking them in order would meet it first.
+    for i in 0..8 {
+        let mut body = price_rule(threshold);
+        body["name"] = json!(format!("tarpit {i}"));
+        body["webhook"] = json!({"url": tarpit_url});
+        let (status, v) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+    }
+    let mut receivers = Vec::new();
+    for i in 0..100 {
+        let (url, seen) = receiver(vec![]).await;
+        let mut body = price_rule(threshold);
+        body["name"] = json!(format!("good {i}"));
+        body["webhook"] = json!({"url": url});
+        let (status, v) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(body)).await;
+        assert_eq!(status, StatusCode::CREATED, "{v}");
+        receivers.push(seen);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    market.price_4090(median - 0.2);
+    let crossed = tokio::time::Instant::now();
+    loop {
+        let arrived = receivers.iter().filter(|seen| !seen.lock().unwrap().is_empty()).count();
+        if arrived == receivers.len() {
+            break;
+        }
+        assert!(
+            crossed.elapsed() < Duration::from_secs(3),
+            "{arrived} of 100 good deliveries within {:?}",
+            crossed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "100 good deliveries arrived {:?} after the crossing was served",
+        crossed.elapsed()
+    );
+    // The poll that shows the crossing comes within the 150 ms poll interval.
+    assert!(crossed.elapsed() < Duration::from_secs(2) + Duration::from_millis(150));
+}
