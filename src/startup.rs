@@ -37,6 +37,7 @@ use crate::store::Store;
 use crate::store::queue::WriteQueue;
 use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
+use crate::tier::Tier;
 
 pub struct Application {
     listener: TcpListener,
@@ -79,6 +80,7 @@ impl Application {
             writes.clone(),
             cluster.bus.clone(),
             settings.alerts.clone(),
+            Tier::ALL.into_iter().filter(|t| settings.tier(*t).webhooks).collect(),
         )
         .await
         .context("loading alert rules")?;

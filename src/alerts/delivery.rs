@@ -6,6 +6,7 @@
 //! "<timestamp>.<body>")>` with `X-GPUScout-Timestamp` (ms), so receivers can check origin and
 //! freshness. Discord-compatible bodies (`content` + `embeds`) or the alert JSON itself.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +27,7 @@ use crate::market::Market;
 use crate::store::Store;
 use crate::store::alerts::Attempt;
 use crate::store::queue::WriteQueue;
+use crate::tier::Tier;
 use crate::upstream::{check_user_url, user_url_client};
 
 pub struct AlertService {
@@ -37,6 +39,10 @@ pub struct AlertService {
     /// Std mutex: evaluation is pure computation, never held across `.await`.
     engine: Mutex<AlertEngine>,
     settings: AlertSettings,
+    /// The tiers whose rules may post to webhooks.
+    webhook_tiers: HashSet<Tier>,
+    /// Each user's tier as their latest token said (noted on REST requests, stored).
+    tiers: DashMap<String, Tier>,
     outbox: Notify,
     client: reqwest::Client,
 }
@@ -103,6 +109,7 @@ impl AlertService {
         writes: WriteQueue,
         bus: Arc<dyn Bus>,
         settings: AlertSettings,
+        webhook_tiers: HashSet<Tier>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         // Webhook URLs are users': no redirects, and no private or local address unless allowed.
         let client = user_url_client(settings.webhook_allow_private);
@@ -113,6 +120,8 @@ impl AlertService {
             bus,
             engine: Mutex::new(AlertEngine::new(rules)),
             settings,
+            webhook_tiers,
+            tiers: DashMap::new(),
             outbox: Notify::new(),
             client,
         }))
@@ -224,9 +233,36 @@ impl AlertService {
         }
     }
 
+    /// Note the tier a user's token carries; stored (through the write queue) when it changed, so
+    /// the evaluating node knows it: a user whose tier no longer allows webhooks gets none.
+    pub fn note_tier(&self, user: &str, tier: Tier) {
+        if self.tiers.get(user).is_some_and(|t| *t == tier) {
+            return;
+        }
+        self.tiers.insert(user.to_owned(), tier);
+        let (store, user) = (self.store.clone(), user.to_owned());
+        self.writes.push(
+            "user tier",
+            Box::new(move || {
+                let (store, user) = (store.clone(), user.clone());
+                Box::pin(async move { store.upsert_user(&user, tier.as_str(), unix_now_ms() as i64).await })
+            }),
+        );
+    }
+
+    /// Whether `user`'s rules may post to webhooks now: their last stored tier (noted by any
+    /// node) allows it; a user whose tier was never noted keeps what their rules were made with.
+    async fn webhooks_allowed(&self, user: &str) -> Result<bool, crate::store::StoreError> {
+        let tier: Option<Tier> = self.store.user_tier(user).await?.and_then(|t| t.parse().ok());
+        Ok(tier.is_none_or(|t| self.webhook_tiers.contains(&t)))
+    }
+
     /// Store a firing (once: its idempotency key) with its webhook delivery, then publish it.
     async fn record_and_publish(&self, firing: &Firing) -> Result<(), crate::store::StoreError> {
-        let webhook = {
+        let allowed = self.webhooks_allowed(&firing.user_id).await?;
+        let webhook = if !allowed {
+            None
+        } else {
             let engine = self.engine();
             engine.rules.get(&firing.rule_id).and_then(|r| {
                 Some((

@@ -38,6 +38,8 @@ impl FromRequestParts<AppState> for AuthUser {
                 }
             }
         }
+        // The tier the user's tokens carry now decides whether their rules may post to webhooks.
+        app.alerts.note_tier(&claims.sub, claims.tier);
         Ok(AuthUser(claims))
     }
 }

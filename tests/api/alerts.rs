@@ -766,3 +766,41 @@ async fn a_receiver_that_never_answers_delays_no_other() {
     // The poll that shows the crossing comes within the 150 ms poll interval.
     assert!(crossed.elapsed() < Duration::from_secs(2) + Duration::from_millis(150));
 }
+
+/// A user whose tokens now carry a tier without webhooks gets no more webhook posts; the alert
+/// itself still reaches their socket and history.
+#[tokio::test]
+async fn webhooks_stop_when_the_users_tier_no_longer_allows_them() {
+    let mut market = Market::start().await;
+    let app = spawn_app_with(market.settings()).await;
+    let (hook, seen) = receiver(vec![]).await;
+    let pro = app.token("down", Tier::Professional);
+    let median = median_4090(&app, &pro).await;
+    let mut body = price_rule(median - 0.05);
+    body["webhook"] = json!({"url": hook});
+    let (status, rule) = request(&app, "POST", "/api/v1/alerts/rules", &pro, Some(body)).await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    // The user's tokens are now free-tier ones (no webhooks).
+    let free = app.token("down", Tier::Free);
+    let (status, _) = request(&app, "GET", "/api/v1/alerts/rules", &free, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (mut ws, _) = app.connect("down", Tier::Free).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    market.price_4090(median - 0.2);
+    let alert = next_alert(&mut ws, Duration::from_secs(3))
+        .await
+        .expect("the alert still fires");
+    assert_eq!(alert["pub"]["data"]["rule_id"], rule["id"]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the webhook posted for a tier without webhooks"
+    );
+    assert_eq!(
+        events_of(&app, &free, rule["id"].as_str().unwrap()).await["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
