@@ -114,16 +114,21 @@ async fn next_alert(ws: &mut WsClient, wait: Duration) -> Option<Value> {
     }
 }
 
-async fn fires_exactly_once_on_the_crossing(database_url: Option<String>) {
-    let mut market = Market::start().await;
+/// A hub polling `market`, on the database at `database_url` (default: its own SQLite file).
+async fn app_on(market: &Market, database_url: Option<String>) -> TestApp {
     let change = market.settings();
-    let app = spawn_app_with(move |s| {
+    spawn_app_with(move |s| {
         change(s);
         if let Some(url) = database_url {
             s.database.url = SecretString::from(url);
         }
     })
-    .await;
+    .await
+}
+
+async fn fires_exactly_once_on_the_crossing(database_url: Option<String>) {
+    let mut market = Market::start().await;
+    let app = app_on(&market, database_url).await;
     let token = app.token("42", Tier::Individual);
     let median = median_4090(&app, &token).await;
     let threshold = median - 0.05;
@@ -612,14 +617,7 @@ async fn a_webhook_added_by_put_survives_a_restart_on_postgres() {
 /// Creations racing for the last rule of a tier: exactly the limit is created.
 async fn the_rule_limit_cannot_be_raced_past(database_url: Option<String>) {
     let market = Market::start().await;
-    let change = market.settings();
-    let app = spawn_app_with(move |s| {
-        change(s);
-        if let Some(url) = database_url {
-            s.database.url = SecretString::from(url);
-        }
-    })
-    .await;
+    let app = app_on(&market, database_url).await;
     let token = app.token("racer", Tier::Free);
     median_4090(&app, &token).await;
     let creations = (0..12).map(|i| {

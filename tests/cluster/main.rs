@@ -1008,6 +1008,13 @@ async fn leader_and_follower(cluster: &Cluster) -> (Node, Node) {
     }
 }
 
+/// Create a price rule through `node`; it must be created.
+async fn create_rule(node: &Node, token: &str, threshold: f64) -> Value {
+    let (status, rule) = rule_request(node, "POST", "/api/v1/alerts/rules", token, Some(price_rule(threshold))).await;
+    assert_eq!(status, 201, "{rule}");
+    rule
+}
+
 fn price_rule(threshold: f64) -> Value {
     json!({"name": "cheap 4090", "kind": "price", "model": "rtx-4090", "stat": "median",
            "direction": "below", "threshold_usd": threshold, "cooldown_s": 60})
@@ -1023,15 +1030,7 @@ async fn a_rule_created_or_deleted_on_a_follower_is_what_the_leader_evaluates() 
     let token = mint("ruler", Tier::Professional);
     let mut ws = leader.connect_with(&token).await.unwrap();
     // Created through the follower: the leader fires it on the next crossing.
-    let (status, rule) = rule_request(
-        &follower,
-        "POST",
-        "/api/v1/alerts/rules",
-        &token,
-        Some(price_rule(0.30)),
-    )
-    .await;
-    assert_eq!(status, 201, "{rule}");
+    let rule = create_rule(&follower, &token, 0.30).await;
     farm.price_4090(0.50);
     assert!(alerts_within(&mut ws, Duration::from_millis(800)).await.is_empty());
     farm.price_4090(0.20);
@@ -1040,15 +1039,7 @@ async fn a_rule_created_or_deleted_on_a_follower_is_what_the_leader_evaluates() 
     assert_eq!(fired[0]["rule_id"], rule["id"]);
 
     // Deleted through the follower: it never fires again.
-    let (status, second) = rule_request(
-        &follower,
-        "POST",
-        "/api/v1/alerts/rules",
-        &token,
-        Some(price_rule(0.40)),
-    )
-    .await;
-    assert_eq!(status, 201, "{second}");
+    let second = create_rule(&follower, &token, 0.40).await;
     let path = format!("/api/v1/alerts/rules/{}", second["id"].as_str().unwrap());
     // It learns the market stands below it (no alert: its first evaluation), then is deleted.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -1071,24 +1062,8 @@ async fn a_leader_killed_between_two_crossings_loses_and_doubles_no_alert() {
     let cluster = farm.cluster(&redis).await;
     let (mut leader, follower) = leader_and_follower(&cluster).await;
     let token = mint("failover", Tier::Professional);
-    let (status, first) = rule_request(
-        &follower,
-        "POST",
-        "/api/v1/alerts/rules",
-        &token,
-        Some(price_rule(0.30)),
-    )
-    .await;
-    assert_eq!(status, 201, "{first}");
-    let (status, second) = rule_request(
-        &follower,
-        "POST",
-        "/api/v1/alerts/rules",
-        &token,
-        Some(price_rule(0.15)),
-    )
-    .await;
-    assert_eq!(status, 201, "{second}");
+    let first = create_rule(&follower, &token, 0.30).await;
+    let second = create_rule(&follower, &token, 0.15).await;
     let mut ws = follower.connect_with(&token).await.unwrap();
     farm.price_4090(0.50);
     tokio::time::sleep(Duration::from_millis(800)).await;
