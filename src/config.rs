@@ -46,7 +46,74 @@ pub struct Settings {
     pub ingest: IngestSettings,
     pub alerts: AlertSettings,
     pub advisor: AdvisorSettings,
+    #[serde(default)]
+    pub push: PushSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
+}
+
+/// Web Push (RFC 8030 / 8291 / 8292): the VAPID key pair the hub signs its pushes with, in the
+/// form browsers and Web Push libraries use: unpadded base64url of the 65-byte uncompressed P-256
+/// public point and of the 32-byte private scalar (`gpuscout vapid-keys` prints a new pair).
+/// Empty keys: Web Push is off.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushSettings {
+    pub vapid_public_key: String,
+    pub vapid_private_key: SecretString,
+    /// A `mailto:` or `https:` contact the push services may use (RFC 8292 `sub`).
+    pub subject: String,
+}
+
+impl PushSettings {
+    pub fn enabled(&self) -> bool {
+        !self.vapid_public_key.is_empty()
+    }
+
+    /// Both keys or neither; each decodes to its size; the public key is the private key's; a
+    /// subject when enabled.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let private = self.vapid_private_key.expose_secret();
+        if self.vapid_public_key.is_empty() && private.is_empty() {
+            return Ok(());
+        }
+        let scalar = b64
+            .decode(private.trim_end_matches('='))
+            .ok()
+            .filter(|b| b.len() == 32)
+            .and_then(|b| p256::SecretKey::from_slice(&b).ok())
+            .ok_or_else(|| {
+                invalid(
+                    "push.vapid_private_key",
+                    "must be the 32-byte P-256 private key in base64url",
+                )
+            })?;
+        let public = b64
+            .decode(self.vapid_public_key.trim_end_matches('='))
+            .ok()
+            .filter(|b| b.len() == 65 && b[0] == 4)
+            .ok_or_else(|| {
+                invalid(
+                    "push.vapid_public_key",
+                    "must be the 65-byte uncompressed P-256 point in base64url",
+                )
+            })?;
+        let derived = p256::EncodedPoint::from(scalar.public_key());
+        if derived.as_bytes() != public.as_slice() {
+            return Err(invalid(
+                "push.vapid_public_key",
+                "is not the public key of push.vapid_private_key",
+            ));
+        }
+        if !(self.subject.starts_with("mailto:") || self.subject.starts_with("https://")) {
+            return Err(invalid(
+                "push.subject",
+                "must be a mailto: or https: URL the push services may contact",
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Which Vast.ai search endpoint lists the market.
@@ -351,6 +418,7 @@ impl Settings {
         self.alerts.validate()?;
         self.advisor.validate()?;
         self.auth.validate(self.environment)?;
+        self.push.validate()?;
         self.validate_exposure()?;
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {

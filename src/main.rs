@@ -34,6 +34,8 @@ enum Command {
     },
     /// Apply database migrations and exit.
     Migrate,
+    /// Print a new VAPID key pair for Web Push (`push.vapid_public_key`, `push.vapid_private_key`).
+    VapidKeys,
 }
 
 fn main() -> std::process::ExitCode {
@@ -77,6 +79,12 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Token { user, tier, ttl } => {
             let verifier = TokenVerifier::new(&settings.auth)?;
             println!("{}", verifier.mint(&user, tier, ttl)?);
+            Ok(())
+        }
+        Command::VapidKeys => {
+            let (public, private) = gpuscout_hub::alerts::vapid::new_key_pair();
+            println!("GPUSCOUT__PUSH__VAPID_PUBLIC_KEY={public}");
+            println!("GPUSCOUT__PUSH__VAPID_PRIVATE_KEY={private}");
             Ok(())
         }
         Command::Migrate => {

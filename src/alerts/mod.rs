@@ -6,6 +6,7 @@
 //! fires the same crossing twice. Evaluation is pure; delivery (`delivery`) does the I/O.
 
 pub mod delivery;
+pub mod vapid;
 
 use std::collections::HashMap;
 

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod error;
 pub mod health;
 pub mod market;
+pub mod push;
 pub mod query;
 pub mod serve;
 pub mod server_api;
@@ -70,6 +71,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/rules/{id}/test", post(alerts::test_rule))
         .route("/api/v1/alerts/events", get(alerts::list_events))
         .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
+        .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
         .route("/api/v1/market/snapshot", get(market::snapshot))
         .route("/api/v1/market/history", get(market::history))
         .route("/api/v1/conversations", get(advisor::conversations))

@@ -179,3 +179,57 @@ async fn a_peer_that_stops_reading_is_closed_within_the_write_timeout() {
     assert_eq!(reader.push().await["pub"]["data"]["n"], "after");
     drop(stuck);
 }
+
+#[test]
+fn vapid_keys_prints_a_pair_the_hub_accepts() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .arg("vapid-keys")
+        .env_remove("GPUSCOUT__ENVIRONMENT")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+            .to_owned()
+    };
+    let mut push = gpuscout_hub::config::PushSettings {
+        vapid_public_key: value("GPUSCOUT__PUSH__VAPID_PUBLIC_KEY"),
+        vapid_private_key: value("GPUSCOUT__PUSH__VAPID_PRIVATE_KEY").into(),
+        subject: "mailto:ops@example.com".into(),
+    };
+    push.validate().unwrap();
+    push.subject = String::new();
+    assert!(push.validate().unwrap_err().to_string().contains("push.subject"));
+}
+
+#[tokio::test]
+async fn the_vapid_public_key_is_served_when_push_is_on() {
+    let off = spawn_app().await;
+    let r = off
+        .http
+        .get(off.url("/api/v1/push/vapid-public-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let (public, private) = gpuscout_hub::alerts::vapid::new_key_pair();
+    let key = public.clone();
+    let on = spawn_app_with(move |s| {
+        s.push.vapid_public_key = key;
+        s.push.vapid_private_key = private.into();
+        s.push.subject = "mailto:ops@example.com".into();
+    })
+    .await;
+    let r = on
+        .http
+        .get(on.url("/api/v1/push/vapid-public-key"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["public_key"], public.as_str());
+}
