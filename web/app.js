@@ -216,9 +216,14 @@ function start(token, source) {
   const c = claims(token);
   el.who.textContent = c.sub ? `${c.sub} · ${c.tier ?? ''}` : '';
   const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+  resetAlertPanels(token);
   const cl = new GpuscoutClient(wsUrl, {
     token,
-    getToken: () => nextToken(source),
+    getToken: async () => {
+      const next = await nextToken(source);
+      if (cl === client) apiToken = next;
+      return next;
+    },
     minReconnectDelay: 300,
     maxReconnectDelay: 5000,
   });
@@ -229,6 +234,7 @@ function start(token, source) {
   cl.on('connected', () => {
     lastClose = null;
     setConn('connected', 'Connected');
+    refreshAlertPanels();
   });
   cl.on('disconnected', (ctx) => {
     lastClose = ctx.code;
@@ -414,6 +420,7 @@ function followMarket(cl) {
       }
     }
     if (moved || snapshot) reorder();
+    if (!rulesEl.form.hidden && (changes.removed.length || Object.keys(changes.added).length)) fillModels();
     const when = ts ? new Date(ts).toLocaleTimeString() : '';
     el.meta.textContent = `${rows.size} models · seq ${seq}${when ? ` · ${when}` : ''}`;
   });
@@ -504,6 +511,7 @@ updateNotifyButton();
 
 function followAlerts(cl) {
   cl.alerts.on((alert) => {
+    pastFromPush(alert);
     const text = alertText(alert);
     const li = document.createElement('li');
     const time = document.createElement('time');
@@ -522,6 +530,545 @@ function followAlerts(cl) {
       }
     }
   });
+}
+
+// ---- alert rules and past alerts ----------------------------------------------------------------
+//
+// Rules and fired alerts through the REST API (/api/v1/alerts/…), with the token the page
+// connects with. Alerts the hub fires while the page is open arrive as alerts:#<uid> pushes
+// carrying their event id: they join the past alerts at once.
+
+const rulesEl = {
+  list: $('rules'),
+  empty: $('rules-empty'),
+  status: $('rules-status'),
+  newBtn: /** @type {HTMLButtonElement} */ ($('new-rule-btn')),
+  form: /** @type {HTMLFormElement} */ ($('rule-form')),
+  formTitle: $('rule-form-h'),
+  kind: /** @type {HTMLSelectElement} */ ($('rule-kind')),
+  model: /** @type {HTMLSelectElement} */ ($('rule-model')),
+  error: $('rule-error'),
+  save: /** @type {HTMLButtonElement} */ ($('rule-save')),
+  cancel: /** @type {HTMLButtonElement} */ ($('rule-cancel')),
+  past: $('past-alerts'),
+  pastEmpty: $('past-empty'),
+  pastMeta: $('past-meta'),
+  pastStatus: $('past-status'),
+  pastMore: /** @type {HTMLButtonElement} */ ($('past-more')),
+};
+
+/** The condition fields of each kind of rule (see the hub's `Condition`). */
+const KIND_FIELDS = {
+  price: ['model', 'stat', 'direction', 'threshold_usd'],
+  utilisation: ['model', 'direction', 'threshold'],
+  availability: ['model', 'below'],
+  undercut: ['marketplace', 'machine_id', 'percent'],
+  source_degraded: ['source', 'minutes'],
+};
+const PAST_PAGE = 50;
+const STAT_WORDS = { median: 'median price', p10: '10th-percentile price', cheapest: 'cheapest price' };
+
+/** The token REST calls send (the one the page connects with, renewed with it). */
+let apiToken = '';
+/** @type {Map<string, any>} the user's rules by id, as the hub last answered */
+const alertRules = new Map();
+/** @type {Map<string, any>} past alerts (stored events) by id */
+const pastEvents = new Map();
+/** The `next_before` cursor of the past alerts, or null when all are shown. */
+let pastCursor = null;
+/** The rule the form edits, or null for a new one. @type {string | null} */
+let editing = null;
+
+/** A REST error: the hub's `{"error":{"code","message"}}`, or what went wrong on the way. */
+class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+/**
+ * Call the hub's REST API as the page's user; resolves with the JSON answer (null for 204).
+ * @param {string} method
+ * @param {string} path
+ * @param {unknown} [body]
+ */
+async function api(method, path, body) {
+  /** @type {Record<string, string>} */
+  const headers = { Authorization: `Bearer ${apiToken}` };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
+  const text = await res.text();
+  let json = null;
+  try {
+    json = text ? JSON.parse(text) : null;
+  } catch {
+    // not JSON: the status says it
+  }
+  if (!res.ok) {
+    const err = json && json.error;
+    throw new ApiError(res.status, err?.code || 'http', err?.message || `HTTP ${res.status}`);
+  }
+  return json;
+}
+
+/** The text of an error for people. */
+function errorText(err) {
+  return err instanceof Error ? err.message : String(err);
+}
+
+/** A model's display name (from the market table), else its slug. */
+function modelName(slug) {
+  return rows.get(slug)?.values.name?.toString() || String(slug);
+}
+
+/** A rule's condition in words, e.g. "RTX 4090 median price below $0.300/h". */
+function conditionText(r) {
+  switch (r.kind) {
+    case 'price':
+      return `${modelName(r.model)} ${STAT_WORDS[r.stat] || r.stat} ${r.direction} ${price.format(r.threshold_usd)}/h`;
+    case 'utilisation':
+      return `${modelName(r.model)} utilisation ${r.direction} ${(r.threshold * 100).toFixed(1)}%`;
+    case 'availability':
+      return `${modelName(r.model)} below ${int.format(r.below)} GPUs available`;
+    case 'undercut':
+      return `machine ${r.machine_id} (${r.marketplace}) undercut by ${r.percent}%`;
+    case 'source_degraded':
+      return `source ${r.source} degraded for ${r.minutes} min`;
+    default:
+      return String(r.kind);
+  }
+}
+
+/** A duration in seconds in words ("4 h", "90 min"). */
+function duration(s) {
+  if (s % 86400 === 0) return `${s / 86400} d`;
+  if (s % 3600 === 0) return `${s / 3600} h`;
+  return `${Math.round(s / 60)} min`;
+}
+
+/** A time of day (and date when not today) of a Unix time in ms. */
+function when(ms) {
+  const d = new Date(ms);
+  return d.toDateString() === new Date().toDateString() ? d.toLocaleTimeString() : d.toLocaleString();
+}
+
+/** A button with a visible word and, for screen readers, what it acts on. */
+function actionButton(word, what, action) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.className = 'small';
+  b.dataset.action = action;
+  b.append(word);
+  const hidden = document.createElement('span');
+  hidden.className = 'visually-hidden';
+  hidden.textContent = ` ${what}`;
+  b.append(hidden);
+  return b;
+}
+
+/** One rule of the list: name, condition, enabled switch, and its Edit/Test/Delete buttons. */
+function ruleItem(r) {
+  const li = document.createElement('li');
+  li.dataset.ruleId = r.id;
+  li.dataset.enabled = String(Boolean(r.enabled));
+  const name = document.createElement('span');
+  name.className = 'name';
+  name.textContent = r.name;
+  const summary = document.createElement('span');
+  summary.className = 'summary';
+  const parts = [conditionText(r), `cooldown ${duration(r.cooldown_s)}`];
+  if (r.webhook_url) parts.push(`webhook (${r.webhook_format || 'json'})`);
+  if (r.last_fired_at_ms) parts.push(`last fired ${when(r.last_fired_at_ms)}`);
+  summary.textContent = parts.join(' · ');
+  const toggle = document.createElement('label');
+  toggle.className = 'toggle';
+  const box = document.createElement('input');
+  box.type = 'checkbox';
+  box.checked = Boolean(r.enabled);
+  box.dataset.action = 'toggle';
+  box.setAttribute('aria-label', `Enabled: ${r.name}`);
+  toggle.append(box, 'Enabled');
+  const buttons = document.createElement('span');
+  buttons.className = 'buttons';
+  buttons.append(
+    actionButton('Edit', `rule ${r.name}`, 'edit'),
+    actionButton('Test', `rule ${r.name}`, 'test'),
+    actionButton('Delete', `rule ${r.name}`, 'delete'),
+  );
+  li.append(name, summary, toggle, buttons);
+  return li;
+}
+
+/** Show the rules, by name. */
+function renderRules() {
+  const sorted = [...alertRules.values()].sort((a, b) => a.name.localeCompare(b.name) || (a.id < b.id ? -1 : 1));
+  rulesEl.list.replaceChildren(...sorted.map(ruleItem));
+  rulesEl.empty.hidden = alertRules.size > 0;
+}
+
+/** Load the user's rules. */
+async function loadRules() {
+  const body = await api('GET', '/api/v1/alerts/rules');
+  alertRules.clear();
+  for (const r of body.rules || []) alertRules.set(r.id, r);
+  renderRules();
+}
+
+/** The body a rule is created or replaced with, from a rule as the hub describes it. */
+function ruleBody(r) {
+  /** @type {Record<string, unknown>} */
+  const body = { name: r.name, kind: r.kind, cooldown_s: r.cooldown_s, enabled: r.enabled };
+  for (const f of KIND_FIELDS[r.kind] || []) if (r[f] !== undefined) body[f] = r[f];
+  if (r.webhook_url) body.webhook = { url: r.webhook_url, format: r.webhook_format || 'json' };
+  return body;
+}
+
+/** Replace a rule's stored version with what the hub answered, and show it. */
+function storeRule(r) {
+  const { webhook_secret: _secret, ...rule } = r;
+  alertRules.set(rule.id, rule);
+  renderRules();
+}
+
+/** Enable or disable a rule (PUT with everything else unchanged). */
+async function setEnabled(id, enabled) {
+  const r = alertRules.get(id);
+  if (!r) return;
+  try {
+    storeRule(await api('PUT', `/api/v1/alerts/rules/${encodeURIComponent(id)}`, ruleBody({ ...r, enabled })));
+    rulesEl.status.textContent = `${r.name}: ${enabled ? 'enabled' : 'disabled'}.`;
+  } catch (err) {
+    rulesEl.status.textContent = `Could not ${enabled ? 'enable' : 'disable'} ${r.name}: ${errorText(err)}`;
+    renderRules();
+  }
+  focusRule(id, 'toggle');
+}
+
+/** Send a test alert of a rule (and post it to its webhook). */
+async function testRule(id) {
+  const r = alertRules.get(id);
+  if (!r) return;
+  rulesEl.status.textContent = `Testing ${r.name}…`;
+  try {
+    const res = await api('POST', `/api/v1/alerts/rules/${encodeURIComponent(id)}/test`);
+    const hook = res && res.webhook ? ` Webhook: ${res.webhook.result}.` : '';
+    rulesEl.status.textContent = `Test alert of ${r.name} sent.${hook}`;
+  } catch (err) {
+    rulesEl.status.textContent = `Test of ${r.name} failed: ${errorText(err)}`;
+  }
+}
+
+/** Delete a rule, once the user confirms. */
+async function deleteRule(id) {
+  const r = alertRules.get(id);
+  if (!r || !confirm(`Delete the rule “${r.name}”?`)) return;
+  try {
+    await api('DELETE', `/api/v1/alerts/rules/${encodeURIComponent(id)}`);
+    alertRules.delete(id);
+    if (editing === id) closeRuleForm();
+    renderRules();
+    rulesEl.status.textContent = `${r.name} deleted.`;
+    rulesEl.newBtn.focus();
+  } catch (err) {
+    rulesEl.status.textContent = `Could not delete ${r.name}: ${errorText(err)}`;
+  }
+}
+
+/** Put the focus back on a rule's control after the list was redrawn. */
+function focusRule(id, action) {
+  const li = [...rulesEl.list.children].find((x) => /** @type {HTMLElement} */ (x).dataset.ruleId === id);
+  /** @type {HTMLElement | null | undefined} */ (li?.querySelector(`[data-action="${action}"]`))?.focus();
+}
+
+rulesEl.list.addEventListener('click', (e) => {
+  const target = /** @type {HTMLElement} */ (e.target).closest('button[data-action]');
+  const id = target?.closest('li')?.dataset.ruleId;
+  if (!target || !id) return;
+  const action = /** @type {HTMLElement} */ (target).dataset.action;
+  if (action === 'edit') openRuleForm(alertRules.get(id));
+  else if (action === 'test') testRule(id);
+  else if (action === 'delete') deleteRule(id);
+});
+
+rulesEl.list.addEventListener('change', (e) => {
+  const box = /** @type {HTMLInputElement} */ (e.target);
+  const id = box.closest('li')?.dataset.ruleId;
+  if (box.dataset.action === 'toggle' && id) setEnabled(id, box.checked);
+});
+
+// ---- the rule form
+
+/** A form control by name. */
+function field(name) {
+  return /** @type {HTMLInputElement | HTMLSelectElement} */ (rulesEl.form.elements.namedItem(name));
+}
+
+/** Fill the model picker with the market's models (and `keep`, a rule's model the market lacks). */
+function fillModels(keep = rulesEl.model.value) {
+  const models = [...rows.entries()].map(([slug, row]) => [slug, String(row.values.name || slug)]);
+  if (keep && !rows.has(keep)) models.push([keep, keep]);
+  models.sort((a, b) => a[1].localeCompare(b[1]));
+  const options = models.map(([slug, name]) => new Option(name, slug, false, slug === keep));
+  if (options.length === 0) {
+    const wait = new Option('Waiting for the market…', '');
+    wait.disabled = true;
+    options.push(wait);
+  }
+  rulesEl.model.replaceChildren(...options);
+  if (keep) rulesEl.model.value = keep;
+}
+
+/** Show the fields of the chosen kind; the others are hidden and disabled (not validated). */
+function showKindFields() {
+  const kind = rulesEl.kind.value;
+  for (const div of rulesEl.form.querySelectorAll('.field[data-kinds]')) {
+    const on = /** @type {HTMLElement} */ (div).dataset.kinds?.split(' ').includes(kind) ?? false;
+    /** @type {HTMLElement} */ (div).hidden = !on;
+    for (const c of div.querySelectorAll('input, select')) /** @type {HTMLInputElement} */ (c).disabled = !on;
+  }
+}
+
+/** Open the form for a new rule, or to edit `rule`. */
+function openRuleForm(rule) {
+  editing = rule ? rule.id : null;
+  rulesEl.form.reset();
+  rulesEl.error.textContent = '';
+  rulesEl.formTitle.textContent = rule ? `Edit rule “${rule.name}”` : 'New rule';
+  rulesEl.save.textContent = rule ? 'Save rule' : 'Create rule';
+  fillModels(rule?.model || (rows.has('rtx-4090') ? 'rtx-4090' : ''));
+  if (rule) {
+    field('name').value = rule.name;
+    rulesEl.kind.value = rule.kind;
+    for (const f of KIND_FIELDS[rule.kind] || []) {
+      if (rule[f] === undefined || f === 'model') continue;
+      field(f).value = f === 'threshold' ? String(Math.round(rule[f] * 1000) / 10) : String(rule[f]);
+    }
+    field('cooldown').value = String(Math.round(rule.cooldown_s / 60));
+    field('webhook_url').value = rule.webhook_url || '';
+    field('webhook_format').value = rule.webhook_format || 'json';
+    /** @type {HTMLInputElement} */ (field('enabled')).checked = Boolean(rule.enabled);
+  }
+  showKindFields();
+  rulesEl.form.hidden = false;
+  rulesEl.newBtn.setAttribute('aria-expanded', 'true');
+  field('name').focus();
+}
+
+/** Close the rule form (its values are dropped). */
+function closeRuleForm() {
+  editing = null;
+  rulesEl.form.hidden = true;
+  rulesEl.error.textContent = '';
+  rulesEl.newBtn.setAttribute('aria-expanded', 'false');
+}
+
+/** A number field's value, or NaN when it is empty. */
+function num(name) {
+  const v = field(name).value.trim();
+  return v === '' ? NaN : Number(v);
+}
+
+/**
+ * The request body the form describes, or a message saying what to fix (checked here as far as
+ * the form knows; the hub checks the rest).
+ * @returns {{body?: Record<string, unknown>, problem?: string, at?: string}}
+ */
+function formBody() {
+  const kind = rulesEl.kind.value;
+  const name = field('name').value.trim();
+  if (!name) return { problem: 'Give the rule a name.', at: 'name' };
+  /** @type {Record<string, unknown>} */
+  const body = { name, kind };
+  for (const f of KIND_FIELDS[kind]) {
+    const c = field(f);
+    if (c instanceof HTMLInputElement && c.type === 'number') {
+      const v = num(f);
+      if (!Number.isFinite(v)) return { problem: `Enter a number for “${c.labels?.[0]?.textContent}”.`, at: f };
+      body[f] = f === 'threshold' ? Math.round(v * 10) / 1000 : v;
+    } else {
+      if (!c.value.trim()) return { problem: `Choose or enter “${c.labels?.[0]?.textContent}”.`, at: f };
+      body[f] = c.value.trim();
+    }
+  }
+  const cooldown = num('cooldown');
+  if (!Number.isInteger(cooldown) || cooldown < 1) return { problem: 'The cooldown is a whole number of minutes.', at: 'cooldown' };
+  body.cooldown_s = cooldown * 60;
+  body.enabled = /** @type {HTMLInputElement} */ (field('enabled')).checked;
+  const url = field('webhook_url').value.trim();
+  if (url) body.webhook = { url, format: field('webhook_format').value };
+  return { body };
+}
+
+rulesEl.form.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const { body, problem, at } = formBody();
+  if (!body) {
+    rulesEl.error.textContent = problem || '';
+    if (at) field(at).focus();
+    return;
+  }
+  const id = editing;
+  rulesEl.save.disabled = true;
+  rulesEl.error.textContent = '';
+  try {
+    const saved = id
+      ? await api('PUT', `/api/v1/alerts/rules/${encodeURIComponent(id)}`, body)
+      : await api('POST', '/api/v1/alerts/rules', body);
+    storeRule(saved);
+    closeRuleForm();
+    const secret = saved.webhook_secret ? ` Webhook signing secret (shown once): ${saved.webhook_secret}` : '';
+    rulesEl.status.textContent = `${saved.name} ${id ? 'saved' : 'created'}.${secret}`;
+    focusRule(saved.id, 'edit');
+  } catch (err) {
+    rulesEl.error.textContent = errorText(err);
+  } finally {
+    rulesEl.save.disabled = false;
+  }
+});
+
+rulesEl.kind.addEventListener('change', showKindFields);
+rulesEl.newBtn.addEventListener('click', () => (rulesEl.form.hidden || editing ? openRuleForm(null) : closeRuleForm()));
+rulesEl.cancel.addEventListener('click', () => {
+  const id = editing;
+  closeRuleForm();
+  if (id) focusRule(id, 'edit');
+  else rulesEl.newBtn.focus();
+});
+rulesEl.form.addEventListener('keydown', (e) => {
+  if (e.key === 'Escape') rulesEl.cancel.click();
+});
+
+// ---- past alerts
+
+/** The payload of a stored event (an object, whether the hub sent it parsed or as text). */
+function payloadOf(ev) {
+  if (typeof ev.payload === 'string') {
+    try {
+      return JSON.parse(ev.payload);
+    } catch {
+      return { message: ev.payload };
+    }
+  }
+  return ev.payload || {};
+}
+
+/** One past alert: when, which rule, what, and Acknowledge (or when it was). */
+function eventItem(ev) {
+  const p = payloadOf(ev);
+  const li = document.createElement('li');
+  li.dataset.eventId = ev.id;
+  li.dataset.acknowledged = String(Boolean(ev.acknowledged_at_ms));
+  li.tabIndex = -1;
+  const time = document.createElement('time');
+  time.dateTime = new Date(ev.fired_at_ms).toISOString();
+  time.textContent = when(ev.fired_at_ms);
+  const rule = document.createElement('span');
+  rule.className = 'rule';
+  rule.textContent = String(p.rule_name || alertRules.get(ev.rule_id)?.name || 'rule');
+  const text = document.createElement('span');
+  text.className = 'text';
+  text.textContent = alertText(p);
+  li.append(time, rule, text);
+  if (ev.acknowledged_at_ms) {
+    const ack = document.createElement('span');
+    ack.className = 'ack';
+    ack.textContent = `Acknowledged ${when(ev.acknowledged_at_ms)}`;
+    li.append(ack);
+  } else {
+    li.append(actionButton('Acknowledge', `alert of ${rule.textContent} at ${time.textContent}`, 'ack'));
+  }
+  return li;
+}
+
+/** Show the past alerts, newest first. */
+function renderPast() {
+  const sorted = [...pastEvents.values()].sort((a, b) => b.fired_at_ms - a.fired_at_ms || (a.id < b.id ? 1 : -1));
+  rulesEl.past.replaceChildren(...sorted.map(eventItem));
+  rulesEl.pastEmpty.hidden = pastEvents.size > 0;
+  const open = sorted.filter((ev) => !ev.acknowledged_at_ms).length;
+  rulesEl.pastMeta.textContent = pastEvents.size ? `${open} unacknowledged` : '';
+  rulesEl.pastMore.hidden = pastCursor === null;
+}
+
+/** Load the newest past alerts, or (`older`) the page before those shown. */
+async function loadPast(older = false) {
+  const q = new URLSearchParams({ limit: String(PAST_PAGE) });
+  if (older && pastCursor !== null) q.set('before', String(pastCursor));
+  const body = await api('GET', `/api/v1/alerts/events?${q}`);
+  if (!older) pastEvents.clear();
+  for (const ev of body.events || []) pastEvents.set(ev.id, ev);
+  pastCursor = typeof body.next_before === 'number' ? body.next_before : null;
+  renderPast();
+}
+
+/** Acknowledge a past alert. */
+async function acknowledge(id) {
+  const ev = pastEvents.get(id);
+  if (!ev) return;
+  try {
+    await api('POST', `/api/v1/alerts/events/${encodeURIComponent(id)}/ack`);
+    ev.acknowledged_at_ms = Date.now();
+    renderPast();
+    rulesEl.pastStatus.textContent = 'Alert acknowledged.';
+    /** @type {HTMLElement | undefined} */ ([...rulesEl.past.children].find((li) => /** @type {HTMLElement} */ (li).dataset.eventId === id))?.focus();
+  } catch (err) {
+    rulesEl.pastStatus.textContent = `Could not acknowledge: ${errorText(err)}`;
+  }
+}
+
+rulesEl.past.addEventListener('click', (e) => {
+  const target = /** @type {HTMLElement} */ (e.target).closest('button[data-action="ack"]');
+  const id = target?.closest('li')?.dataset.eventId;
+  if (id) acknowledge(id);
+});
+
+rulesEl.pastMore.addEventListener('click', () => {
+  loadPast(true).catch((err) => (rulesEl.pastStatus.textContent = `Could not load older alerts: ${errorText(err)}`));
+});
+
+/** An alert push: one the hub fired and stored (it has an event id) joins the past alerts. */
+function pastFromPush(alert) {
+  if (!alert || typeof alert !== 'object' || alert.test || typeof alert.id !== 'string' || typeof alert.rule_id !== 'string') return;
+  if (pastEvents.has(alert.id)) return;
+  const fired = typeof alert.fired_at_ms === 'number' ? alert.fired_at_ms : Date.now();
+  pastEvents.set(alert.id, { id: alert.id, rule_id: alert.rule_id, payload: alert, fired_at_ms: fired, acknowledged_at_ms: null });
+  renderPast();
+  const rule = alertRules.get(alert.rule_id);
+  if (rule) {
+    rule.last_fired_at_ms = fired;
+    renderRules();
+  }
+}
+
+/** (Re)load rules and past alerts, e.g. once connected; errors show in each panel. */
+function refreshAlertPanels() {
+  loadRules().then(
+    () => {
+      if (rulesEl.status.textContent.startsWith('Could not load')) rulesEl.status.textContent = '';
+    },
+    (err) => (rulesEl.status.textContent = `Could not load the rules: ${errorText(err)}`),
+  );
+  loadPast().then(
+    () => {
+      if (rulesEl.pastStatus.textContent.startsWith('Could not load')) rulesEl.pastStatus.textContent = '';
+    },
+    (err) => (rulesEl.pastStatus.textContent = `Could not load past alerts: ${errorText(err)}`),
+  );
+}
+
+/** A new token (another user maybe): forget what the previous one showed. */
+function resetAlertPanels(token) {
+  apiToken = token;
+  alertRules.clear();
+  pastEvents.clear();
+  pastCursor = null;
+  closeRuleForm();
+  renderRules();
+  renderPast();
+  rulesEl.status.textContent = '';
+  rulesEl.pastStatus.textContent = '';
 }
 
 // ---- advisor ------------------------------------------------------------------------------------

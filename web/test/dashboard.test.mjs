@@ -518,3 +518,210 @@ test('a ?token= of another user than the stored token asks before switching; one
   }
   assert.deepEqual(errors, [], 'no uncaught errors in the page');
 });
+
+/**
+ * A fake 500.farm exporter (`/machines`) whose RTX 4090 and RTX 3090 prices the test sets: a market
+ * that moves only when told, so a rule can be made to cross.
+ */
+async function fakeFarm500() {
+  const { createServer } = await import('node:http');
+  const prices = { 'RTX 4090': 0.4, 'RTX 3090': 0.2 };
+  const machines = () =>
+    Object.entries(prices).flatMap(([gpu, usd], m) =>
+      [0, 1, 2, 3].map((i) => ({
+        machine_id: 1000 + m * 10 + i,
+        host_id: 500 + m * 10 + i,
+        gpu_name: gpu,
+        num_gpus: 4,
+        num_gpus_rented: i % 2,
+        dph_base: usd * 4,
+        verification: 'verified',
+        verified: true,
+        hosting_type: 0,
+        geolocation: 'Sweden, SE',
+        reliability2: 0.99,
+        gpu_ram: 24 * 1024,
+        chunks: [],
+        min_chunk: 1,
+      })),
+    );
+  const server = createServer((req, res) => {
+    if (!req.url.startsWith('/machines')) {
+      res.writeHead(404).end();
+      return;
+    }
+    const offers = machines();
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ url: '/machines', timestamp: new Date().toISOString(), count: offers.length, note: 'Sorted from newest to oldest.', offers }));
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    /** Price every GPU of `gpu` at `usd` per GPU-hour from the next poll. */
+    setPrice(gpu, usd) {
+      prices[gpu] = usd;
+    },
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+/** The alert REST API of a hub as `user`: the JSON answer and the status. */
+async function alertsApi(target, user, method, apiPath) {
+  const token = await target.devToken(user);
+  const res = await fetch(`${target.httpUrl}${apiPath}`, { method, headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(5000) });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : null };
+}
+
+test('alert rules: create one in the form, see it listed and fire, acknowledge it, edit, disable, test and delete it', async () => {
+  const farm = await fakeFarm500();
+  const marketHub = new Hub({
+    GPUSCOUT__INGEST__FARM500__ENABLED: 'true',
+    GPUSCOUT__INGEST__FARM500__BASE_URL: farm.url,
+    GPUSCOUT__INGEST__FARM500__POLL_INTERVAL_MS: '150',
+    GPUSCOUT__INGEST__FARM500__JITTER_RATIO: '0',
+  });
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  ctx.setDefaultTimeout(WAIT);
+  const p = await ctx.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e.message));
+  try {
+    await marketHub.start();
+    await p.goto(`${marketHub.httpUrl}/`);
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    await p.locator('#market-body tr[data-model="rtx-4090"]').waitFor();
+    await p.locator('#rules-empty').waitFor();
+    assert.equal(await p.locator('#past-empty').isVisible(), true);
+
+    // The form: kind-specific fields, the model picker fed by the market.
+    const panel = p.getByRole('region', { name: 'Alert rules' });
+    await panel.getByRole('button', { name: 'New rule' }).click();
+    const form = p.locator('#rule-form');
+    await form.waitFor();
+    assert.deepEqual(
+      (await p.locator('#rule-model option').allTextContents()).sort(),
+      ['RTX 3090', 'RTX 4090'],
+      'the picker offers the models of the market',
+    );
+    assert.equal(await p.getByLabel('Threshold ($ per GPU-hour)').isVisible(), true);
+    assert.equal(await p.getByLabel('Machine ID').isVisible(), false);
+    await p.getByLabel('Kind').selectOption('undercut');
+    assert.equal(await p.getByLabel('Machine ID').isVisible(), true);
+    assert.equal(await p.getByLabel('GPU model').isVisible(), false);
+    await p.getByLabel('Kind').selectOption('price');
+
+    // The hub's refusal shows next to the form (a plain-http webhook), and nothing is created.
+    const name = 'cheap 4090';
+    await p.getByLabel('Name').fill(name);
+    await p.getByLabel('GPU model').selectOption({ label: 'RTX 4090' });
+    await p.getByLabel('Price', { exact: true }).selectOption('median');
+    await p.getByLabel('Direction').selectOption('below');
+    await p.getByLabel('Threshold ($ per GPU-hour)').fill('0.3');
+    await p.getByLabel('Cooldown (minutes)').fill('60');
+    await p.getByLabel('Webhook URL (optional)').fill('http://127.0.0.1:9/hook');
+    await form.getByRole('button', { name: 'Create rule' }).click();
+    await p.locator('#rule-error:not(:empty)').waitFor();
+    assert.match(await p.locator('#rule-error').textContent(), /webhook\.url/);
+    assert.equal(await p.locator('#rules li').count(), 0);
+    assert.deepEqual((await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules, []);
+
+    // Without the webhook: created, listed with its condition, stored as the form said.
+    await p.getByLabel('Webhook URL (optional)').fill('');
+    await form.getByRole('button', { name: 'Create rule' }).click();
+    const item = p.locator('#rules li', { hasText: name });
+    await item.waitFor();
+    assert.equal(await form.isVisible(), false, 'the form closes once saved');
+    assert.match(await item.locator('.summary').textContent(), /^RTX 4090 median price below \$0\.30\/h · cooldown 1 h$/);
+    assert.equal(await item.getByRole('checkbox', { name: `Enabled: ${name}` }).isChecked(), true);
+    let rules = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules;
+    assert.equal(rules.length, 1);
+    const rule = rules[0];
+    assert.deepEqual(
+      { name: rule.name, kind: rule.kind, model: rule.model, stat: rule.stat, direction: rule.direction, threshold_usd: rule.threshold_usd, cooldown_s: rule.cooldown_s, enabled: rule.enabled },
+      { name, kind: 'price', model: 'rtx-4090', stat: 'median', direction: 'below', threshold_usd: 0.3, cooldown_s: 3600, enabled: true },
+    );
+    assert.equal(await item.getAttribute('data-rule-id'), rule.id);
+
+    // The rule learns the market stands above the threshold; then the price falls below: it fires,
+    // and the alert joins Past alerts live (pushed, not reloaded).
+    await p.waitForTimeout(800);
+    assert.equal(await p.locator('#past-alerts li').count(), 0, 'no alert before the crossing');
+    farm.setPrice('RTX 4090', 0.2);
+    const fired = p.locator('#past-alerts li[data-acknowledged="false"]');
+    await fired.waitFor();
+    assert.equal(await p.locator('#past-alerts li').count(), 1);
+    assert.equal(await fired.locator('.rule').textContent(), name);
+    assert.match(await fired.locator('.text').textContent(), /RTX 4090: median price \$0\.200\/h is below \$0\.300\/h/);
+    assert.equal(await p.locator('#past-meta').textContent(), '1 unacknowledged');
+    assert.equal(await p.locator('#past-empty').isVisible(), false);
+    let events = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/events?limit=50')).body.events;
+    assert.equal(events.length, 1);
+    assert.equal(events[0].rule_id, rule.id);
+    assert.equal(events[0].acknowledged_at_ms, null);
+    assert.equal(await fired.getAttribute('data-event-id'), events[0].id, 'the pushed alert is the stored event');
+
+    // Acknowledge: the list says so, and so does the hub.
+    await fired.getByRole('button', { name: /^Acknowledge alert of cheap 4090/ }).click();
+    const acked = p.locator(`#past-alerts li[data-event-id="${events[0].id}"][data-acknowledged="true"]`);
+    await acked.waitFor();
+    assert.match(await acked.locator('.ack').textContent(), /^Acknowledged /);
+    assert.equal(await acked.getByRole('button').count(), 0, 'no Acknowledge button any more');
+    assert.equal(await p.locator('#past-meta').textContent(), '0 unacknowledged');
+    events = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/events?limit=50')).body.events;
+    assert.equal(typeof events[0].acknowledged_at_ms, 'number', `acknowledged at the hub: ${JSON.stringify(events[0])}`);
+
+    // A reload shows the stored alert, acknowledged, and the rule with when it last fired.
+    await p.reload();
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    await p.locator(`#past-alerts li[data-event-id="${events[0].id}"][data-acknowledged="true"]`).waitFor();
+    await p.locator('#rules li', { hasText: name }).waitFor();
+    assert.match(await item.locator('.summary').textContent(), /last fired /);
+
+    // Edit: the form opens with the rule's values; the new threshold is saved.
+    await item.getByRole('button', { name: `Edit rule ${name}` }).click();
+    await form.waitFor();
+    assert.equal(await p.getByLabel('Name').inputValue(), name);
+    assert.equal(await p.getByLabel('GPU model').inputValue(), 'rtx-4090');
+    assert.equal(await p.getByLabel('Threshold ($ per GPU-hour)').inputValue(), '0.3');
+    await p.getByLabel('Threshold ($ per GPU-hour)').fill('0.25');
+    await form.getByRole('button', { name: 'Save rule' }).click();
+    await p.locator('#rules li .summary', { hasText: 'below $0.25/h' }).waitFor();
+    rules = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules;
+    assert.equal(rules.length, 1, 'edited, not added');
+    assert.equal(rules[0].threshold_usd, 0.25);
+
+    // Disable, then test (a test alert is pushed, not stored).
+    await item.getByRole('checkbox', { name: `Enabled: ${name}` }).uncheck();
+    await p.locator(`#rules li[data-rule-id="${rule.id}"][data-enabled="false"]`).waitFor();
+    rules = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules;
+    assert.equal(rules[0].enabled, false);
+    await item.getByRole('button', { name: `Test rule ${name}` }).click();
+    await p.locator('#rules-status', { hasText: `Test alert of ${name} sent.` }).waitFor();
+    await p.locator('#alerts li', { hasText: `Test of "${name}"` }).waitFor();
+    assert.equal(await p.locator('#past-alerts li').count(), 1, 'a test is not a past alert');
+
+    // A second rule of another kind, then delete the first: only the second is left.
+    await panel.getByRole('button', { name: 'New rule' }).click();
+    await p.getByLabel('Name').fill('busy 3090');
+    await p.getByLabel('Kind').selectOption('utilisation');
+    await p.getByLabel('GPU model').selectOption({ label: 'RTX 3090' });
+    await p.getByLabel('Direction').selectOption('above');
+    await p.getByLabel('Threshold (% of GPUs rented)').fill('90');
+    await form.getByRole('button', { name: 'Create rule' }).click();
+    await p.locator('#rules li', { hasText: 'busy 3090' }).waitFor();
+    assert.match(await p.locator('#rules li', { hasText: 'busy 3090' }).locator('.summary').textContent(), /^RTX 3090 utilisation above 90\.0%/);
+    p.once('dialog', (d) => d.accept());
+    await item.getByRole('button', { name: `Delete rule ${name}` }).click();
+    await item.waitFor({ state: 'detached' });
+    rules = (await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules;
+    assert.deepEqual(rules.map((r) => [r.name, r.kind, r.threshold]), [['busy 3090', 'utilisation', 0.9]]);
+    assert.equal(await p.locator('#rules li').count(), 1);
+    await p.screenshot({ path: path.join(ARTIFACTS, 'dashboard-alerts.png'), fullPage: true });
+  } finally {
+    await ctx.close();
+    await marketHub.dispose();
+    await farm.close();
+  }
+  assert.deepEqual(errors, [], 'no uncaught errors in the page');
+});
