@@ -72,6 +72,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/events", get(alerts::list_events))
         .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
         .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
+        .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
+        .route(
+            "/api/v1/push/subscriptions/{id}",
+            axum::routing::delete(push::unsubscribe),
+        )
         .route("/api/v1/market/snapshot", get(market::snapshot))
         .route("/api/v1/market/history", get(market::history))
         .route("/api/v1/conversations", get(advisor::conversations))

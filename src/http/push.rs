@@ -1,11 +1,18 @@
-//! Web Push: what a browser needs before it subscribes.
+//! Web Push: the key a browser needs to subscribe, and the subscriptions it hands over.
 
 use axum::Json;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use super::auth::AuthUser;
 use super::error::ApiError;
+use crate::clock::unix_now_ms;
+use crate::store::push::PushSubscription;
+use crate::upstream::check_user_url;
 
 /// `GET /api/v1/push/vapid-public-key`: the key a browser passes to
 /// `pushManager.subscribe({applicationServerKey})`; 404 while Web Push is off.
@@ -15,4 +22,110 @@ pub async fn vapid_public_key(State(app): State<AppState>) -> Result<Json<Value>
         return Err(ApiError::not_found("Web Push is off (push.vapid_public_key is empty)"));
     }
     Ok(Json(json!({"public_key": push.vapid_public_key})))
+}
+
+/// Most push subscriptions a user keeps (browsers and devices).
+const MAX_SUBSCRIPTIONS: i64 = 20;
+
+/// The browser's `PushSubscription` JSON (`subscription.toJSON()`).
+#[derive(Deserialize)]
+pub struct SubscriptionRequest {
+    endpoint: String,
+    keys: SubscriptionKeys,
+}
+
+#[derive(Deserialize)]
+pub struct SubscriptionKeys {
+    p256dh: String,
+    auth: String,
+}
+
+fn enabled(app: &AppState) -> Result<(), ApiError> {
+    if app.settings.push.enabled() {
+        Ok(())
+    } else {
+        Err(ApiError::not_found("Web Push is off (push.vapid_public_key is empty)"))
+    }
+}
+
+/// Check a subscription: an endpoint the hub may post to (the webhooks' address guard) and the
+/// browser's keys (the 65-byte P-256 point and the 16-byte authentication secret, base64url).
+fn check(req: &SubscriptionRequest, app: &AppState) -> Result<(), ApiError> {
+    use base64::Engine;
+    let invalid = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_subscription", m);
+    let a = &app.settings.alerts;
+    if req.endpoint.len() > 2000 {
+        return Err(invalid("`endpoint` is too long"));
+    }
+    check_user_url(&req.endpoint, a.webhook_allow_http, a.webhook_allow_private)
+        .map_err(|e| invalid(&format!("`endpoint` {e}")))?;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let decode = |s: &str| b64.decode(s.trim_end_matches('=')).ok();
+    if !decode(&req.keys.p256dh).is_some_and(|k| k.len() == 65 && k[0] == 4) {
+        return Err(invalid(
+            "`keys.p256dh` must be the 65-byte P-256 public key in base64url",
+        ));
+    }
+    if decode(&req.keys.auth).is_none_or(|k| k.len() != 16) {
+        return Err(invalid("`keys.auth` must be the 16-byte secret in base64url"));
+    }
+    Ok(())
+}
+
+/// `POST /api/v1/push/subscriptions`: store the browser's subscription (201; the same endpoint
+/// again updates its keys).
+pub async fn subscribe(
+    State(app): State<AppState>,
+    AuthUser(claims): AuthUser,
+    body: Bytes,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    enabled(&app)?;
+    let req: SubscriptionRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_subscription",
+            format!("a PushSubscription JSON: {e}"),
+        )
+    })?;
+    check(&req, &app)?;
+    let subscription = PushSubscription {
+        id: uuid::Uuid::new_v4().to_string(),
+        user_id: claims.sub.clone(),
+        endpoint: req.endpoint,
+        p256dh: req.keys.p256dh,
+        auth: req.keys.auth,
+        created_at_ms: unix_now_ms() as i64,
+    };
+    let saved = app
+        .store
+        .save_push_subscription(&subscription, MAX_SUBSCRIPTIONS)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "limit_exceeded",
+                format!("at most {MAX_SUBSCRIPTIONS} push subscriptions per user"),
+            )
+        })?;
+    Ok((StatusCode::CREATED, Json(json!(saved))))
+}
+
+/// `GET /api/v1/push/subscriptions`: the user's subscriptions (id, endpoint, created).
+pub async fn list(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+    enabled(&app)?;
+    let subscriptions = app.store.push_subscriptions(&claims.sub).await?;
+    Ok(Json(json!({ "subscriptions": subscriptions })))
+}
+
+/// `DELETE /api/v1/push/subscriptions/{id}`: 204, or 404 for one that is not the user's.
+pub async fn unsubscribe(
+    State(app): State<AppState>,
+    AuthUser(claims): AuthUser,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    enabled(&app)?;
+    if !app.store.delete_push_subscription(&claims.sub, &id).await? {
+        return Err(ApiError::not_found("no such subscription"));
+    }
+    Ok(StatusCode::NO_CONTENT)
 }

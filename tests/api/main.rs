@@ -14,6 +14,7 @@ mod hardening;
 mod lifecycle;
 mod market;
 mod protocol_errors;
+mod push;
 mod recovery;
 mod rust_sdk;
 mod server_api;
