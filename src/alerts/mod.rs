@@ -7,6 +7,7 @@
 
 pub mod delivery;
 pub mod vapid;
+pub mod webpush;
 
 use std::collections::HashMap;
 
