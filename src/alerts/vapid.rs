@@ -3,15 +3,20 @@
 
 use base64::Engine;
 
+/// A new random P-256 private key.
+pub fn random_secret_key() -> p256::SecretKey {
+    loop {
+        // Any 32 bytes below the curve order make a key (all but a 2^-128 share).
+        if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
+            return key;
+        }
+    }
+}
+
 /// A new VAPID key pair: `(public, private)`, unpadded base64url.
 pub fn new_key_pair() -> (String, String) {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let secret = loop {
-        // Any 32 bytes below the curve order make a key (all but a 2^-128 share).
-        if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
-            break key;
-        }
-    };
+    let secret = random_secret_key();
     let public = p256::EncodedPoint::from(secret.public_key());
     (b64.encode(public.as_bytes()), b64.encode(secret.to_bytes()))
 }

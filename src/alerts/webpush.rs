@@ -26,11 +26,7 @@ pub enum EncryptError {
 /// Encrypt `plaintext` for the browser key `ua_public` (65 bytes) and secret `auth` (16 bytes)
 /// with a fresh sender key and salt.
 pub fn encrypt(plaintext: &[u8], ua_public: &[u8], auth: &[u8]) -> Result<Vec<u8>, EncryptError> {
-    let sender = loop {
-        if let Ok(key) = p256::SecretKey::from_slice(&rand::random::<[u8; 32]>()) {
-            break key;
-        }
-    };
+    let sender = super::vapid::random_secret_key();
     encrypt_with(plaintext, ua_public, auth, &rand::random::<[u8; 16]>(), &sender)
 }
 

@@ -30,16 +30,7 @@ fn browser_subscription(endpoint: &str) -> Value {
 }
 
 async fn call(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = app
-        .http
-        .request(method.parse().unwrap(), app.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let response = r.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    bearer_request(&app.http, method, &app.url(path), token, body).await
 }
 
 async fn subscriptions_are_stored_per_user(database_url: Option<String>) {

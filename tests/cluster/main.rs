@@ -964,16 +964,7 @@ impl Farm {
 }
 
 async fn rule_request(node: &Node, method: &str, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
-    let mut r = node
-        .http
-        .request(method.parse().unwrap(), node.url(path))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let response = r.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
+    bearer_request(&node.http, method, &node.url(path), token, body).await
 }
 
 /// The alert pushes of a socket within `wait`.

@@ -139,6 +139,24 @@ impl Drop for TestApp {
     }
 }
 
+/// A REST request with a bearer token and an optional JSON body: its status and JSON body
+/// (`null` when it has none).
+pub async fn bearer_request(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut r = http.request(method.parse().unwrap(), url).bearer_auth(token);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let response = r.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
 /// The value of metric `name` in a `/metrics` text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
     text.lines()
