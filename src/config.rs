@@ -48,6 +48,8 @@ pub struct Settings {
     pub advisor: AdvisorSettings,
     #[serde(default)]
     pub push: PushSettings,
+    #[serde(default)]
+    pub email: EmailSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
 }
 
@@ -55,13 +57,92 @@ pub struct Settings {
 /// form browsers and Web Push libraries use: unpadded base64url of the 65-byte uncompressed P-256
 /// public point and of the 32-byte private scalar (`gpuscout vapid-keys` prints a new pair).
 /// Empty keys: Web Push is off.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSettings {
     pub vapid_public_key: String,
     pub vapid_private_key: SecretString,
     /// A `mailto:` or `https:` contact the push services may use (RFC 8292 `sub`).
     pub subject: String,
+    /// How long a push service keeps an alert for a browser that is offline (`TTL`, seconds).
+    pub ttl_s: u32,
+}
+
+impl Default for PushSettings {
+    fn default() -> Self {
+        Self {
+            vapid_public_key: String::new(),
+            vapid_private_key: SecretString::default(),
+            subject: String::new(),
+            ttl_s: 14_400,
+        }
+    }
+}
+
+/// Alert e-mail. An empty `smtp_url`: e-mail is off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EmailSettings {
+    /// `smtp://host:port` (plain; with `?tls=required` STARTTLS) or `smtps://host:port`, with
+    /// `user:password@` when the server asks for a login.
+    pub smtp_url: SecretString,
+    /// The sender, e.g. `GPUScout <alerts@example.com>`.
+    pub from: String,
+    /// Alert mails per user per clock hour; the rest of the hour's alerts go out as one digest.
+    pub max_per_hour: u32,
+    /// The hub's address as users reach it, for the links in mails (confirm, unsubscribe).
+    pub public_url: String,
+    /// How long a confirmation link stays valid.
+    pub confirm_ttl_s: u64,
+}
+
+impl Default for EmailSettings {
+    fn default() -> Self {
+        Self {
+            smtp_url: SecretString::default(),
+            from: String::new(),
+            max_per_hour: 10,
+            public_url: "http://127.0.0.1:8080".into(),
+            confirm_ttl_s: 86_400,
+        }
+    }
+}
+
+impl EmailSettings {
+    pub fn enabled(&self) -> bool {
+        !self.smtp_url.expose_secret().is_empty()
+    }
+
+    /// A sender and a parsable URL when on; a plain-text connection only to this machine.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = reqwest::Url::parse(self.smtp_url.expose_secret())
+            .map_err(|_| invalid("email.smtp_url", "must be an smtp:// or smtps:// URL"))?;
+        let tls = url.scheme() == "smtps" || url.query_pairs().any(|(k, v)| k == "tls" && v == "required");
+        if !matches!(url.scheme(), "smtp" | "smtps") {
+            return Err(invalid("email.smtp_url", "must be an smtp:// or smtps:// URL"));
+        }
+        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        if !tls && !local {
+            return Err(invalid(
+                "email.smtp_url",
+                "a server beyond this machine needs TLS: smtps://… or smtp://…?tls=required",
+            ));
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid("email.from", "must be an address such as `GPUScout <alerts@example.com>`"));
+        }
+        if self.max_per_hour == 0 {
+            return Err(invalid("email.max_per_hour", "must be at least 1"));
+        }
+        if reqwest::Url::parse(&self.public_url).is_err() {
+            return Err(invalid("email.public_url", "must be the hub's URL, e.g. https://gpuscout.example.com"));
+        }
+        Ok(())
+    }
 }
 
 impl PushSettings {
@@ -419,6 +500,7 @@ impl Settings {
         self.advisor.validate()?;
         self.auth.validate(self.environment)?;
         self.push.validate()?;
+        self.email.validate()?;
         self.validate_exposure()?;
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {
@@ -689,6 +771,14 @@ fn validate_tier(tier: Tier, t: &TierSettings) -> Result<(), ConfigError> {
     ] {
         if v == 0 {
             return Err(invalid(&key(k), "must be greater than 0"));
+        }
+    }
+    for channel in &t.alert_delivery {
+        if !["socket", "push", "email", "webhook"].contains(&channel.as_str()) {
+            return Err(invalid(
+                &key("alert_delivery"),
+                format!("`{channel}`: the channels are socket, push, email and webhook"),
+            ));
         }
     }
     for pattern in &t.channels {

@@ -18,7 +18,10 @@ use crate::advisor::gemini::GeminiProvider;
 use crate::advisor::offline::OfflineProvider;
 use crate::advisor::openai::OpenAiProvider;
 use crate::advisor::{self, Advisor, AdvisorParts, LlmProvider, Timeouts};
-use crate::alerts::delivery::AlertService;
+use crate::alerts::DeliveryChannel;
+use crate::alerts::delivery::{AlertService, Delivery};
+use crate::alerts::email::Mailer;
+use crate::alerts::push::PushSender;
 use crate::auth::TokenVerifier;
 use crate::bus::leader::Leadership;
 use crate::bus::redis::redis_builder;
@@ -75,15 +78,9 @@ impl Application {
         let (writes, writer) = WriteQueue::new(metrics.clone());
         tasks.spawn_critical("store-writer", writer.run(tasks.stop_token().clone()));
 
-        let alerts = AlertService::start(
-            store.clone(),
-            writes.clone(),
-            cluster.bus.clone(),
-            settings.alerts.clone(),
-            Tier::ALL.into_iter().filter(|t| settings.tier(*t).webhooks).collect(),
-        )
-        .await
-        .context("loading alert rules")?;
+        let alerts = AlertService::start(store.clone(), writes.clone(), cluster.bus.clone(), alert_delivery(&settings)?)
+            .await
+            .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, &market, &advisor, &tasks);
@@ -320,6 +317,27 @@ async fn start_advisor(
 
 /// The node's own critical tasks besides the market's: the connection heartbeat, limiter
 /// pruning, the control-message followers, and the webhook outbox (on the leader).
+/// How alerts leave the hub: the channels each tier allows, Web Push and e-mail when set.
+fn alert_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
+    let tier_channels = Tier::ALL
+        .into_iter()
+        .map(|t| {
+            let allowed = DeliveryChannel::ALL
+                .into_iter()
+                .filter(|c| settings.tier(t).delivers(c.as_str()))
+                .collect();
+            (t, allowed)
+        })
+        .collect();
+    Ok(Delivery {
+        settings: settings.alerts.clone(),
+        tier_channels,
+        push: PushSender::new(&settings.push),
+        mailer: Mailer::new(&settings.email).context("email settings")?,
+        max_emails_per_hour: settings.email.max_per_hour,
+    })
+}
+
 fn spawn_node_tasks(hub: &Arc<Hub>, advisor: &Arc<Advisor>, alerts: &Arc<AlertService>, role: &Role, tasks: &Tasks) {
     let stop = tasks.stop_token().clone();
     tasks.spawn_critical(

@@ -67,12 +67,27 @@ pub struct TierSettings {
     pub alert_rules: u32,
     /// Whether alert rules may post to webhooks.
     pub webhooks: bool,
+    /// Where alerts may be delivered (`socket`, `push`, `email`, `webhook`; a webhook also needs
+    /// `webhooks`).
+    #[serde(default = "all_alert_delivery")]
+    pub alert_delivery: Vec<String>,
     /// Advisor questions per user per UTC day.
     pub advisor_messages_per_day: u32,
     /// Advisor tokens (prompt and answer) per user per UTC day.
     pub advisor_tokens_per_day: u64,
     /// Most tokens one advisor answer may have (sent to the provider as its output limit).
     pub advisor_max_tokens: u32,
+}
+
+fn all_alert_delivery() -> Vec<String> {
+    ["socket", "push", "email", "webhook"].map(String::from).to_vec()
+}
+
+impl TierSettings {
+    /// Whether this tier's alerts may go to `channel` (`socket`, `push`, `email`, `webhook`).
+    pub fn delivers(&self, channel: &str) -> bool {
+        self.alert_delivery.iter().any(|c| c == channel) && (channel != "webhook" || self.webhooks)
+    }
 }
 
 /// Decide whether `user` at `policy` may subscribe to `channel`.

@@ -1,34 +1,38 @@
 //! Delivery of fired alerts: written to the database first, then published to the user's
-//! `alerts:#<uid>` (recoverable, so an offline user gets it on reconnect), and queued for the
-//! rule's webhook in an outbox that a worker drains with retries, never blocking evaluation.
+//! `alerts:#<uid>` (recoverable, so an offline user gets it on reconnect), and queued, in the same
+//! transaction, for the rule's other channels (webhook, each Web Push subscription, e-mail) in an
+//! outbox that a worker drains with retries ([`outbox`]), never blocking evaluation.
 //!
 //! Webhook requests are signed: `X-GPUScout-Signature: sha256=<hex HMAC-SHA256(secret,
 //! "<timestamp>.<body>")>` with `X-GPUScout-Timestamp` (ms), so receivers can check origin and
 //! freshness. Discord-compatible bodies (`content` + `embeds`) or the alert JSON itself.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dashmap::{DashMap, DashSet};
+use dashmap::DashMap;
 use hmac::{KeyInit, Mac};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{AlertEngine, Firing, Rule, WebhookFormat};
-use crate::backoff::Backoff;
+use super::email::Mailer;
+use super::push::PushSender;
+use super::{AlertEngine, DeliveryChannel, Firing, Rule, WebhookFormat};
 use crate::bus::Bus;
 use crate::channels;
 use crate::clock::unix_now_ms;
 use crate::config::AlertSettings;
 use crate::market::Market;
 use crate::store::Store;
-use crate::store::alerts::Attempt;
+use crate::store::alerts::OutboxItem;
 use crate::store::queue::WriteQueue;
 use crate::tier::Tier;
 use crate::upstream::{check_user_url, user_url_client};
+
+mod outbox;
 
 pub struct AlertService {
     store: Store,
@@ -39,8 +43,11 @@ pub struct AlertService {
     /// Std mutex: evaluation is pure computation, never held across `.await`.
     engine: Mutex<AlertEngine>,
     settings: AlertSettings,
-    /// The tiers whose rules may post to webhooks.
-    webhook_tiers: HashSet<Tier>,
+    /// Where each tier's alerts may go.
+    tier_channels: HashMap<Tier, HashSet<DeliveryChannel>>,
+    push: Option<PushSender>,
+    mailer: Option<Mailer>,
+    max_emails_per_hour: u32,
     /// Each user's tier as their latest token said (noted on REST requests, stored).
     tiers: DashMap<String, Tier>,
     outbox: Notify,
@@ -48,6 +55,18 @@ pub struct AlertService {
 }
 
 /// A new webhook secret in the Standard Webhooks form: `whsec_` and 24 random bytes in base64.
+/// How fired alerts leave the hub, besides the socket.
+pub struct Delivery {
+    pub settings: AlertSettings,
+    /// Where each tier's alerts may go (`tiers.<t>.alert_delivery`, `tiers.<t>.webhooks`).
+    pub tier_channels: HashMap<Tier, HashSet<DeliveryChannel>>,
+    /// Web Push, when VAPID keys are set.
+    pub push: Option<PushSender>,
+    /// E-mail, when an SMTP server is set.
+    pub mailer: Option<Mailer>,
+    pub max_emails_per_hour: u32,
+}
+
 pub fn new_webhook_secret() -> String {
     use base64::Engine;
     format!(
@@ -108,10 +127,11 @@ impl AlertService {
         store: Store,
         writes: WriteQueue,
         bus: Arc<dyn Bus>,
-        settings: AlertSettings,
-        webhook_tiers: HashSet<Tier>,
+        delivery: Delivery,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
-        // Webhook URLs are users': no redirects, and no private or local address unless allowed.
+        let settings = delivery.settings;
+        // Webhook and push URLs are users': no redirects, and no private or local address unless
+        // allowed.
         let client = user_url_client(settings.webhook_allow_private);
         let rules = super::rules_of(store.all_rules().await?)?;
         Ok(Arc::new(Self {
@@ -120,7 +140,10 @@ impl AlertService {
             bus,
             engine: Mutex::new(AlertEngine::new(rules)),
             settings,
-            webhook_tiers,
+            tier_channels: delivery.tier_channels,
+            push: delivery.push,
+            mailer: delivery.mailer,
+            max_emails_per_hour: delivery.max_emails_per_hour,
             tiers: DashMap::new(),
             outbox: Notify::new(),
             client,
@@ -129,6 +152,11 @@ impl AlertService {
 
     fn engine(&self) -> std::sync::MutexGuard<'_, AlertEngine> {
         self.engine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mailer, while e-mail is on.
+    pub fn mailer(&self) -> Option<&Mailer> {
+        self.mailer.as_ref()
     }
 
     pub fn settings(&self) -> &AlertSettings {
@@ -250,35 +278,66 @@ impl AlertService {
         );
     }
 
-    /// Whether `user`'s rules may post to webhooks now: their last stored tier (noted by any
-    /// node) allows it; a user whose tier was never noted keeps what their rules were made with.
-    async fn webhooks_allowed(&self, user: &str) -> Result<bool, crate::store::StoreError> {
+    /// Where `user`'s alerts may go now: what their last stored tier (noted by any node) allows;
+    /// a user whose tier was never noted keeps what their rules were made with.
+    async fn allowed_channels(&self, user: &str) -> Result<HashSet<DeliveryChannel>, crate::store::StoreError> {
         let tier: Option<Tier> = self.store.user_tier(user).await?.and_then(|t| t.parse().ok());
-        Ok(tier.is_none_or(|t| self.webhook_tiers.contains(&t)))
+        Ok(match tier.and_then(|t| self.tier_channels.get(&t)) {
+            Some(channels) => channels.clone(),
+            None => DeliveryChannel::ALL.into_iter().collect(),
+        })
     }
 
-    /// Store a firing (once: its idempotency key) with its webhook delivery, then publish it.
+    /// The outbox rows for a firing of `rule`: its webhook, each of the user's push
+    /// subscriptions, their confirmed address, as the rule chooses and the tier allows.
+    async fn outbox_items(
+        &self,
+        rule: &Rule,
+        allowed: &HashSet<DeliveryChannel>,
+    ) -> Result<Vec<OutboxItem>, crate::store::StoreError> {
+        let wants = |c| rule.delivers(c) && allowed.contains(&c);
+        let mut items = Vec::new();
+        if wants(DeliveryChannel::Webhook)
+            && let (Some(url), Some(secret)) = (&rule.webhook_url, &rule.webhook_secret)
+        {
+            let format = rule.webhook_format.unwrap_or_default().as_str();
+            items.push(OutboxItem::new("webhook", url, format, secret, None));
+        }
+        if wants(DeliveryChannel::Push) && self.push.is_some() {
+            for sub in self.store.push_subscriptions(&rule.user_id).await? {
+                items.push(OutboxItem::new("push", &sub.endpoint, "push", "", Some(sub.id)));
+            }
+        }
+        if wants(DeliveryChannel::Email)
+            && self.mailer.is_some()
+            && let Some(address) = self.store.user_email(&rule.user_id).await?
+            && address.confirmed_at_ms.is_some()
+        {
+            items.push(OutboxItem::new("email", &format!("mailto:{}", address.email), "email", "", None));
+        }
+        Ok(items)
+    }
+
+    /// Store a firing (once: its idempotency key) with its deliveries, then publish it.
     async fn record_and_publish(&self, firing: &Firing) -> Result<(), crate::store::StoreError> {
-        let allowed = self.webhooks_allowed(&firing.user_id).await?;
-        let webhook = if !allowed {
-            None
-        } else {
-            let engine = self.engine();
-            engine.rules.get(&firing.rule_id).and_then(|r| {
-                Some((
-                    r.webhook_url.clone()?,
-                    r.webhook_format.unwrap_or_default().as_str(),
-                    r.webhook_secret.clone()?,
-                ))
-            })
+        let allowed = self.allowed_channels(&firing.user_id).await?;
+        // A rule deleted since it fired: the socket only.
+        let rule = self.engine().rules.get(&firing.rule_id).cloned();
+        let (items, socket) = match &rule {
+            Some(rule) => (
+                self.outbox_items(rule, &allowed).await?,
+                rule.delivers(DeliveryChannel::Socket),
+            ),
+            None => (Vec::new(), true),
         };
-        let hook = webhook.as_ref().map(|(u, f, s)| (u.as_str(), *f, s.as_str()));
-        match self.store.record_firing(&firing.record(), hook).await? {
+        match self.store.record_firing(&firing.record(), &items).await? {
             Some(event_id) => {
                 let mut payload = firing.payload.clone();
                 payload["id"] = json!(event_id);
-                self.publish(&firing.user_id, &payload).await;
-                if webhook.is_some() {
+                if socket && allowed.contains(&DeliveryChannel::Socket) {
+                    self.publish(&firing.user_id, &payload).await;
+                }
+                if !items.is_empty() {
                     self.outbox.notify_one();
                 }
             }
@@ -359,112 +418,6 @@ impl AlertService {
                 }
             })?;
         Ok(response.status().as_u16())
-    }
-
-    /// Drain the webhook outbox until `stop`: each due delivery is posted; 2xx is delivered, 5xx,
-    /// 429 and timeouts are retried with exponential backoff up to `webhook_max_attempts`, other
-    /// statuses fail at once. Every attempt is recorded. Deliveries run concurrently, at most
-    /// `webhook_concurrency` at once and `webhook_per_host` to one host: a receiver that never
-    /// answers holds its own deliveries only.
-    pub async fn run_outbox(self: Arc<Self>, stop: CancellationToken) {
-        let all = Arc::new(tokio::sync::Semaphore::new(self.settings.webhook_concurrency.max(1)));
-        let hosts: Arc<DashMap<String, Arc<tokio::sync::Semaphore>>> = Arc::default();
-        let in_flight: Arc<DashSet<String>> = Arc::default();
-        let mut running = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = self.outbox.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(self.settings.outbox_poll_ms)) => {}
-            }
-            while running.try_join_next().is_some() {}
-            let now = unix_now_ms() as i64;
-            let limit = (self.settings.webhook_concurrency * 2).max(32) as i64;
-            let due = match self.store.due_deliveries(now, limit).await {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(error = %e, "reading the webhook outbox failed");
-                    continue;
-                }
-            };
-            for d in due {
-                // Still being attempted (the row stays pending until its attempt is recorded).
-                if !in_flight.insert(d.id.clone()) {
-                    continue;
-                }
-                // The destination: host and port.
-                let host = reqwest::Url::parse(&d.url)
-                    .ok()
-                    .map(|u| {
-                        format!(
-                            "{}:{}",
-                            u.host_str().unwrap_or_default(),
-                            u.port_or_known_default().unwrap_or(0)
-                        )
-                    })
-                    .unwrap_or_default();
-                let per_host = self.settings.webhook_per_host.max(1);
-                let host_cap = hosts
-                    .entry(host)
-                    .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(per_host)))
-                    .clone();
-                let (service, all, in_flight) = (self.clone(), all.clone(), in_flight.clone());
-                running.spawn(async move {
-                    let (Ok(_one), Ok(_host)) = (all.acquire().await, host_cap.acquire().await) else {
-                        return;
-                    };
-                    service.attempt(&d).await;
-                    in_flight.remove(&d.id);
-                    service.outbox.notify_one();
-                });
-            }
-            hosts.retain(|_, cap| Arc::strong_count(cap) > 1);
-        }
-    }
-
-    /// One attempt of a delivery, recorded with the delivery's next state.
-    async fn attempt(&self, d: &crate::store::alerts::Delivery) {
-        let attempt = d.attempts + 1;
-        let outcome = self
-            .post(
-                &d.id,
-                &d.url,
-                d.format.parse().unwrap_or_default(),
-                &d.secret,
-                &d.payload,
-            )
-            .await;
-        let at = unix_now_ms() as i64;
-        let (code, error, retry) = match &outcome {
-            Ok(s) if (200..300).contains(s) => (Some(i64::from(*s)), None, false),
-            Ok(s) => (Some(i64::from(*s)), Some(format!("HTTP {s}")), *s >= 500 || *s == 429),
-            Err(e) => (None, Some(e.clone()), true),
-        };
-        let delivered = error.is_none();
-        let (status, next) = if delivered {
-            ("delivered", at)
-        } else if retry && attempt < i64::from(self.settings.webhook_max_attempts) {
-            let backoff = Backoff::from_millis(
-                self.settings.webhook_backoff_initial_ms,
-                self.settings.webhook_backoff_max_ms,
-            );
-            let wait = backoff.wait(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
-            ("pending", at + wait.as_millis() as i64)
-        } else {
-            ("failed", at)
-        };
-        let record = Attempt {
-            delivery_id: &d.id,
-            attempt,
-            status_code: code,
-            error: error.as_deref(),
-            at_ms: at,
-            status,
-            next_attempt_at_ms: next,
-        };
-        if let Err(e) = self.store.record_attempt(&record).await {
-            tracing::warn!(delivery = %d.id, error = %e, "recording a webhook attempt failed");
-        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! fires the same crossing twice. Evaluation is pure; delivery (`delivery`) does the I/O.
 
 pub mod delivery;
+pub mod email;
+pub mod push;
 pub mod vapid;
 pub mod webpush;
 
@@ -178,6 +180,43 @@ impl std::str::FromStr for WebhookFormat {
     }
 }
 
+/// Where a rule's alerts go (`"deliver"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryChannel {
+    /// The user's `alerts:#<uid>` channel (every open dashboard and SDK client).
+    Socket,
+    /// Web Push to each of the user's browser subscriptions (the tab may be closed).
+    Push,
+    /// E-mail to the user's confirmed address.
+    Email,
+    /// The rule's webhook.
+    Webhook,
+}
+
+impl DeliveryChannel {
+    pub const ALL: [DeliveryChannel; 4] = [Self::Socket, Self::Push, Self::Email, Self::Webhook];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Push => "push",
+            Self::Email => "email",
+            Self::Webhook => "webhook",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryChannel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .ok_or_else(|| format!("unknown delivery channel `{s}` (socket, push, email, webhook)"))
+    }
+}
+
 /// A stored rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Rule {
@@ -194,6 +233,9 @@ pub struct Rule {
     pub webhook_format: Option<WebhookFormat>,
     #[serde(skip)]
     pub webhook_secret: Option<String>,
+    /// Where its alerts go; `None`: the socket, and the webhook when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver: Option<Vec<DeliveryChannel>>,
     /// Whether the condition held at the last evaluation (`None`: not evaluated yet).
     #[serde(skip)]
     pub last_condition: Option<bool>,
@@ -218,6 +260,7 @@ impl Rule {
             webhook_url: None,
             webhook_format: None,
             webhook_secret: None,
+            deliver: None,
             last_condition: None,
             last_fired_at_ms: None,
             crossings: 0,
@@ -246,6 +289,15 @@ impl TryFrom<RuleRow> for Rule {
                 None => None,
             },
             webhook_secret: r.webhook_secret,
+            deliver: match r.deliver {
+                Some(list) => Some(
+                    list.split(',')
+                        .map(str::parse)
+                        .collect::<Result<_, _>>()
+                        .map_err(StoreError::Corrupt)?,
+                ),
+                None => None,
+            },
             last_condition: r.last_condition.map(|v| v != 0),
             last_fired_at_ms: r.last_fired_at_ms,
             crossings: r.crossings,
@@ -256,6 +308,16 @@ impl TryFrom<RuleRow> for Rule {
 }
 
 impl Rule {
+    /// Whether its alerts go to `channel`.
+    pub fn delivers(&self, channel: DeliveryChannel) -> bool {
+        match &self.deliver {
+            Some(list) => list.contains(&channel),
+            None => {
+                channel == DeliveryChannel::Socket || (channel == DeliveryChannel::Webhook && self.webhook_url.is_some())
+            }
+        }
+    }
+
     /// The row to store.
     pub fn to_row(&self) -> RuleRow {
         RuleRow {
@@ -269,6 +331,10 @@ impl Rule {
             webhook_url: self.webhook_url.clone(),
             webhook_format: self.webhook_format.map(|f| f.as_str().to_owned()),
             webhook_secret: self.webhook_secret.clone(),
+            deliver: self
+                .deliver
+                .as_ref()
+                .map(|d| d.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")),
             last_condition: self.last_condition.map(i64::from),
             last_fired_at_ms: self.last_fired_at_ms,
             crossings: self.crossings,

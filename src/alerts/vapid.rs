@@ -35,6 +35,7 @@ mod tests {
             vapid_public_key: public,
             vapid_private_key: private.into(),
             subject: "mailto:ops@example.com".into(),
+            ..Default::default()
         };
         push.validate().unwrap();
         // Another pair's public key does not match.

@@ -48,22 +48,7 @@ pub fn encrypt_with(
     let ua = PublicKey::from_sec1_bytes(ua_public).map_err(|_| EncryptError::BadPublicKey)?;
     let as_public = sender.public_key().to_encoded_point(false);
     let shared = p256::ecdh::diffie_hellman(sender.to_nonzero_scalar(), ua.as_affine());
-
-    // IKM = HKDF(auth, ecdh, "WebPush: info" 0x00 ua_public as_public, 32)
-    let mut info = b"WebPush: info\0".to_vec();
-    info.extend_from_slice(ua_public);
-    info.extend_from_slice(as_public.as_bytes());
-    let mut ikm = [0u8; 32];
-    Hkdf::<Sha256>::new(Some(auth), shared.raw_secret_bytes())
-        .expand(&info, &mut ikm)
-        .expect("32 bytes is a valid HKDF length");
-    // CEK and nonce from (salt, IKM).
-    let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
-    let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
-    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
-        .expect("16 bytes is a valid HKDF length");
-    prk.expand(b"Content-Encoding: nonce\0", &mut nonce)
-        .expect("12 bytes is a valid HKDF length");
+    let (cek, nonce) = content_keys(shared.raw_secret_bytes(), auth, ua_public, as_public.as_bytes(), salt);
 
     let mut record = plaintext.to_vec();
     record.push(0x02); // the last (only) record
@@ -79,6 +64,47 @@ pub fn encrypt_with(
     body.extend_from_slice(as_public.as_bytes());
     body.extend_from_slice(&sealed);
     Ok(body)
+}
+
+/// The content encryption key and nonce (RFC 8291 §3.3-3.4, RFC 8188 §2.2-2.3): from the ECDH
+/// secret mixed with `auth` and both public keys, then with the salt.
+fn content_keys(shared: &[u8], auth: &[u8], ua_public: &[u8], as_public: &[u8], salt: &[u8]) -> ([u8; 16], [u8; 12]) {
+    // IKM = HKDF(auth, ecdh, "WebPush: info" 0x00 ua_public as_public, 32)
+    let mut info = b"WebPush: info\0".to_vec();
+    info.extend_from_slice(ua_public);
+    info.extend_from_slice(as_public);
+    let mut ikm = [0u8; 32];
+    Hkdf::<Sha256>::new(Some(auth), shared)
+        .expand(&info, &mut ikm)
+        .expect("32 bytes is a valid HKDF length");
+    let prk = Hkdf::<Sha256>::new(Some(salt), &ikm);
+    let (mut cek, mut nonce) = ([0u8; 16], [0u8; 12]);
+    prk.expand(b"Content-Encoding: aes128gcm\0", &mut cek)
+        .expect("16 bytes is a valid HKDF length");
+    prk.expand(b"Content-Encoding: nonce\0", &mut nonce)
+        .expect("12 bytes is a valid HKDF length");
+    (cek, nonce)
+}
+
+/// Decrypt a one-record `aes128gcm` push message as the browser does, with its private key and
+/// `auth` secret: what a receiving test or tool uses to read what the hub sent.
+pub fn decrypt(body: &[u8], ua_secret: &p256::SecretKey, auth: &[u8]) -> Option<Vec<u8>> {
+    let salt = body.get(..16)?;
+    let key_len = usize::from(*body.get(20)?);
+    let as_public = body.get(21..21 + key_len)?;
+    let sealed = body.get(21 + key_len..)?;
+    let sender = PublicKey::from_sec1_bytes(as_public).ok()?;
+    let shared = p256::ecdh::diffie_hellman(ua_secret.to_nonzero_scalar(), sender.as_affine());
+    let ua_public = ua_secret.public_key().to_encoded_point(false);
+    let (cek, nonce) = content_keys(shared.raw_secret_bytes(), auth, ua_public.as_bytes(), as_public, salt);
+    let mut record = Aes128Gcm::new(&cek.into())
+        .decrypt(&Nonce::from(nonce), sealed)
+        .ok()?;
+    // Padding (zeros) after the last record's 0x02 delimiter.
+    while record.last() == Some(&0) {
+        record.pop();
+    }
+    (record.pop() == Some(0x02)).then_some(record)
 }
 
 #[cfg(test)]
@@ -108,6 +134,13 @@ mod tests {
             "DGv6ra1nlYgDCS1FRnbzlwAAEABBBP4z9KsN6nGRTbVYI_c7VJSPQTBtkgcy27mlmlMoZIIgDll6e3vCYLocInmYWAmS6TlzAC8wEqKK6PBru3jl7A_yl95bQpu6cVPTpK4Mqgkf1CXztLVBSt2Ks3oZwbuwXPXLWyouBWLVWGNWQexSgSxsj_Qulcy4a-fN",
         );
         assert_eq!(body, expected);
+        // The browser's side of the example reads it back.
+        let ua_secret = p256::SecretKey::from_slice(&b64("q1dXpw3UpT5VOmu_cf_v6ih07Aems3njxI-JWgLcM94")).unwrap();
+        assert_eq!(
+            decrypt(&body, &ua_secret, &auth).unwrap(),
+            b"When I grow up, I want to be a watermelon"
+        );
+        assert!(decrypt(&body, &ua_secret, &[0; 16]).is_none(), "another auth secret fails");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use super::AppState;
 use super::auth::AuthUser;
 use super::error::ApiError;
 use super::query::ApiQuery;
-use crate::alerts::{Condition, Rule, WebhookFormat};
+use crate::alerts::{Condition, DeliveryChannel, Rule, WebhookFormat};
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
@@ -44,6 +44,7 @@ struct RuleRequest {
     cooldown_s: Option<i64>,
     enabled: Option<bool>,
     webhook: Option<WebhookRequest>,
+    deliver: Option<Vec<String>>,
     #[serde(flatten)]
     condition: Map<String, Value>,
 }
@@ -55,6 +56,7 @@ struct RuleDraft {
     cooldown_s: Option<i64>,
     enabled: bool,
     webhook: Option<(String, WebhookFormat)>,
+    deliver: Option<Vec<DeliveryChannel>>,
     condition: Condition,
 }
 
@@ -87,6 +89,22 @@ impl TryFrom<RuleRequest> for RuleDraft {
                 Some((w.url, format))
             }
         };
+        let deliver = match r.deliver {
+            None => None,
+            Some(list) => {
+                let mut channels: Vec<DeliveryChannel> =
+                    list.iter().map(|c| c.parse()).collect::<Result<_, _>>().map_err(invalid)?;
+                channels.sort();
+                channels.dedup();
+                if channels.is_empty() {
+                    return Err(invalid("`deliver` lists at least one of socket, push, email, webhook"));
+                }
+                if channels.contains(&DeliveryChannel::Webhook) && webhook.is_none() {
+                    return Err(invalid("`deliver` has `webhook`, so the rule needs a `webhook`"));
+                }
+                Some(channels)
+            }
+        };
         let condition: Condition =
             serde_json::from_value(Value::Object(r.condition)).map_err(|e| invalid(format!("condition: {e}")))?;
         Ok(RuleDraft {
@@ -94,6 +112,7 @@ impl TryFrom<RuleRequest> for RuleDraft {
             cooldown_s: r.cooldown_s,
             enabled: r.enabled.unwrap_or(true),
             webhook,
+            deliver,
             condition,
         })
     }
@@ -123,6 +142,9 @@ fn new_rule(
             "limit_exceeded",
             format!("webhooks are not part of the {} tier", claims.tier),
         ));
+    }
+    for channel in draft.deliver.iter().flatten() {
+        check_delivery(app, claims, *channel)?;
     }
     if let Some((url, _)) = &draft.webhook {
         let a = &app.settings.alerts;
@@ -154,12 +176,33 @@ fn new_rule(
     );
     rule.created_at_ms = created_at_ms;
     rule.enabled = draft.enabled;
+    rule.deliver = draft.deliver;
     if let Some((url, format)) = draft.webhook {
         rule.webhook_secret = Some(crate::alerts::delivery::new_webhook_secret());
         rule.webhook_url = Some(url);
         rule.webhook_format = Some(format);
     }
     Ok(rule)
+}
+
+/// A channel a rule may deliver to: one the user's tier allows and this hub sends.
+fn check_delivery(app: &AppState, claims: &Claims, channel: DeliveryChannel) -> Result<(), ApiError> {
+    if !app.settings.tier(claims.tier).delivers(channel.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "limit_exceeded",
+            format!("{} delivery is not part of the {} tier", channel.as_str(), claims.tier),
+        ));
+    }
+    let off = match channel {
+        DeliveryChannel::Push => !app.settings.push.enabled(),
+        DeliveryChannel::Email => !app.settings.email.enabled(),
+        _ => false,
+    };
+    if off {
+        return Err(invalid(format!("this hub does not send {} alerts", channel.as_str())));
+    }
+    Ok(())
 }
 
 /// Build a rule from a request body, checking every field.

@@ -4,6 +4,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod auth;
+pub mod email;
 pub mod error;
 pub mod health;
 pub mod market;
@@ -18,7 +19,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use tokio_util::task::TaskTracker;
 
 use crate::alerts::delivery::AlertService;
@@ -71,6 +72,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/rules/{id}/test", post(alerts::test_rule))
         .route("/api/v1/alerts/events", get(alerts::list_events))
         .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
+        .route("/api/v1/me/email", put(email::set).get(email::get).delete(email::delete))
+        .route("/api/v1/me/email/confirm", get(email::confirm))
+        .route(
+            "/api/v1/me/email/unsubscribe",
+            get(email::unsubscribe).post(email::unsubscribe),
+        )
         .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
         .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
         .route(

@@ -3,7 +3,7 @@
 use super::{JsonText, Store, StoreError};
 
 const RULE_COLUMNS: &str = "id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
-     webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms";
+     webhook_secret, deliver, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms";
 
 /// An alert rule as stored: its condition is JSON text (`params`) of its `kind`; flags are 0 or 1
 /// (the `Any` driver has no booleans). `alerts::Rule` converts from and to it.
@@ -19,6 +19,8 @@ pub struct RuleRow {
     pub webhook_url: Option<String>,
     pub webhook_format: Option<String>,
     pub webhook_secret: Option<String>,
+    /// Delivery channels, comma-separated; `NULL`: the socket and the webhook when there is one.
+    pub deliver: Option<String>,
     pub last_condition: Option<i64>,
     pub last_fired_at_ms: Option<i64>,
     pub crossings: i64,
@@ -60,11 +62,41 @@ pub struct Attempt<'a> {
     pub next_attempt_at_ms: i64,
 }
 
-/// A webhook delivery waiting for its next attempt.
+/// One delivery of a fired alert to queue with it: a webhook, a push subscription or an e-mail.
+#[derive(Debug, Clone)]
+pub struct OutboxItem {
+    /// `webhook`, `push` or `email`.
+    pub channel: &'static str,
+    /// The webhook URL, the push endpoint, or `mailto:` and the address.
+    pub url: String,
+    /// The webhook's body format; `push`; `email` (or `digest` once folded into one).
+    pub format: String,
+    /// The webhook's signing secret (empty for the others).
+    pub secret: String,
+    /// The push subscription's id.
+    pub target: Option<String>,
+}
+
+impl OutboxItem {
+    pub fn new(channel: &'static str, url: &str, format: &str, secret: &str, target: Option<String>) -> Self {
+        Self {
+            channel,
+            url: url.to_owned(),
+            format: format.to_owned(),
+            secret: secret.to_owned(),
+            target,
+        }
+    }
+}
+
+/// A delivery waiting for its next attempt.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Delivery {
     pub id: String,
     pub event_id: String,
+    pub user_id: String,
+    pub channel: String,
+    pub target: Option<String>,
     pub url: String,
     pub format: String,
     pub secret: String,
@@ -87,9 +119,9 @@ impl Store {
         }
         let inserted = sqlx::query(
             "INSERT INTO alert_rules (id, user_id, name, kind, params, cooldown_s, enabled, webhook_url, webhook_format, \
-             webhook_secret, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, NULL, NULL, 0, $11, $12 \
-             WHERE (SELECT COUNT(*) FROM alert_rules WHERE user_id = $13) < $14",
+             webhook_secret, deliver, last_condition, last_fired_at_ms, crossings, created_at_ms, updated_at_ms) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, NULL, 0, $12, $13 \
+             WHERE (SELECT COUNT(*) FROM alert_rules WHERE user_id = $14) < $15",
         )
         .bind(rule.id.clone())
         .bind(rule.user_id.clone())
@@ -101,6 +133,7 @@ impl Store {
         .bind(rule.webhook_url.clone())
         .bind(rule.webhook_format.clone())
         .bind(rule.webhook_secret.clone())
+        .bind(rule.deliver.clone())
         .bind(rule.created_at_ms)
         .bind(rule.updated_at_ms)
         .bind(rule.user_id.clone())
@@ -116,8 +149,8 @@ impl Store {
     pub async fn update_rule(&self, rule: &RuleRow) -> Result<bool, StoreError> {
         let done = sqlx::query(
             "UPDATE alert_rules SET name = $1, kind = $2, params = $3, cooldown_s = $4, enabled = $5, webhook_url = $6, \
-             webhook_format = $7, webhook_secret = $8, last_condition = NULL, updated_at_ms = $9 \
-             WHERE id = $10 AND user_id = $11",
+             webhook_format = $7, webhook_secret = $8, deliver = $9, last_condition = NULL, updated_at_ms = $10 \
+             WHERE id = $11 AND user_id = $12",
         )
         .bind(rule.name.clone())
         .bind(rule.kind.clone())
@@ -127,6 +160,7 @@ impl Store {
         .bind(rule.webhook_url.clone())
         .bind(rule.webhook_format.clone())
         .bind(rule.webhook_secret.clone())
+        .bind(rule.deliver.clone())
         .bind(rule.updated_at_ms)
         .bind(rule.id.clone())
         .bind(rule.user_id.clone())
@@ -188,13 +222,13 @@ impl Store {
         Ok(())
     }
 
-    /// Record a firing (once per idempotency key) and, when the rule has a webhook, queue its
-    /// delivery, in one transaction. Returns the event id, or `None` if this crossing was recorded
-    /// before (by this node or another).
+    /// Record a firing (once per idempotency key) and queue its deliveries (`outbox`), in one
+    /// transaction. Returns the event id, or `None` if this crossing was recorded before (by this
+    /// node or another).
     pub async fn record_firing(
         &self,
         firing: &FiringRecord<'_>,
-        webhook: Option<(&str, &str, &str)>,
+        outbox: &[OutboxItem],
     ) -> Result<Option<String>, StoreError> {
         let id = uuid::Uuid::new_v4().to_string();
         let mut tx = self.pool.begin().await?;
@@ -221,16 +255,18 @@ impl Store {
             .bind(firing.rule_id)
             .execute(&mut *tx)
             .await?;
-        if let Some((url, format, secret)) = webhook {
+        for item in outbox {
             sqlx::query(
-                "INSERT INTO webhook_deliveries (id, event_id, url, format, secret, status, attempts, next_attempt_at_ms, \
-                 created_at_ms) VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $7)",
+                "INSERT INTO webhook_deliveries (id, event_id, channel, target, url, format, secret, status, attempts, \
+                 next_attempt_at_ms, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending', 0, $8, $9)",
             )
             .bind(uuid::Uuid::new_v4().to_string())
             .bind(id.clone())
-            .bind(url)
-            .bind(format)
-            .bind(secret)
+            .bind(item.channel)
+            .bind(item.target.as_deref())
+            .bind(item.url.as_str())
+            .bind(item.format.as_str())
+            .bind(item.secret.as_str())
             .bind(firing.fired_at_ms)
             .bind(firing.fired_at_ms)
             .execute(&mut *tx)
@@ -291,15 +327,50 @@ impl Store {
     /// Deliveries due now.
     pub async fn due_deliveries(&self, now_ms: i64, limit: i64) -> Result<Vec<Delivery>, StoreError> {
         let due = sqlx::query_as(
-            "SELECT d.id, d.event_id, d.url, d.format, d.secret, d.attempts, e.payload FROM webhook_deliveries d \
-             JOIN alert_events e ON e.id = d.event_id WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 \
-             ORDER BY d.next_attempt_at_ms LIMIT $2",
+            "SELECT d.id, d.event_id, e.user_id, d.channel, d.target, d.url, d.format, d.secret, d.attempts, e.payload \
+             FROM webhook_deliveries d JOIN alert_events e ON e.id = d.event_id \
+             WHERE d.status = 'pending' AND d.next_attempt_at_ms <= $1 ORDER BY d.next_attempt_at_ms LIMIT $2",
         )
         .bind(now_ms)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
         Ok(due)
+    }
+
+    /// A user's e-mail deliveries folded into the digest and due now, oldest first.
+    pub async fn due_digest(&self, user_id: &str, now_ms: i64) -> Result<Vec<Delivery>, StoreError> {
+        let due = sqlx::query_as(
+            "SELECT d.id, d.event_id, e.user_id, d.channel, d.target, d.url, d.format, d.secret, d.attempts, e.payload \
+             FROM webhook_deliveries d JOIN alert_events e ON e.id = d.event_id \
+             WHERE e.user_id = $1 AND d.channel = 'email' AND d.format = 'digest' AND d.status = 'pending' \
+             AND d.next_attempt_at_ms <= $2 ORDER BY e.fired_at_ms, d.id",
+        )
+        .bind(user_id)
+        .bind(now_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(due)
+    }
+
+    /// Fold a delivery into the digest sent at `at_ms` (no attempt is spent).
+    pub async fn fold_into_digest(&self, delivery_id: &str, at_ms: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_deliveries SET format = 'digest', next_attempt_at_ms = $1 WHERE id = $2")
+            .bind(at_ms)
+            .bind(delivery_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A delivery's state: `pending`, `delivered` or `failed` (for tests and tools).
+    pub async fn deliveries_of(&self, event_id: &str) -> Result<Vec<(String, String, String)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT channel, format, status FROM webhook_deliveries WHERE event_id = $1 ORDER BY channel, id",
+        )
+        .bind(event_id)
+        .fetch_all(&self.pool)
+        .await?)
     }
 
     /// Record one attempt and the delivery's new state.

@@ -6,6 +6,7 @@
 
 pub mod advisor;
 pub mod alerts;
+pub mod email;
 pub mod push;
 pub mod queue;
 

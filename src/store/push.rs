@@ -77,6 +77,14 @@ impl Store {
             .await?)
     }
 
+    pub async fn push_subscription(&self, id: &str) -> Result<Option<PushSubscription>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM push_subscriptions WHERE id = $1");
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     pub async fn delete_push_subscription(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
         let done = sqlx::query("DELETE FROM push_subscriptions WHERE id = $1 AND user_id = $2")
             .bind(id)

@@ -199,6 +199,7 @@ fn vapid_keys_prints_a_pair_the_hub_accepts() {
         vapid_public_key: value("GPUSCOUT__PUSH__VAPID_PUBLIC_KEY"),
         vapid_private_key: value("GPUSCOUT__PUSH__VAPID_PRIVATE_KEY").into(),
         subject: "mailto:ops@example.com".into(),
+        ..Default::default()
     };
     push.validate().unwrap();
     push.subject = String::new();
