@@ -133,13 +133,19 @@ impl EmailSettings {
             ));
         }
         if self.from.parse::<lettre::message::Mailbox>().is_err() {
-            return Err(invalid("email.from", "must be an address such as `GPUScout <alerts@example.com>`"));
+            return Err(invalid(
+                "email.from",
+                "must be an address such as `GPUScout <alerts@example.com>`",
+            ));
         }
         if self.max_per_hour == 0 {
             return Err(invalid("email.max_per_hour", "must be at least 1"));
         }
         if reqwest::Url::parse(&self.public_url).is_err() {
-            return Err(invalid("email.public_url", "must be the hub's URL, e.g. https://gpuscout.example.com"));
+            return Err(invalid(
+                "email.public_url",
+                "must be the hub's URL, e.g. https://gpuscout.example.com",
+            ));
         }
         Ok(())
     }

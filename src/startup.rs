@@ -78,9 +78,14 @@ impl Application {
         let (writes, writer) = WriteQueue::new(metrics.clone());
         tasks.spawn_critical("store-writer", writer.run(tasks.stop_token().clone()));
 
-        let alerts = AlertService::start(store.clone(), writes.clone(), cluster.bus.clone(), alert_delivery(&settings)?)
-            .await
-            .context("loading alert rules")?;
+        let alerts = AlertService::start(
+            store.clone(),
+            writes.clone(),
+            cluster.bus.clone(),
+            alert_delivery(&settings)?,
+        )
+        .await
+        .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, &market, &advisor, &tasks);

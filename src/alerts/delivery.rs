@@ -313,7 +313,13 @@ impl AlertService {
             && let Some(address) = self.store.user_email(&rule.user_id).await?
             && address.confirmed_at_ms.is_some()
         {
-            items.push(OutboxItem::new("email", &format!("mailto:{}", address.email), "email", "", None));
+            items.push(OutboxItem::new(
+                "email",
+                &format!("mailto:{}", address.email),
+                "email",
+                "",
+                None,
+            ));
         }
         Ok(items)
     }

@@ -60,10 +60,7 @@ impl Mailer {
         let to: Mailbox = to
             .parse()
             .map_err(|_| MailError::Permanent("the address is not valid".into()))?;
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(mail.subject);
+        let mut builder = Message::builder().from(self.from.clone()).to(to).subject(mail.subject);
         if let Some(link) = &mail.unsubscribe {
             builder = builder
                 .raw_header(HeaderValue::new(
@@ -143,7 +140,10 @@ pub fn alert_mail(alert: &Value, unsubscribe: String, dashboard: &str) -> Mail {
     let line = alert_line(alert);
     Mail {
         subject: format!("GPUScout: {}", alert["message"].as_str().unwrap_or(rule)),
-        text: format!("{rule}\n\n{line}\n\nSee the market: {dashboard}\n{}", text_footer(&unsubscribe)),
+        text: format!(
+            "{rule}\n\n{line}\n\nSee the market: {dashboard}\n{}",
+            text_footer(&unsubscribe)
+        ),
         html: page(
             rule,
             &format!(

@@ -313,7 +313,8 @@ impl Rule {
         match &self.deliver {
             Some(list) => list.contains(&channel),
             None => {
-                channel == DeliveryChannel::Socket || (channel == DeliveryChannel::Webhook && self.webhook_url.is_some())
+                channel == DeliveryChannel::Socket
+                    || (channel == DeliveryChannel::Webhook && self.webhook_url.is_some())
             }
         }
     }

@@ -97,9 +97,7 @@ pub fn decrypt(body: &[u8], ua_secret: &p256::SecretKey, auth: &[u8]) -> Option<
     let shared = p256::ecdh::diffie_hellman(ua_secret.to_nonzero_scalar(), sender.as_affine());
     let ua_public = ua_secret.public_key().to_encoded_point(false);
     let (cek, nonce) = content_keys(shared.raw_secret_bytes(), auth, ua_public.as_bytes(), as_public, salt);
-    let mut record = Aes128Gcm::new(&cek.into())
-        .decrypt(&Nonce::from(nonce), sealed)
-        .ok()?;
+    let mut record = Aes128Gcm::new(&cek.into()).decrypt(&Nonce::from(nonce), sealed).ok()?;
     // Padding (zeros) after the last record's 0x02 delimiter.
     while record.last() == Some(&0) {
         record.pop();
@@ -140,7 +138,10 @@ mod tests {
             decrypt(&body, &ua_secret, &auth).unwrap(),
             b"When I grow up, I want to be a watermelon"
         );
-        assert!(decrypt(&body, &ua_secret, &[0; 16]).is_none(), "another auth secret fails");
+        assert!(
+            decrypt(&body, &ua_secret, &[0; 16]).is_none(),
+            "another auth secret fails"
+        );
     }
 
     #[test]

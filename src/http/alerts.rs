@@ -92,8 +92,11 @@ impl TryFrom<RuleRequest> for RuleDraft {
         let deliver = match r.deliver {
             None => None,
             Some(list) => {
-                let mut channels: Vec<DeliveryChannel> =
-                    list.iter().map(|c| c.parse()).collect::<Result<_, _>>().map_err(invalid)?;
+                let mut channels: Vec<DeliveryChannel> = list
+                    .iter()
+                    .map(|c| c.parse())
+                    .collect::<Result<_, _>>()
+                    .map_err(invalid)?;
                 channels.sort();
                 channels.dedup();
                 if channels.is_empty() {

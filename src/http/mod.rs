@@ -72,7 +72,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/alerts/rules/{id}/test", post(alerts::test_rule))
         .route("/api/v1/alerts/events", get(alerts::list_events))
         .route("/api/v1/alerts/events/{id}/ack", post(alerts::ack_event))
-        .route("/api/v1/me/email", put(email::set).get(email::get).delete(email::delete))
+        .route(
+            "/api/v1/me/email",
+            put(email::set).get(email::get).delete(email::delete),
+        )
         .route("/api/v1/me/email/confirm", get(email::confirm))
         .route(
             "/api/v1/me/email/unsubscribe",

@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use crate::fakes::{FakeServer, machines_body};
 use crate::helpers::*;
 
-struct Market {
+pub(crate) struct Market {
     upstream: FakeServer,
     offers: Vec<Offer>,
 }
 
 impl Market {
-    async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let upstream = FakeServer::start().await;
         let offers = SimulatedSource::new(21).offers(0);
         upstream.fake.set("/machines", machines_body(&offers));
@@ -29,14 +29,14 @@ impl Market {
     }
 
     /// Price every RTX 4090 at `usd` per GPU-hour.
-    fn price_4090(&mut self, usd: f64) {
+    pub(crate) fn price_4090(&mut self, usd: f64) {
         for o in self.offers.iter_mut().filter(|o| &*o.model == "rtx-4090") {
             o.price_per_gpu_hour_usd = usd;
         }
         self.upstream.fake.set("/machines", machines_body(&self.offers));
     }
 
-    fn settings(&self) -> impl FnOnce(&mut Settings) + use<> {
+    pub(crate) fn settings(&self) -> impl FnOnce(&mut Settings) + use<> {
         let url = self.upstream.url.clone();
         move |s| {
             s.ingest.farm500.enabled = true;
@@ -53,7 +53,13 @@ impl Market {
     }
 }
 
-async fn request(app: &TestApp, method: &str, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
+pub(crate) async fn request(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut r = app
         .http
         .request(method.parse().unwrap(), app.url(path))
@@ -68,7 +74,7 @@ async fn request(app: &TestApp, method: &str, path: &str, token: &str, body: Opt
 }
 
 /// Wait until the hub's market has RTX 4090 data; returns its median available price.
-async fn median_4090(app: &TestApp, _caller: &str) -> f64 {
+pub(crate) async fn median_4090(app: &TestApp, _caller: &str) -> f64 {
     // The real-time snapshot (the free tier would get the minute one).
     let token = app.token("observer", Tier::Individual);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -94,13 +100,13 @@ async fn events_of(app: &TestApp, token: &str, rule_id: &str) -> Value {
     events
 }
 
-fn price_rule(threshold: f64) -> Value {
+pub(crate) fn price_rule(threshold: f64) -> Value {
     json!({"name": "cheap 4090", "kind": "price", "model": "rtx-4090", "stat": "median",
            "direction": "below", "threshold_usd": threshold, "cooldown_s": 3600})
 }
 
 /// The next alert push on the socket, within `wait`.
-async fn next_alert(ws: &mut WsClient, wait: Duration) -> Option<Value> {
+pub(crate) async fn next_alert(ws: &mut WsClient, wait: Duration) -> Option<Value> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());

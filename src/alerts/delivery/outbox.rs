@@ -103,7 +103,7 @@ impl AlertService {
             "email" => return self.attempt_email(d).await,
             _ => {
                 let format = d.format.parse().unwrap_or_default();
-                match self.post(&d.id, &d.url, format, &d.secret, &d.payload).await {
+                match self.post(&d.id, &d.url, format, &d.secret, &alert_of(d)).await {
                     Ok(status) => Outcome::of_status(status),
                     Err(e) => Outcome::Retry(None, e),
                 }
@@ -115,7 +115,14 @@ impl AlertService {
     /// Record an attempt: delivered, pending again after a backoff (while attempts remain), or
     /// failed.
     async fn record(&self, d: &Delivery, outcome: &Outcome) {
-        let attempt = d.attempts + 1;
+        self.record_group(std::slice::from_ref(d), outcome).await;
+    }
+
+    /// Record one attempt that covered `group` (a digest covers several deliveries): each gets
+    /// the first's next state, so they stay together for the next try.
+    async fn record_group(&self, group: &[Delivery], outcome: &Outcome) {
+        let Some(lead) = group.first() else { return };
+        let attempt = lead.attempts + 1;
         let at = unix_now_ms() as i64;
         let (status, next, code, error) = match outcome {
             Outcome::Delivered(code) => ("delivered", at, *code, None),
@@ -129,17 +136,19 @@ impl AlertService {
             }
             Outcome::Retry(code, e) | Outcome::Failed(code, e) => ("failed", at, *code, Some(e.as_str())),
         };
-        let record = Attempt {
-            delivery_id: &d.id,
-            attempt,
-            status_code: code,
-            error,
-            at_ms: at,
-            status,
-            next_attempt_at_ms: next,
-        };
-        if let Err(e) = self.store.record_attempt(&record).await {
-            tracing::warn!(delivery = %d.id, error = %e, "recording a delivery attempt failed");
+        for d in group {
+            let record = Attempt {
+                delivery_id: &d.id,
+                attempt: d.attempts + 1,
+                status_code: code,
+                error,
+                at_ms: at,
+                status,
+                next_attempt_at_ms: next,
+            };
+            if let Err(e) = self.store.record_attempt(&record).await {
+                tracing::warn!(delivery = %d.id, error = %e, "recording a delivery attempt failed");
+            }
         }
     }
 
@@ -149,7 +158,11 @@ impl AlertService {
         let Some(push) = &self.push else {
             return Outcome::Failed(None, "Web Push is off".into());
         };
-        let subscription = match self.store.push_subscription(d.target.as_deref().unwrap_or_default()).await {
+        let subscription = match self
+            .store
+            .push_subscription(d.target.as_deref().unwrap_or_default())
+            .await
+        {
             Ok(Some(s)) => s,
             Ok(None) => return Outcome::Failed(None, "the subscription was removed".into()),
             Err(e) => return Outcome::Retry(None, format!("the database: {e}")),
@@ -158,7 +171,7 @@ impl AlertService {
         if let Err(e) = check_user_url(&subscription.endpoint, s.webhook_allow_http, s.webhook_allow_private) {
             return Outcome::Failed(None, format!("the push endpoint {e}"));
         }
-        let payload = d.payload.to_string();
+        let payload = alert_of(d).to_string();
         let now_s = unix_now_ms() as i64 / 1000;
         let request = match push.request(&self.client, &subscription, payload.as_bytes(), now_s) {
             Ok(r) => r,
@@ -189,12 +202,7 @@ impl AlertService {
     async fn attempt_email(&self, d: &Delivery) {
         let now = unix_now_ms() as i64;
         let outcome = match self.mail(d, now).await {
-            Ok(Some((group, outcome))) => {
-                for g in &group {
-                    self.record(g, &outcome).await;
-                }
-                return;
-            }
+            Ok(Some((group, outcome))) => return self.record_group(&group, &outcome).await,
             Ok(None) => return,
             Err(outcome) => outcome,
         };
@@ -206,7 +214,10 @@ impl AlertService {
     /// it cannot be sent.
     async fn mail(&self, d: &Delivery, now: i64) -> Result<Option<(Vec<Delivery>, Outcome)>, Outcome> {
         let store_error = |e: crate::store::StoreError| Outcome::Retry(None, format!("the database: {e}"));
-        let mailer = self.mailer.as_ref().ok_or(Outcome::Failed(None, "e-mail is off".into()))?;
+        let mailer = self
+            .mailer
+            .as_ref()
+            .ok_or(Outcome::Failed(None, "e-mail is off".into()))?;
         let address = self.store.user_email(&d.user_id).await.map_err(store_error)?;
         let Some(address) = address.filter(|a| a.confirmed_at_ms.is_some()) else {
             return Err(Outcome::Failed(None, "no confirmed address".into()));
@@ -221,7 +232,7 @@ impl AlertService {
             if group.is_empty() {
                 return Ok(None);
             }
-            let alerts: Vec<_> = group.iter().map(|g| (*g.payload).clone()).collect();
+            let alerts: Vec<_> = group.iter().map(alert_of).collect();
             (group, email::digest_mail(&alerts, unsubscribe, &dashboard), "digest")
         } else {
             let hour = now - now.rem_euclid(HOUR_MS);
@@ -237,7 +248,11 @@ impl AlertService {
                     .map_err(store_error)?;
                 return Ok(None);
             }
-            (vec![d.clone()], email::alert_mail(&d.payload, unsubscribe, &dashboard), "alert")
+            (
+                vec![d.clone()],
+                email::alert_mail(&alert_of(d), unsubscribe, &dashboard),
+                "alert",
+            )
         };
         let outcome = match mailer.send(&address.email, mail).await {
             Ok(()) => {
@@ -251,6 +266,13 @@ impl AlertService {
         };
         Ok(Some((group, outcome)))
     }
+}
+
+/// The alert JSON as `alerts:#<uid>` carries it: the stored firing with its event id.
+fn alert_of(d: &Delivery) -> serde_json::Value {
+    let mut alert = (*d.payload).clone();
+    alert["id"] = serde_json::json!(d.event_id);
+    alert
 }
 
 /// Where a delivery goes, for the per-destination cap: the host and port of a webhook or push
