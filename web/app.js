@@ -532,6 +532,73 @@ function followAlerts(cl) {
   });
 }
 
+// ---- Web Push: alerts with the tab closed --------------------------------------------------------
+//
+// The toggle registers web/sw.js, subscribes with the hub's VAPID key and hands the subscription
+// to the hub (POST /api/v1/push/subscriptions); turning it off unsubscribes and deletes it.
+
+const pushEl = {
+  label: $('push-toggle-label'),
+  toggle: /** @type {HTMLInputElement} */ ($('push-toggle')),
+  status: $('push-status'),
+};
+const PUSH_ID_KEY = 'gpuscout.push-subscription-id';
+
+/** A VAPID key (unpadded base64url) as the bytes pushManager.subscribe takes. */
+function keyBytes(b64url) {
+  const b64 = b64url.replace(/-/g, '+').replace(/_/g, '/');
+  return Uint8Array.from(atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4)), (c) => c.charCodeAt(0));
+}
+
+/** Show the toggle when this browser and the hub both do Web Push; reflect the current state. */
+async function setUpPushToggle() {
+  if (!('serviceWorker' in navigator) || !('PushManager' in window) || !('Notification' in window)) return;
+  const res = await fetch('/api/v1/push/vapid-public-key', { cache: 'no-store' }).catch(() => null);
+  if (!res || !res.ok) return; // push is off on this hub
+  pushEl.label.hidden = false;
+  const reg = await navigator.serviceWorker.getRegistration('/');
+  const sub = reg && (await reg.pushManager.getSubscription());
+  pushEl.toggle.checked = Boolean(sub && localStorage.getItem(PUSH_ID_KEY));
+}
+
+async function enablePush() {
+  const { public_key: key } = await api('GET', '/api/v1/push/vapid-public-key');
+  if ((await Notification.requestPermission()) !== 'granted') {
+    throw new Error('notifications are blocked for this site; allow them in the browser settings');
+  }
+  const reg = await navigator.serviceWorker.register('/sw.js', { scope: '/' });
+  await navigator.serviceWorker.ready;
+  const sub = await reg.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: keyBytes(key) });
+  const saved = await api('POST', '/api/v1/push/subscriptions', sub.toJSON());
+  localStorage.setItem(PUSH_ID_KEY, saved.id);
+  updateNotifyButton();
+}
+
+async function disablePush() {
+  const reg = await navigator.serviceWorker.getRegistration('/');
+  const sub = reg && (await reg.pushManager.getSubscription());
+  if (sub) await sub.unsubscribe();
+  const id = localStorage.getItem(PUSH_ID_KEY);
+  localStorage.removeItem(PUSH_ID_KEY);
+  if (id) await api('DELETE', `/api/v1/push/subscriptions/${encodeURIComponent(id)}`).catch(() => {});
+}
+
+pushEl.toggle.addEventListener('change', async () => {
+  const on = pushEl.toggle.checked;
+  pushEl.toggle.disabled = true;
+  pushEl.status.textContent = on ? 'Subscribing…' : '';
+  try {
+    if (on) await enablePush();
+    else await disablePush();
+    pushEl.status.textContent = on ? 'Alerts reach this browser with the tab closed.' : 'Push alerts are off for this browser.';
+  } catch (err) {
+    pushEl.toggle.checked = !on;
+    pushEl.status.textContent = `Push could not be turned ${on ? 'on' : 'off'}: ${errorText(err)}`;
+  } finally {
+    pushEl.toggle.disabled = false;
+  }
+});
+
 // ---- alert rules and past alerts ----------------------------------------------------------------
 //
 // Rules and fired alerts through the REST API (/api/v1/alerts/…), with the token the page
@@ -680,6 +747,9 @@ function ruleItem(r) {
   summary.className = 'summary';
   const parts = [conditionText(r), `cooldown ${duration(r.cooldown_s)}`];
   if (r.webhook_url) parts.push(`webhook (${r.webhook_format || 'json'})`);
+  // Where alerts go, when not just to the socket (a webhook shows above).
+  const to = (r.deliver || []).filter((c) => c !== 'webhook');
+  if (to.length && to.join() !== 'socket') parts.push(`to ${to.join(', ')}`);
   if (r.last_fired_at_ms) parts.push(`last fired ${when(r.last_fired_at_ms)}`);
   summary.textContent = parts.join(' · ');
   const toggle = document.createElement('label');
@@ -722,6 +792,7 @@ function ruleBody(r) {
   const body = { name: r.name, kind: r.kind, cooldown_s: r.cooldown_s, enabled: r.enabled };
   for (const f of KIND_FIELDS[r.kind] || []) if (r[f] !== undefined) body[f] = r[f];
   if (r.webhook_url) body.webhook = { url: r.webhook_url, format: r.webhook_format || 'json' };
+  if (r.deliver) body.deliver = r.deliver;
   return body;
 }
 
@@ -850,6 +921,9 @@ function openRuleForm(rule) {
     field('webhook_format').value = rule.webhook_format || 'json';
     /** @type {HTMLInputElement} */ (field('enabled')).checked = Boolean(rule.enabled);
   }
+  // Without `deliver`, a rule's alerts go to the socket (and its webhook).
+  const deliver = rule?.deliver || ['socket'];
+  for (const box of deliverBoxes()) box.checked = deliver.includes(box.value);
   showKindFields();
   rulesEl.form.hidden = false;
   rulesEl.newBtn.setAttribute('aria-expanded', 'true');
@@ -898,7 +972,16 @@ function formBody() {
   body.enabled = /** @type {HTMLInputElement} */ (field('enabled')).checked;
   const url = field('webhook_url').value.trim();
   if (url) body.webhook = { url, format: field('webhook_format').value };
+  const deliver = deliverBoxes().filter((b) => b.checked).map((b) => b.value);
+  if (url) deliver.push('webhook');
+  if (!deliver.length) return { problem: 'Choose where the alerts go.', at: 'deliver-first' };
+  body.deliver = deliver;
   return { body };
+}
+
+/** The form's “Deliver to” checkboxes. */
+function deliverBoxes() {
+  return /** @type {HTMLInputElement[]} */ ([...rulesEl.form.querySelectorAll('input[name="deliver"]')]);
 }
 
 rulesEl.form.addEventListener('submit', async (e) => {
@@ -906,7 +989,8 @@ rulesEl.form.addEventListener('submit', async (e) => {
   const { body, problem, at } = formBody();
   if (!body) {
     rulesEl.error.textContent = problem || '';
-    if (at) field(at).focus();
+    if (at === 'deliver-first') deliverBoxes()[0].focus();
+    else if (at) field(at).focus();
     return;
   }
   const id = editing;
@@ -1044,6 +1128,7 @@ function pastFromPush(alert) {
 
 /** (Re)load rules and past alerts, e.g. once connected; errors show in each panel. */
 function refreshAlertPanels() {
+  setUpPushToggle().catch((err) => (pushEl.status.textContent = `Push is unavailable: ${errorText(err)}`));
   loadRules().then(
     () => {
       if (rulesEl.status.textContent.startsWith('Could not load')) rulesEl.status.textContent = '';

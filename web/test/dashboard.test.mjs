@@ -626,8 +626,19 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
     assert.equal(await p.locator('#rules li').count(), 0);
     assert.deepEqual((await alertsApi(marketHub, USER, 'GET', '/api/v1/alerts/rules')).body.rules, []);
 
-    // Without the webhook: created, listed with its condition, stored as the form said.
+    // Delivery channels: this hub sends no push (no VAPID keys), and says so.
     await p.getByLabel('Webhook URL (optional)').fill('');
+    await p.getByLabel('Browser push').check();
+    await form.getByRole('button', { name: 'Create rule' }).click();
+    await p.locator('#rule-error', { hasText: 'this hub does not send push alerts' }).waitFor();
+    assert.equal(await p.locator('#rules li').count(), 0);
+    await p.getByLabel('Browser push').uncheck();
+    await p.getByLabel('This page and apps').uncheck();
+    await form.getByRole('button', { name: 'Create rule' }).click();
+    await p.locator('#rule-error', { hasText: 'Choose where the alerts go.' }).waitFor();
+    await p.getByLabel('This page and apps').check();
+
+    // Without the webhook, to the socket: created, listed with its condition, stored as the form said.
     await form.getByRole('button', { name: 'Create rule' }).click();
     const item = p.locator('#rules li', { hasText: name });
     await item.waitFor();
@@ -638,8 +649,8 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
     assert.equal(rules.length, 1);
     const rule = rules[0];
     assert.deepEqual(
-      { name: rule.name, kind: rule.kind, model: rule.model, stat: rule.stat, direction: rule.direction, threshold_usd: rule.threshold_usd, cooldown_s: rule.cooldown_s, enabled: rule.enabled },
-      { name, kind: 'price', model: 'rtx-4090', stat: 'median', direction: 'below', threshold_usd: 0.3, cooldown_s: 3600, enabled: true },
+      { name: rule.name, kind: rule.kind, model: rule.model, stat: rule.stat, direction: rule.direction, threshold_usd: rule.threshold_usd, cooldown_s: rule.cooldown_s, enabled: rule.enabled, deliver: rule.deliver },
+      { name, kind: 'price', model: 'rtx-4090', stat: 'median', direction: 'below', threshold_usd: 0.3, cooldown_s: 3600, enabled: true, deliver: ['socket'] },
     );
     assert.equal(await item.getAttribute('data-rule-id'), rule.id);
 
