@@ -888,4 +888,39 @@ mod tests {
         assert_eq!(check(Tier::Enterprise, "alerts:#7").unwrap_err().code, 103);
         assert_eq!(check(Tier::Enterprise, "weird:thing").unwrap_err().code, 102);
     }
+
+    #[test]
+    fn email_needs_tls_beyond_this_machine_and_a_sender() {
+        let email = |url: &str, from: &str| EmailSettings {
+            smtp_url: url.into(),
+            from: from.into(),
+            ..EmailSettings::default()
+        };
+        let from = "GPUScout <alerts@example.com>";
+        EmailSettings::default().validate().unwrap();
+        email("smtp://127.0.0.1:2525", from).validate().unwrap();
+        email("smtp://localhost:25", from).validate().unwrap();
+        email("smtps://user:pw@mail.example.com:465", from).validate().unwrap();
+        email("smtp://mail.example.com:587?tls=required", from).validate().unwrap();
+        let err = email("smtp://mail.example.com:25", from).validate().unwrap_err().to_string();
+        assert!(err.contains("email.smtp_url") && err.contains("TLS"), "{err}");
+        let err = email("http://mail.example.com", from).validate().unwrap_err().to_string();
+        assert!(err.contains("email.smtp_url"), "{err}");
+        let err = email("smtp://127.0.0.1:2525", "not an address").validate().unwrap_err().to_string();
+        assert!(err.contains("email.from"), "{err}");
+    }
+
+    #[test]
+    fn webhooks_need_the_tiers_webhooks_as_well_as_its_alert_delivery() {
+        let s = Settings::defaults();
+        assert!(!s.tier(Tier::Free).delivers("webhook"));
+        assert!(s.tier(Tier::Free).delivers("email"));
+        assert!(s.tier(Tier::Individual).delivers("webhook"));
+        let mut t = s.tier(Tier::Individual).clone();
+        t.webhooks = false;
+        assert!(!t.delivers("webhook"));
+        t.alert_delivery = vec!["socket".into(), "fax".into()];
+        let err = validate_tier(Tier::Individual, &t).unwrap_err().to_string();
+        assert!(err.contains("tiers.individual.alert_delivery"), "{err}");
+    }
 }

@@ -361,18 +361,22 @@ impl AlertService {
         }
     }
 
-    /// Deliver a test alert for a rule: published and, with a webhook, posted once (not recorded).
+    /// Deliver a test alert for a rule to each of its channels once (not recorded): published on
+    /// the socket, posted to its webhook, pushed to each of the user's browsers, mailed to their
+    /// confirmed address; each result in plain words.
     pub async fn test_delivery(&self, rule: &Rule) -> Value {
         let now = unix_now_ms() as i64;
         let payload = json!({
             "type": "alert", "test": true, "rule_id": rule.id, "rule_name": rule.name, "kind": rule.condition.kind(),
             "model": rule.condition.model(), "message": format!("Test of \"{}\"", rule.name), "fired_at_ms": now,
         });
-        self.publish(&rule.user_id, &payload).await;
+        let socket = rule.delivers(DeliveryChannel::Socket);
+        if socket {
+            self.publish(&rule.user_id, &payload).await;
+        }
         let webhook = match (&rule.webhook_url, &rule.webhook_secret) {
-            (Some(url), Some(secret)) => {
+            (Some(url), Some(secret)) if rule.delivers(DeliveryChannel::Webhook) => {
                 let format = rule.webhook_format.unwrap_or_default();
-                // Plain words, never the transport's error text (it can tell what sits where).
                 let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
                 match self.post(&id, url, format, secret, &payload).await {
                     Ok(status) if (200..300).contains(&status) => json!({"result": "delivered", "status": status}),
@@ -384,7 +388,50 @@ impl AlertService {
             }
             _ => Value::Null,
         };
-        json!({"published": true, "webhook": webhook})
+        let mut out = json!({"published": socket, "webhook": webhook});
+        if rule.delivers(DeliveryChannel::Push) {
+            out["push"] = self.test_push(&rule.user_id, &payload).await;
+        }
+        if rule.delivers(DeliveryChannel::Email) {
+            out["email"] = self.test_email(&rule.user_id, &payload).await;
+        }
+        out
+    }
+
+    async fn test_push(&self, user: &str, payload: &Value) -> Value {
+        let subscriptions = match self.store.push_subscriptions(user).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(user, error = %e, "reading push subscriptions failed");
+                return json!({"result": "could not read the subscriptions"});
+            }
+        };
+        let mut results = Vec::new();
+        for s in &subscriptions {
+            let outcome = self.push_to(s, payload).await;
+            results.push(json!({"id": s.id, "endpoint": s.endpoint, "result": outcome.words()}));
+        }
+        Value::Array(results)
+    }
+
+    async fn test_email(&self, user: &str, payload: &Value) -> Value {
+        let Some(mailer) = &self.mailer else {
+            return json!({"result": "e-mail is off"});
+        };
+        let address = match self.store.user_email(user).await {
+            Ok(Some(a)) if a.confirmed_at_ms.is_some() => a,
+            Ok(_) => return json!({"result": "no confirmed address"}),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "reading the e-mail address failed");
+                return json!({"result": "could not read the address"});
+            }
+        };
+        let unsubscribe = mailer.unsubscribe_link(&address.unsubscribe_token);
+        let mail = super::email::alert_mail(payload, unsubscribe, &mailer.link("/"));
+        match mailer.send(&address.email, mail).await {
+            Ok(()) => json!({"result": "delivered", "email": address.email}),
+            Err(e) => json!({"result": e.to_string(), "email": address.email}),
+        }
     }
 
     /// POST an alert to a webhook, signed as Standard Webhooks do (`webhook-id`, stable across

@@ -51,6 +51,11 @@ impl Mailer {
         }))
     }
 
+    /// The unsubscribe link of the address with this token.
+    pub fn unsubscribe_link(&self, token: &str) -> String {
+        self.link(&format!("/api/v1/me/email/unsubscribe?token={token}"))
+    }
+
     /// A link to the hub's `path` (which starts with `/`).
     pub fn link(&self, path: &str) -> String {
         format!("{}{path}", self.public_url)

@@ -174,6 +174,19 @@ async fn web_push_reaches_the_browser(database_url: Option<String>) {
     assert!(!endpoints.iter().any(|e| e.ends_with("/gone")), "{listed}");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(pushes_to(&seen, "good").len(), 1, "the socket-only rule pushed nothing");
+
+    // The rule's test pushes to each browser once and says how it went.
+    let path = format!("/api/v1/alerts/rules/{}/test", pushed["id"].as_str().unwrap());
+    let (status, tested) = request(&app, "POST", &path, &token, None).await;
+    assert_eq!(status, StatusCode::OK, "{tested}");
+    let results: Vec<&str> = tested["push"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["result"].as_str().unwrap())
+        .collect();
+    assert_eq!(results, ["delivered", "delivered"], "{tested}");
+    assert_eq!(pushes_to(&seen, "good").len(), 2);
 }
 
 #[tokio::test]
@@ -351,6 +364,23 @@ async fn mail_alerts(database_url: Option<String>) {
     assert!(
         refused >= 2,
         "the alert mail and the digest were each refused once, then sent"
+    );
+
+    // A rule's test mails the address (the server's first refusal of a new subject in words).
+    let (_, rules) = request(&app, "GET", "/api/v1/alerts/rules", &token, None).await;
+    let path = format!(
+        "/api/v1/alerts/rules/{}/test",
+        rules["rules"][0]["id"].as_str().unwrap()
+    );
+    let (_, tested) = request(&app, "POST", &path, &token, None).await;
+    assert_eq!(tested["email"]["result"], "the mail server answered 451", "{tested}");
+    let (_, tested) = request(&app, "POST", &path, &token, None).await;
+    assert_eq!(tested["email"]["result"], "delivered", "{tested}");
+    assert!(
+        smtp.wait_for(5).await[4]["headers"]["Subject"]
+            .as_str()
+            .unwrap()
+            .contains("Test of")
     );
 
     // The unsubscribe link in a mail removes the address.

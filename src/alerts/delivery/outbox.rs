@@ -16,11 +16,12 @@ use crate::alerts::email::{self, MailError};
 use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
 use crate::store::alerts::{Attempt, Delivery};
+use crate::store::push::PushSubscription;
 use crate::upstream::check_user_url;
 
 /// How one attempt ended.
 #[derive(Debug, Clone)]
-enum Outcome {
+pub(super) enum Outcome {
     /// Delivered (with the receiver's status, for HTTP).
     Delivered(Option<i64>),
     /// Worth another attempt later.
@@ -30,6 +31,18 @@ enum Outcome {
 }
 
 impl Outcome {
+    /// In plain words, for a rule's test: never the transport's error text.
+    pub(super) fn words(&self) -> String {
+        match self {
+            Outcome::Delivered(_) => "delivered".into(),
+            Outcome::Retry(Some(code), _) | Outcome::Failed(Some(code), _) => {
+                format!("refused by the receiver (status {code})")
+            }
+            Outcome::Retry(None, _) => "could not connect".into(),
+            Outcome::Failed(None, why) => why.clone(),
+        }
+    }
+
     /// What an HTTP status means for a webhook or a push: 2xx delivered; 429 and 5xx retried.
     fn of_status(status: u16) -> Self {
         let code = Some(i64::from(status));
@@ -152,12 +165,8 @@ impl AlertService {
         }
     }
 
-    /// Push the alert to one browser subscription. A subscription the push service no longer
-    /// knows (404, 410) is deleted.
+    /// Push a queued alert to its browser subscription.
     async fn send_push(&self, d: &Delivery) -> Outcome {
-        let Some(push) = &self.push else {
-            return Outcome::Failed(None, "Web Push is off".into());
-        };
         let subscription = match self
             .store
             .push_subscription(d.target.as_deref().unwrap_or_default())
@@ -167,13 +176,21 @@ impl AlertService {
             Ok(None) => return Outcome::Failed(None, "the subscription was removed".into()),
             Err(e) => return Outcome::Retry(None, format!("the database: {e}")),
         };
+        self.push_to(&subscription, &alert_of(d)).await
+    }
+
+    /// Push `alert` to one browser subscription. A subscription the push service no longer
+    /// knows (404, 410) is deleted.
+    pub(super) async fn push_to(&self, subscription: &PushSubscription, alert: &serde_json::Value) -> Outcome {
+        let Some(push) = &self.push else {
+            return Outcome::Failed(None, "Web Push is off".into());
+        };
         let s = &self.settings;
         if let Err(e) = check_user_url(&subscription.endpoint, s.webhook_allow_http, s.webhook_allow_private) {
             return Outcome::Failed(None, format!("the push endpoint {e}"));
         }
-        let payload = alert_of(d).to_string();
         let now_s = unix_now_ms() as i64 / 1000;
-        let request = match push.request(&self.client, &subscription, payload.as_bytes(), now_s) {
+        let request = match push.request(&self.client, subscription, alert.to_string().as_bytes(), now_s) {
             Ok(r) => r,
             Err(e) => return Outcome::Failed(None, e.to_string()),
         };
@@ -187,8 +204,9 @@ impl AlertService {
             Err(_) => return Outcome::Retry(None, "could not connect".into()),
         };
         if status == 404 || status == 410 {
-            if let Err(e) = self.store.delete_push_subscription(&d.user_id, &subscription.id).await {
-                tracing::warn!(subscription = %subscription.id, error = %e, "deleting an expired push subscription failed");
+            let (user, id) = (&subscription.user_id, &subscription.id);
+            if let Err(e) = self.store.delete_push_subscription(user, id).await {
+                tracing::warn!(subscription = %id, error = %e, "deleting an expired push subscription failed");
             }
             let why = format!("the push service no longer knows the subscription (HTTP {status}); it was removed");
             return Outcome::Failed(Some(i64::from(status)), why);
@@ -222,10 +240,7 @@ impl AlertService {
         let Some(address) = address.filter(|a| a.confirmed_at_ms.is_some()) else {
             return Err(Outcome::Failed(None, "no confirmed address".into()));
         };
-        let unsubscribe = mailer.link(&format!(
-            "/api/v1/me/email/unsubscribe?token={}",
-            address.unsubscribe_token
-        ));
+        let unsubscribe = mailer.unsubscribe_link(&address.unsubscribe_token);
         let dashboard = mailer.link("/");
         let (group, mail, kind) = if d.format == "digest" {
             let group = self.store.due_digest(&d.user_id, now).await.map_err(store_error)?;
