@@ -901,12 +901,23 @@ mod tests {
         email("smtp://127.0.0.1:2525", from).validate().unwrap();
         email("smtp://localhost:25", from).validate().unwrap();
         email("smtps://user:pw@mail.example.com:465", from).validate().unwrap();
-        email("smtp://mail.example.com:587?tls=required", from).validate().unwrap();
-        let err = email("smtp://mail.example.com:25", from).validate().unwrap_err().to_string();
+        email("smtp://mail.example.com:587?tls=required", from)
+            .validate()
+            .unwrap();
+        let err = email("smtp://mail.example.com:25", from)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("email.smtp_url") && err.contains("TLS"), "{err}");
-        let err = email("http://mail.example.com", from).validate().unwrap_err().to_string();
+        let err = email("http://mail.example.com", from)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("email.smtp_url"), "{err}");
-        let err = email("smtp://127.0.0.1:2525", "not an address").validate().unwrap_err().to_string();
+        let err = email("smtp://127.0.0.1:2525", "not an address")
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("email.from"), "{err}");
     }
 
