@@ -33,6 +33,11 @@ pub fn advisor(user: &str) -> String {
     format!("advisor:#{user}")
 }
 
+/// `portfolio:#<uid>`: the user's own machines, placed in the market.
+pub fn portfolio(user: &str) -> String {
+    format!("portfolio:#{user}")
+}
+
 /// A user id that may appear in a personal channel name (`alerts:#<uid>`): what tokens must carry.
 pub fn valid_user_id(id: &str) -> bool {
     !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -48,6 +53,7 @@ pub enum ChannelKind<'a> {
     OffersAll,
     Alerts(&'a str),
     Advisor(&'a str),
+    Portfolio(&'a str),
     SourcesStatus,
 }
 
@@ -67,6 +73,7 @@ impl<'a> ChannelKind<'a> {
             ("offers", model) if valid_model_slug(model) => Some(Self::Offers(model)),
             ("alerts", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Alerts),
             ("advisor", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Advisor),
+            ("portfolio", user) => user.strip_prefix('#').filter(|u| valid_user_id(u)).map(Self::Portfolio),
             _ => None,
         }
     }
@@ -74,7 +81,7 @@ impl<'a> ChannelKind<'a> {
     /// The user a personal channel (`#<uid>`) belongs to.
     pub fn owner(&self) -> Option<&'a str> {
         match self {
-            Self::Alerts(u) | Self::Advisor(u) => Some(u),
+            Self::Alerts(u) | Self::Advisor(u) | Self::Portfolio(u) => Some(u),
             _ => None,
         }
     }
@@ -89,8 +96,8 @@ fn valid_model_slug(slug: &str) -> bool {
 }
 
 /// The channels of a user's personal, server-side subscriptions.
-pub fn personal_channels(user: &str) -> [String; 2] {
-    [alerts(user), advisor(user)]
+pub fn personal_channels(user: &str) -> [String; 3] {
+    [alerts(user), advisor(user), portfolio(user)]
 }
 
 #[cfg(test)]

@@ -50,6 +50,10 @@ pub struct Settings {
     pub push: PushSettings,
     #[serde(default)]
     pub email: EmailSettings,
+    #[serde(default)]
+    pub secrets: SecretsSettings,
+    #[serde(default)]
+    pub portfolio: PortfolioSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
 }
 
@@ -370,6 +374,124 @@ pub struct IngestSettings {
     pub farm500: HttpSourceSettings,
     pub vast: HttpSourceSettings,
     pub runpod: HttpSourceSettings,
+    /// Vast.ai's host API, for linked portfolio accounts (always polled for them).
+    #[serde(default)]
+    pub vast_host: VastHostSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VastHostSettings {
+    pub base_url: String,
+    pub timeout_ms: u64,
+}
+
+impl Default for VastHostSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://console.vast.ai".into(),
+            timeout_ms: 30_000,
+        }
+    }
+}
+
+/// Keys that seal what users entrust to the hub (platform API keys), AES-256-GCM.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// 32 bytes in base64 (`openssl rand -base64 32`). Empty: the public development key, which
+    /// only development on loopback accepts.
+    pub encryption_key: SecretString,
+    /// Keys used before, still accepted to open what they sealed (rotation).
+    pub previous_encryption_keys: Vec<SecretString>,
+}
+
+impl SecretsSettings {
+    /// The current key: the configured one, or the development key.
+    pub fn current_key(&self) -> &str {
+        match self.encryption_key.expose_secret() {
+            "" => crate::secrets::DEV_KEY,
+            key => key,
+        }
+    }
+
+    pub fn validate(&self, environment: Environment) -> Result<(), ConfigError> {
+        if self.encryption_key.expose_secret().is_empty() && environment == Environment::Production {
+            return Err(invalid(
+                "secrets.encryption_key",
+                "required in production (32 random bytes in base64: openssl rand -base64 32)",
+            ));
+        }
+        crate::secrets::parse_key(self.current_key()).map_err(|e| invalid("secrets.encryption_key", e.to_string()))?;
+        for key in &self.previous_encryption_keys {
+            crate::secrets::parse_key(key.expose_secret())
+                .map_err(|e| invalid("secrets.previous_encryption_keys", e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+/// A host's own machines: polling linked accounts and pricing against the market.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PortfolioSettings {
+    /// How often each linked account's machines are read.
+    pub poll_interval_ms: u64,
+    /// Spread of each account's schedule, as a share of the interval.
+    pub jitter_ratio: f64,
+    /// Requests per second to the host API across all accounts (Vast allows 2.5 per IP on
+    /// `/machines`).
+    pub requests_per_second: f64,
+    /// How often an account's earnings are read (at most hourly).
+    pub earnings_interval_ms: u64,
+    /// The share of GPUs a host wants rented; the suggested price aims at it.
+    pub target_occupancy: f64,
+    /// What a renter pays per unit of the host's listed price (Vast adds its fee on top:
+    /// observed 4.0 for a host price of 3.0). Used where the market does not show the machine.
+    pub renter_price_ratio: f64,
+}
+
+impl Default for PortfolioSettings {
+    fn default() -> Self {
+        Self {
+            poll_interval_ms: 60_000,
+            jitter_ratio: 0.1,
+            requests_per_second: 2.0,
+            earnings_interval_ms: 3_600_000,
+            target_occupancy: 0.8,
+            renter_price_ratio: 4.0 / 3.0,
+        }
+    }
+}
+
+impl PortfolioSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.poll_interval_ms < 1000 {
+            return Err(invalid("portfolio.poll_interval_ms", "must be at least 1000"));
+        }
+        if !(0.0..=0.5).contains(&self.jitter_ratio) {
+            return Err(invalid("portfolio.jitter_ratio", "must be from 0 to 0.5"));
+        }
+        if !(self.requests_per_second > 0.0 && self.requests_per_second <= 100.0) {
+            return Err(invalid(
+                "portfolio.requests_per_second",
+                "must be above 0 (and at most 100)",
+            ));
+        }
+        if self.earnings_interval_ms < 3_600_000 {
+            return Err(invalid(
+                "portfolio.earnings_interval_ms",
+                "at most hourly: at least 3600000",
+            ));
+        }
+        if !(self.target_occupancy > 0.0 && self.target_occupancy <= 1.0) {
+            return Err(invalid("portfolio.target_occupancy", "must be above 0 and at most 1"));
+        }
+        if !(1.0..=3.0).contains(&self.renter_price_ratio) {
+            return Err(invalid("portfolio.renter_price_ratio", "must be from 1 to 3"));
+        }
+        Ok(())
+    }
 }
 
 impl IngestSettings {
@@ -507,6 +629,8 @@ impl Settings {
         self.auth.validate(self.environment)?;
         self.push.validate()?;
         self.email.validate()?;
+        self.secrets.validate(self.environment)?;
+        self.portfolio.validate()?;
         self.validate_exposure()?;
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {
@@ -539,6 +663,14 @@ impl Settings {
                 "auth.hmac_secret",
                 format!(
                     "{listen}: the development secret is public; set GPUSCOUT__AUTH__HMAC_SECRET or listen on 127.0.0.1"
+                ),
+            ));
+        }
+        if self.secrets.current_key() == crate::secrets::DEV_KEY {
+            return Err(invalid(
+                "secrets.encryption_key",
+                format!(
+                    "{listen}: the development key is public; set GPUSCOUT__SECRETS__ENCRYPTION_KEY (openssl rand -base64 32) or listen on 127.0.0.1"
                 ),
             ));
         }
@@ -826,6 +958,19 @@ mod tests {
         s.auth.dev_mode = false;
         let err = s.validate().unwrap_err().to_string();
         assert!(err.contains("auth.hmac_secret"), "{err}");
+        // Production needs its own key for what users entrust to the hub.
+        s.auth.hmac_secret = SecretString::from("a-real-secret-of-at-least-thirty-two-bytes");
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("secrets.encryption_key") && err.contains("production"),
+            "{err}"
+        );
+        s.secrets.encryption_key = SecretString::from("not base64!");
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("secrets.encryption_key") && err.contains("32 bytes"),
+            "{err}"
+        );
 
         let mut s = Settings::defaults();
         s.tiers.get_mut(&Tier::Free).unwrap().channels_per_connection = 0;
@@ -857,6 +1002,12 @@ mod tests {
         );
 
         s.auth.hmac_secret = SecretString::from("a-real-secret-of-at-least-thirty-two-bytes");
+        let err = s.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("secrets.encryption_key") && err.contains("server.listen"),
+            "{err}"
+        );
+        s.secrets.encryption_key = SecretString::from("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=");
         s.validate().unwrap();
         // Loopback, v4 or v6, keeps the laptop defaults.
         for listen in ["127.0.0.1:8080", "[::1]:8080"] {

@@ -15,6 +15,7 @@
 //! - [`advisor`]: the AI advisor: language-model providers, streamed answers, quotas.
 //! - [`hub`]: connections, subscriptions, fan-out, per-connection queues, RPC dispatch.
 //! - [`alerts`]: alert rules, their evaluation on market changes, delivery.
+//! - [`portfolio`]: a host's own machines: linked accounts polled, placed in the market, priced.
 //! - [`auth`]: connection JWTs.
 //! - [`bus`]: publish, subscribe, history and recovery, in-process or on Redis; leadership, the
 //!   state nodes share about users, control messages between nodes, shared snapshots.
@@ -26,6 +27,7 @@
 //! - [`channels`]: channel names, built and parsed.
 //! - [`tasks`]: the task tree: supervised critical tasks.
 //! - [`upstream`]: the HTTP client for upstream services, `Retry-After`.
+//! - [`secrets`]: sealing what users entrust to the hub (AES-256-GCM, key rotation).
 //! - [`clock`]: wall-clock time.
 //! - [`protocol`]: the JSON Centrifugo client protocol (commands, replies, pushes, codes), defined
 //!   once in the `gpuscout-client` crate and shared with it.
@@ -44,7 +46,9 @@ pub mod http;
 pub mod hub;
 pub mod ingest;
 pub mod market;
+pub mod portfolio;
 pub use gpuscout_client::protocol;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod tasks;

@@ -36,6 +36,9 @@ use crate::ingest;
 use crate::ingest::runner::{Role, RunnerParts};
 use crate::ingest::snapshots::MarketSnapshots;
 use crate::market::Market;
+use crate::portfolio::vast_host::VastHost;
+use crate::portfolio::{Portfolio, PortfolioParts};
+use crate::secrets::Sealer;
 use crate::store::Store;
 use crate::store::queue::WriteQueue;
 use crate::tasks::Tasks;
@@ -88,8 +91,26 @@ impl Application {
         .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
-        let hub = build_hub(&settings, &cluster, verifier, &metrics, &market, &advisor, &tasks);
+        let portfolio = start_portfolio(&settings, &store, &cluster, &market)?;
+        let snapshots = Arc::new(
+            MarketSnapshots::new(
+                market.clone(),
+                cluster.role.leadership.clone(),
+                cluster.role.replica.clone(),
+                settings.api.allow_market_channels,
+            )
+            .with_portfolio(portfolio.clone()),
+        );
+        let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
+        // A host's machines are polled and priced by the leader alone.
+        tasks.spawn_critical(
+            "portfolio",
+            leader_only(cluster.role.leadership.clone(), tasks.stop_token().clone(), {
+                let (portfolio, control) = (portfolio.clone(), hub.users().control().clone());
+                move |stop| portfolio.clone().run(control.clone(), stop)
+            }),
+        );
         let runner = RunnerParts {
             market: market.clone(),
             bus: cluster.bus.clone(),
@@ -107,6 +128,7 @@ impl Application {
             store,
             market,
             alerts,
+            portfolio,
             settings,
             tracker: TaskTracker::new(),
             tasks: tasks.clone(),
@@ -184,7 +206,7 @@ fn build_hub(
     cluster: &Cluster,
     verifier: Arc<TokenVerifier>,
     metrics: &Arc<Metrics>,
-    market: &Market,
+    snapshots: Arc<MarketSnapshots>,
     advisor: &Arc<Advisor>,
     tasks: &Tasks,
 ) -> Arc<Hub> {
@@ -194,12 +216,7 @@ fn build_hub(
         verifier,
         metrics: metrics.clone(),
         users: cluster.users.clone(),
-        snapshots: Arc::new(MarketSnapshots::new(
-            market.clone(),
-            cluster.role.leadership.clone(),
-            cluster.role.replica.clone(),
-            settings.api.allow_market_channels,
-        )),
+        snapshots,
         rpc: advisor.rpc_handlers().into_iter().collect(),
         leadership: cluster.role.leadership.clone(),
         shutdown: tasks.stop_token().clone(),
@@ -322,6 +339,35 @@ async fn start_advisor(
 
 /// The node's own critical tasks besides the market's: the connection heartbeat, limiter
 /// pruning, the control-message followers, and the webhook outbox (on the leader).
+/// The portfolio: platform keys sealed with `secrets.encryption_key`, the host API, and the
+/// leader's task that polls linked accounts and keeps every user's `portfolio:#<uid>` current.
+fn start_portfolio(
+    settings: &Arc<Settings>,
+    store: &Store,
+    cluster: &Cluster,
+    market: &Market,
+) -> anyhow::Result<Arc<Portfolio>> {
+    use secrecy::ExposeSecret;
+    let s = &settings.secrets;
+    let previous: Vec<&str> = s.previous_encryption_keys.iter().map(|k| k.expose_secret()).collect();
+    let sealer = Sealer::new(s.current_key(), &previous).context("secrets.encryption_key")?;
+    let host = &settings.ingest.vast_host;
+    Ok(Portfolio::new(PortfolioParts {
+        store: store.clone(),
+        bus: cluster.bus.clone(),
+        market: market.clone(),
+        settings: settings.portfolio.clone(),
+        sealer,
+        host: VastHost::new(
+            crate::upstream::http_client(),
+            &host.base_url,
+            Duration::from_millis(host.timeout_ms),
+        ),
+        replica: cluster.role.replica.clone(),
+        leadership: cluster.role.leadership.clone(),
+    }))
+}
+
 /// How alerts leave the hub: the channels each tier allows, Web Push and e-mail when set.
 fn alert_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
     let tier_channels = Tier::ALL

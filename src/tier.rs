@@ -67,6 +67,12 @@ pub struct TierSettings {
     pub alert_rules: u32,
     /// Whether alert rules may post to webhooks.
     pub webhooks: bool,
+    /// Linked platform accounts a user may keep (`"unlimited"` or a number).
+    #[serde(default, deserialize_with = "limit")]
+    pub portfolio_accounts: u32,
+    /// Machines a user's portfolio may hold, linked and hand-entered together.
+    #[serde(default, deserialize_with = "limit")]
+    pub portfolio_machines: u32,
     /// Where alerts may be delivered (`socket`, `push`, `email`, `webhook`; a webhook also needs
     /// `webhooks`).
     #[serde(default = "all_alert_delivery")]
@@ -77,6 +83,21 @@ pub struct TierSettings {
     pub advisor_tokens_per_day: u64,
     /// Most tokens one advisor answer may have (sent to the provider as its output limit).
     pub advisor_max_tokens: u32,
+}
+
+/// A count, or `"unlimited"` (`u32::MAX`).
+fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Limit {
+        Count(u32),
+        Word(String),
+    }
+    match Limit::deserialize(d)? {
+        Limit::Count(n) => Ok(n),
+        Limit::Word(w) if w == "unlimited" => Ok(u32::MAX),
+        Limit::Word(w) => Err(serde::de::Error::custom(format!("`{w}`: a count or \"unlimited\""))),
+    }
 }
 
 fn all_alert_delivery() -> Vec<String> {

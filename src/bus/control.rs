@@ -23,6 +23,8 @@ pub enum Control {
     CancelAnswer { message_id: String },
     /// An alert rule was created, changed or deleted: reload it from the database.
     RuleChanged { rule_id: String },
+    /// A user's portfolio (accounts or machines) changed: recompute it.
+    PortfolioChanged { user_id: String },
 }
 
 impl Control {
@@ -32,6 +34,7 @@ impl Control {
             Control::Revoke { jti } => format!("revoke {jti}"),
             Control::CancelAnswer { message_id } => format!("cancel {message_id}"),
             Control::RuleChanged { rule_id } => format!("rule {rule_id}"),
+            Control::PortfolioChanged { user_id } => format!("portfolio {user_id}"),
         }
     }
 
@@ -48,6 +51,9 @@ impl Control {
             }),
             "rule" => Some(Control::RuleChanged {
                 rule_id: arg.to_owned(),
+            }),
+            "portfolio" => Some(Control::PortfolioChanged {
+                user_id: arg.to_owned(),
             }),
             _ => None,
         }

@@ -53,6 +53,8 @@ pub trait UserState: Send + Sync + 'static {
     /// Tell every node, this one included, that alert rule `rule_id` changed
     /// ([`Control::RuleChanged`]).
     async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError>;
+    /// Tell every node that a user's portfolio changed (`Control::PortfolioChanged`).
+    async fn portfolio_changed(&self, user_id: &str) -> Result<(), BusError>;
     /// The control messages this node hears, this node's own included.
     fn control(&self) -> &ControlFeed;
 }
@@ -113,6 +115,12 @@ impl UserState for LocalUsers {
     async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError> {
         self.control.deliver(Control::RuleChanged {
             rule_id: rule_id.to_owned(),
+        });
+        Ok(())
+    }
+    async fn portfolio_changed(&self, user_id: &str) -> Result<(), BusError> {
+        self.control.deliver(Control::PortfolioChanged {
+            user_id: user_id.to_owned(),
         });
         Ok(())
     }
@@ -352,6 +360,13 @@ impl UserState for RedisUsers {
     async fn rule_changed(&self, rule_id: &str) -> Result<(), BusError> {
         self.announce(Control::RuleChanged {
             rule_id: rule_id.to_owned(),
+        })
+        .await
+    }
+
+    async fn portfolio_changed(&self, user_id: &str) -> Result<(), BusError> {
+        self.announce(Control::PortfolioChanged {
+            user_id: user_id.to_owned(),
         })
         .await
     }

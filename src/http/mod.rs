@@ -8,6 +8,7 @@ pub mod email;
 pub mod error;
 pub mod health;
 pub mod market;
+pub mod portfolio;
 pub mod push;
 pub mod query;
 pub mod serve;
@@ -26,6 +27,7 @@ use crate::alerts::delivery::AlertService;
 use crate::config::Settings;
 use crate::hub::Hub;
 use crate::market::Market;
+use crate::portfolio::Portfolio;
 use crate::store::Store;
 use crate::tasks::Tasks;
 
@@ -40,6 +42,8 @@ pub struct AppState {
     pub market: Market,
     /// Alert rules' evaluation and delivery.
     pub alerts: Arc<AlertService>,
+    /// The users' own machines.
+    pub portfolio: Arc<Portfolio>,
     pub settings: Arc<Settings>,
     /// Tracks connection tasks so shutdown can wait for them to finish.
     pub tracker: TaskTracker,
@@ -81,6 +85,22 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/me/email/unsubscribe",
             get(email::unsubscribe).post(email::unsubscribe),
         )
+        .route("/api/v1/portfolio", get(portfolio::get_portfolio))
+        .route(
+            "/api/v1/portfolio/accounts",
+            post(portfolio::link_account).get(portfolio::list_accounts),
+        )
+        .route(
+            "/api/v1/portfolio/accounts/{id}",
+            axum::routing::delete(portfolio::unlink_account),
+        )
+        .route("/api/v1/portfolio/machines", post(portfolio::add_machine))
+        .route(
+            "/api/v1/portfolio/machines/{id}",
+            put(portfolio::update_machine).delete(portfolio::delete_machine),
+        )
+        .route("/api/v1/portfolio/machines/{id}/price", post(portfolio::apply_price))
+        .route("/api/v1/portfolio/changes", get(portfolio::changes))
         .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
         .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
         .route(

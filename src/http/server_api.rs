@@ -116,10 +116,12 @@ fn may_publish(api: &ApiSettings, channel: &str) -> Result<(), ProtoError> {
     };
     match ChannelKind::parse(channel) {
         None => Err(ProtoError::unknown_channel()),
-        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_)) if !api.allow_personal_channels => {
+        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_) | ChannelKind::Portfolio(_))
+            if !api.allow_personal_channels =>
+        {
             Err(refused("api.allow_personal_channels", "users' personal channels"))
         }
-        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_)) => Ok(()),
+        Some(ChannelKind::Alerts(_) | ChannelKind::Advisor(_) | ChannelKind::Portfolio(_)) => Ok(()),
         Some(_) if !api.allow_market_channels => Err(refused("api.allow_market_channels", "market channels")),
         Some(_) => Ok(()),
     }

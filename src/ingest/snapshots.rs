@@ -22,6 +22,7 @@ use crate::clock::unix_now_ms;
 use crate::hub::SnapshotProvider;
 use crate::market::Market;
 use crate::market::models::canonical_slug;
+use crate::portfolio::Portfolio;
 
 /// How long a follower serves a snapshot read from the leader before reading it again.
 pub const REPLICA_FRESH: Duration = Duration::from_secs(1);
@@ -48,6 +49,8 @@ pub struct MarketSnapshots {
     open_names: bool,
     /// One slot per channel; its lock makes concurrent subscribers wait for one build.
     cache: DashMap<String, Arc<Mutex<Option<Cached>>>>,
+    /// The users' `portfolio:#<uid>` snapshots.
+    portfolio: Option<Arc<Portfolio>>,
 }
 
 impl MarketSnapshots {
@@ -63,7 +66,14 @@ impl MarketSnapshots {
             replica,
             open_names,
             cache: DashMap::new(),
+            portfolio: None,
         }
+    }
+
+    /// Serve `portfolio:#<uid>` snapshots from `portfolio`.
+    pub fn with_portfolio(mut self, portfolio: Arc<Portfolio>) -> Self {
+        self.portfolio = Some(portfolio);
+        self
     }
 
     fn slot(&self, channel: &str) -> Arc<Mutex<Option<Cached>>> {
@@ -159,6 +169,10 @@ impl SnapshotProvider for MarketSnapshots {
     }
 
     async fn snapshot(&self, channel: &str) -> Option<Arc<RawValue>> {
+        if let (Some(ChannelKind::Portfolio(user)), Some(portfolio)) = (ChannelKind::parse(channel), &self.portfolio) {
+            let snapshot = portfolio.current(user).await;
+            return RawValue::from_string(snapshot.to_string()).ok().map(Arc::from);
+        }
         let Some(replica) = &self.replica else {
             return self.local(channel).await;
         };

@@ -424,7 +424,7 @@ impl MarketState {
                 .offers_on(Some(model))
                 .map(|o| (o.key(), to_value(o.as_ref())))
                 .collect(),
-            ChannelKind::Alerts(_) | ChannelKind::Advisor(_) => return None,
+            ChannelKind::Alerts(_) | ChannelKind::Advisor(_) | ChannelKind::Portfolio(_) => return None,
         };
         Some(feed.snapshot(items, &header))
     }
