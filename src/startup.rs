@@ -92,25 +92,10 @@ impl Application {
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let portfolio = start_portfolio(&settings, &store, &cluster, &market)?;
-        let snapshots = Arc::new(
-            MarketSnapshots::new(
-                market.clone(),
-                cluster.role.leadership.clone(),
-                cluster.role.replica.clone(),
-                settings.api.allow_market_channels,
-            )
-            .with_portfolio(portfolio.clone()),
-        );
+        let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
-        // A host's machines are polled and priced by the leader alone.
-        tasks.spawn_critical(
-            "portfolio",
-            leader_only(cluster.role.leadership.clone(), tasks.stop_token().clone(), {
-                let (portfolio, control) = (portfolio.clone(), hub.users().control().clone());
-                move |stop| portfolio.clone().run(control.clone(), stop)
-            }),
-        );
+        spawn_portfolio(&portfolio, &hub, &cluster.role, &tasks);
         let runner = RunnerParts {
             market: market.clone(),
             bus: cluster.bus.clone(),
@@ -366,6 +351,35 @@ fn start_portfolio(
         replica: cluster.role.replica.clone(),
         leadership: cluster.role.leadership.clone(),
     }))
+}
+
+/// Subscribe snapshots: the market channels and the users' portfolios.
+fn subscribe_snapshots(
+    settings: &Settings,
+    cluster: &Cluster,
+    market: &Market,
+    portfolio: &Arc<Portfolio>,
+) -> Arc<MarketSnapshots> {
+    Arc::new(
+        MarketSnapshots::new(
+            market.clone(),
+            cluster.role.leadership.clone(),
+            cluster.role.replica.clone(),
+            settings.api.allow_market_channels,
+        )
+        .with_portfolio(portfolio.clone()),
+    )
+}
+
+/// A host's machines are polled and priced by the leader alone.
+fn spawn_portfolio(portfolio: &Arc<Portfolio>, hub: &Arc<Hub>, role: &Role, tasks: &Tasks) {
+    tasks.spawn_critical(
+        "portfolio",
+        leader_only(role.leadership.clone(), tasks.stop_token().clone(), {
+            let (portfolio, control) = (portfolio.clone(), hub.users().control().clone());
+            move |stop| portfolio.clone().run(control.clone(), stop)
+        }),
+    );
 }
 
 /// How alerts leave the hub: the channels each tier allows, Web Push and e-mail when set.

@@ -63,6 +63,25 @@ pub fn router(state: AppState) -> Router {
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
         .route("/api/revoke_token", post(server_api::revoke_token))
+        .merge(alert_routes())
+        .merge(portfolio_routes())
+        .route("/api/v1/market/snapshot", get(market::snapshot))
+        .route("/api/v1/market/history", get(market::history))
+        .route("/api/v1/conversations", get(advisor::conversations))
+        .route("/api/v1/conversations/{id}/messages", get(advisor::messages))
+        .route(
+            "/api/v1/dev/token",
+            post(server_api::dev_token).get(server_api::dev_token),
+        )
+        .route("/sdk/{*file}", get(static_files::sdk))
+        .fallback(static_files::web)
+        .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
+        .with_state(state)
+}
+
+/// Alert rules and events, and where alerts go (e-mail address, push subscriptions).
+fn alert_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/api/v1/alerts/rules",
             post(alerts::create_rule).get(alerts::list_rules),
@@ -85,6 +104,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/me/email/unsubscribe",
             get(email::unsubscribe).post(email::unsubscribe),
         )
+        .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
+        .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
+        .route(
+            "/api/v1/push/subscriptions/{id}",
+            axum::routing::delete(push::unsubscribe),
+        )
+}
+
+/// A host's own machines (DESIGN §15).
+fn portfolio_routes() -> Router<AppState> {
+    Router::new()
         .route("/api/v1/portfolio", get(portfolio::get_portfolio))
         .route(
             "/api/v1/portfolio/accounts",
@@ -101,22 +131,4 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/portfolio/machines/{id}/price", post(portfolio::apply_price))
         .route("/api/v1/portfolio/changes", get(portfolio::changes))
-        .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
-        .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
-        .route(
-            "/api/v1/push/subscriptions/{id}",
-            axum::routing::delete(push::unsubscribe),
-        )
-        .route("/api/v1/market/snapshot", get(market::snapshot))
-        .route("/api/v1/market/history", get(market::history))
-        .route("/api/v1/conversations", get(advisor::conversations))
-        .route("/api/v1/conversations/{id}/messages", get(advisor::messages))
-        .route(
-            "/api/v1/dev/token",
-            post(server_api::dev_token).get(server_api::dev_token),
-        )
-        .route("/sdk/{*file}", get(static_files::sdk))
-        .fallback(static_files::web)
-        .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
-        .with_state(state)
 }

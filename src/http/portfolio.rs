@@ -232,30 +232,7 @@ pub async fn apply_price(
             "`confirm: true` is required: this changes the machine's listing on Vast.ai",
         ));
     }
-    let rows = app.store.machines(Some(&claims.sub)).await?;
-    let row = rows
-        .into_iter()
-        .find(|m| m.id == id)
-        .ok_or_else(|| ApiError::not_found("no such machine"))?;
-    let (Some(account_id), Some(platform_id)) = (&row.account_id, &row.platform_id) else {
-        return Err(invalid(
-            "a hand-entered machine has no linked account to change its price through",
-        ));
-    };
-    let machine_id: u64 = platform_id
-        .parse()
-        .map_err(|_| invalid("the machine has no Vast.ai id"))?;
-    let account = app
-        .store
-        .accounts(Some(&claims.sub))
-        .await?
-        .into_iter()
-        .find(|a| &a.id == account_id)
-        .ok_or_else(|| ApiError::not_found("the machine's account is gone"))?;
-    let key = portfolio(&app)
-        .sealer()
-        .open(&account.api_key_sealed)
-        .map_err(|_| ApiError::unavailable("the account's key cannot be opened; link the account again"))?;
+    let (row, machine_id, key) = linked_machine(&app, &claims, &id).await?;
     let old: Option<f64> = serde_json::from_str::<Machine>(&row.data)
         .ok()
         .and_then(|m| m.price_per_gpu_hour_usd);
@@ -298,6 +275,35 @@ pub async fn apply_price(
         )),
         Err(HostError::Unavailable { .. }) => Err(ApiError::unavailable(result)),
     }
+}
+
+/// A linked machine of the user: its row, its Vast.ai id, and its account's key (opened).
+async fn linked_machine(app: &AppState, claims: &Claims, id: &str) -> Result<(MachineRow, u64, String), ApiError> {
+    let rows = app.store.machines(Some(&claims.sub)).await?;
+    let row = rows
+        .into_iter()
+        .find(|m| m.id == id)
+        .ok_or_else(|| ApiError::not_found("no such machine"))?;
+    let (Some(account_id), Some(platform_id)) = (&row.account_id, &row.platform_id) else {
+        return Err(invalid(
+            "a hand-entered machine has no linked account to change its price through",
+        ));
+    };
+    let machine_id: u64 = platform_id
+        .parse()
+        .map_err(|_| invalid("the machine has no Vast.ai id"))?;
+    let account = app
+        .store
+        .accounts(Some(&claims.sub))
+        .await?
+        .into_iter()
+        .find(|a| &a.id == account_id)
+        .ok_or_else(|| ApiError::not_found("the machine's account is gone"))?;
+    let key = portfolio(app)
+        .sealer()
+        .open(&account.api_key_sealed)
+        .map_err(|_| ApiError::unavailable("the account's key cannot be opened; link the account again"))?;
+    Ok((row, machine_id, key))
 }
 
 /// `GET /api/v1/portfolio/changes`: the price changes made for the user, newest first.
