@@ -69,6 +69,11 @@ fn f64_of(v: &Value) -> Option<f64> {
     v.as_f64().filter(|f| f.is_finite())
 }
 
+/// A number as the hub publishes numbers: at most 4 decimals (`0.9200000000000002` is `0.92`).
+fn r4(v: &Value) -> Option<f64> {
+    f64_of(v).map(crate::market::checksum::round4)
+}
+
 /// Earnings below a hundredth of a cent are noise (`8.088995e-55` is seen).
 fn money(v: &Value) -> Option<f64> {
     f64_of(v).map(|f| if f.abs() < 1e-4 { 0.0 } else { (f * 1e4).round() / 1e4 })
@@ -120,8 +125,8 @@ pub fn from_vast(record: &Value, id: String, account_id: &str) -> Option<Machine
         model,
         model_name,
         num_gpus,
-        price_per_gpu_hour_usd: record.get("listed_gpu_cost").and_then(f64_of).filter(|_| listed),
-        min_bid_usd: record.get("min_bid_price").and_then(f64_of),
+        price_per_gpu_hour_usd: record.get("listed_gpu_cost").and_then(r4).filter(|_| listed),
+        min_bid_usd: record.get("min_bid_price").and_then(r4),
         listed,
         occupancy,
         gpus_on_demand: on_demand,
@@ -137,7 +142,7 @@ pub fn from_vast(record: &Value, id: String, account_id: &str) -> Option<Machine
         verified: record.get("verification").and_then(Value::as_str) == Some("verified"),
         datacenter: record.get("hosting_type").and_then(Value::as_i64).map(|t| t == 1),
         country: country_of(record.get("geolocation").and_then(Value::as_str)),
-        reliability: record.get("reliability2").and_then(f64_of),
+        reliability: record.get("reliability2").and_then(r4),
         earn_hour_usd: record.get("earn_hour").and_then(money),
         earn_day_usd: record.get("earn_day").and_then(money),
     })
@@ -195,7 +200,7 @@ impl ManualMachine {
             model: model.to_string(),
             model_name: self.gpu_model.trim().to_owned(),
             num_gpus: self.num_gpus,
-            price_per_gpu_hour_usd: Some(price),
+            price_per_gpu_hour_usd: Some(crate::market::checksum::round4(price)),
             min_bid_usd: None,
             listed: true,
             occupancy,

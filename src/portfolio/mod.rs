@@ -70,7 +70,8 @@ fn totals(items: &BTreeMap<String, Item>) -> Totals {
         } else {
             round4(f64::from(rented) / f64::from(gpus))
         },
-        earn_day_usd: round4(earn),
+        // `+ 0.0`: an empty sum is -0.0, which JSON would show as `-0.0`.
+        earn_day_usd: round4(earn) + 0.0,
     }
 }
 

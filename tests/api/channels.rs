@@ -64,14 +64,14 @@ async fn channel_limits_come_from_the_tier() {
     let app = spawn_app_with(|s| {
         let t = s.tiers.get_mut(&Tier::Individual).unwrap();
         t.max_gpu_channels = 2;
-        t.channels_per_connection = 5;
+        t.channels_per_connection = 6;
     })
     .await;
     let (mut ws, _) = app.connect("5", Tier::Individual).await;
     assert!(ws.subscribe("gpu:a").await.get("subscribe").is_some());
     assert!(ws.subscribe("gpu:b").await.get("subscribe").is_some());
     assert_eq!(ws.subscribe("gpu:c").await["error"]["code"], 106);
-    // Two personal + two gpu + one more = five.
+    // Three personal (alerts, advisor, portfolio) + two gpu + one more = six.
     assert!(ws.subscribe("market:summary").await.get("subscribe").is_some());
     assert_eq!(ws.subscribe("sources:status").await["error"]["code"], 106);
     // Unsubscribing frees a slot.

@@ -32,8 +32,8 @@ async fn every_subscriber_gets_every_publication_in_order() {
     );
     let metrics = app.metrics().await;
     assert!(metrics.contains("gpuscout_deliveries_total 1000"), "{metrics}");
-    // One bus subscription per channel: the two gpu channels and each user's two personal ones.
-    let expected = format!("gpuscout_bus_subscriptions {}", 2 + 2 * 41);
+    // One bus subscription per channel: the two gpu channels and each user's three personal ones.
+    let expected = format!("gpuscout_bus_subscriptions {}", 2 + 3 * 41);
     assert!(metrics.contains(&expected), "{expected}:\n{metrics}");
 }
 

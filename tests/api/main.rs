@@ -14,6 +14,7 @@ mod fanout;
 mod hardening;
 mod lifecycle;
 mod market;
+mod portfolio;
 mod protocol_errors;
 mod push;
 mod recovery;

@@ -125,7 +125,7 @@ async fn health_readiness_metrics_and_unknown_routes() {
     let text = app.metrics().await;
     for name in [
         "gpuscout_connections 1",
-        "gpuscout_subscriptions 2",
+        "gpuscout_subscriptions 3",
         "gpuscout_publications_total",
         "gpuscout_deliveries_total",
         "gpuscout_queue_drops_total",

@@ -67,7 +67,7 @@ test('connects, gets its server-side subscriptions, subscribes and receives publ
   assert.equal(ev.connected[0].expires, true);
   assert.ok(ev.connected[0].ttl > 500 && ev.connected[0].ttl <= 600);
   assert.equal(ev.connected[0].ping, PING_S);
-  assert.deepEqual(ev.subscribed.map((s) => s.channel).sort(), [`advisor:#${user}`, `alerts:#${user}`]);
+  assert.deepEqual(ev.subscribed.map((s) => s.channel).sort(), [`advisor:#${user}`, `alerts:#${user}`, `portfolio:#${user}`]);
   assert.equal(client.alerts.channel, `alerts:#${user}`);
   assert.equal(client.advisor.channel, `advisor:#${user}`);
 

@@ -259,7 +259,7 @@ impl Client {
     }
 
     /// Receive a server-side subscription's publications (the hub subscribes the user to
-    /// `alerts:#<uid>` and `advisor:#<uid>` at connect; nothing is sent for it).
+    /// `alerts:#<uid>`, `advisor:#<uid>` and `portfolio:#<uid>` at connect; nothing is sent for it).
     pub fn server_subscription(&self, channel: impl Into<String>) -> Subscription {
         self.register(channel.into(), true)
     }

@@ -250,7 +250,7 @@ test('connects with a token; connect reply has the client id and the server-side
 
   await until(() => pro.serverSubscribed.length >= 2, 'the server-side subscribed events');
   const channels = pro.serverSubscribed.map((s) => s.channel).sort();
-  assert.deepEqual(channels, [`advisor:#${PRO_USER}`, `alerts:#${PRO_USER}`]);
+  assert.deepEqual(channels, [`advisor:#${PRO_USER}`, `alerts:#${PRO_USER}`, `portfolio:#${PRO_USER}`]);
   for (const s of pro.serverSubscribed) {
     assert.equal(s.recoverable, true, `${s.channel} is recoverable`);
     assert.equal(s.wasRecovering, false, `${s.channel} was not recovering on the first connect`);

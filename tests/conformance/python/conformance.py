@@ -343,7 +343,7 @@ class Conformance:
         check(isinstance(ev.connected[0].client, str) and ev.connected[0].client, "client id is set")
         await until(lambda: len(ev.server_subscribed) >= 2, "the server-side subscribed events")
         channels = sorted(s.channel for s in ev.server_subscribed)
-        check_eq(channels, [f"advisor:#{PRO_USER}", f"alerts:#{PRO_USER}"], "server-side subscriptions")
+        check_eq(channels, [f"advisor:#{PRO_USER}", f"alerts:#{PRO_USER}", f"portfolio:#{PRO_USER}"], "server-side subscriptions")
         for s in ev.server_subscribed:
             check(s.recoverable, f"{s.channel} is recoverable")
             check(not s.was_recovering, f"{s.channel} was not recovering on the first connect")
