@@ -81,17 +81,18 @@ impl Application {
         let (writes, writer) = WriteQueue::new(metrics.clone());
         tasks.spawn_critical("store-writer", writer.run(tasks.stop_token().clone()));
 
+        let portfolio = start_portfolio(&settings, &store, &cluster, &market)?;
         let alerts = AlertService::start(
             store.clone(),
             writes.clone(),
             cluster.bus.clone(),
             alert_delivery(&settings)?,
+            portfolio.clone(),
         )
         .await
         .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
-        let portfolio = start_portfolio(&settings, &store, &cluster, &market)?;
         let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);

@@ -26,6 +26,7 @@ use crate::channels;
 use crate::clock::unix_now_ms;
 use crate::config::AlertSettings;
 use crate::market::Market;
+use crate::portfolio::Portfolio;
 use crate::store::Store;
 use crate::store::alerts::OutboxItem;
 use crate::store::queue::WriteQueue;
@@ -52,6 +53,8 @@ pub struct AlertService {
     tiers: DashMap<String, Tier>,
     outbox: Notify,
     client: reqwest::Client,
+    /// The users' own machines, for the machine kinds.
+    portfolio: Arc<Portfolio>,
 }
 
 /// A new webhook secret in the Standard Webhooks form: `whsec_` and 24 random bytes in base64.
@@ -128,6 +131,7 @@ impl AlertService {
         writes: WriteQueue,
         bus: Arc<dyn Bus>,
         delivery: Delivery,
+        portfolio: Arc<Portfolio>,
     ) -> Result<Arc<Self>, crate::store::StoreError> {
         let settings = delivery.settings;
         // Webhook and push URLs are users': no redirects, and no private or local address unless
@@ -147,6 +151,7 @@ impl AlertService {
             tiers: DashMap::new(),
             outbox: Notify::new(),
             client,
+            portfolio,
         }))
     }
 
@@ -234,9 +239,14 @@ impl AlertService {
     /// published once it is stored, with its event id.
     pub fn on_market_change(self: &Arc<Self>, market: &Market) {
         let now = unix_now_ms() as i64;
+        let machines = if self.engine().has_machine_rules() {
+            self.portfolio.machines_view()
+        } else {
+            super::Machines::default()
+        };
         let (firings, changes) = {
             let state = market.read();
-            self.engine().evaluate(&state, now)
+            self.engine().evaluate_with(&state, &machines, now)
         };
         for c in changes {
             let store = self.store.clone();

@@ -7,6 +7,7 @@
 
 pub mod delivery;
 pub mod email;
+mod machines;
 pub mod push;
 pub mod vapid;
 pub mod webpush;
@@ -51,6 +52,19 @@ pub enum Condition {
     },
     /// A source stays degraded for `minutes`.
     SourceDegraded { source: String, minutes: u32 },
+    /// One of the user's machines (`machine`: its portfolio id) has had no GPU rented for `hours`.
+    MachineIdle { machine: String, hours: f64 },
+    /// The machine's price is above or below a percentile of comparable offers.
+    MachinePricePosition {
+        machine: String,
+        direction: Direction,
+        percentile: f64,
+    },
+    /// The machine is not online, or its platform reports an error.
+    MachineOffline { machine: String },
+    /// The machine's earnings of the last day are `percent` below its daily average of the last
+    /// week.
+    MachineEarningsDrop { machine: String, percent: f64 },
 }
 
 fn default_stat() -> PriceStat {
@@ -84,6 +98,21 @@ impl Condition {
             Condition::Availability { .. } => "availability",
             Condition::Undercut { .. } => "undercut",
             Condition::SourceDegraded { .. } => "source_degraded",
+            Condition::MachineIdle { .. } => "machine_idle",
+            Condition::MachinePricePosition { .. } => "machine_price_position",
+            Condition::MachineOffline { .. } => "machine_offline",
+            Condition::MachineEarningsDrop { .. } => "machine_earnings_drop",
+        }
+    }
+
+    /// The portfolio machine a machine rule watches.
+    pub fn machine(&self) -> Option<&str> {
+        match self {
+            Condition::MachineIdle { machine, .. }
+            | Condition::MachinePricePosition { machine, .. }
+            | Condition::MachineOffline { machine }
+            | Condition::MachineEarningsDrop { machine, .. } => Some(machine),
+            _ => None,
         }
     }
 
@@ -144,6 +173,7 @@ impl Condition {
                     return Err("minutes must be from 1 to 10080".into());
                 }
             }
+            _ => machines::validate(self)?,
         }
         Ok(())
     }
@@ -375,6 +405,9 @@ impl Firing {
     }
 }
 
+/// The users' portfolio machines as the machine kinds read them: user → machine id → item.
+pub type Machines = HashMap<String, HashMap<String, crate::portfolio::Item>>;
+
 /// A rule whose remembered condition changed (to persist, so another node continues from it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConditionChange {
@@ -385,12 +418,14 @@ pub struct ConditionChange {
 /// Values computed once per evaluation and shared by all rules.
 struct MarketView<'a> {
     state: &'a MarketState,
+    /// The users' portfolio machines, by user and machine id.
+    machines: &'a Machines,
     /// Per model, the two cheapest available offers (price, offer), cheapest first.
     cheapest: HashMap<&'a str, [(f64, Option<&'a Offer>); 2]>,
 }
 
 impl<'a> MarketView<'a> {
-    fn new(state: &'a MarketState) -> Self {
+    fn new(state: &'a MarketState, machines: &'a Machines) -> Self {
         let mut cheapest: HashMap<&str, [(f64, Option<&Offer>); 2]> = HashMap::new();
         for offer in state.book().iter() {
             if offer.gpus_available() == 0 {
@@ -405,14 +440,22 @@ impl<'a> MarketView<'a> {
                 slot[1] = p;
             }
         }
-        Self { state, cheapest }
+        Self {
+            state,
+            machines,
+            cheapest,
+        }
     }
 
     /// Whether the condition holds now, the observed value, and a sentence for people; `None` when
     /// the market says nothing about it (no such model yet).
     /// With `describe` false the sentence is left empty (it is only built for a firing), except for
     /// utilisation and source conditions, which have always built it.
-    fn check(&self, c: &Condition, now_ms: i64, describe: bool) -> Option<Check> {
+    fn check(&self, c: &Condition, user: &str, now_ms: i64, describe: bool) -> Option<Check> {
+        if let Some(id) = c.machine() {
+            let item = self.machines.get(user)?.get(id)?;
+            return machines::check(c, item, now_ms, describe);
+        }
         match c {
             Condition::Price {
                 model,
@@ -432,6 +475,7 @@ impl<'a> MarketView<'a> {
                 percent,
             } => self.check_undercut(marketplace, machine_id, *percent, describe),
             Condition::SourceDegraded { source, minutes } => self.check_source_degraded(source, *minutes, now_ms),
+            _ => None,
         }
     }
 
@@ -629,11 +673,28 @@ impl AlertEngine {
 
     /// Evaluate every enabled rule against the market.
     pub fn evaluate(&mut self, state: &MarketState, now_ms: i64) -> (Vec<Firing>, Vec<ConditionChange>) {
-        let view = MarketView::new(state);
+        self.evaluate_with(state, &Machines::default(), now_ms)
+    }
+
+    /// Whether any rule watches a portfolio machine (then [`Self::evaluate_with`] needs them).
+    pub fn has_machine_rules(&self) -> bool {
+        self.rules
+            .values()
+            .any(|r| r.enabled && r.condition.machine().is_some())
+    }
+
+    /// [`Self::evaluate`] with the users' portfolio machines, for the machine kinds.
+    pub fn evaluate_with(
+        &mut self,
+        state: &MarketState,
+        machines: &Machines,
+        now_ms: i64,
+    ) -> (Vec<Firing>, Vec<ConditionChange>) {
+        let view = MarketView::new(state, machines);
         let mut firings = Vec::new();
         let mut changes = Vec::new();
         for rule in self.rules.values_mut().filter(|r| r.enabled) {
-            let Some((holds, value, _)) = view.check(&rule.condition, now_ms, false) else {
+            let Some((holds, value, _)) = view.check(&rule.condition, &rule.user_id, now_ms, false) else {
                 continue;
             };
             let before = rule.last_condition;
@@ -656,26 +717,30 @@ impl AlertEngine {
                 rule.last_fired_at_ms = Some(now_ms);
                 let threshold = threshold_of(&rule.condition);
                 let message = view
-                    .check(&rule.condition, now_ms, true)
+                    .check(&rule.condition, &rule.user_id, now_ms, true)
                     .map(|c| c.2)
                     .unwrap_or_default();
+                let mut payload = json!({
+                    "type": "alert",
+                    "rule_id": rule.id,
+                    "rule_name": rule.name,
+                    "kind": rule.condition.kind(),
+                    "model": rule.condition.model(),
+                    "message": message,
+                    "value": crate::market::checksum::round4(value),
+                    "threshold": threshold,
+                    "fired_at_ms": now_ms,
+                });
+                if let Some(machine) = rule.condition.machine() {
+                    payload["machine"] = json!(machine);
+                }
                 firings.push(Firing {
                     rule_id: rule.id.clone(),
                     user_id: rule.user_id.clone(),
                     idempotency_key: format!("{}:{}", rule.id, rule.crossings),
                     fired_at_ms: now_ms,
                     crossings: rule.crossings,
-                    payload: json!({
-                        "type": "alert",
-                        "rule_id": rule.id,
-                        "rule_name": rule.name,
-                        "kind": rule.condition.kind(),
-                        "model": rule.condition.model(),
-                        "message": message,
-                        "value": crate::market::checksum::round4(value),
-                        "threshold": threshold,
-                        "fired_at_ms": now_ms,
-                    }),
+                    payload,
                 });
             }
         }
@@ -690,6 +755,10 @@ fn threshold_of(c: &Condition) -> Value {
         Condition::Availability { below, .. } => json!(below),
         Condition::Undercut { percent, .. } => json!(percent),
         Condition::SourceDegraded { minutes, .. } => json!(minutes),
+        Condition::MachineIdle { hours, .. } => json!(hours),
+        Condition::MachinePricePosition { percentile, .. } => json!(percentile),
+        Condition::MachineOffline { .. } => Value::Null,
+        Condition::MachineEarningsDrop { percent, .. } => json!(percent),
     }
 }
 

@@ -213,6 +213,21 @@ fn parse_rule(app: &AppState, claims: &Claims, body: &[u8], id: String, created_
     new_rule(app, claims, rule_request(body)?, id, created_at_ms)
 }
 
+/// A machine rule watches one of the user's own portfolio machines.
+async fn check_machine(app: &AppState, claims: &Claims, rule: &Rule) -> Result<(), ApiError> {
+    let Some(id) = rule.condition.machine() else {
+        return Ok(());
+    };
+    let mine = app.store.machines(Some(&claims.sub)).await?;
+    if mine.iter().any(|m| m.id == id) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "unknown machine `{id}`: use the id of one of your machines (GET /api/v1/portfolio)"
+        )))
+    }
+}
+
 /// Tell every node that rule `id` changed, so the evaluating one reloads it at once; if the bus
 /// is away, the periodic reconcile (`alerts.reconcile_interval_ms`) catches it.
 async fn announce(app: &AppState, id: &str) {
@@ -229,6 +244,7 @@ pub async fn create_rule(
     let limit = app.settings.tier(claims.tier).alert_rules;
     let now = unix_now_ms() as i64;
     let rule = parse_rule(&app, &claims, &body, uuid::Uuid::new_v4().to_string(), now)?;
+    check_machine(&app, &claims, &rule).await?;
     if !app.store.insert_rule(&rule.to_row(), i64::from(limit)).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -273,6 +289,7 @@ pub async fn update_rule(
 ) -> Result<Json<Value>, ApiError> {
     let existing = owned_rule(&app, &claims, &id).await?;
     let mut rule = parse_rule(&app, &claims, &body, id, existing.created_at_ms)?;
+    check_machine(&app, &claims, &rule).await?;
     // The webhook keeps its secret when its URL is unchanged.
     if rule.webhook_url.is_some() && rule.webhook_url == existing.webhook_url {
         rule.webhook_secret = existing.webhook_secret.clone();

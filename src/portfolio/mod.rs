@@ -41,6 +41,8 @@ pub struct Item {
     pub machine: Machine,
     /// Since when no GPU has been rented (`None`: rented now).
     pub idle_since_ms: Option<i64>,
+    /// The machine's daily earnings averaged over the last week (linked accounts' earnings).
+    pub earn_7d_avg_usd: Option<f64>,
     /// Its place among comparable offers (`None`: no comparable offer, or no price).
     pub position: Option<Position>,
     pub suggestion: Option<Suggestion>,
@@ -191,6 +193,20 @@ impl Portfolio {
         }
     }
 
+    /// Every user's machines as last computed here (for the machine alert kinds).
+    pub fn machines_view(&self) -> HashMap<String, HashMap<String, Item>> {
+        let feeds = self.feeds.lock().unwrap_or_else(|e| e.into_inner());
+        feeds
+            .iter()
+            .map(|(user, f)| {
+                (
+                    user.clone(),
+                    f.items.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )
+            })
+            .collect()
+    }
+
     /// Run on the leader until `stop`: poll linked accounts when due, recompute on every market
     /// change and on announced changes of users' machines.
     pub async fn run(self: Arc<Self>, control: ControlFeed, stop: CancellationToken) {
@@ -233,12 +249,13 @@ impl Portfolio {
     /// Recompute every user's items against the market and publish what changed.
     pub async fn refresh(&self) -> Result<(), crate::store::StoreError> {
         let rows = self.store.machines(None).await?;
+        let averages = earnings_averages(&self.store.accounts(None).await?);
         let mut by_user: BTreeMap<String, BTreeMap<String, Item>> = BTreeMap::new();
         {
             let state = self.market.read();
             let index = ModelIndex::of(&state);
             for row in &rows {
-                match item_of(row, &index, &self.settings) {
+                match item_of(row, &index, &self.settings, &averages) {
                     Some(item) => {
                         by_user
                             .entry(row.user_id.clone())
@@ -336,7 +353,12 @@ impl<'a> ModelIndex<'a> {
 }
 
 /// A stored machine as `portfolio:#<uid>` shows it: placed in the market, with a suggestion.
-fn item_of(row: &MachineRow, index: &ModelIndex<'_>, settings: &PortfolioSettings) -> Option<Item> {
+fn item_of(
+    row: &MachineRow,
+    index: &ModelIndex<'_>,
+    settings: &PortfolioSettings,
+    averages: &HashMap<(String, String), f64>,
+) -> Option<Item> {
     let machine: Machine = serde_json::from_str(&row.data).ok()?;
     let rented = machine.gpus_rented() > 0;
     let idle_since_ms = (!rented).then(|| row.last_rented_at_ms.unwrap_or(row.first_seen_ms));
@@ -373,12 +395,45 @@ fn item_of(row: &MachineRow, index: &ModelIndex<'_>, settings: &PortfolioSetting
         };
         position::suggest(gpus, terms, &what)
     });
+    let earn_7d_avg_usd = match (&row.account_id, &row.platform_id) {
+        (Some(a), Some(p)) => averages.get(&(a.clone(), p.clone())).copied(),
+        _ => None,
+    };
     Some(Item {
         machine,
         idle_since_ms,
+        earn_7d_avg_usd,
         position: placed.map(|(p, _)| p),
         suggestion,
     })
+}
+
+/// Each linked machine's average daily earnings over its account's last earnings window:
+/// (account id, platform machine id) → USD per day (GPU, storage and bandwidth together).
+fn earnings_averages(accounts: &[crate::store::portfolio::AccountRow]) -> HashMap<(String, String), f64> {
+    let mut out = HashMap::new();
+    for a in accounts {
+        let Some(e) = a
+            .earnings
+            .as_deref()
+            .and_then(|t| serde_json::from_str::<Value>(t).ok())
+        else {
+            continue;
+        };
+        let days = match (e["sday"].as_f64(), e["eday"].as_f64()) {
+            (Some(s), Some(e)) if e >= s => (e - s).floor() + 1.0,
+            _ => continue,
+        };
+        for m in e["per_machine"].as_array().into_iter().flatten() {
+            let Some(id) = m["machine_id"].as_u64() else { continue };
+            let total: f64 = ["gpu_earn", "sto_earn", "bwu_earn", "bwd_earn"]
+                .iter()
+                .filter_map(|k| m[*k].as_f64())
+                .sum();
+            out.insert((a.id.clone(), id.to_string()), round4(total / days));
+        }
+    }
+    out
 }
 
 /// "verified RTX 4090", "unverified datacenter H100 SXM".
