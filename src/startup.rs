@@ -70,10 +70,7 @@ impl Application {
         install_tls_provider();
         let settings = Arc::new(settings);
         let tasks = Tasks::new(CancellationToken::new());
-        let store = Store::connect(&settings.database)
-            .await
-            .context("connecting to the database")?;
-        store.migrate().await.context("running database migrations")?;
+        let store = open_store(&settings).await?;
         let cluster = connect_cluster(&settings, uuid::Uuid::new_v4().to_string(), &tasks).await?;
         restore_revocations(&store, cluster.users.as_ref()).await?;
         let metrics = Arc::new(Metrics::default());
@@ -352,6 +349,15 @@ fn start_portfolio(
         replica: cluster.role.replica.clone(),
         leadership: cluster.role.leadership.clone(),
     }))
+}
+
+/// The database, connected and migrated.
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let store = Store::connect(&settings.database)
+        .await
+        .context("connecting to the database")?;
+    store.migrate().await.context("running database migrations")?;
+    Ok(store)
 }
 
 /// Subscribe snapshots: the market channels and the users' portfolios.

@@ -40,68 +40,76 @@ fn name(item: &Item) -> String {
 /// position or earnings yet).
 pub(super) fn check(c: &Condition, item: &Item, now_ms: i64, describe: bool) -> Option<Check> {
     match c {
-        Condition::MachineIdle { hours, .. } => {
-            let idle_h = item
-                .idle_since_ms
-                .map_or(0.0, |since| (now_ms - since) as f64 / 3_600_000.0);
-            let holds = item.idle_since_ms.is_some() && idle_h >= *hours;
-            Some((
-                holds,
-                idle_h,
-                sentence(describe, || format!("{}: no GPU rented for {idle_h:.0} h", name(item))),
-            ))
-        }
+        Condition::MachineIdle { hours, .. } => Some(idle(item, *hours, now_ms, describe)),
         Condition::MachinePricePosition {
             direction, percentile, ..
-        } => {
-            let p = item.position.as_ref()?.percentile;
-            let dir = direction_word(*direction);
-            let side = if *direction == Direction::Above {
-                "pricier"
-            } else {
-                "cheaper"
-            };
-            Some((
-                crosses(*direction, p, *percentile),
-                p,
-                sentence(describe, || {
-                    format!(
-                        "{}: priced at the {p:.0}th percentile of comparable offers, {dir} the {percentile:.0}th ({side} than most)",
-                        name(item)
-                    )
-                }),
-            ))
-        }
-        Condition::MachineOffline { .. } => {
-            let m = &item.machine;
-            let holds = !m.online || m.error.is_some();
-            let why = match &m.error {
-                Some(e) => format!("reports an error: {e}"),
-                None => "is offline".to_owned(),
-            };
-            Some((
-                holds,
-                f64::from(u8::from(holds)),
-                sentence(describe, || format!("{} {why}", name(item))),
-            ))
-        }
-        Condition::MachineEarningsDrop { percent, .. } => {
-            let day = item.machine.earn_day_usd?;
-            let average = item.earn_7d_avg_usd.filter(|a| *a > 0.0)?;
-            let drop = (average - day) / average * 100.0;
-            Some((
-                drop >= *percent,
-                drop,
-                sentence(describe, || {
-                    format!(
-                        "{}: earned ${day:.2} in the last day, {drop:.0}% below its ${average:.2} daily average",
-                        name(item)
-                    )
-                }),
-            ))
-        }
+        } => price_position(item, *direction, *percentile, describe),
+        Condition::MachineOffline { .. } => Some(offline(item, describe)),
+        Condition::MachineEarningsDrop { percent, .. } => earnings_drop(item, *percent, describe),
         _ => None,
     }
+}
+
+fn idle(item: &Item, hours: f64, now_ms: i64, describe: bool) -> Check {
+    let idle_h = item
+        .idle_since_ms
+        .map_or(0.0, |since| (now_ms - since) as f64 / 3_600_000.0);
+    let holds = item.idle_since_ms.is_some() && idle_h >= hours;
+    (
+        holds,
+        idle_h,
+        sentence(describe, || format!("{}: no GPU rented for {idle_h:.0} h", name(item))),
+    )
+}
+
+fn price_position(item: &Item, direction: Direction, percentile: f64, describe: bool) -> Option<Check> {
+    let p = item.position.as_ref()?.percentile;
+    let dir = direction_word(direction);
+    let side = if direction == Direction::Above {
+        "pricier"
+    } else {
+        "cheaper"
+    };
+    Some((
+        crosses(direction, p, percentile),
+        p,
+        sentence(describe, || {
+            format!(
+                "{}: priced at the {p:.0}th percentile of comparable offers, {dir} the {percentile:.0}th ({side} than most)",
+                name(item)
+            )
+        }),
+    ))
+}
+
+fn offline(item: &Item, describe: bool) -> Check {
+    let m = &item.machine;
+    let holds = !m.online || m.error.is_some();
+    let why = match &m.error {
+        Some(e) => format!("reports an error: {e}"),
+        None => "is offline".to_owned(),
+    };
+    (
+        holds,
+        f64::from(u8::from(holds)),
+        sentence(describe, || format!("{} {why}", name(item))),
+    )
+}
+
+fn earnings_drop(item: &Item, percent: f64, describe: bool) -> Option<Check> {
+    let day = item.machine.earn_day_usd?;
+    let average = item.earn_7d_avg_usd.filter(|a| *a > 0.0)?;
+    let drop = (average - day) / average * 100.0;
+    Some((
+        drop >= percent,
+        drop,
+        sentence(describe, || {
+            format!(
+                "{}: earned ${day:.2} in the last day, {drop:.0}% below its ${average:.2} daily average",
+                name(item)
+            )
+        }),
+    ))
 }
 
 #[cfg(test)]

@@ -715,25 +715,11 @@ impl AlertEngine {
                     continue;
                 }
                 rule.last_fired_at_ms = Some(now_ms);
-                let threshold = threshold_of(&rule.condition);
                 let message = view
                     .check(&rule.condition, &rule.user_id, now_ms, true)
                     .map(|c| c.2)
                     .unwrap_or_default();
-                let mut payload = json!({
-                    "type": "alert",
-                    "rule_id": rule.id,
-                    "rule_name": rule.name,
-                    "kind": rule.condition.kind(),
-                    "model": rule.condition.model(),
-                    "message": message,
-                    "value": crate::market::checksum::round4(value),
-                    "threshold": threshold,
-                    "fired_at_ms": now_ms,
-                });
-                if let Some(machine) = rule.condition.machine() {
-                    payload["machine"] = json!(machine);
-                }
+                let payload = firing_payload(rule, message, value, now_ms);
                 firings.push(Firing {
                     rule_id: rule.id.clone(),
                     user_id: rule.user_id.clone(),
@@ -746,6 +732,25 @@ impl AlertEngine {
         }
         (firings, changes)
     }
+}
+
+/// The alert JSON of a firing (what `alerts:#<uid>`, pushes, mails and webhooks carry).
+fn firing_payload(rule: &Rule, message: String, value: f64, now_ms: i64) -> Value {
+    let mut payload = json!({
+        "type": "alert",
+        "rule_id": rule.id,
+        "rule_name": rule.name,
+        "kind": rule.condition.kind(),
+        "model": rule.condition.model(),
+        "message": message,
+        "value": crate::market::checksum::round4(value),
+        "threshold": threshold_of(&rule.condition),
+        "fired_at_ms": now_ms,
+    });
+    if let Some(machine) = rule.condition.machine() {
+        payload["machine"] = json!(machine);
+    }
+    payload
 }
 
 fn threshold_of(c: &Condition) -> Value {
