@@ -88,7 +88,7 @@ impl Application {
         )
         .await
         .context("loading alert rules")?;
-        let advisor = start_advisor(&settings, &store, &cluster, &market, &tasks).await;
+        let advisor = start_advisor(&settings, &store, &cluster, &market, &portfolio, &tasks).await;
         let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
         let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
@@ -296,6 +296,7 @@ async fn start_advisor(
     store: &Store,
     cluster: &Cluster,
     market: &Market,
+    portfolio: &Arc<Portfolio>,
     tasks: &Tasks,
 ) -> Arc<Advisor> {
     match store.fail_unfinished_messages().await {
@@ -310,6 +311,7 @@ async fn start_advisor(
         market: market.clone(),
         settings: settings.clone(),
         provider: llm_provider(settings),
+        portfolio: portfolio.clone(),
     };
     let advisor = Advisor::new(parts, tasks);
     tracing::info!(

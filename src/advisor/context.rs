@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 use super::{ChatMessage, Role};
 use crate::market::aggregate::ModelAggregate;
 use crate::market::models::canonical_slug;
+use crate::portfolio::position::ordinal;
 
 /// Most models a question carries figures for.
 pub const MAX_MODELS: usize = 8;
@@ -29,6 +30,123 @@ pub struct MarketContext {
     pub overview: Vec<ModelAggregate>,
     /// Prices per GPU-hour (USD) the question mentions.
     pub prices: Vec<f64>,
+    /// The user's own machines, when the question is about them.
+    pub machines: Vec<OwnMachine>,
+}
+
+/// One of the user's machines as the advisor is told of it (from `portfolio:#<uid>`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OwnMachine {
+    /// "RTX 5090 ×1 (vast 52271)".
+    pub name: String,
+    /// The host's listed price per GPU-hour; `None` while unlisted.
+    pub price: Option<f64>,
+    pub renter_price: Option<f64>,
+    pub percentile: Option<f64>,
+    /// Comparable GPUs the percentile is among.
+    pub comparable_gpus: Option<u64>,
+    pub gpus: u64,
+    pub gpus_rented: u64,
+    /// Hours since a GPU was last rented; `None` while one is.
+    pub idle_hours: Option<f64>,
+    pub suggested: Option<f64>,
+    pub reason: Option<String>,
+}
+
+impl OwnMachine {
+    /// From one item of the `portfolio:#<uid>` snapshot.
+    pub fn from_item(item: &serde_json::Value, now_ms: i64) -> Self {
+        let name = match item["machine_id"].as_str() {
+            Some(id) => format!(
+                "{} ×{} ({} {id})",
+                item["model_name"].as_str().unwrap_or_default(),
+                item["num_gpus"],
+                item["platform"].as_str().unwrap_or_default()
+            ),
+            None => format!(
+                "{} ×{} ({}, entered by hand)",
+                item["model_name"].as_str().unwrap_or_default(),
+                item["num_gpus"],
+                item["platform"].as_str().unwrap_or_default()
+            ),
+        };
+        let rented = ["gpus_on_demand", "gpus_reserved", "gpus_interruptible"]
+            .iter()
+            .filter_map(|k| item[*k].as_u64())
+            .sum();
+        Self {
+            name,
+            price: item["price_per_gpu_hour_usd"].as_f64(),
+            renter_price: item["position"]["renter_price_usd"].as_f64(),
+            percentile: item["position"]["percentile"].as_f64(),
+            comparable_gpus: item["position"]["gpus"].as_u64(),
+            gpus: item["num_gpus"].as_u64().unwrap_or(0),
+            gpus_rented: rented,
+            idle_hours: item["idle_since_ms"]
+                .as_i64()
+                .map(|since| (now_ms - since).max(0) as f64 / 3_600_000.0),
+            suggested: item["suggestion"]["price_per_gpu_hour_usd"].as_f64(),
+            reason: item["suggestion"]["reason"].as_str().map(str::to_owned),
+        }
+    }
+
+    /// One line for people and models alike.
+    pub fn line(&self) -> String {
+        let mut l = format!("{}: ", self.name);
+        match (self.price, self.renter_price) {
+            (Some(p), Some(r)) => {
+                let _ = write!(l, "listed at ${p:.2}/h (${r:.2}/h for renters)");
+            }
+            (Some(p), None) => {
+                let _ = write!(l, "listed at ${p:.2}/h");
+            }
+            _ => l.push_str("not listed"),
+        }
+        if let (Some(pct), Some(n)) = (self.percentile, self.comparable_gpus) {
+            let _ = write!(l, ", the {} percentile of {n} comparable GPUs", ordinal(pct));
+        }
+        let _ = write!(l, "; {} of {} GPUs rented", self.gpus_rented, self.gpus);
+        if let Some(h) = self.idle_hours {
+            let _ = write!(l, ", idle for {h:.0} h");
+        }
+        match (self.suggested, &self.reason) {
+            (Some(s), Some(r)) => {
+                let _ = write!(l, ". Suggested ${s:.2}/h: {r}");
+            }
+            (None, Some(r)) => {
+                let _ = write!(l, ". No suggestion: {r}");
+            }
+            _ => l.push('.'),
+        }
+        l
+    }
+}
+
+/// Whether a question is about the asker's own machines ("how should I price my machines?").
+pub fn about_own_machines(question: &str) -> bool {
+    let q = question.to_lowercase();
+    [
+        "my machine",
+        "my rig",
+        "my gpu",
+        "my server",
+        "my box",
+        "my host",
+        "my listing",
+        "my portfolio",
+        "my card",
+        "my offer",
+        "our machine",
+        "our gpu",
+        "price my",
+        "my 40",
+        "my 30",
+        "my 50",
+        "my h100",
+        "my a100",
+    ]
+    .iter()
+    .any(|k| q.contains(k))
 }
 
 impl MarketContext {
@@ -69,6 +187,7 @@ impl MarketContext {
             missing,
             overview,
             prices: detect_prices(question),
+            machines: Vec::new(),
         }
     }
 }
@@ -214,6 +333,15 @@ pub fn system_prompt(market: &MarketContext) -> String {
     for m in &market.missing {
         let _ = writeln!(p, "- {m}: no live offers");
     }
+    if !market.machines.is_empty() {
+        p.push_str(
+            "\nThe user's own machines (host prices are what the listing takes; renters pay the platform's fee on \
+             top; each machine is compared with offers of the same model and verification):\n",
+        );
+        for m in &market.machines {
+            let _ = writeln!(p, "- {}", m.line());
+        }
+    }
     p
 }
 
@@ -246,6 +374,25 @@ pub fn conversation(history: Vec<ChatMessage>, question: &str) -> Vec<ChatMessag
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn questions_about_own_machines_carry_them() {
+        assert!(about_own_machines("How should I price my machines?"));
+        assert!(about_own_machines("is my 4090 too expensive"));
+        assert!(!about_own_machines("What do H100s rent for?"));
+        let item = serde_json::json!({
+            "machine_id": "52271", "model_name": "RTX 5090", "num_gpus": 1, "platform": "vast",
+            "price_per_gpu_hour_usd": 0.8, "gpus_on_demand": 0, "gpus_reserved": 1, "gpus_interruptible": 0,
+            "idle_since_ms": null,
+            "position": {"renter_price_usd": 1.0666, "percentile": 62.5, "gpus": 8},
+            "suggestion": {"price_per_gpu_hour_usd": 0.75, "reason": "Because."}
+        });
+        assert_eq!(
+            OwnMachine::from_item(&item, 0).line(),
+            "RTX 5090 ×1 (vast 52271): listed at $0.80/h ($1.07/h for renters), the 63rd percentile of 8 \
+             comparable GPUs; 1 of 1 GPUs rented. Suggested $0.75/h: Because."
+        );
+    }
 
     #[test]
     fn models_are_found_in_free_text() {

@@ -107,6 +107,19 @@ pub fn answer(market: &MarketContext) -> String {
         "This is the offline advisor (no language model is configured): figures from the live market ({}).\n\n",
         market.source
     );
+    if !market.machines.is_empty() {
+        text.push_str("Your machines, placed in the live market:\n");
+        for m in &market.machines {
+            text.push_str("- ");
+            text.push_str(&m.line());
+            text.push('\n');
+        }
+        text.push_str(
+            "\nA suggestion is the highest price at which comparable offers are still rented as often as your target \
+             occupancy; apply one from the dashboard or POST /api/v1/portfolio/machines/{id}/price.\n",
+        );
+        return text.trim_end().to_owned();
+    }
     if market.models.is_empty() && market.overview.is_empty() {
         text.push_str("There is no live market data yet; ask again in a minute.");
         return text;

@@ -34,6 +34,7 @@ use crate::clock::unix_now_ms;
 use crate::config::Settings;
 use crate::hub::{RpcContext, RpcHandler};
 use crate::market::Market;
+use crate::portfolio::Portfolio;
 use crate::protocol::{ProtoError, Raw};
 use crate::store::Store;
 use crate::store::advisor::{MessageRole, MessageStatus, NewConversation, NewMessage, Outcome, utc_day};
@@ -57,6 +58,8 @@ pub struct Advisor {
     market: Market,
     settings: Arc<Settings>,
     provider: Arc<dyn LlmProvider>,
+    /// The users' own machines, for questions about them.
+    portfolio: Arc<Portfolio>,
     /// Answers in progress on this node, by message id.
     active: DashMap<String, Active>,
     /// Generation tasks; shutdown waits for them.
@@ -153,6 +156,8 @@ pub struct AdvisorParts {
     pub market: Market,
     pub settings: Arc<Settings>,
     pub provider: Arc<dyn LlmProvider>,
+    /// The users' own machines, told to the model when a question is about them.
+    pub portfolio: Arc<Portfolio>,
 }
 
 impl Advisor {
@@ -165,6 +170,7 @@ impl Advisor {
             market: parts.market,
             settings: parts.settings,
             provider: parts.provider,
+            portfolio: parts.portfolio,
             active: DashMap::new(),
             tasks: tasks.clone(),
             shutdown: tasks.stop_token().clone(),
@@ -310,7 +316,10 @@ impl Advisor {
             }
         };
         let message_id = self.store_question(&conversation_id, new, text, now).await?;
-        let request = self.request(ctx, history, text, models, now);
+        let mut request = self.request(ctx, history, text, models, now);
+        if context::about_own_machines(text) {
+            self.add_machines(&ctx.user, &mut request, now).await;
+        }
         self.spawn_generation(ctx, &conversation_id, &message_id, request);
         Ok((conversation_id, message_id))
     }
@@ -393,6 +402,22 @@ impl Advisor {
             max_tokens: self.settings.tier(ctx.tier).advisor_max_tokens,
             market,
         }
+    }
+
+    /// Tell the model of the user's machines (as `portfolio:#<uid>` has them).
+    async fn add_machines(&self, user: &str, request: &mut ChatRequest, now: i64) {
+        let snapshot = self.portfolio.current(user).await;
+        let machines: Vec<context::OwnMachine> = snapshot["items"]
+            .as_object()
+            .into_iter()
+            .flat_map(|items| items.values())
+            .map(|item| context::OwnMachine::from_item(item, now))
+            .collect();
+        if machines.is_empty() {
+            return;
+        }
+        request.market.machines = machines;
+        request.system = context::system_prompt(&request.market);
     }
 
     /// Register the answer as active on this node (so it can be cancelled) and spawn its

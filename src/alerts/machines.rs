@@ -4,6 +4,7 @@
 
 use super::{Check, Condition, Direction, crosses, direction_word, sentence};
 use crate::portfolio::Item;
+use crate::portfolio::position::ordinal;
 
 pub(super) fn validate(c: &Condition) -> Result<(), String> {
     if c.machine().is_some_and(|m| m.is_empty() || m.len() > 64) {
@@ -75,8 +76,10 @@ fn price_position(item: &Item, direction: Direction, percentile: f64, describe: 
         p,
         sentence(describe, || {
             format!(
-                "{}: priced at the {p:.0}th percentile of comparable offers, {dir} the {percentile:.0}th ({side} than most)",
-                name(item)
+                "{}: priced at the {} percentile of comparable offers, {dir} the {} ({side} than most)",
+                name(item),
+                ordinal(p),
+                ordinal(percentile)
             )
         }),
     ))

@@ -115,6 +115,19 @@ pub fn position<'a>(
     Some((position, gpus))
 }
 
+/// A percentile in words: `62.4` → `62nd`, `11` → `11th`, `0` → `0th`.
+pub fn ordinal(percentile: f64) -> String {
+    let n = percentile.round().clamp(0.0, 100.0) as u32;
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    format!("{n}{suffix}")
+}
+
 fn round(v: f64, places: i32) -> f64 {
     let f = 10f64.powi(places);
     (v * f).round() / f
@@ -306,6 +319,17 @@ mod tests {
         let s = suggest(&gpus, floor, "verified RTX 4090");
         assert_eq!(s.price_per_gpu_hour_usd, Some(0.40));
         assert!(s.reason.contains("minimum bid"), "{}", s.reason);
+    }
+
+    #[test]
+    fn ordinals() {
+        let words: Vec<String> = [0.0, 1.0, 2.0, 3.0, 11.0, 12.4, 22.0, 62.5, 100.0]
+            .map(ordinal)
+            .to_vec();
+        assert_eq!(
+            words,
+            ["0th", "1st", "2nd", "3rd", "11th", "12th", "22nd", "63rd", "100th"]
+        );
     }
 
     #[test]

@@ -115,7 +115,7 @@ async fn ask(ws: &mut WsClient, data: Value) -> Value {
 }
 
 /// Ask and return `(conversation_id, message_id)`.
-async fn ask_ok(ws: &mut WsClient, data: Value) -> (String, String) {
+pub(crate) async fn ask_ok(ws: &mut WsClient, data: Value) -> (String, String) {
     let r = ask(ws, data).await;
     let d = &r["rpc"]["data"];
     assert!(d["message_id"].is_string(), "advisor.ask failed: {r}");
@@ -127,8 +127,8 @@ async fn ask_ok(ws: &mut WsClient, data: Value) -> (String, String) {
 
 /// One answer as a client saw it.
 #[derive(Debug, Default)]
-struct Answer {
-    text: String,
+pub(crate) struct Answer {
+    pub(crate) text: String,
     indices: Vec<u64>,
     /// Channel offsets of every publication of the answer.
     offsets: Vec<u64>,
@@ -173,7 +173,7 @@ fn apply(publication: Value, message_id: &str, answer: &mut Answer) -> bool {
     false
 }
 
-async fn answer_of(ws: &mut WsClient, user: &str, message_id: &str) -> Answer {
+pub(crate) async fn answer_of(ws: &mut WsClient, user: &str, message_id: &str) -> Answer {
     let mut answer = Answer::default();
     read_answer(ws, user, message_id, &mut answer).await;
     assert!(answer.started, "start comes first");

@@ -269,6 +269,16 @@ async fn a_linked_account_is_priced_live(database_url: Option<String>) {
     assert_eq!(accounts["accounts"][0]["status"], "ok", "{accounts}");
     assert!(accounts["accounts"][0]["last_success_ms"].as_i64().is_some());
 
+    // The advisor answers a question about the user's machines from the portfolio.
+    let (_, message_id) = crate::advisor::ask_ok(&mut ws, json!({"text": "How should I price my machines?"})).await;
+    let answer = crate::advisor::answer_of(&mut ws, "h1", &message_id).await;
+    assert!(answer.text.contains("Your machines, placed in the live market"), "{}", answer.text);
+    assert!(
+        answer.text.contains("RTX 5090 ×1 (vast 52271): listed at $0.80/h") && answer.text.contains("Suggested $0.75/h"),
+        "{}",
+        answer.text
+    );
+
     apply_prices(&app, &token, &host, &book).await;
     stored_data_holds_no_secret(&app).await;
 }
