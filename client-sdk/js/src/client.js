@@ -8,6 +8,7 @@ import { backoff, decodeFrame, encodeFrame } from './frame.js';
 import { Subscription } from './subscription.js';
 import { Market } from './market.js';
 import { Alerts } from './alerts.js';
+import { Portfolio } from './portfolio.js';
 import { Advisor } from './advisor.js';
 
 export const SDK_VERSION = '0.1.0';
@@ -210,6 +211,13 @@ export class GpuscoutClient extends Emitter {
     this.alerts = new Alerts(this);
     /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). @readonly */
     this.advisor = new Advisor(this);
+    /** The user's own machines (server-side subscription `portfolio:#<uid>`). @readonly */
+    this.portfolio = new Portfolio(this);
+  }
+
+  /** The connection token in use (also good for the hub's REST API). */
+  get token() {
+    return this._token;
   }
 
   // ---- public API -------------------------------------------------------------------------------

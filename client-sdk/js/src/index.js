@@ -5,6 +5,7 @@ export { Subscription } from './subscription.js';
 export { GpuscoutError, ErrorCodes, ProtocolCodes, isTerminalClose } from './errors.js';
 export { MarketBook, Market } from './market.js';
 export { Alerts } from './alerts.js';
+export { Portfolio, PortfolioBook, httpOrigin } from './portfolio.js';
 export { Advisor, AdvisorStream } from './advisor.js';
 export { Emitter } from './emitter.js';
 export { encodeFrame, decodeFrame, backoff } from './frame.js';

@@ -231,6 +231,45 @@ test('alerts.on and advisor streams follow the server-side subscriptions', async
   client.disconnect();
 });
 
+test('portfolio.book() follows portfolio:#<uid> and repairs a gap from the REST snapshot', async () => {
+  const user = `u${RUN}p`.slice(0, 60);
+  const token = await hub.token(user);
+  const client = newClient({ token });
+  client.connect();
+  await client.ready();
+  assert.equal(client.portfolio.channel, `portfolio:#${user}`);
+  const book = client.portfolio.book();
+  const resyncs = [];
+  book.on('resync', (r) => resyncs.push(r.reason));
+  await until(() => book.state === 'live', 'the first snapshot');
+  const rest = async (method, path, body) => {
+    const res = await fetch(`${hub.httpUrl}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    return { status: res.status, body: res.status === 204 ? null : await res.json() };
+  };
+  const machine = { platform: 'runpod', gpu_model: 'RTX 4090', num_gpus: 2, price_per_gpu_hour_usd: 0.4, verified: true };
+  const created = await rest('POST', '/api/v1/portfolio/machines', machine);
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id;
+  await until(() => book.items.get(id)?.position, 'the machine, placed in the market');
+  assert.equal(book.totals.gpus, 2);
+  await rest('PUT', `/api/v1/portfolio/machines/${id}`, { ...machine, price_per_gpu_hour_usd: 0.5 });
+  await until(() => book.items.get(id)?.price_per_gpu_hour_usd === 0.5, 'the price change');
+  // A gap (a delta that does not continue the book): repaired from GET /api/v1/portfolio.
+  const seq = book.seq;
+  assert.equal(book.applyPublication({ type: 'delta', seq: seq + 5, prev_seq: seq + 4, changes: {}, checksum: 0 }), 'resync');
+  await until(() => book.state === 'live', 'repaired');
+  assert.deepEqual(resyncs, ['gap']);
+  assert.equal(book.items.get(id).price_per_gpu_hour_usd, 0.5);
+  assert.equal((await rest('DELETE', `/api/v1/portfolio/machines/${id}`)).status, 204);
+  await until(() => !book.items.has(id), 'the removal');
+  assert.equal(book.stats.resyncs, 1, 'every delta matched its checksum');
+  client.disconnect();
+});
+
 test('recovers missed publications after the connection is cut: subscriptions and server-side ones', async () => {
   const user = `u${RUN}e`.slice(0, 60);
   const client = newClient({ token: await hub.token(user) }, relay.port);

@@ -91,6 +91,10 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
     readonly alerts: Alerts;
     /** The pricing advisor (RPC `advisor.ask`, streamed on `advisor:#<uid>`). @readonly */
     readonly advisor: Advisor;
+    /** The user's own machines (server-side subscription `portfolio:#<uid>`). @readonly */
+    readonly portfolio: Portfolio;
+    /** The connection token in use (also good for the hub's REST API). */
+    get token(): string;
     /** Connect (and keep reconnecting until `disconnect()` or a terminal close). */
     connect(): void;
     /** Close the connection for good; subscriptions are kept and resubscribed by a later `connect()`. */
@@ -366,5 +370,6 @@ import { Emitter } from './emitter.js';
 import { Market } from './market.js';
 import { Alerts } from './alerts.js';
 import { Advisor } from './advisor.js';
+import { Portfolio } from './portfolio.js';
 import { Subscription } from './subscription.js';
 import { GpuscoutError } from './errors.js';

@@ -4,6 +4,7 @@ export { Emitter } from "./emitter.js";
 export { GpuscoutClient, DisconnectCodes, SDK_VERSION, SDK_VERSION as VERSION } from "./client.js";
 export { GpuscoutError, ErrorCodes, ProtocolCodes, isTerminalClose } from "./errors.js";
 export { MarketBook, Market } from "./market.js";
+export { Portfolio, PortfolioBook, httpOrigin } from "./portfolio.js";
 export { Advisor, AdvisorStream } from "./advisor.js";
 export { encodeFrame, decodeFrame, backoff } from "./frame.js";
 export { crc32, canonical, itemCrc, checksumOf, compareCodePoints } from "./checksum.js";
