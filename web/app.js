@@ -247,6 +247,7 @@ function start(token, source) {
   followSources(cl);
   followAlerts(cl);
   followAdvisor(cl);
+  followPortfolio(cl);
   cl.connect();
 }
 
@@ -531,6 +532,214 @@ function followAlerts(cl) {
     }
   });
 }
+
+// ---- my machines (portfolio:#<uid>) ---------------------------------------------------------------
+//
+// The user's machines from the SDK's portfolio book (kept exact from portfolio:#<uid>), each with
+// its place among comparable offers and the suggested price; linked accounts and hand-entered
+// machines through /api/v1/portfolio/…. Applying a suggestion asks for a confirmation first.
+
+const pf = {
+  meta: $('portfolio-meta'),
+  status: $('portfolio-status'),
+  body: $('machines-body'),
+  empty: $('machines-empty'),
+  accounts: $('accounts'),
+  linkForm: /** @type {HTMLFormElement} */ ($('link-form')),
+  linkError: $('link-error'),
+  machineForm: /** @type {HTMLFormElement} */ ($('machine-form')),
+  machineError: $('machine-error'),
+  model: /** @type {HTMLSelectElement} */ ($('m-model')),
+};
+
+/** @type {import('/sdk/index.js').PortfolioBook | null} */
+let portfolioBook = null;
+
+const usd = (/** @type {number | null | undefined} */ v) => (typeof v === 'number' ? price.format(v) : '—');
+
+function ordinal(/** @type {number} */ p) {
+  const n = Math.round(p);
+  const s = n % 100 >= 11 && n % 100 <= 13 ? 'th' : ['th', 'st', 'nd', 'rd'][n % 10] || 'th';
+  return `${n}${s}`;
+}
+
+/** One machine's row. */
+function machineRow(m) {
+  const tr = document.createElement('tr');
+  tr.dataset.machineId = m.id;
+  const name = document.createElement('th');
+  name.scope = 'row';
+  name.textContent = `${m.model_name} ×${m.num_gpus}`;
+  const where = document.createElement('span');
+  where.className = 'sub';
+  where.textContent = m.machine_id ? `${m.platform} ${m.machine_id}` : `${m.platform}, entered by hand`;
+  if (!m.online || m.error) where.textContent += m.error ? ` · error: ${m.error}` : ' · offline';
+  name.append(where);
+  const rented = document.createElement('td');
+  const busy = m.gpus_on_demand + m.gpus_reserved + m.gpus_interruptible;
+  rented.textContent = `${busy} of ${m.num_gpus}`;
+  const occ = document.createElement('span');
+  occ.className = 'sub';
+  occ.textContent = m.idle_since_ms ? `idle ${duration(Math.max(0, (Date.now() - m.idle_since_ms) / 1000))}` : m.occupancy.join(' ');
+  rented.append(occ);
+  const mine = document.createElement('td');
+  mine.className = 'num';
+  mine.textContent = m.listed ? usd(m.price_per_gpu_hour_usd) : 'not listed';
+  const pct = document.createElement('td');
+  pct.className = 'num';
+  pct.textContent = m.position ? ordinal(m.position.percentile) : '—';
+  if (m.position) pct.title = `Among ${m.position.gpus} comparable GPUs; renters see ${usd(m.position.renter_price_usd)}`;
+  const sug = document.createElement('td');
+  sug.className = 'num';
+  sug.textContent = usd(m.suggestion?.price_per_gpu_hour_usd);
+  if (m.suggestion?.reason) {
+    const why = document.createElement('span');
+    why.className = 'sub reason';
+    why.textContent = m.suggestion.reason;
+    sug.append(why);
+  }
+  const act = document.createElement('td');
+  const target = m.suggestion?.price_per_gpu_hour_usd;
+  if (m.origin === 'linked' && typeof target === 'number' && target !== m.price_per_gpu_hour_usd) {
+    act.append(actionButton(`Apply ${usd(target)}`, `${m.model_name} ${m.machine_id}`, 'apply'));
+  }
+  if (m.origin === 'manual') act.append(actionButton('Remove', `${m.model_name} ×${m.num_gpus}`, 'remove'));
+  tr.append(name, rented, mine, pct, sug, act);
+  return tr;
+}
+
+function renderMachines() {
+  const items = portfolioBook ? [...portfolioBook.items.values()] : [];
+  items.sort((a, b) => a.model_name.localeCompare(b.model_name) || (a.id < b.id ? -1 : 1));
+  pf.body.replaceChildren(...items.map(machineRow));
+  pf.empty.hidden = items.length > 0;
+  const t = portfolioBook?.totals;
+  pf.meta.textContent = t && t.machines
+    ? `${t.machines} machines · ${t.gpus_rented} of ${t.gpus} GPUs rented · ${usd(t.earn_day_usd).replace('/h', '')} earned in the last day`
+    : '';
+}
+
+function followPortfolio(cl) {
+  portfolioBook?.close();
+  const book = cl.portfolio.book();
+  portfolioBook = book;
+  book.on('update', () => {
+    if (book === portfolioBook) {
+      renderMachines();
+      loadAccounts();
+    }
+  });
+}
+
+/** Linked accounts with their status. */
+async function loadAccounts() {
+  const { accounts } = await api('GET', '/api/v1/portfolio/accounts').catch(() => ({ accounts: [] }));
+  pf.accounts.replaceChildren(
+    ...accounts.map((a) => {
+      const li = document.createElement('li');
+      li.dataset.accountId = a.id;
+      const label = document.createElement('span');
+      label.textContent = a.label;
+      const state = document.createElement('span');
+      state.className = 'state';
+      state.dataset.state = a.status;
+      state.textContent = a.status === 'waiting' ? 'waiting for the first read' : a.status;
+      li.append(label, state);
+      if (a.last_error) {
+        const err = document.createElement('span');
+        err.className = 'sub';
+        err.textContent = a.last_error;
+        li.append(err);
+      }
+      li.append(actionButton('Unlink', a.label, 'unlink'));
+      return li;
+    }),
+  );
+  if (accounts.some((a) => a.status === 'waiting')) setTimeout(loadAccounts, 2000);
+}
+
+pf.accounts.addEventListener('click', async (e) => {
+  const btn = /** @type {HTMLElement} */ (e.target).closest('button[data-action="unlink"]');
+  const li = btn?.closest('li');
+  if (!li) return;
+  try {
+    await api('DELETE', `/api/v1/portfolio/accounts/${encodeURIComponent(li.dataset.accountId || '')}`);
+    pf.status.textContent = 'Account unlinked; its machines are gone from the list.';
+    loadAccounts();
+  } catch (err) {
+    pf.status.textContent = `Could not unlink: ${errorText(err)}`;
+  }
+});
+
+pf.linkForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = new FormData(pf.linkForm);
+  const body = { platform: 'vast', api_key: String(data.get('api_key') || '').trim(), label: String(data.get('label') || '').trim() || undefined };
+  pf.linkError.textContent = '';
+  try {
+    await api('POST', '/api/v1/portfolio/accounts', body);
+    pf.linkForm.reset();
+    pf.status.textContent = 'Account linked: its machines appear after the first read.';
+    loadAccounts();
+  } catch (err) {
+    pf.linkError.textContent = errorText(err);
+  }
+});
+
+pf.machineForm.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = new FormData(pf.machineForm);
+  const body = {
+    platform: String(data.get('platform') || '').trim(),
+    gpu_model: String(data.get('gpu_model') || ''),
+    num_gpus: Number(data.get('num_gpus')),
+    price_per_gpu_hour_usd: Number(data.get('price')),
+    rented_gpus: Number(data.get('rented_gpus') || 0),
+    verified: data.get('verified') === 'on',
+  };
+  pf.machineError.textContent = '';
+  try {
+    await api('POST', '/api/v1/portfolio/machines', body);
+    pf.machineForm.reset();
+    pf.status.textContent = 'Machine added.';
+  } catch (err) {
+    pf.machineError.textContent = errorText(err);
+  }
+});
+
+/** Fill the hand-entry model picker with the market's models, once it has them. */
+pf.model.addEventListener('focus', () => {
+  if (pf.model.options.length) return;
+  const models = [...rows.values()].map((r) => String(r.values.name)).sort();
+  pf.model.replaceChildren(...models.map((name) => new Option(name, name)));
+});
+
+pf.body.addEventListener('click', async (e) => {
+  const btn = /** @type {HTMLButtonElement | null} */ (/** @type {HTMLElement} */ (e.target).closest('button[data-action]'));
+  const id = btn?.closest('tr')?.dataset.machineId;
+  const m = id ? portfolioBook?.items.get(id) : undefined;
+  if (!btn || !m) return;
+  if (btn.dataset.action === 'remove') {
+    await api('DELETE', `/api/v1/portfolio/machines/${encodeURIComponent(m.id)}`).catch((err) => (pf.status.textContent = errorText(err)));
+    return;
+  }
+  const target = m.suggestion.price_per_gpu_hour_usd;
+  if (btn.dataset.confirming !== 'yes') {
+    // A second click confirms: nothing changes on Vast.ai before it.
+    btn.dataset.confirming = 'yes';
+    btn.textContent = `Confirm: list at ${usd(target)} on Vast.ai`;
+    pf.status.textContent = `This changes machine ${m.machine_id}'s listing on Vast.ai from ${usd(m.price_per_gpu_hour_usd)} to ${usd(target)}. Click again to confirm.`;
+    return;
+  }
+  btn.disabled = true;
+  try {
+    await api('POST', `/api/v1/portfolio/machines/${encodeURIComponent(m.id)}/price`, { price_per_gpu_hour_usd: target, confirm: true });
+    pf.status.textContent = `Machine ${m.machine_id} is listed at ${usd(target)} on Vast.ai.`;
+  } catch (err) {
+    pf.status.textContent = `Vast.ai did not take the price: ${errorText(err)}`;
+    btn.disabled = false;
+  }
+});
 
 // ---- Web Push: alerts with the tab closed --------------------------------------------------------
 //

@@ -40,4 +40,4 @@ echo "[web] npm ci"
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 echo "[web] node --test ($(node --version), $("$CHROMIUM" --version 2>/dev/null | head -1), hub $BIN)"
-GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 240 node --test dashboard.test.mjs push.test.mjs
+GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 300 node --test dashboard.test.mjs push.test.mjs portfolio.test.mjs
