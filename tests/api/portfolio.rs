@@ -20,6 +20,11 @@ use crate::alerts::request;
 use crate::fakes::{FakeServer, machines_body};
 use crate::helpers::*;
 
+/// The captured answers in turn: a stopped rental (`x x`), then both GPUs on demand (`D D`, and
+/// the RTX 5090 repriced).
+const IDLE: &str = "machines.cli-raw.sartor.2026-05-27T0017Z.stopped-ondemand-resident-xx.json";
+const RENTED: &str = "machines.cli-raw.sartor.2026-05-22T2017Z.reserved-R_and_ondemand-DD.json";
+
 const GOOD_KEY: &str = "vast-key-3f9a0c5e7d1b";
 const BAD_KEY: &str = "vast-key-revoked-0000";
 
@@ -87,7 +92,7 @@ async fn host_api(State(host): State<Shared>, uri: Uri, headers: HeaderMap, body
 
 async fn start_host() -> (String, Shared) {
     let host: Shared = Arc::default();
-    host.lock().unwrap().machines = fixture("machines.cli-raw.sartor.2026-05-22T2017Z.reserved-R_and_ondemand-DD.json");
+    host.lock().unwrap().machines = fixture(IDLE);
     let app = axum::Router::new().fallback(host_api).with_state(host.clone());
     (crate::common::serve(app).await, host)
 }
@@ -223,7 +228,7 @@ async fn a_linked_account_is_priced_live(database_url: Option<String>) {
     .await;
     let reserved = book.machine("52271").unwrap().clone();
     assert_eq!(reserved["model"], "rtx-5090");
-    assert_eq!(reserved["occupancy"], json!(["R"]));
+    assert_eq!(reserved["occupancy"], json!(["R"]), "{reserved}");
     assert_eq!(reserved["gpus_reserved"], 1);
     let listed = reserved["price_per_gpu_hour_usd"].as_f64().unwrap();
     let renter = reserved["position"]["renter_price_usd"].as_f64().unwrap();
@@ -243,23 +248,55 @@ async fn a_linked_account_is_priced_live(database_url: Option<String>) {
         0.75,
         "{suggestion}"
     );
+    assert_eq!(listed, 0.8);
     let pro = book.machine("124192").unwrap().clone();
     assert_eq!(
         (pro["gpus_on_demand"].as_u64(), pro["gpus_idle"].as_u64()),
-        (Some(2), Some(0))
+        (Some(0), Some(2))
     );
-    assert!(pro["idle_since_ms"].is_null());
+    assert!(pro["idle_since_ms"].as_i64().is_some());
 
-    // The rental stops (the next capture): the two GPUs are idle, a delta says so.
-    host.lock().unwrap().machines =
-        fixture("machines.cli-raw.sartor.2026-05-27T0017Z.stopped-ondemand-resident-xx.json");
+    // The next capture: both GPUs rented on demand, the RTX 5090 repriced; deltas say so.
+    host.lock().unwrap().machines = fixture(RENTED);
+    book.follow(&mut ws, channel, |items| {
+        items
+            .values()
+            .any(|m| m["machine_id"] == "124192" && m["gpus_on_demand"] == 2)
+            && items
+                .values()
+                .any(|m| m["machine_id"] == "52271" && m["price_per_gpu_hour_usd"] == 0.35)
+    })
+    .await;
+    assert!(book.machine("124192").unwrap()["idle_since_ms"].is_null());
+
+    // A rule on the machine: idle for a second (it learns first that the machine is rented).
+    let idle_rule = json!({"name": "pro idle", "kind": "machine_idle", "machine": pro["id"], "hours": 0.0003});
+    let (status, rule) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(idle_rule)).await;
+    assert_eq!(status, StatusCode::CREATED, "{rule}");
+    let foreign = json!({"name": "x", "kind": "machine_idle", "machine": "not-mine", "hours": 1});
+    let (status, v) = request(&app, "POST", "/api/v1/alerts/rules", &token, Some(foreign)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // The rental stops again: the GPUs are idle, and the rule fires once the second has passed.
+    host.lock().unwrap().machines = fixture(IDLE);
     book.follow(&mut ws, channel, |items| {
         items
             .values()
             .any(|m| m["machine_id"] == "124192" && m["gpus_idle"] == 2)
     })
     .await;
-    assert!(book.machine("124192").unwrap()["idle_since_ms"].as_i64().is_some());
+    let alert = crate::alerts::next_alert(&mut ws, Duration::from_secs(8))
+        .await
+        .expect("machine_idle fires");
+    assert_eq!(alert["pub"]["data"]["kind"], "machine_idle", "{alert}");
+    assert_eq!(alert["pub"]["data"]["machine"], pro["id"]);
+    assert!(
+        alert["pub"]["data"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("RTX PRO 6000 WS ×2 (vast 124192)")
+    );
 
     // REST answers the same state.
     let (status, rest) = request(&app, "GET", "/api/v1/portfolio", &token, None).await;
@@ -272,14 +309,28 @@ async fn a_linked_account_is_priced_live(database_url: Option<String>) {
     // The advisor answers a question about the user's machines from the portfolio.
     let (_, message_id) = crate::advisor::ask_ok(&mut ws, json!({"text": "How should I price my machines?"})).await;
     let answer = crate::advisor::answer_of(&mut ws, "h1", &message_id).await;
-    assert!(answer.text.contains("Your machines, placed in the live market"), "{}", answer.text);
     assert!(
-        answer.text.contains("RTX 5090 ×1 (vast 52271): listed at $0.80/h") && answer.text.contains("Suggested $0.75/h"),
+        answer.text.contains("Your machines, placed in the live market"),
+        "{}",
+        answer.text
+    );
+    assert!(
+        answer.text.contains("RTX 5090 ×1 (vast 52271): listed at $0.80/h")
+            && answer.text.contains("Suggested $0.75/h"),
         "{}",
         answer.text
     );
 
     apply_prices(&app, &token, &host, &book).await;
+    // Another user can neither read nor change these machines.
+    let other = app.token("h9", Tier::Professional);
+    let id = book.machine("52271").unwrap()["id"].as_str().unwrap().to_owned();
+    let price = json!({"price_per_gpu_hour_usd": 0.5, "confirm": true});
+    let path = format!("/api/v1/portfolio/machines/{id}/price");
+    let (status, _) = request(&app, "POST", &path, &other, Some(price)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (_, theirs) = request(&app, "GET", "/api/v1/portfolio", &other, None).await;
+    assert_eq!(theirs["items"], json!({}), "{theirs}");
     stored_data_holds_no_secret(&app).await;
 }
 
