@@ -27,6 +27,34 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// What an API key's token may do (`subscribe`, `market:read`, `alerts:read`,
+    /// `alerts:write`, `advisor`); absent: a user's own token, which may do everything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// The scopes an API key may carry.
+pub const SCOPES: [&str; 5] = ["subscribe", "market:read", "alerts:read", "alerts:write", "advisor"];
+
+impl Claims {
+    /// Whether this token may do what `scope` names (a user's own token may do everything).
+    pub fn allows(&self, scope: &str) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.iter().any(|x| x == scope))
+    }
+
+    /// Whether this token comes from an API key (it carries scopes).
+    pub fn from_key(&self) -> bool {
+        self.scopes.is_some()
+    }
+}
+
+/// The `jti` every token exchanged for API key `key_id` carries: revoking it revokes them all.
+pub fn key_jti(key_id: &str) -> String {
+    format!("key-{key_id}")
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -45,6 +73,9 @@ pub struct TokenVerifier {
     encoding: Option<EncodingKey>,
     validation: Validation,
     require_jti: bool,
+    /// What minted tokens carry as `iss` and `aud` (the ones this hub requires).
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl TokenVerifier {
@@ -95,6 +126,8 @@ impl TokenVerifier {
             encoding,
             validation,
             require_jti,
+            issuer: Some(settings.issuer.clone()).filter(|i| !i.is_empty()),
+            audience: Some(settings.audience.clone()).filter(|a| !a.is_empty()),
         })
     }
 
@@ -135,9 +168,44 @@ impl TokenVerifier {
             exp: now + ttl_s,
             iat: Some(now),
             jti: Some(uuid::Uuid::new_v4().to_string()),
+            scopes: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Whether this hub can mint tokens (an HS256 secret; with a public key it only verifies).
+    pub fn can_mint(&self) -> bool {
+        self.encoding.is_some()
+    }
+
+    /// Mint the token an API key is exchanged for: its owner and tier, its scopes, and the
+    /// key's shared `jti` ([`key_jti`]), valid `ttl_s` seconds.
+    pub fn mint_for_key(
+        &self,
+        user: &str,
+        tier: Tier,
+        key_id: &str,
+        scopes: Vec<String>,
+        ttl_s: u64,
+    ) -> Result<(String, u64), AuthError> {
+        let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
+        let now = unix_now_s();
+        let claims = Claims {
+            sub: user.to_owned(),
+            tier,
+            exp: now + ttl_s,
+            iat: Some(now),
+            jti: Some(key_jti(key_id)),
+            scopes: Some(scopes),
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
+            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        Ok((token, claims.exp))
     }
 }
 

@@ -283,6 +283,9 @@ pub struct ServerSettings {
     pub max_body_bytes: usize,
     /// Serve the dashboard and SDK from this checkout root instead of the copies in the binary.
     pub static_dir: String,
+    /// Requests per minute per client address to the routes that need no token.
+    #[serde(default = "default_rest_per_ip")]
+    pub rest_per_minute_per_ip: u32,
 }
 
 impl ServerSettings {
@@ -331,6 +334,17 @@ pub struct AuthSettings {
     /// in development.
     #[serde(default)]
     pub require_jti: Option<bool>,
+    /// How long a token exchanged for an API key (`POST /api/v1/token`) is valid.
+    #[serde(default = "default_exchange_ttl")]
+    pub exchange_ttl_s: u64,
+}
+
+fn default_rest_per_ip() -> u32 {
+    120
+}
+
+fn default_exchange_ttl() -> u64 {
+    900
 }
 
 #[derive(Debug, Clone, Deserialize)]

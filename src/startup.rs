@@ -112,6 +112,7 @@ impl Application {
             market,
             alerts,
             portfolio,
+            limits: Arc::new(http::limits::RestLimits::new(&settings)),
             settings,
             tracker: TaskTracker::new(),
             tasks: tasks.clone(),

@@ -67,6 +67,12 @@ pub struct TierSettings {
     pub alert_rules: u32,
     /// Whether alert rules may post to webhooks.
     pub webhooks: bool,
+    /// REST requests per user per minute.
+    #[serde(default = "default_rest_per_minute")]
+    pub rest_per_minute: u32,
+    /// Live API keys a user may hold.
+    #[serde(default)]
+    pub api_keys: u32,
     /// Linked platform accounts a user may keep (`"unlimited"` or a number).
     #[serde(default, deserialize_with = "limit")]
     pub portfolio_accounts: u32,
@@ -83,6 +89,10 @@ pub struct TierSettings {
     pub advisor_tokens_per_day: u64,
     /// Most tokens one advisor answer may have (sent to the provider as its output limit).
     pub advisor_max_tokens: u32,
+}
+
+fn default_rest_per_minute() -> u32 {
+    600
 }
 
 /// A count, or `"unlimited"` (`u32::MAX`).

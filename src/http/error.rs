@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Set for unexpected errors: the id under which the detail was logged.
     pub request_id: Option<String>,
+    /// Set for 429: the limit per minute and the seconds until a request is allowed again.
+    pub rate_limit: Option<(u32, u64)>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             code,
             message: message.into(),
             request_id: None,
+            rate_limit: None,
         }
     }
 
@@ -41,6 +44,7 @@ impl ApiError {
             code,
             message: format!("{message} (request id {id})"),
             request_id: Some(id),
+            rate_limit: None,
         }
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
@@ -64,7 +68,15 @@ impl IntoResponse for ApiError {
             error["request_id"] = json!(id);
         }
         let body = Json(json!({ "error": error }));
-        (self.status, body).into_response()
+        let mut response = (self.status, body).into_response();
+        if let Some((limit, retry_s)) = self.rate_limit {
+            let h = response.headers_mut();
+            h.insert(axum::http::header::RETRY_AFTER, retry_s.into());
+            h.insert("ratelimit-limit", limit.into());
+            h.insert("ratelimit-remaining", 0.into());
+            h.insert("ratelimit-reset", retry_s.into());
+        }
+        response
     }
 }
 

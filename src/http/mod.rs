@@ -7,6 +7,8 @@ pub mod auth;
 pub mod email;
 pub mod error;
 pub mod health;
+pub mod keys;
+pub mod limits;
 pub mod market;
 pub mod portfolio;
 pub mod push;
@@ -44,6 +46,8 @@ pub struct AppState {
     pub alerts: Arc<AlertService>,
     /// The users' own machines.
     pub portfolio: Arc<Portfolio>,
+    /// REST rate limits per user and per client address.
+    pub limits: Arc<limits::RestLimits>,
     pub settings: Arc<Settings>,
     /// Tracks connection tasks so shutdown can wait for them to finish.
     pub tracker: TaskTracker,
@@ -63,16 +67,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/history", post(server_api::history))
         .route("/api/info", post(server_api::info))
         .route("/api/revoke_token", post(server_api::revoke_token))
+        .route("/api/v1/keys", post(keys::create).get(keys::list))
+        .route("/api/v1/keys/{id}", axum::routing::delete(keys::revoke))
+        .merge(open_routes(&state))
         .merge(alert_routes())
         .merge(portfolio_routes())
         .route("/api/v1/market/snapshot", get(market::snapshot))
         .route("/api/v1/market/history", get(market::history))
         .route("/api/v1/conversations", get(advisor::conversations))
         .route("/api/v1/conversations/{id}/messages", get(advisor::messages))
-        .route(
-            "/api/v1/dev/token",
-            post(server_api::dev_token).get(server_api::dev_token),
-        )
         .route("/sdk/{*file}", get(static_files::sdk))
         .fallback(static_files::web)
         .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
@@ -99,17 +102,29 @@ fn alert_routes() -> Router<AppState> {
             "/api/v1/me/email",
             put(email::set).get(email::get).delete(email::delete),
         )
+        .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
+        .route(
+            "/api/v1/push/subscriptions/{id}",
+            axum::routing::delete(push::unsubscribe),
+        )
+}
+
+/// The routes that need no token (links from mails, the key exchange, the VAPID key, the
+/// development login): limited per client address.
+fn open_routes(state: &AppState) -> Router<AppState> {
+    Router::new()
+        .route("/api/v1/token", post(keys::exchange))
         .route("/api/v1/me/email/confirm", get(email::confirm))
         .route(
             "/api/v1/me/email/unsubscribe",
             get(email::unsubscribe).post(email::unsubscribe),
         )
         .route("/api/v1/push/vapid-public-key", get(push::vapid_public_key))
-        .route("/api/v1/push/subscriptions", post(push::subscribe).get(push::list))
         .route(
-            "/api/v1/push/subscriptions/{id}",
-            axum::routing::delete(push::unsubscribe),
+            "/api/v1/dev/token",
+            post(server_api::dev_token).get(server_api::dev_token),
         )
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), limits::per_ip))
 }
 
 /// A host's own machines (DESIGN §15).

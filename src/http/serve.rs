@@ -30,10 +30,10 @@ pub async fn serve(
         .header_read_timeout(header_timeout);
     let graceful = GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, peer) = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(pair) => pair,
                 Err(e) => {
                     // Out of file descriptors, say: pause rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -46,7 +46,8 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let service = TowerToHyperService::new(app.clone());
+        // The client's address, for the per-address limits (`ConnectInfo` in handlers).
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(axum::extract::ConnectInfo(peer))));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(tcp), service)
             .into_owned();

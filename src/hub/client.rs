@@ -31,6 +31,19 @@ struct Identity {
     tier: Tier,
     /// Token expiry, seconds since the epoch.
     expires_at: u64,
+    /// An API key token's scopes (`None`: the user's own token).
+    scopes: Option<Vec<String>>,
+}
+
+impl Identity {
+    fn allows(&self, scope: &str) -> bool {
+        self.scopes.as_ref().is_none_or(|s| s.iter().any(|x| x == scope))
+    }
+}
+
+/// Refused for a missing scope (103, as any other permission).
+fn missing_scope(scope: &str) -> ProtoError {
+    ProtoError::permission_denied().with_message(format!("this API key lacks the `{scope}` scope"))
 }
 
 /// Results of the server-side subscriptions made at connect, by channel, and each subscriber with
@@ -208,6 +221,7 @@ impl Client {
             user: claims.sub,
             tier: claims.tier,
             expires_at: claims.exp,
+            scopes: claims.scopes,
         });
         let (results, live) = match self.subscribe_personal(&user, req).await {
             Ok(subscribed) => subscribed,
@@ -289,7 +303,20 @@ impl Client {
     async fn subscribe_personal(&mut self, user: &str, req: &ConnectRequest) -> Result<PersonalSubs, ProtoError> {
         let mut results = BTreeMap::new();
         let mut live = Vec::new();
-        for channel in personal_channels(user) {
+        // An API key's token gets the personal channels its scopes cover.
+        let scopes_allow = |channel: &str| {
+            let Some(identity) = &self.identity else { return false };
+            match ChannelKind::parse(channel) {
+                Some(ChannelKind::Alerts(_)) => identity.allows("alerts:read"),
+                Some(ChannelKind::Advisor(_)) => identity.allows("advisor"),
+                _ => identity.scopes.is_none(),
+            }
+        };
+        let channels: Vec<String> = personal_channels(user)
+            .into_iter()
+            .filter(|c| scopes_allow(c))
+            .collect();
+        for channel in channels {
             let sub = Subscriber::new(self.outbox.clone());
             if self.hub.add_subscriber(&channel, sub.clone()).await.is_err() {
                 return Err(ProtoError::internal());
@@ -392,6 +419,9 @@ impl Client {
         if self.subs.contains_key(&req.channel) {
             return Err(ProtoError::already_subscribed());
         }
+        if !identity.allows("subscribe") {
+            return Err(missing_scope("subscribe"));
+        }
         let policy = self.hub.settings.tier(identity.tier);
         let kind = authorize_subscribe(policy, &identity.user, &req.channel)?;
         if !self.hub.channel_exists(&req.channel) {
@@ -462,6 +492,9 @@ impl Client {
             .hub
             .rpc_handler(&req.method)
             .ok_or_else(ProtoError::method_not_found)?;
+        if req.method.starts_with("advisor.") && !identity.allows("advisor") {
+            return Err(missing_scope("advisor"));
+        }
         let ctx = RpcContext {
             client: self.id.clone(),
             user: identity.user.clone(),
@@ -488,8 +521,9 @@ impl Client {
         let Some(identity) = self.identity.as_mut() else {
             return Err(Disconnect::BAD_REQUEST);
         };
-        // A refreshed token must be for the same user and tier: anything else is a new connection.
-        if claims.sub != identity.user || claims.tier != identity.tier {
+        // A refreshed token must be for the same user, tier and scopes: anything else is a new
+        // connection.
+        if claims.sub != identity.user || claims.tier != identity.tier || claims.scopes != identity.scopes {
             return Err(Disconnect::INVALID_TOKEN);
         }
         identity.expires_at = claims.exp;

@@ -7,6 +7,7 @@
 pub mod advisor;
 pub mod alerts;
 pub mod email;
+pub mod keys;
 pub mod portfolio;
 pub mod push;
 pub mod queue;

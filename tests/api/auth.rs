@@ -58,6 +58,9 @@ async fn forged_token_closes_with_invalid_token() {
         exp: now() + 600,
         iat: None,
         jti: None,
+        scopes: None,
+        iss: None,
+        aud: None,
     };
     let other = jsonwebtoken::encode(
         &Header::default(),
@@ -79,6 +82,9 @@ async fn expired_token_gets_token_expired() {
         exp: now() - 3600,
         iat: None,
         jti: None,
+        scopes: None,
+        iss: None,
+        aud: None,
     };
     let mut ws = app.raw_ws().await;
     let reply = ws.request(json!({"connect": {"token": sign(&app, &claims)}})).await;
@@ -157,6 +163,9 @@ async fn a_token_inside_the_leeway_lives_through_the_leeway() {
         exp: now() - 2,
         iat: None,
         jti: None,
+        scopes: None,
+        iss: None,
+        aud: None,
     };
     let mut ws = app.raw_ws().await;
     let reply = ws.request(json!({"connect": {"token": sign(&app, &claims)}})).await;

@@ -12,6 +12,7 @@ mod channels;
 mod delivery;
 mod fanout;
 mod hardening;
+mod keys;
 mod lifecycle;
 mod market;
 mod portfolio;
