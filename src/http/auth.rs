@@ -5,13 +5,12 @@
 //! ([`required_scope`]) must be among them (403 `insufficient_scope` otherwise).
 
 use axum::extract::FromRequestParts;
+use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use sha2::Digest;
 
 use super::AppState;
 use super::error::ApiError;
-use axum::http::HeaderMap;
-use sha2::Digest;
-
 use crate::auth::{AuthError, Claims};
 use crate::clock::unix_now_ms;
 use crate::store::keys::KeyRow;
