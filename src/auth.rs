@@ -33,8 +33,9 @@ pub struct Claims {
     pub scopes: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    /// One audience or a list of them (RFC 7519 allows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
+    pub aud: Option<serde_json::Value>,
 }
 
 /// The scopes an API key may carry.
@@ -170,7 +171,7 @@ impl TokenVerifier {
             jti: Some(uuid::Uuid::new_v4().to_string()),
             scopes: None,
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| AuthError::Invalid(e.to_string()))
@@ -201,7 +202,7 @@ impl TokenVerifier {
             jti: Some(key_jti(key_id)),
             scopes: Some(scopes),
             iss: self.issuer.clone(),
-            aud: self.audience.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
@@ -256,6 +257,22 @@ mod claim_checks {
         let mut c = json!({"sub": "42", "tier": "free", "exp": unix_now_s() + 600, "jti": "j1"});
         c.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
         c
+    }
+
+    #[test]
+    fn tokens_the_hub_mints_pass_its_own_issuer_and_audience_checks() {
+        let mut auth = Settings::defaults().auth;
+        auth.issuer = "https://id.example".into();
+        auth.audience = "gpuscout".into();
+        let v = TokenVerifier::new(&auth).unwrap();
+        let own = v.mint("42", Tier::Free, 60).unwrap();
+        assert_eq!(v.verify(&own).unwrap().iss.as_deref(), Some("https://id.example"));
+        let (exchanged, _) = v
+            .mint_for_key("42", Tier::Free, "k1", vec!["subscribe".into()], 60)
+            .unwrap();
+        let claims = v.verify(&exchanged).unwrap();
+        assert_eq!(claims.jti.as_deref(), Some("key-k1"));
+        assert!(claims.allows("subscribe") && !claims.allows("advisor") && claims.from_key());
     }
 
     #[test]

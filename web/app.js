@@ -741,6 +741,78 @@ pf.body.addEventListener('click', async (e) => {
   }
 });
 
+// ---- developers: API keys -------------------------------------------------------------------------
+//
+// Keys through /api/v1/keys (with the page's own token); a new key is shown once, with examples
+// filled in with it and this hub's address.
+
+const dev = {
+  list: $('keys'),
+  form: /** @type {HTMLFormElement} */ ($('key-form')),
+  error: $('key-error'),
+  box: $('new-key'),
+  value: $('new-key-value'),
+};
+
+/** Copy-paste examples for a key on this hub. */
+function examples(key) {
+  const http = location.origin;
+  const ws = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/connection/websocket`;
+  return {
+    curl: `TOKEN=$(curl -s -X POST -H "Authorization: Bearer ${key}" ${http}/api/v1/token | jq -r .token)\ncurl -s -H "Authorization: Bearer ${key}" ${http}/api/v1/market/snapshot`,
+    js: `import { GpuscoutClient } from '@gpuscout/client';\nconst client = new GpuscoutClient('${ws}', { apiKey: '${key}' });\nconst book = client.market.book('market:summary');\nbook.on('update', ({ changes }) => console.log(changes));\nclient.connect();`,
+    centrifuge: `import { Centrifuge } from 'centrifuge';\nconst getToken = async () => (await (await fetch('${http}/api/v1/token', { method: 'POST', headers: { Authorization: 'Bearer ${key}' } })).json()).token;\nconst client = new Centrifuge('${ws}', { getToken });\nconst sub = client.newSubscription('market:summary');\nsub.on('publication', (ctx) => console.log(ctx.data));\nsub.subscribe();\nclient.connect();`,
+    python: `import asyncio, httpx\nfrom centrifuge import Client, SubscriptionEventHandler\n\nasync def get_token():\n    r = httpx.post('${http}/api/v1/token', headers={'Authorization': 'Bearer ${key}'})\n    return r.json()['token']\n\nclass Handler(SubscriptionEventHandler):\n    async def on_publication(self, ctx):\n        print(ctx.pub.data)\n\nasync def main():\n    client = Client('${ws}', get_token=get_token)\n    sub = client.new_subscription('market:summary', events=Handler())\n    await client.connect()\n    await sub.subscribe()\n    await asyncio.Future()\n\nasyncio.run(main())`,
+    rust: `// gpuscout-client: exchange the key for a token, then connect\nlet token: serde_json::Value = reqwest::Client::new()\n    .post("${http}/api/v1/token").bearer_auth("${key}").send().await?.json().await?;\nlet client = gpuscout_client::Client::connect(gpuscout_client::Options::new(\n    "${ws}", gpuscout_client::TokenSource::Static(token["token"].as_str().unwrap().into())));\nlet mut book = client.market_book("market:summary");\nwhile let Some(event) = book.next().await { println!("{event:?}"); }`,
+  };
+}
+
+async function loadKeys() {
+  const { keys } = await api('GET', '/api/v1/keys').catch(() => ({ keys: [] }));
+  dev.list.replaceChildren(
+    ...keys.map((k) => {
+      const li = document.createElement('li');
+      li.dataset.keyId = k.id;
+      const name = document.createElement('span');
+      name.textContent = `${k.name} (${k.prefix}…)`;
+      const sub = document.createElement('span');
+      sub.className = 'sub';
+      sub.textContent = `${k.scopes.join(', ')} · ${k.last_used_ms ? `used ${when(k.last_used_ms)}` : 'never used'}`;
+      li.append(name, sub, actionButton('Revoke', k.name, 'revoke'));
+      return li;
+    }),
+  );
+}
+
+dev.list.addEventListener('click', async (e) => {
+  const li = /** @type {HTMLElement} */ (e.target).closest('button[data-action="revoke"]')?.closest('li');
+  if (!li) return;
+  try {
+    await api('DELETE', `/api/v1/keys/${encodeURIComponent(li.dataset.keyId || '')}`);
+    dev.box.hidden = true;
+    await loadKeys();
+  } catch (err) {
+    dev.error.textContent = errorText(err);
+  }
+});
+
+dev.form.addEventListener('submit', async (e) => {
+  e.preventDefault();
+  const data = new FormData(dev.form);
+  const body = { name: String(data.get('name') || '').trim(), scopes: data.getAll('scope').map(String) };
+  dev.error.textContent = '';
+  try {
+    const created = await api('POST', '/api/v1/keys', body);
+    dev.value.textContent = created.key;
+    for (const [id, text] of Object.entries(examples(created.key))) $(`ex-${id}`).textContent = text;
+    dev.box.hidden = false;
+    dev.form.reset();
+    await loadKeys();
+  } catch (err) {
+    dev.error.textContent = errorText(err);
+  }
+});
+
 // ---- Web Push: alerts with the tab closed --------------------------------------------------------
 //
 // The toggle registers web/sw.js, subscribes with the hub's VAPID key and hands the subscription
@@ -1337,6 +1409,7 @@ function pastFromPush(alert) {
 
 /** (Re)load rules and past alerts, e.g. once connected; errors show in each panel. */
 function refreshAlertPanels() {
+  loadKeys();
   setUpPushToggle().catch((err) => (pushEl.status.textContent = `Push is unavailable: ${errorText(err)}`));
   loadRules().then(
     () => {

@@ -736,3 +736,37 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
   }
   assert.deepEqual(errors, [], 'no uncaught errors in the page');
 });
+
+test('developers: create an API key, run the shown curl requests with it, revoke it and get 401', async () => {
+  await page.goto(`${hub.httpUrl}/`);
+  await page.locator('#conn[data-state="connected"]').waitFor();
+  const panel = page.getByRole('region', { name: 'Developers' });
+  await panel.getByLabel('Key name').fill('browser test key');
+  await panel.getByLabel('advisor').check();
+  await panel.getByRole('button', { name: 'Create key' }).click();
+  const key = (await page.locator('#new-key-value').textContent()).trim();
+  assert.match(key, /^gsk_[0-9A-Za-z]{43}$/);
+  const item = page.locator('#keys li', { hasText: 'browser test key' });
+  await item.waitFor();
+  assert.match(await item.textContent(), /subscribe.*market:read.*advisor|advisor.*market:read.*subscribe/);
+  assert.ok(!(await item.textContent()).includes(key.slice(12)), 'the list shows the prefix only');
+
+  // The curl example, run as written: its two requests.
+  const curl = await page.locator('#ex-curl').textContent();
+  const urls = [...curl.matchAll(/(http:\/\/[^\s)]+)/g)].map((m) => m[1]);
+  assert.deepEqual(urls, [`${hub.httpUrl}/api/v1/token`, `${hub.httpUrl}/api/v1/market/snapshot`]);
+  assert.ok(curl.includes(`Bearer ${key}`));
+  const exchanged = await fetch(urls[0], { method: 'POST', headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(exchanged.status, 200);
+  assert.ok((await exchanged.json()).token);
+  const market = await fetch(urls[1], { headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(market.status, 200);
+  // The SDK example names this hub and the key.
+  assert.ok((await page.locator('#ex-js').textContent()).includes(`apiKey: '${key}'`));
+
+  await item.getByRole('button', { name: /Revoke/ }).click();
+  await item.waitFor({ state: 'detached' });
+  const after = await fetch(urls[1], { headers: { Authorization: `Bearer ${key}` } });
+  assert.equal(after.status, 401);
+  assert.deepEqual(pageErrors, []);
+});

@@ -9,6 +9,7 @@ import { Subscription } from './subscription.js';
 import { Market } from './market.js';
 import { Alerts } from './alerts.js';
 import { Portfolio } from './portfolio.js';
+import { exchangeApiKey } from './http.js';
 import { Advisor } from './advisor.js';
 
 export const SDK_VERSION = '0.1.0';
@@ -46,6 +47,8 @@ export const DisconnectCodes = Object.freeze({
  * @property {string} [token]  a connection token (JWT)
  * @property {() => Promise<string>} [getToken]  called for a token when there is none, when the
  *   hub says the token expired (109, close 3005), and before the token expires (refresh)
+ * @property {string} [apiKey]  an API key (`gsk_…`): the client exchanges it for connection
+ *   tokens itself (`POST /api/v1/token`), and again before each expires
  * @property {WebSocketConstructor} [websocket]  the WebSocket implementation (default
  *   `globalThis.WebSocket`); in Node < 22 pass `WebSocket` from the `ws` package
  * @property {number} [minReconnectDelay]  ms, default 500
@@ -157,8 +160,9 @@ export class GpuscoutClient extends Emitter {
     };
     /** @type {WebSocketConstructor | undefined} @private */
     this._WebSocket = options.websocket ?? /** @type {any} */ (globalThis).WebSocket;
+    const apiKey = options.apiKey;
     /** @type {(() => Promise<string>) | undefined} @private */
-    this._getToken = options.getToken;
+    this._getToken = options.getToken ?? (apiKey ? () => exchangeApiKey(url, apiKey) : undefined);
     /** @private */
     this._token = options.token ?? '';
     /** Fetch a new token before the next connect. @private */

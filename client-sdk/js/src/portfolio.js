@@ -3,17 +3,12 @@
 // mismatch is repaired from GET /api/v1/portfolio (a server-side subscription cannot be
 // resubscribed by the client).
 
+import { httpOrigin } from './http.js';
 import { MarketBook } from './market.js';
 
 /** @param {unknown} channel */
 const isPortfolio = (channel) => typeof channel === 'string' && channel.startsWith('portfolio:#');
 
-/** The hub's HTTP origin from its WebSocket URL (`wss://h/connection/websocket` → `https://h`). */
-export function httpOrigin(/** @type {string} */ wsUrl) {
-  const u = new URL(wsUrl);
-  u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
-  return u.origin;
-}
 
 /**
  * The portfolio as a book: `items` is machine id → machine (placed in the market, with its

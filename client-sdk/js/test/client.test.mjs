@@ -270,6 +270,38 @@ test('portfolio.book() follows portfolio:#<uid> and repairs a gap from the REST 
   client.disconnect();
 });
 
+test('an API key: the client exchanges it for tokens itself, and a revoked key stops it', async () => {
+  const user = `u${RUN}k`.slice(0, 60);
+  const token = await hub.token(user);
+  const res = await fetch(`${hub.httpUrl}/api/v1/keys`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'sdk test', scopes: ['subscribe', 'market:read'] }),
+  });
+  assert.equal(res.status, 201);
+  const { id, key } = await res.json();
+  const client = newClient({ apiKey: key });
+  client.connect();
+  await client.ready();
+  const sub = client.subscribe('market:summary');
+  const subscribed = await nextEvent(sub, 'subscribed');
+  assert.equal(subscribed.data.type, 'snapshot');
+  // Scopes hold: no advisor for this key.
+  await assert.rejects(client.rpc('advisor.ask', { text: 'hi' }), (err) => err.code === 103);
+  const revoked = await fetch(`${hub.httpUrl}/api/v1/keys/${id}`, { method: 'DELETE', headers: { Authorization: `Bearer ${token}` } });
+  assert.equal(revoked.status, 204);
+  const lost = await nextEvent(client, 'disconnected');
+  assert.equal(lost.code, 3500);
+  // A bad key says why instead of timing out.
+  const bad = newClient({ apiKey: 'gsk_nope' });
+  const failed = nextEvent(bad, 'error', 5000, (e) => e.type === 'token');
+  bad.connect();
+  const err = await failed;
+  assert.match(String(err.error.message), /exchanging the API key failed: unknown or revoked API key/);
+  bad.disconnect();
+  client.disconnect();
+});
+
 test('recovers missed publications after the connection is cut: subscriptions and server-side ones', async () => {
   const user = `u${RUN}e`.slice(0, 60);
   const client = newClient({ token: await hub.token(user) }, relay.port);

@@ -247,6 +247,11 @@ export type ClientOptions = {
      */
     getToken?: (() => Promise<string>) | undefined;
     /**
+     * an API key (`gsk_…`): the client exchanges it for connection
+     * tokens itself (`POST /api/v1/token`), and again before each expires
+     */
+    apiKey?: string | undefined;
+    /**
      * the WebSocket implementation (default
      * `globalThis.WebSocket`); in Node < 22 pass `WebSocket` from the `ws` package
      */

@@ -1,5 +1,3 @@
-/** The hub's HTTP origin from its WebSocket URL (`wss://h/connection/websocket` → `https://h`). */
-export function httpOrigin(wsUrl: string): string;
 /**
  * The portfolio as a book: `items` is machine id → machine (placed in the market, with its
  * suggestion); `totals` the last totals the hub sent. Emits `update` and `resync` as `MarketBook`.
