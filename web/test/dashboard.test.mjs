@@ -613,7 +613,7 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
 
     // The hub's refusal shows next to the form (a plain-http webhook), and nothing is created.
     const name = 'cheap 4090';
-    await p.getByLabel('Name').fill(name);
+    await p.getByLabel('Name', { exact: true }).fill(name);
     await p.getByLabel('GPU model').selectOption({ label: 'RTX 4090' });
     await p.getByLabel('Price', { exact: true }).selectOption('median');
     await p.getByLabel('Direction').selectOption('below');
@@ -692,7 +692,7 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
     // Edit: the form opens with the rule's values; the new threshold is saved.
     await item.getByRole('button', { name: `Edit rule ${name}` }).click();
     await form.waitFor();
-    assert.equal(await p.getByLabel('Name').inputValue(), name);
+    assert.equal(await p.getByLabel('Name', { exact: true }).inputValue(), name);
     assert.equal(await p.getByLabel('GPU model').inputValue(), 'rtx-4090');
     assert.equal(await p.getByLabel('Threshold ($ per GPU-hour)').inputValue(), '0.3');
     await p.getByLabel('Threshold ($ per GPU-hour)').fill('0.25');
@@ -714,7 +714,7 @@ test('alert rules: create one in the form, see it listed and fire, acknowledge i
 
     // A second rule of another kind, then delete the first: only the second is left.
     await panel.getByRole('button', { name: 'New rule' }).click();
-    await p.getByLabel('Name').fill('busy 3090');
+    await p.getByLabel('Name', { exact: true }).fill('busy 3090');
     await p.getByLabel('Kind').selectOption('utilisation');
     await p.getByLabel('GPU model').selectOption({ label: 'RTX 3090' });
     await p.getByLabel('Direction').selectOption('above');
