@@ -337,6 +337,24 @@ pub struct AuthSettings {
     /// How long a token exchanged for an API key (`POST /api/v1/token`) is valid.
     #[serde(default = "default_exchange_ttl")]
     pub exchange_ttl_s: u64,
+    /// An identity provider's JWKS: set, tokens are verified with its keys (by `kid`), whatever
+    /// `algorithm` says.
+    #[serde(default)]
+    pub jwks_url: String,
+    /// The JWKS is fetched again for an unknown key id at most this often.
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_s: u64,
+    /// Where tokens carry the tier: a claim name, or a JSON pointer (`/app_metadata/tier`).
+    #[serde(default = "default_tier_claim")]
+    pub tier_claim: String,
+}
+
+fn default_jwks_min_refresh() -> u64 {
+    10
+}
+
+fn default_tier_claim() -> String {
+    "tier".into()
 }
 
 fn default_rest_per_ip() -> u32 {
@@ -848,13 +866,29 @@ impl AuthSettings {
                 }
             }
             JwtAlgorithm::RS256 | JwtAlgorithm::EdDSA => {
-                if self.public_key_pem.trim().is_empty() {
+                // With a JWKS the provider's keys verify; the configured key is not needed.
+                if self.public_key_pem.trim().is_empty() && self.jwks_url.is_empty() {
                     return Err(invalid(
                         "auth.public_key_pem",
                         "required when auth.algorithm is RS256 or EdDSA",
                     ));
                 }
             }
+        }
+        if !self.jwks_url.is_empty() {
+            let https = self.jwks_url.starts_with("https://");
+            if reqwest::Url::parse(&self.jwks_url).is_err() || !(https || self.jwks_url.starts_with("http://")) {
+                return Err(invalid("auth.jwks_url", "must be the provider's JWKS URL (https://…)"));
+            }
+            if !https && environment == Environment::Production {
+                return Err(invalid("auth.jwks_url", "must be https in production"));
+            }
+        }
+        if !self.tier_claim.starts_with('/') && self.tier_claim.trim().is_empty() {
+            return Err(invalid(
+                "auth.tier_claim",
+                "a claim name, or a JSON pointer such as /app_metadata/tier",
+            ));
         }
         if environment == Environment::Production {
             if self.algorithm == JwtAlgorithm::HS256 && self.hmac_secret.expose_secret() == DEV_SECRET {
@@ -1098,5 +1132,22 @@ mod tests {
         t.alert_delivery = vec!["socket".into(), "fax".into()];
         let err = validate_tier(Tier::Individual, &t).unwrap_err().to_string();
         assert!(err.contains("tiers.individual.alert_delivery"), "{err}");
+    }
+
+    #[test]
+    fn a_jwks_url_replaces_the_public_key_and_is_https_in_production() {
+        let mut auth = Settings::defaults().auth;
+        auth.algorithm = JwtAlgorithm::RS256;
+        let err = auth.validate(Environment::Development).unwrap_err().to_string();
+        assert!(err.contains("auth.public_key_pem"), "{err}");
+        auth.jwks_url = "http://127.0.0.1:9999/jwks.json".into();
+        auth.validate(Environment::Development).unwrap();
+        auth.dev_mode = false;
+        let err = auth.validate(Environment::Production).unwrap_err().to_string();
+        assert!(err.contains("auth.jwks_url") && err.contains("https"), "{err}");
+        auth.jwks_url = "https://id.example.com/.well-known/jwks.json".into();
+        auth.validate(Environment::Production).unwrap();
+        auth.jwks_url = "not a url".into();
+        assert!(auth.validate(Environment::Development).is_err());
     }
 }

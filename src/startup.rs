@@ -89,7 +89,7 @@ impl Application {
         .await
         .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &portfolio, &tasks).await;
-        let verifier = Arc::new(TokenVerifier::new(&settings.auth).context("auth settings")?);
+        let verifier = token_verifier(&settings).await?;
         let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
@@ -352,6 +352,16 @@ fn start_portfolio(
         replica: cluster.role.replica.clone(),
         leadership: cluster.role.leadership.clone(),
     }))
+}
+
+/// The token verifier; with `auth.jwks_url`, the provider's keys fetched now (a failure is
+/// retried when the first token arrives).
+async fn token_verifier(settings: &Settings) -> anyhow::Result<Arc<TokenVerifier>> {
+    let verifier = TokenVerifier::new(&settings.auth).context("auth settings")?;
+    if let Err(e) = verifier.load_jwks().await {
+        tracing::warn!(error = %e, "the JWKS could not be fetched at start; retried on the first token");
+    }
+    Ok(Arc::new(verifier))
 }
 
 /// The database, connected and migrated.

@@ -46,7 +46,7 @@ impl FromRequestParts<AppState> for AuthUser {
             app.limits.check_user(&claims.sub, claims.tier)?;
             return Ok(AuthUser(claims));
         }
-        let claims = app.hub.verifier.verify(token.trim()).map_err(|e| match e {
+        let claims = app.hub.verifier.verify_fresh(token.trim()).await.map_err(|e| match e {
             AuthError::Expired => ApiError::unauthorized("token expired"),
             _ => ApiError::unauthorized("invalid token"),
         })?;

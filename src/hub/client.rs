@@ -211,7 +211,7 @@ impl Client {
         if self.identity.is_some() {
             return Err(Disconnect::BAD_REQUEST);
         }
-        let Some(claims) = self.verify_connect_token(id, &req.token)? else {
+        let Some(claims) = self.verify_connect_token(id, &req.token).await? else {
             return Ok(());
         };
         self.check_not_revoked(&claims).await?;
@@ -236,12 +236,12 @@ impl Client {
 
     /// Check a `connect` token. `Ok(None)` when the client was sent an error reply (missing or
     /// expired token) and stays unauthenticated; `Err` closes the connection (invalid token).
-    fn verify_connect_token(&self, id: u32, token: &str) -> Result<Option<Claims>, Disconnect> {
+    async fn verify_connect_token(&self, id: u32, token: &str) -> Result<Option<Claims>, Disconnect> {
         if token.is_empty() {
             self.reply_error(id, &ProtoError::unauthorized().with_message("token required"));
             return Ok(None);
         }
-        match self.hub.verifier.verify(token) {
+        match self.hub.verifier.verify_fresh(token).await {
             Ok(c) => Ok(Some(c)),
             // Expiry is recoverable: the client may fetch a fresh token and connect again.
             Err(AuthError::Expired) => {
@@ -505,7 +505,7 @@ impl Client {
     }
 
     async fn refresh(&mut self, id: u32, req: &RefreshRequest) -> Result<(), Disconnect> {
-        let claims = match self.hub.verifier.verify(&req.token) {
+        let claims = match self.hub.verifier.verify_fresh(&req.token).await {
             Ok(c) => c,
             Err(AuthError::Expired) => {
                 self.reply_error(id, &ProtoError::token_expired());

@@ -12,6 +12,7 @@ mod channels;
 mod delivery;
 mod fanout;
 mod hardening;
+mod jwks;
 mod keys;
 mod lifecycle;
 mod market;

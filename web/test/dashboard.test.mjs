@@ -744,6 +744,7 @@ test('developers: create an API key, run the shown curl requests with it, revoke
   await panel.getByLabel('Key name').fill('browser test key');
   await panel.getByLabel('advisor').check();
   await panel.getByRole('button', { name: 'Create key' }).click();
+  await page.locator('#new-key-value', { hasText: /^gsk_/ }).waitFor();
   const key = (await page.locator('#new-key-value').textContent()).trim();
   assert.match(key, /^gsk_[0-9A-Za-z]{43}$/);
   const item = page.locator('#keys li', { hasText: 'browser test key' });

@@ -2,6 +2,8 @@
 //! server API keys. Never talks to sockets: callers turn its errors into protocol codes. What a
 //! verified user may do is [`crate::tier`]'s business.
 
+pub mod jwks;
+
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
@@ -53,6 +55,10 @@ impl Claims {
     }
 }
 
+/// The key id of the tokens this hub mints (so that with a JWKS they are still told apart and
+/// verified with the hub's own secret).
+pub const OWN_KID: &str = "gpuscout-hub";
+
 /// The `jti` every token exchanged for API key `key_id` carries: revoking it revokes them all.
 pub fn key_jti(key_id: &str) -> String {
     format!("key-{key_id}")
@@ -66,6 +72,9 @@ pub enum AuthError {
     Invalid(String),
     #[error("tokens can only be minted with an HS256 secret")]
     CannotMint,
+    /// A JWKS key id the hub does not have (yet: the set may have rotated).
+    #[error("invalid token: unknown key id `{0}`")]
+    UnknownKey(String),
 }
 
 /// Verifies (and, with an HS256 secret, mints) connection tokens.
@@ -77,6 +86,10 @@ pub struct TokenVerifier {
     /// What minted tokens carry as `iss` and `aud` (the ones this hub requires).
     issuer: Option<String>,
     audience: Option<String>,
+    /// With `auth.jwks_url`: the identity provider's keys, by key id.
+    jwks: Option<jwks::Jwks>,
+    /// Where the tier is: a claim name, or a JSON pointer into the claims (`/app_metadata/tier`).
+    tier_claim: String,
 }
 
 impl TokenVerifier {
@@ -129,17 +142,48 @@ impl TokenVerifier {
             require_jti,
             issuer: Some(settings.issuer.clone()).filter(|i| !i.is_empty()),
             audience: Some(settings.audience.clone()).filter(|a| !a.is_empty()),
+            jwks: (!settings.jwks_url.is_empty()).then(|| {
+                jwks::Jwks::new(
+                    &settings.jwks_url,
+                    std::time::Duration::from_secs(settings.jwks_min_refresh_s),
+                )
+            }),
+            tier_claim: settings.tier_claim.clone(),
         })
     }
 
+    /// Verify a token with the keys at hand (the configured key, or the JWKS keys fetched so
+    /// far: a key id not among them is [`AuthError::UnknownKey`]).
     pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
         use jsonwebtoken::errors::ErrorKind;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| match e.kind() {
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            })?;
-        let claims = data.claims;
+        let jwks_key;
+        let own = |kid: &Option<String>| kid.as_deref() == Some(OWN_KID) && self.encoding.is_some();
+        let (key, validation) = match &self.jwks {
+            // The hub's own tokens (exchanged for API keys) are verified with its own secret.
+            Some(_) if jsonwebtoken::decode_header(token).is_ok_and(|h| own(&h.kid)) => {
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![Algorithm::HS256];
+                jwks_key = self.decoding.clone();
+                (&jwks_key, std::borrow::Cow::Owned(validation))
+            }
+            Some(jwks) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+                let kid = header
+                    .kid
+                    .ok_or_else(|| AuthError::Invalid("the token names no key id (kid)".into()))?;
+                let (key, alg) = jwks.key(&kid).ok_or(AuthError::UnknownKey(kid))?;
+                let mut validation = self.validation.clone();
+                validation.algorithms = vec![alg];
+                jwks_key = key;
+                (&jwks_key, std::borrow::Cow::Owned(validation))
+            }
+            None => (&self.decoding, std::borrow::Cow::Borrowed(&self.validation)),
+        };
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            _ => AuthError::Invalid(e.to_string()),
+        })?;
+        let claims = claims_from(data.claims, &self.tier_claim)?;
         if self.require_jti && claims.jti.as_deref().is_none_or(str::is_empty) {
             return Err(AuthError::Invalid("jti required (auth.require_jti)".into()));
         }
@@ -152,6 +196,31 @@ impl TokenVerifier {
             ));
         }
         Ok(claims)
+    }
+
+    /// [`Self::verify`], fetching the JWKS again first when the token names a key id the hub does
+    /// not have (at most every `auth.jwks_min_refresh_s`).
+    pub async fn verify_fresh(&self, token: &str) -> Result<Claims, AuthError> {
+        match (self.verify(token), &self.jwks) {
+            (Err(AuthError::UnknownKey(kid)), Some(jwks)) => {
+                if let Err(e) = jwks.refresh().await {
+                    tracing::warn!(error = %e, "refreshing the JWKS failed");
+                }
+                self.verify(token).map_err(|e| match e {
+                    AuthError::UnknownKey(_) => AuthError::Invalid(format!("unknown key id `{kid}`")),
+                    other => other,
+                })
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// Fetch the JWKS now (at start), when one is configured.
+    pub async fn load_jwks(&self) -> Result<(), String> {
+        match &self.jwks {
+            Some(jwks) => jwks.refresh().await.map(|_| ()),
+            None => Ok(()),
+        }
     }
 
     /// Mint a token for `user` at `tier`, valid for `ttl_s` seconds.
@@ -173,8 +242,7 @@ impl TokenVerifier {
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
         };
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
-            .map_err(|e| AuthError::Invalid(e.to_string()))
+        jsonwebtoken::encode(&own_header(), &claims, key).map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
     /// Whether this hub can mint tokens (an HS256 secret; with a public key it only verifies).
@@ -204,10 +272,37 @@ impl TokenVerifier {
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, key)
-            .map_err(|e| AuthError::Invalid(e.to_string()))?;
+        let token = jsonwebtoken::encode(&own_header(), &claims, key).map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok((token, claims.exp))
     }
+}
+
+/// The header of the tokens this hub mints: HS256 with its own key id.
+fn own_header() -> Header {
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = Some(OWN_KID.into());
+    header
+}
+
+/// The claims of a verified token, the tier read where `tier_claim` says (a claim name, or a JSON
+/// pointer such as `/app_metadata/tier`); a token without it is the free tier.
+fn claims_from(mut value: serde_json::Value, tier_claim: &str) -> Result<Claims, AuthError> {
+    let tier = if tier_claim.starts_with('/') {
+        value.pointer(tier_claim).cloned()
+    } else {
+        value.get(tier_claim).cloned()
+    };
+    let tier = match tier {
+        None | Some(serde_json::Value::Null) => Tier::Free,
+        Some(serde_json::Value::String(t)) => t
+            .parse()
+            .map_err(|_| AuthError::Invalid(format!("unknown tier `{t}`")))?,
+        Some(other) => return Err(AuthError::Invalid(format!("the tier claim is not a string: {other}"))),
+    };
+    if let Some(map) = value.as_object_mut() {
+        map.insert("tier".into(), serde_json::Value::String(tier.as_str().into()));
+    }
+    serde_json::from_value(value).map_err(|e| AuthError::Invalid(e.to_string()))
 }
 
 /// Compare secrets in time independent of where they differ.
