@@ -331,3 +331,163 @@ async fn server_side_publications_wait_for_a_listener_that_registers_late() {
     assert_eq!(next_publication(&mut again).await.0["alert"], "between");
     client.close();
 }
+
+// A self-signed certificate for localhost and 127.0.0.1 (openssl req -x509, P-256, ten years; an
+// end-entity certificate: CA:FALSE, serverAuth), for the TLS terminator below.
+const TLS_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBvTCCAWOgAwIBAgIUUYbNsOk+bhIEfi/mFH8c94SiGEMwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MB4XDTI2MTIwMjE2NTIyMVoXDTM2MTEyOTE2
+NTIyMVowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0CAQYIKoZIzj0D
+AQcDQgAEQjElfcoZc2q62ribcMa9E9fgQ+kYDkihNNx5BqFMejJPZveDcppNX+0E
+PvAqUaV9oJgaHYK1qHpeG1eCa4n2CqOBkjCBjzAdBgNVHQ4EFgQUhzb7cgqCe/cu
+xJF3ZeAZxrQmKv0wHwYDVR0jBBgwFoAUhzb7cgqCe/cuxJF3ZeAZxrQmKv0wGgYD
+VR0RBBMwEYIJbG9jYWxob3N0hwR/AAABMAwGA1UdEwEB/wQCMAAwDgYDVR0PAQH/
+BAQDAgeAMBMGA1UdJQQMMAoGCCsGAQUFBwMBMAoGCCqGSM49BAMCA0gAMEUCIQC4
+HpxFbHtPYOmABrArhar4quL8g6Gnqesv5TVDgUiEcwIga6ibFgbEImH7W+bFHbcZ
+vbkX36x2+7HHLQXDX9t9hYQ=
+-----END CERTIFICATE-----
+";
+const TLS_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgreXKE8KqDvuYBJLb
+Z7oSYYdCS+sskgSEx8iswLj4/ZChRANCAARCMSV9yhlzarrauJtwxr0T1+BD6RgO
+SKE03HkGoUx6Mk9m94Nymk1f7QQ+8CpRpX2gmBodgrWoel4bV4JrifYK
+-----END PRIVATE KEY-----
+";
+
+/// A TLS terminator on loopback in front of the hub (what nginx or a load balancer does in a
+/// deployment); returns its port.
+async fn tls_terminator(hub: std::net::SocketAddr) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    gpuscout_client::install_crypto_provider();
+    let certs = vec![CertificateDer::from_pem_slice(TLS_CERT.as_bytes()).unwrap()];
+    let key = PrivateKeyDer::from_pem_slice(TLS_KEY.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut upstream) = TcpStream::connect(hub).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    port
+}
+
+fn trusting_the_test_certificate() -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(TLS_CERT.as_bytes()).unwrap())
+        .unwrap();
+    Arc::new(
+        rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+#[tokio::test]
+async fn the_sdk_connects_over_wss_through_a_tls_terminator() {
+    let app = spawn_app_with(|s| {
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 200;
+    })
+    .await;
+    let port = tls_terminator(app.addr).await;
+    let url = format!("wss://localhost:{port}/connection/websocket");
+    let mut o = Options::new(url.clone(), TokenSource::Static(app.token("tls", Tier::Individual)));
+    o.tls = Some(trusting_the_test_certificate());
+    let client = Client::connect(o);
+    let mut book = client.market_book("market:summary");
+    let mut updates = 0;
+    while updates < 2 {
+        match tokio::time::timeout(WAIT, book.next())
+            .await
+            .expect("book events over wss")
+        {
+            Some(BookEvent::Update(_)) => updates += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(book.book().is_live() && !book.book().items().is_empty());
+    client.close();
+
+    // The system's roots do not know the test certificate: no connection, and the client says why.
+    let mut untrusted = Options::new(url, TokenSource::Static(app.token("tls", Tier::Individual)));
+    untrusted.max_reconnect_delay = Duration::from_millis(300);
+    let client = Client::connect(untrusted);
+    let mut events = client.events();
+    let why = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::Disconnected { reason, .. }) = events.recv().await {
+                return reason;
+            }
+        }
+    })
+    .await
+    .expect("a refused handshake is reported");
+    assert!(why.to_lowercase().contains("certificate"), "{why}");
+    assert!(!matches!(client.state(), State::Connected { .. }));
+    client.close();
+}
+
+#[tokio::test]
+async fn the_sdk_exchanges_an_api_key_for_its_tokens() {
+    let app = spawn_app_with(|s| {
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 200;
+    })
+    .await;
+    let user = app.token("sdkkey", Tier::Individual);
+    let (status, created) = crate::alerts::request(
+        &app,
+        "POST",
+        "/api/v1/keys",
+        &user,
+        Some(json!({"name": "rust", "scopes": ["subscribe", "market:read"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    let url = format!("ws://{}/connection/websocket", app.addr);
+    let key = created["key"].as_str().unwrap();
+    let client = Client::connect(Options::new(url.clone(), TokenSource::api_key(&url, key)));
+    let mut book = client.market_book("market:summary");
+    match tokio::time::timeout(WAIT, book.next()).await.expect("a snapshot") {
+        Some(BookEvent::Update(Applied::Snapshot { .. })) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    // Its scopes hold: no advisor.
+    let err = client.rpc("advisor.ask", &json!({"text": "hi"})).await.unwrap_err();
+    assert!(matches!(err, Error::Protocol(ref e) if e.code == 103), "{err:?}");
+    client.close();
+    // A wrong key says why.
+    let bad = Client::connect(Options::new(url.clone(), TokenSource::api_key(&url, "gsk_nope")));
+    let mut events = bad.events();
+    let why = tokio::time::timeout(WAIT, async {
+        loop {
+            match events.recv().await {
+                Ok(Event::Disconnected { reason, .. }) if reason.contains("API key") => return reason,
+                Ok(_) => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .expect("the refusal is reported");
+    assert!(why.contains("unknown or revoked API key"), "{why}");
+    bad.close();
+}

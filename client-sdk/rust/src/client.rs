@@ -42,6 +42,37 @@ pub enum TokenSource {
 pub type TokenFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 
 impl TokenSource {
+    /// An API key (`gsk_…`): the client exchanges it for a connection token at every connect and
+    /// before the token expires (`POST /api/v1/token` on the hub at `ws_url`).
+    #[cfg(feature = "api-key")]
+    pub fn api_key(ws_url: &str, key: impl Into<String>) -> Self {
+        install_crypto_provider();
+        let endpoint = http_origin(ws_url).map(|o| format!("{o}/api/v1/token"));
+        let key: String = key.into();
+        let http = reqwest::Client::new();
+        Self::callback(move || {
+            let (endpoint, key, http) = (endpoint.clone(), key.clone(), http.clone());
+            async move {
+                let endpoint = endpoint.ok_or("the hub URL is not ws:// or wss://")?;
+                let response = http
+                    .post(&endpoint)
+                    .bearer_auth(&key)
+                    .send()
+                    .await
+                    .map_err(|e| format!("exchanging the API key failed: {e}"))?;
+                let status = response.status();
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                match body["token"].as_str() {
+                    Some(token) if status.is_success() => Ok(token.to_owned()),
+                    _ => Err(format!(
+                        "exchanging the API key failed: {}",
+                        body["error"]["message"].as_str().unwrap_or(status.as_str())
+                    )),
+                }
+            }
+        })
+    }
+
     /// A callback token source from an async function.
     pub fn callback<F, Fut>(f: F) -> Self
     where
@@ -76,6 +107,10 @@ pub struct Options {
     pub max_server_ping_delay: Duration,
     /// Local address to connect from (to spread many connections over 127.0.0.x).
     pub bind: Option<std::net::IpAddr>,
+    /// For `wss://`: the TLS settings (e.g. your own root certificates); `None`: the system's
+    /// roots.
+    #[cfg(feature = "tls")]
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Options {
@@ -89,8 +124,30 @@ impl Options {
             timeout: Duration::from_secs(10),
             max_server_ping_delay: Duration::from_secs(10),
             bind: None,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
+}
+
+/// The ring provider for rustls, installed once for the process (both the WebSocket's TLS and the
+/// API key exchange use it).
+#[cfg(any(feature = "tls", feature = "api-key"))]
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The hub's HTTP origin from its WebSocket URL (`wss://h:8443/connection/websocket` →
+/// `https://h:8443`).
+pub fn http_origin(ws_url: &str) -> Option<String> {
+    let (scheme, rest) = ws_url.split_once("://")?;
+    let authority = rest.split('/').next()?;
+    let http = match scheme {
+        "wss" => "https",
+        "ws" => "http",
+        _ => return None,
+    };
+    Some(format!("{http}://{authority}"))
 }
 
 /// The connection's state.
@@ -506,6 +563,9 @@ enum Ended {
     Disconnected { code: u16, reason: String, reconnect: bool },
 }
 
+#[cfg(feature = "tls")]
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+#[cfg(not(feature = "tls"))]
 type Socket = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
 
 struct Actor {
@@ -659,12 +719,18 @@ impl Actor {
 
     async fn open_socket(&self) -> Result<Socket, String> {
         let url = &self.options.url;
-        let authority = url
-            .split("://")
-            .nth(1)
-            .and_then(|rest| rest.split('/').next())
-            .ok_or_else(|| format!("bad url {url}"))?;
-        let addr: SocketAddr = tokio::net::lookup_host(authority)
+        let (scheme, rest) = url.split_once("://").ok_or_else(|| format!("bad url {url}"))?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        // A port is optional in the URL, not for the lookup.
+        let has_port = authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        let authority = match (has_port, scheme) {
+            (true, _) => authority.to_owned(),
+            (false, "wss") => format!("{authority}:443"),
+            (false, _) => format!("{authority}:80"),
+        };
+        let addr: SocketAddr = tokio::net::lookup_host(authority.as_str())
             .await
             .map_err(|e| e.to_string())?
             .next()
@@ -680,6 +746,15 @@ impl Actor {
         }
         let stream = socket.connect(addr).await.map_err(|e| e.to_string())?;
         let _ = stream.set_nodelay(true);
+        #[cfg(feature = "tls")]
+        let (ws, _) = {
+            install_crypto_provider();
+            let connector = self.options.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+            tokio_tungstenite::client_async_tls_with_config(url.as_str(), stream, None, connector)
+                .await
+                .map_err(|e| e.to_string())?
+        };
+        #[cfg(not(feature = "tls"))]
         let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream)
             .await
             .map_err(|e| e.to_string())?;

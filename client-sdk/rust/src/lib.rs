@@ -33,4 +33,8 @@ pub mod protocol;
 pub mod client;
 
 #[cfg(feature = "client")]
+pub use client::http_origin;
+#[cfg(any(feature = "tls", feature = "api-key"))]
+pub use client::install_crypto_provider;
+#[cfg(feature = "client")]
 pub use client::{BookEvent, Client, Error, Event, MarketBook, Options, State, SubEvent, Subscription, TokenSource};
