@@ -491,3 +491,47 @@ async fn the_sdk_exchanges_an_api_key_for_its_tokens() {
     assert!(why.contains("unknown or revoked API key"), "{why}");
     bad.close();
 }
+
+#[tokio::test]
+async fn portfolio_book_follows_the_users_machines() {
+    let app = spawn_app_with(|s| {
+        s.ingest.simulated.enabled = true;
+        s.ingest.simulated.poll_interval_ms = 200;
+    })
+    .await;
+    let client = Client::connect(options(&app, app.addr, "host1", Tier::Individual));
+    let mut book = client.portfolio_book("host1");
+    match tokio::time::timeout(WAIT, book.next())
+        .await
+        .expect("the connect reply's snapshot")
+    {
+        Some(BookEvent::Update(Applied::Snapshot { .. })) => {}
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(book.book().items().is_empty());
+    let token = app.token("host1", Tier::Individual);
+    let machine = json!({"platform": "runpod", "gpu_model": "RTX 4090", "num_gpus": 2,
+                         "price_per_gpu_hour_usd": 0.4, "verified": true});
+    let (status, created) =
+        crate::alerts::request(&app, "POST", "/api/v1/portfolio/machines", &token, Some(machine)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["id"].as_str().unwrap();
+    while book.book().get(id).is_none_or(|m| m["position"].is_null()) {
+        match tokio::time::timeout(WAIT, book.next()).await.expect("a delta") {
+            Some(BookEvent::Update(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(book.book().get(id).unwrap()["model"], "rtx-4090");
+    client.close();
+
+    // What a resync does on this server-side channel: unsubscribe, subscribe again, and the
+    // subscribe reply carries a fresh snapshot with the machine.
+    let (mut ws, _) = app.connect("host1", Tier::Individual).await;
+    let r = ws.request(json!({"unsubscribe": {"channel": "portfolio:#host1"}})).await;
+    assert!(r.get("unsubscribe").is_some(), "{r}");
+    let r = ws.subscribe("portfolio:#host1").await;
+    let data = &r["subscribe"]["data"];
+    assert_eq!(data["type"], "snapshot", "{r}");
+    assert!(data["items"].get(id).is_some(), "{r}");
+}

@@ -350,6 +350,20 @@ impl Client {
         }
     }
 
+    /// The user's own machines (`portfolio:#<user>`, a server-side subscription) as a market book:
+    /// the snapshot of the connect reply, then every delta, each checksum verified; on a gap it
+    /// subscribes to the channel again for a fresh snapshot.
+    pub fn portfolio_book(&self, user: &str) -> MarketBook {
+        MarketBook {
+            sub: self.server_subscription(format!("portfolio:#{user}")),
+            book: Book::new(),
+            pending: std::collections::VecDeque::new(),
+            resyncing: false,
+            resync_streak: 0,
+            last_resync: None,
+        }
+    }
+
     /// Call an RPC method; the result's `data` (JSON `null` when the method returned none).
     pub async fn rpc(&self, method: &str, data: &impl Serialize) -> Result<Value, Error> {
         let data = RawValue::from_string(serde_json::to_string(data)?)?;
