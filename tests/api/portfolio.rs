@@ -41,6 +41,9 @@ struct Host {
     polls: Vec<String>,
     /// Bodies of create_asks requests.
     asks: Vec<Value>,
+    /// The machine list answers 500 this many times first (as Vast did: "Something went wrong on
+    /// the server").
+    fail_next: usize,
 }
 
 type Shared = Arc<Mutex<Host>>;
@@ -70,6 +73,12 @@ async fn host_api(State(host): State<Shared>, uri: Uri, headers: HeaderMap, body
         "/api/v0/machines/" => {
             let mut h = host.lock().unwrap();
             h.polls.push(key);
+            if h.fail_next > 0 {
+                h.fail_next -= 1;
+                let body =
+                    json!({"success": false, "error": "server_error", "msg": "Something went wrong on the server"});
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+            }
             ([("content-type", "application/json")], h.machines.clone()).into_response()
         }
         "/api/v0/users/me/machine-earnings/" => (
@@ -485,4 +494,48 @@ async fn portfolios_are_private_and_follow_tier_limits() {
     }
     let (status, _) = request(&app, "DELETE", &path, &bob, None).await;
     assert_eq!(status, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn a_failing_host_api_makes_the_account_degraded_until_it_answers_again() {
+    let (app, host, _farm) = portfolio_app(None).await;
+    host.lock().unwrap().fail_next = 2;
+    let token = app.token("h5", Tier::Individual);
+    let link = json!({"platform": "vast", "api_key": GOOD_KEY});
+    let (status, _) = request(&app, "POST", "/api/v1/portfolio/accounts", &token, Some(link)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let status_of = || async {
+        let (_, v) = request(&app, "GET", "/api/v1/portfolio/accounts", &token, None).await;
+        v["accounts"][0].clone()
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let degraded = loop {
+        let a = status_of().await;
+        if a["status"] == "degraded" {
+            break a;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        degraded["last_error"], "Vast.ai is unavailable (HTTP 500)",
+        "{degraded}"
+    );
+    // Retried with backoff: once it answers, the account is ok and its machines appear.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let a = status_of().await;
+        if a["status"] == "ok" {
+            assert!(a["last_error"].is_null(), "{a}");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{a}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (_, p) = request(&app, "GET", "/api/v1/portfolio", &token, None).await;
+    assert_eq!(p["totals"]["machines"], 2, "{p}");
+    assert_eq!(
+        host.lock().unwrap().polls.iter().filter(|k| *k == GOOD_KEY).count() >= 3,
+        true
+    );
 }

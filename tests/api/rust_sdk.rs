@@ -528,7 +528,9 @@ async fn portfolio_book_follows_the_users_machines() {
     // What a resync does on this server-side channel: unsubscribe, subscribe again, and the
     // subscribe reply carries a fresh snapshot with the machine.
     let (mut ws, _) = app.connect("host1", Tier::Individual).await;
-    let r = ws.request(json!({"unsubscribe": {"channel": "portfolio:#host1"}})).await;
+    let r = ws
+        .request(json!({"unsubscribe": {"channel": "portfolio:#host1"}}))
+        .await;
     assert!(r.get("unsubscribe").is_some(), "{r}");
     let r = ws.subscribe("portfolio:#host1").await;
     let data = &r["subscribe"]["data"];
