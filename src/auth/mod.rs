@@ -231,18 +231,23 @@ impl TokenVerifier {
                 "user must be 1-64 characters of [A-Za-z0-9_-]".into(),
             ));
         }
+        let claims = self.own_claims(user, tier, ttl_s, uuid::Uuid::new_v4().to_string(), None);
+        jsonwebtoken::encode(&own_header(), &claims, key).map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// The claims of a token this hub mints.
+    fn own_claims(&self, user: &str, tier: Tier, ttl_s: u64, jti: String, scopes: Option<Vec<String>>) -> Claims {
         let now = unix_now_s();
-        let claims = Claims {
+        Claims {
             sub: user.to_owned(),
             tier,
             exp: now + ttl_s,
             iat: Some(now),
-            jti: Some(uuid::Uuid::new_v4().to_string()),
-            scopes: None,
+            jti: Some(jti),
+            scopes,
             iss: self.issuer.clone(),
             aud: self.audience.clone().map(serde_json::Value::String),
-        };
-        jsonwebtoken::encode(&own_header(), &claims, key).map_err(|e| AuthError::Invalid(e.to_string()))
+        }
     }
 
     /// Whether this hub can mint tokens (an HS256 secret; with a public key it only verifies).
@@ -261,17 +266,7 @@ impl TokenVerifier {
         ttl_s: u64,
     ) -> Result<(String, u64), AuthError> {
         let key = self.encoding.as_ref().ok_or(AuthError::CannotMint)?;
-        let now = unix_now_s();
-        let claims = Claims {
-            sub: user.to_owned(),
-            tier,
-            exp: now + ttl_s,
-            iat: Some(now),
-            jti: Some(key_jti(key_id)),
-            scopes: Some(scopes),
-            iss: self.issuer.clone(),
-            aud: self.audience.clone().map(serde_json::Value::String),
-        };
+        let claims = self.own_claims(user, tier, ttl_s, key_jti(key_id), Some(scopes));
         let token = jsonwebtoken::encode(&own_header(), &claims, key).map_err(|e| AuthError::Invalid(e.to_string()))?;
         Ok((token, claims.exp))
     }

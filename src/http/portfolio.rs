@@ -194,7 +194,7 @@ pub async fn delete_machine(
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    if !app.store.delete_manual_machine(&claims.sub, &id).await? {
+    if !app.store.delete_machine(&claims.sub, &id, true).await? {
         return Err(ApiError::not_found("no such hand-entered machine"));
     }
     changed(&app, &claims.sub).await;

@@ -214,7 +214,7 @@ impl Poller {
         }
         for (platform_id, m) in &known {
             if !listed.contains(platform_id) {
-                store.delete_machine(&account.user_id, &m.id).await?;
+                store.delete_machine(&account.user_id, &m.id, false).await?;
             }
         }
         Ok(())

@@ -225,23 +225,17 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Delete a machine of the user: a hand-entered one, or one a linked account no longer lists.
-    pub async fn delete_machine(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM portfolio_machines WHERE id = $1 AND user_id = $2")
-            .bind(id)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    /// Delete a hand-entered machine of the user.
-    pub async fn delete_manual_machine(&self, user_id: &str, id: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM portfolio_machines WHERE id = $1 AND user_id = $2 AND account_id IS NULL")
-            .bind(id)
-            .bind(user_id)
-            .execute(self.pool())
-            .await?;
+    /// Delete a machine of the user: a hand-entered one (`manual_only`: only such), or one a
+    /// linked account no longer lists.
+    pub async fn delete_machine(&self, user_id: &str, id: &str, manual_only: bool) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "DELETE FROM portfolio_machines WHERE id = $1 AND user_id = $2 AND ($3 = 0 OR account_id IS NULL)",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(i64::from(manual_only))
+        .execute(self.pool())
+        .await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -9,10 +9,9 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './browser.mjs';
 import { Hub, REPO_ROOT } from '../../client-sdk/js/test/helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const ARTIFACTS = path.join(REPO_ROOT, 'artifacts');
 const WAIT = 15_000;
 // The dashboard's dev-mode user (GET /api/v1/dev/token?user=demo).
@@ -34,19 +33,7 @@ const pageErrors = [];
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   [browser] = await Promise.all([
-    chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-        '--disable-sync',
-      ],
-      timeout: 30_000,
-    }),
+    launchChromium(),
     hub.start(),
   ]);
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -10,10 +10,9 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:http';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './browser.mjs';
 import { Hub, REPO_ROOT } from '../../client-sdk/js/test/helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WAIT = 15_000;
 const KEY = 'vast-key-3f9a0c5e7d1b';
 
@@ -87,12 +86,7 @@ before(async () => {
     GPUSCOUT__PORTFOLIO__POLL_INTERVAL_MS: '1000',
   });
   [browser] = await Promise.all([
-    chromium.launch({
-      executablePath: CHROMIUM,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-        '--disable-component-update', '--no-first-run', '--disable-sync'],
-      timeout: 30_000,
-    }),
+    launchChromium(),
     hub.start(),
   ]);
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });

@@ -11,10 +11,9 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chromium } from 'playwright-core';
+import { launchChromium } from './browser.mjs';
 import { Hub, BIN } from '../../client-sdk/js/test/helpers.mjs';
 
-const CHROMIUM = process.env.CHROMIUM_PATH || '/usr/bin/chromium';
 const WAIT = 15_000;
 
 const cap = setTimeout(() => {
@@ -38,19 +37,7 @@ const pageErrors = [];
 
 before(async () => {
   [browser] = await Promise.all([
-    chromium.launch({
-      executablePath: CHROMIUM,
-      args: [
-        '--headless',
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--no-first-run',
-        '--disable-sync',
-      ],
-      timeout: 30_000,
-    }),
+    launchChromium(),
     hub.start(),
   ]);
   context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
