@@ -11,6 +11,7 @@ async fn a_single_node_stops_when_any_critical_task_dies() {
         "market-runner",
         "poller:simulated",
         "webhook-outbox",
+        "portfolio",
         "user-heartbeat",
         "limiter-pruning",
         "control:hub",
