@@ -253,3 +253,12 @@ test('market book: a snapshot whose checksum does not match its items resyncs; r
   assert.equal(book.state, 'live');
   book.close();
 });
+
+test('the SDK reports the version its package.json has', async () => {
+  const { readFileSync, existsSync } = await import('node:fs');
+  const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
+  const { SDK_VERSION } = await import('../src/index.js');
+  assert.equal(SDK_VERSION, pkg.version);
+  assert.equal(pkg.license, 'MIT');
+  for (const file of pkg.files) assert.ok(existsSync(new URL(`../${file}`, import.meta.url)), `${file} is in the package`);
+});
