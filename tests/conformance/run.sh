@@ -211,6 +211,62 @@ if ! kill -0 "$HUB_PID" 2>/dev/null; then
   failed+=("hub")
 fi
 
+# ---- the developer examples of docs/developers.md, run as written ------------------------------
+# A hub with a market (the simulated one, fast), a key made the documented way, then each example
+# extracted from the page and run: it must print the snapshot and three deltas, every checksum ok.
+
+stop_hub
+export GPUSCOUT__INGEST__SIMULATED__ENABLED=true GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS=300
+start_hub
+HUB_URL="http://127.0.0.1:$PORT"
+GSK="$("$PYTHON" - "$HUB_URL" "$(token devdocs professional)" <<'PY'
+import json, sys, urllib.request
+hub, token = sys.argv[1], sys.argv[2]
+body = json.dumps({"name": "developer examples", "scopes": ["subscribe", "market:read"]}).encode()
+request = urllib.request.Request(f"{hub}/api/v1/keys", data=body, method="POST",
+                                 headers={"Authorization": f"Bearer {token}", "content-type": "application/json"})
+opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+print(json.load(opener.open(request, timeout=5))["key"])
+PY
+)"
+"$PYTHON" - "$ROOT/docs/developers.md" "$WORK" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = dict(re.findall(r"```(\w+) example\n(.*?)```", text, re.S))
+for lang, name in [("js", "five-minutes.mjs"), ("python", "five_minutes.py"), ("rust", "five_minutes.rs")]:
+    open(f"{sys.argv[2]}/{name}", "w").write(blocks[lang])
+PY
+cp "$WORK/five-minutes.mjs" "$HERE/js/.five-minutes.mjs"
+
+# example NAME COMMAND...: the output has a snapshot and three deltas, every checksum ok.
+example() {
+  local name="$1" out="$WORK/$1.out" rc=0
+  shift
+  log "developer example: $name"
+  (HUB="$HUB_URL" GSK="$GSK" exec timeout --foreground -k 5 120 "$@") >"$out" 2>&1 &
+  CHILD_PID=$!
+  wait "$CHILD_PID" || rc=$?
+  CHILD_PID=""
+  sed "s/^/    /" "$out"
+  if ((rc == 0)) && grep -q '^snapshot seq [0-9]*, checksum ok' "$out" &&
+    (($(grep -c '^delta seq [0-9]*: .* checksum ok' "$out") == 3)) && ! grep -q MISMATCH "$out"; then
+    log "developer example $name: passed"
+  else
+    echo "run.sh: developer example $name failed (exit $rc):" >&2
+    tail -n 20 "$out" >&2
+    failed+=("example-$name")
+  fi
+}
+example js bash -c "cd '$HERE/js' && node .five-minutes.mjs"
+rm -f "$HERE/js/.five-minutes.mjs"
+example python "$HERE/.venv/bin/python" "$WORK/five_minutes.py"
+if cmp -s "$WORK/five_minutes.rs" "$ROOT/client-sdk/rust/examples/five_minutes.rs"; then
+  example rust cargo run -q -p gpuscout-client --example five_minutes
+else
+  echo "run.sh: the Rust example in docs/developers.md differs from client-sdk/rust/examples/five_minutes.rs" >&2
+  failed+=("example-rust")
+fi
+
 if ((${#failed[@]})); then
   echo "run.sh: FAILED: ${failed[*]}" >&2
   exit 1
