@@ -243,7 +243,7 @@ function start(token, source) {
   });
   window.gpuscout = cl; // for the console (and the browser tests)
 
-  followMarket(cl);
+  followMarket(cl, c.tier);
   followSources(cl);
   followAlerts(cl);
   followAdvisor(cl);
@@ -398,8 +398,28 @@ for (const th of el.table.querySelectorAll('thead th[data-key]')) {
   });
 }
 
-function followMarket(cl) {
-  const book = cl.market.book('market:summary');
+const MINUTE_NOTE = 'updated every minute — live prices from the Individual tier';
+
+/**
+ * The market table from `market:summary`, or for a tier that cannot have it (the free tier: 103)
+ * from `market:summary.1m`, with a note saying so. A refusal is shown as what it is.
+ */
+function followMarket(cl, tier) {
+  followMarketChannel(cl, tier === 'free' ? 'market:summary.1m' : 'market:summary');
+}
+
+function followMarketChannel(cl, channel) {
+  const minute = channel === 'market:summary.1m';
+  const book = cl.market.book(channel);
+  el.meta.textContent = minute ? `Waiting for the market… (${MINUTE_NOTE})` : 'Waiting for the market…';
+  cl.getSubscription(channel)?.on('unsubscribed', (ctx) => {
+    if (ctx.code === 103 && !minute) {
+      book.close();
+      followMarketChannel(cl, 'market:summary.1m');
+    } else if (ctx.code) {
+      el.meta.textContent = `The hub refused ${channel}: ${ctx.reason || 'permission denied'} (${ctx.code})`;
+    }
+  });
   book.on('update', ({ changes, seq, snapshot, ts }) => {
     for (const key of changes.removed) {
       rows.get(key)?.tr.remove();
@@ -423,7 +443,7 @@ function followMarket(cl) {
     if (moved || snapshot) reorder();
     if (!rulesEl.form.hidden && (changes.removed.length || Object.keys(changes.added).length)) fillModels();
     const when = ts ? new Date(ts).toLocaleTimeString() : '';
-    el.meta.textContent = `${rows.size} models · seq ${seq}${when ? ` · ${when}` : ''}`;
+    el.meta.textContent = `${rows.size} models · seq ${seq}${when ? ` · ${when}` : ''}${minute ? ` · ${MINUTE_NOTE}` : ''}`;
   });
   book.on('resync', (r) => {
     el.meta.textContent = `Resyncing (${r.reason})…`;

@@ -758,3 +758,27 @@ test('developers: create an API key, run the shown curl requests with it, revoke
   assert.equal(after.status, 401);
   assert.deepEqual(pageErrors, []);
 });
+
+test('a free-tier token sees the minute market with a note, never an endless wait', async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  ctx.setDefaultTimeout(WAIT);
+  const p = await ctx.newPage();
+  const errors = [];
+  p.on('pageerror', (e) => errors.push(e.message));
+  try {
+    const token = await hub.devToken('freebie', 'free');
+    await p.goto(`${hub.httpUrl}/?token=${encodeURIComponent(token)}`);
+    await p.locator('#conn[data-state="connected"]').waitFor();
+    await p.waitForFunction(() => document.querySelectorAll('#market-body tr').length >= 10, null, { timeout: WAIT });
+    assert.match(await p.locator('#market-meta').textContent(), /\d+ models · .*updated every minute — live prices from the Individual tier/);
+    // The free tier's channel, not the refused real-time one.
+    const [minute, live] = await p.evaluate(() => [
+      window.gpuscout.getSubscription('market:summary.1m')?.state,
+      window.gpuscout.getSubscription('market:summary')?.state,
+    ]);
+    assert.deepEqual([minute, live], ['subscribed', undefined]);
+    assert.deepEqual(errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
