@@ -177,12 +177,19 @@ async fn the_dashboard_and_the_sdk_are_served() {
             .unwrap()
             .starts_with("text/javascript")
     );
+    // The service worker, at the root (its scope is the whole dashboard).
+    let r = app.http.get(app.url("/sw.js")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The dashboard's browser tests (and anything npm installed for them) are not in the binary.
     for path in [
         "/sdk/nope.js",
         "/nope.html",
         "/api/v1/nope",
         "/sdk/../Cargo.toml",
         "/%2e%2e/Cargo.toml",
+        "/test/dashboard.test.mjs",
+        "/test/run-tests.sh",
+        "/test/package.json",
     ] {
         let r = app.http.get(app.url(path)).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");

@@ -3,7 +3,7 @@
 # hub the test starts (binary from GPUSCOUT_BIN). Installs chromium with apt-get when it is missing
 # and this runs as root; installs playwright-core with npm ci (no browser download).
 #
-#   GPUSCOUT_BIN=target/debug/gpuscout web/test/run-tests.sh
+#   GPUSCOUT_BIN=target/debug/gpuscout tests/web/run-tests.sh
 #
 # GPUSCOUT_BIN defaults to target/debug/gpuscout; a relative path is taken from the repository root.
 # Screenshots go to artifacts/ at the repository root.

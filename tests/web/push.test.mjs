@@ -2,7 +2,7 @@
 // web/sw.js and hands the subscription to the hub; a push delivered to the service worker through
 // the DevTools protocol (ServiceWorker.deliverPushMessage) shows the alert as a notification.
 //
-//   GPUSCOUT_BIN=target/debug/gpuscout node --test web/test/push.test.mjs
+//   GPUSCOUT_BIN=target/debug/gpuscout node --test tests/web/push.test.mjs
 //
 // Chromium's push service (Google's FCM) cannot be reached here, so pushManager.subscribe is
 // the one thing replaced: it answers with a subscription to an FCM endpoint with real P-256 keys,

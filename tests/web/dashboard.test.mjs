@@ -1,7 +1,7 @@
 // Browser tests of the live dashboard (web/, served by the hub at /) against a real hub process
 // with a fast simulated market, in Debian's chromium driven by playwright-core.
 //
-//   GPUSCOUT_BIN=target/debug/gpuscout node --test web/test/dashboard.test.mjs
+//   GPUSCOUT_BIN=target/debug/gpuscout node --test tests/web/dashboard.test.mjs
 //
 // Saves artifacts/dashboard.png (and dashboard-375.png) at the repository root.
 

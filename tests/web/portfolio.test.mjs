@@ -3,7 +3,7 @@
 // fake 500.farm) with its percentile and suggested price, apply the suggestion with its
 // confirmation, and add a machine by hand.
 //
-//   GPUSCOUT_BIN=target/debug/gpuscout node --test web/test/portfolio.test.mjs
+//   GPUSCOUT_BIN=target/debug/gpuscout node --test tests/web/portfolio.test.mjs
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
