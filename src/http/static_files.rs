@@ -5,7 +5,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use include_dir::{Dir, include_dir};
 
@@ -46,26 +46,49 @@ async fn load(app: &AppState, embedded: &'static Dir<'static>, disk_root: &str, 
     embedded.get_file(&rel).map(|f| f.contents().to_vec())
 }
 
-fn respond(path: &str, body: Vec<u8>) -> Response {
-    let mut r = (StatusCode::OK, body).into_response();
+/// A strong validator of a file's bytes: the first 16 bytes of its SHA-256, quoted.
+fn etag(body: &[u8]) -> String {
+    use sha2::Digest;
+    format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body)[..16]))
+}
+
+/// The file, or 304 when the client's copy (`If-None-Match`) is current. `no-cache`: browsers
+/// keep the file and revalidate it, so a new dashboard is picked up at once and an unchanged one
+/// costs a 304.
+fn respond(path: &str, body: Vec<u8>, request: &HeaderMap) -> Response {
+    let tag = etag(&body);
+    let current = request
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == tag || t.trim() == "*"));
+    let mut r = if current {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        (StatusCode::OK, body).into_response()
+    };
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    if !current {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+    }
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        h.insert(header::ETAG, v);
+    }
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
 }
 
 /// `/sdk/<file>`: the JavaScript SDK as ES modules.
-pub async fn sdk(State(app): State<AppState>, uri: Uri) -> Response {
+pub async fn sdk(State(app): State<AppState>, uri: Uri, request: HeaderMap) -> Response {
     let rel = uri.path().trim_start_matches("/sdk/");
     match load(&app, &SDK, "client-sdk/js/src", rel).await {
-        Some(body) => respond(rel, body),
+        Some(body) => respond(rel, body, &request),
         None => ApiError::not_found("no such SDK file").into_response(),
     }
 }
 
 /// Everything else: the dashboard's files (`/` is `index.html`), or a JSON 404.
-pub async fn web(State(app): State<AppState>, uri: Uri) -> Response {
+pub async fn web(State(app): State<AppState>, uri: Uri, request: HeaderMap) -> Response {
     let path = uri.path();
     if path.starts_with("/api/") {
         return ApiError::not_found("no such route").into_response();
@@ -75,7 +98,7 @@ pub async fn web(State(app): State<AppState>, uri: Uri) -> Response {
         other => other,
     };
     match load(&app, &WEB, "web", rel).await {
-        Some(body) => respond(rel, body),
+        Some(body) => respond(rel, body, &request),
         None => ApiError::not_found("no such route").into_response(),
     }
 }

@@ -177,6 +177,28 @@ async fn the_dashboard_and_the_sdk_are_served() {
             .unwrap()
             .starts_with("text/javascript")
     );
+    // Validators: a second request with the ETag gets 304 and no body; a stale one the file.
+    let r = app.http.get(app.url("/app.js")).send().await.unwrap();
+    let tag = r.headers()["etag"].to_str().unwrap().to_owned();
+    assert_eq!(r.headers()["cache-control"], "no-cache");
+    let r = app
+        .http
+        .get(app.url("/app.js"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    assert_eq!(r.headers()["etag"], tag.as_str());
+    assert!(r.bytes().await.unwrap().is_empty());
+    let r = app
+        .http
+        .get(app.url("/sdk/index.js"))
+        .header("if-none-match", &tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another file's tag is not this file's");
     // The service worker, at the root (its scope is the whole dashboard).
     let r = app.http.get(app.url("/sw.js")).send().await.unwrap();
     assert_eq!(r.status(), 200);
