@@ -388,12 +388,10 @@ impl AlertService {
             (Some(url), Some(secret)) if rule.delivers(DeliveryChannel::Webhook) => {
                 let format = rule.webhook_format.unwrap_or_default();
                 let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
+                // In words, as the outbox judges an attempt; never the transport's error text.
                 match self.post(&id, url, format, secret, &payload).await {
-                    Ok(status) if (200..300).contains(&status) => json!({"result": "delivered", "status": status}),
-                    Ok(status) => {
-                        json!({"result": format!("refused by the receiver (status {status})"), "status": status})
-                    }
-                    Err(_) => json!({"result": "could not connect"}),
+                    Ok(status) => json!({"result": outbox::Outcome::of_status(status).words(), "status": status}),
+                    Err(e) => json!({"result": outbox::Outcome::Retry(None, e).words()}),
                 }
             }
             _ => Value::Null,

@@ -233,9 +233,10 @@ impl Portfolio {
                 _ = tick.tick() => {}
                 _ = self.changed.notified() => {}
             }
-            let polled = poller.poll_due(&stop).await;
-            let version = self.market.version();
             let dirty = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+            // A change of a user's accounts is read at once; otherwise the list is read now and then.
+            let polled = poller.poll_due(&stop, !dirty.is_empty()).await;
+            let version = self.market.version();
             if version != seen_version || polled || !dirty.is_empty() {
                 seen_version = version;
                 if let Err(e) = self.refresh().await {
@@ -249,6 +250,10 @@ impl Portfolio {
     /// Recompute every user's items against the market and publish what changed.
     pub async fn refresh(&self) -> Result<(), crate::store::StoreError> {
         let rows = self.store.machines(None).await?;
+        // Nobody has machines, and nobody had: nothing to place (the book is not indexed).
+        if rows.is_empty() && self.feeds.lock().unwrap_or_else(|e| e.into_inner()).is_empty() {
+            return Ok(());
+        }
         let averages = earnings_averages(&self.store.accounts(None).await?);
         let mut by_user: BTreeMap<String, BTreeMap<String, Item>> = BTreeMap::new();
         {

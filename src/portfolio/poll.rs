@@ -28,10 +28,16 @@ struct Schedule {
     earnings_next_ms: i64,
 }
 
+/// How long the list of linked accounts is kept before it is read again (a change of a user's
+/// accounts is read at once).
+const ACCOUNTS_FRESH: Duration = Duration::from_secs(5);
+
 pub(super) struct Poller {
     portfolio: Arc<Portfolio>,
     schedules: Mutex<HashMap<String, Schedule>>,
     limiter: DefaultDirectRateLimiter,
+    /// The accounts as last read, and when.
+    accounts: tokio::sync::Mutex<(Option<std::time::Instant>, Vec<AccountRow>)>,
 }
 
 impl Poller {
@@ -45,7 +51,20 @@ impl Poller {
             portfolio,
             schedules: Mutex::default(),
             limiter: RateLimiter::direct(quota),
+            accounts: tokio::sync::Mutex::new((None, Vec::new())),
         }
+    }
+
+    /// The linked accounts: read again when `force`d or older than [`ACCOUNTS_FRESH`].
+    async fn accounts(&self, force: bool) -> Result<Vec<AccountRow>, StoreError> {
+        let mut cached = self.accounts.lock().await;
+        if force || cached.0.is_none_or(|at| at.elapsed() >= ACCOUNTS_FRESH) {
+            *cached = (
+                Some(std::time::Instant::now()),
+                self.portfolio.store.accounts(None).await?,
+            );
+        }
+        Ok(cached.1.clone())
     }
 
     fn schedule(&self, id: &str) -> Schedule {
@@ -65,8 +84,8 @@ impl Poller {
     }
 
     /// Poll every account that is due; whether any machine data changed.
-    pub(super) async fn poll_due(&self, stop: &CancellationToken) -> bool {
-        let accounts = match self.portfolio.store.accounts(None).await {
+    pub(super) async fn poll_due(&self, stop: &CancellationToken, force: bool) -> bool {
+        let accounts = match self.accounts(force).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "reading linked accounts failed");
@@ -146,6 +165,8 @@ impl Poller {
         let words = e.words();
         match e {
             HostError::Unauthorized(_) => {
+                // Never again (the account list read a moment ago may still say otherwise).
+                s.next_ms = i64::MAX;
                 store
                     .set_account_status(&account.id, "unauthorized", None, Some(&words))
                     .await?;

@@ -44,7 +44,7 @@ impl Outcome {
     }
 
     /// What an HTTP status means for a webhook or a push: 2xx delivered; 429 and 5xx retried.
-    fn of_status(status: u16) -> Self {
+    pub(super) fn of_status(status: u16) -> Self {
         let code = Some(i64::from(status));
         match status {
             200..=299 => Outcome::Delivered(code),
