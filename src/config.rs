@@ -128,9 +128,7 @@ impl EmailSettings {
         if !matches!(url.scheme(), "smtp" | "smtps") {
             return Err(invalid("email.smtp_url", "must be an smtp:// or smtps:// URL"));
         }
-        let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-        let local = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !tls && !local {
+        if !tls && !on_this_machine(&url) {
             return Err(invalid(
                 "email.smtp_url",
                 "a server beyond this machine needs TLS: smtps://… or smtp://…?tls=required",
@@ -355,6 +353,13 @@ fn default_jwks_min_refresh() -> u64 {
 
 fn default_tier_claim() -> String {
     "tier".into()
+}
+
+/// Whether a URL names this machine (`localhost` or a loopback address): the only place a
+/// connection without TLS is safe to allow.
+fn on_this_machine(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 fn default_rest_per_ip() -> u32 {
@@ -876,12 +881,17 @@ impl AuthSettings {
             }
         }
         if !self.jwks_url.is_empty() {
-            let https = self.jwks_url.starts_with("https://");
-            if reqwest::Url::parse(&self.jwks_url).is_err() || !(https || self.jwks_url.starts_with("http://")) {
-                return Err(invalid("auth.jwks_url", "must be the provider's JWKS URL (https://…)"));
-            }
-            if !https && environment == Environment::Production {
-                return Err(invalid("auth.jwks_url", "must be https in production"));
+            let url = reqwest::Url::parse(&self.jwks_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "https" | "http"))
+                .ok_or_else(|| invalid("auth.jwks_url", "must be the provider's JWKS URL (https://…)"))?;
+            // Keys fetched in the clear could be swapped on the way: http only on this machine,
+            // and never in production.
+            if url.scheme() == "http" && (environment == Environment::Production || !on_this_machine(&url)) {
+                return Err(invalid(
+                    "auth.jwks_url",
+                    "must be https (http only to this machine, outside production)",
+                ));
             }
         }
         if !self.tier_claim.starts_with('/') && self.tier_claim.trim().is_empty() {
@@ -1149,5 +1159,9 @@ mod tests {
         auth.validate(Environment::Production).unwrap();
         auth.jwks_url = "not a url".into();
         assert!(auth.validate(Environment::Development).is_err());
+        // In the clear to another machine: refused even in development.
+        auth.jwks_url = "http://id.example.com/jwks.json".into();
+        let err = auth.validate(Environment::Development).unwrap_err().to_string();
+        assert!(err.contains("auth.jwks_url") && err.contains("https"), "{err}");
     }
 }
