@@ -10,7 +10,7 @@ use crate::channels::ChannelKind;
 use crate::protocol::ProtoError;
 
 /// Subscription tier, from the token's `tier` claim.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     Free,

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use hmac::{KeyInit, Mac};
+use serde::Serialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Notify;
@@ -123,6 +124,50 @@ pub fn webhook_body(format: WebhookFormat, alert: &Value) -> Value {
             ],
         }],
     })
+}
+
+/// What a rule's test did on each of its channels.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestReport {
+    /// Published on the user's `alerts:#<uid>` channel.
+    pub published: bool,
+    /// The webhook's answer; `null` when the rule does not post to one.
+    pub webhook: Option<TestResult>,
+    /// One result per browser subscription, when the rule delivers by push.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub push: Option<Vec<TestResult>>,
+    /// When the rule delivers by e-mail.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<TestResult>,
+}
+
+/// One delivery of a test, in words (`delivered`, or what went wrong).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TestResult {
+    pub result: String,
+    /// The webhook's HTTP status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The push subscription's id and endpoint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The address mailed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+impl TestResult {
+    fn said(result: impl Into<String>) -> Self {
+        Self {
+            result: result.into(),
+            status: None,
+            id: None,
+            endpoint: None,
+            email: None,
+        }
+    }
 }
 
 impl AlertService {
@@ -374,7 +419,7 @@ impl AlertService {
     /// Deliver a test alert for a rule to each of its channels once (not recorded): published on
     /// the socket, posted to its webhook, pushed to each of the user's browsers, mailed to their
     /// confirmed address; each result in plain words.
-    pub async fn test_delivery(&self, rule: &Rule) -> Value {
+    pub async fn test_delivery(&self, rule: &Rule) -> TestReport {
         let now = unix_now_ms() as i64;
         let payload = json!({
             "type": "alert", "test": true, "rule_id": rule.id, "rule_name": rule.name, "kind": rule.condition.kind(),
@@ -389,56 +434,73 @@ impl AlertService {
                 let format = rule.webhook_format.unwrap_or_default();
                 let id = format!("msg_test_{}", uuid::Uuid::new_v4().simple());
                 // In words, as the outbox judges an attempt; never the transport's error text.
-                match self.post(&id, url, format, secret, &payload).await {
-                    Ok(status) => json!({"result": outbox::Outcome::of_status(status).words(), "status": status}),
-                    Err(e) => json!({"result": outbox::Outcome::Retry(None, e).words()}),
-                }
+                Some(match self.post(&id, url, format, secret, &payload).await {
+                    Ok(status) => TestResult {
+                        status: Some(status),
+                        ..TestResult::said(outbox::Outcome::of_status(status).words())
+                    },
+                    Err(e) => TestResult::said(outbox::Outcome::Retry(None, e).words()),
+                })
             }
-            _ => Value::Null,
+            _ => None,
         };
-        let mut out = json!({"published": socket, "webhook": webhook});
-        if rule.delivers(DeliveryChannel::Push) {
-            out["push"] = self.test_push(&rule.user_id, &payload).await;
+        let push = match rule.delivers(DeliveryChannel::Push) {
+            true => Some(self.test_push(&rule.user_id, &payload).await),
+            false => None,
+        };
+        let email = match rule.delivers(DeliveryChannel::Email) {
+            true => Some(self.test_email(&rule.user_id, &payload).await),
+            false => None,
+        };
+        TestReport {
+            published: socket,
+            webhook,
+            push,
+            email,
         }
-        if rule.delivers(DeliveryChannel::Email) {
-            out["email"] = self.test_email(&rule.user_id, &payload).await;
-        }
-        out
     }
 
-    async fn test_push(&self, user: &str, payload: &Value) -> Value {
+    async fn test_push(&self, user: &str, payload: &Value) -> Vec<TestResult> {
         let subscriptions = match self.store.push_subscriptions(user).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(user, error = %e, "reading push subscriptions failed");
-                return json!({"result": "could not read the subscriptions"});
+                return vec![TestResult::said("could not read the subscriptions")];
             }
         };
         let mut results = Vec::new();
-        for s in &subscriptions {
-            let outcome = self.push_to(s, payload).await;
-            results.push(json!({"id": s.id, "endpoint": s.endpoint, "result": outcome.words()}));
+        for s in subscriptions {
+            let outcome = self.push_to(&s, payload).await;
+            results.push(TestResult {
+                id: Some(s.id),
+                endpoint: Some(s.endpoint),
+                ..TestResult::said(outcome.words())
+            });
         }
-        Value::Array(results)
+        results
     }
 
-    async fn test_email(&self, user: &str, payload: &Value) -> Value {
+    async fn test_email(&self, user: &str, payload: &Value) -> TestResult {
         let Some(mailer) = &self.mailer else {
-            return json!({"result": "e-mail is off"});
+            return TestResult::said("e-mail is off");
         };
         let address = match self.store.user_email(user).await {
             Ok(Some(a)) if a.confirmed_at_ms.is_some() => a,
-            Ok(_) => return json!({"result": "no confirmed address"}),
+            Ok(_) => return TestResult::said("no confirmed address"),
             Err(e) => {
                 tracing::warn!(user, error = %e, "reading the e-mail address failed");
-                return json!({"result": "could not read the address"});
+                return TestResult::said("could not read the address");
             }
         };
         let unsubscribe = mailer.unsubscribe_link(&address.unsubscribe_token);
         let mail = super::email::alert_mail(payload, unsubscribe, &mailer.link("/"));
-        match mailer.send(&address.email, mail).await {
-            Ok(()) => json!({"result": "delivered", "email": address.email}),
-            Err(e) => json!({"result": e.to_string(), "email": address.email}),
+        let result = match mailer.send(&address.email, mail).await {
+            Ok(()) => "delivered".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        TestResult {
+            email: Some(address.email),
+            ..TestResult::said(result)
         }
     }
 

@@ -23,7 +23,7 @@ use crate::store::StoreError;
 use crate::store::alerts::{FiringRecord, RuleRow};
 
 /// What a rule watches.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
     /// A model's price (median or 10th percentile of available GPUs, or the cheapest available
@@ -75,7 +75,7 @@ fn default_marketplace() -> String {
     "vast".into()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PriceStat {
     Median,
@@ -83,7 +83,7 @@ pub enum PriceStat {
     Cheapest,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     Above,
@@ -180,7 +180,7 @@ impl Condition {
 }
 
 /// The body a rule's webhook receives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum WebhookFormat {
     /// The alert JSON itself.
@@ -211,7 +211,7 @@ impl std::str::FromStr for WebhookFormat {
 }
 
 /// Where a rule's alerts go (`"deliver"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DeliveryChannel {
     /// The user's `alerts:#<uid>` channel (every open dashboard and SDK client).
@@ -248,7 +248,7 @@ impl std::str::FromStr for DeliveryChannel {
 }
 
 /// A stored rule.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Rule {
     pub id: String,
     pub user_id: String,

@@ -6,46 +6,82 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::bodies::ErrorBody;
 use super::error::ApiError;
 use super::query::ApiQuery;
+use crate::alerts::delivery::TestReport;
 use crate::alerts::{Condition, DeliveryChannel, Rule, WebhookFormat};
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
 use crate::market::models::canonical_slug;
+use crate::store::alerts::AlertEvent;
 use crate::upstream::check_user_url;
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_rule", message)
 }
 
-fn rule_json(rule: &Rule) -> Value {
-    serde_json::to_value(rule).unwrap_or_default()
+/// A rule as answered: its webhook's signing secret only when it was just made.
+#[derive(Serialize, ToSchema)]
+pub struct RuleAnswer {
+    #[serde(flatten)]
+    rule: Rule,
+    /// `whsec_…`: verifies the webhook's signatures. Shown once, when the webhook is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhook_secret: Option<String>,
+}
+
+impl RuleAnswer {
+    fn of(rule: Rule) -> Self {
+        Self {
+            rule,
+            webhook_secret: None,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RuleList {
+    pub rules: Vec<Rule>,
 }
 
 /// A rule's webhook as a request gives it.
-#[derive(Deserialize)]
-struct WebhookRequest {
+#[derive(Deserialize, ToSchema)]
+pub struct WebhookRequest {
+    /// An https URL (http only where `alerts.webhook_allow_http` is set).
     #[serde(default)]
     url: String,
+    /// `json` (default) or `discord`.
     #[serde(default)]
+    #[schema(value_type = Option<WebhookFormat>)]
     format: Option<String>,
 }
 
 /// The body of `POST /api/v1/alerts/rules` and `PUT /api/v1/alerts/rules/{id}`: the rule's own
 /// fields, with the condition's (`kind`, `model`, `direction`, …) beside them.
-#[derive(Deserialize)]
-struct RuleRequest {
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"name": "cheap 4090", "kind": "price", "model": "rtx-4090", "stat": "median",
+    "direction": "below", "threshold_usd": 0.3, "deliver": ["socket"]}))]
+pub struct RuleRequest {
+    /// 1-100 characters.
+    #[schema(required, min_length = 1, max_length = 100, pattern = r"\S")]
     name: Option<String>,
+    /// Seconds between two alerts of the rule, 60 to 2592000 (default `alerts.default_cooldown_s`).
+    #[schema(minimum = 60, maximum = 2592000)]
     cooldown_s: Option<i64>,
     enabled: Option<bool>,
     webhook: Option<WebhookRequest>,
+    /// Where its alerts go (default: the socket, and the webhook when there is one).
+    #[schema(value_type = Option<Vec<DeliveryChannel>>)]
     deliver: Option<Vec<String>>,
     #[serde(flatten)]
+    #[schema(value_type = Condition)]
     condition: Map<String, Value>,
 }
 
@@ -236,11 +272,19 @@ async fn announce(app: &AppState, id: &str) {
     }
 }
 
+/// `POST /api/v1/alerts/rules`.
+#[utoipa::path(post, path = "/api/v1/alerts/rules", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), request_body = RuleRequest,
+    responses(
+        (status = 201, description = "The rule (with `webhook_secret` when it has a webhook)", body = RuleAnswer),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+    ))]
 pub async fn create_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<RuleAnswer>), ApiError> {
     let limit = app.settings.tier(claims.tier).alert_rules;
     let now = unix_now_ms() as i64;
     let rule = parse_rule(&app, &claims, &body, uuid::Uuid::new_v4().to_string(), now)?;
@@ -254,17 +298,18 @@ pub async fn create_rule(
     }
     app.alerts.upsert(rule.clone());
     announce(&app, &rule.id).await;
-    let mut out = rule_json(&rule);
     // The signing secret is shown once, at creation.
-    if let Some(secret) = &rule.webhook_secret {
-        out["webhook_secret"] = json!(secret);
-    }
-    Ok((StatusCode::CREATED, Json(out)))
+    let webhook_secret = rule.webhook_secret.clone();
+    Ok((StatusCode::CREATED, Json(RuleAnswer { rule, webhook_secret })))
 }
 
-pub async fn list_rules(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/alerts/rules`.
+#[utoipa::path(get, path = "/api/v1/alerts/rules", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The caller's rules", body = RuleList)))]
+pub async fn list_rules(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<RuleList>, ApiError> {
     let rules = crate::alerts::rules_of(app.store.rules_of(&claims.sub).await?)?;
-    Ok(Json(json!({"rules": rules.iter().map(rule_json).collect::<Vec<_>>()})))
+    Ok(Json(RuleList { rules }))
 }
 
 async fn owned_rule(app: &AppState, claims: &Claims, id: &str) -> Result<Rule, ApiError> {
@@ -273,20 +318,36 @@ async fn owned_rule(app: &AppState, claims: &Claims, id: &str) -> Result<Rule, A
     Rule::try_from(row).map_err(ApiError::from)
 }
 
+/// `GET /api/v1/alerts/rules/{id}`.
+#[utoipa::path(get, path = "/api/v1/alerts/rules/{id}", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path, description = "The rule's id")),
+    responses(
+        (status = 200, description = "The rule", body = Rule),
+        (status = 404, description = "No such rule of the caller's", body = ErrorBody),
+    ))]
 pub async fn get_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    Ok(Json(rule_json(&owned_rule(&app, &claims, &id).await?)))
+) -> Result<Json<Rule>, ApiError> {
+    Ok(Json(owned_rule(&app, &claims, &id).await?))
 }
 
+/// `PUT /api/v1/alerts/rules/{id}`: the rule replaced (its id, creation time and firing history kept).
+#[utoipa::path(put, path = "/api/v1/alerts/rules/{id}", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path, description = "The rule's id")), request_body = RuleRequest,
+    responses(
+        (status = 200, description = "The rule (with `webhook_secret` when its webhook changed)", body = RuleAnswer),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 404, description = "No such rule of the caller's", body = ErrorBody),
+        (status = 422, description = "A field is missing or out of range", body = ErrorBody),
+    ))]
 pub async fn update_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RuleAnswer>, ApiError> {
     let existing = owned_rule(&app, &claims, &id).await?;
     let mut rule = parse_rule(&app, &claims, &body, id, existing.created_at_ms)?;
     check_machine(&app, &claims, &rule).await?;
@@ -301,15 +362,20 @@ pub async fn update_rule(
     }
     app.alerts.upsert(rule.clone());
     announce(&app, &rule.id).await;
-    let mut out = rule_json(&rule);
-    if rule.webhook_secret != existing.webhook_secret
-        && let Some(secret) = &rule.webhook_secret
-    {
-        out["webhook_secret"] = json!(secret);
+    let mut out = RuleAnswer::of(rule);
+    if out.rule.webhook_secret != existing.webhook_secret {
+        out.webhook_secret = out.rule.webhook_secret.clone();
     }
     Ok(Json(out))
 }
 
+/// `DELETE /api/v1/alerts/rules/{id}`.
+#[utoipa::path(delete, path = "/api/v1/alerts/rules/{id}", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path, description = "The rule's id")),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "No such rule of the caller's", body = ErrorBody),
+    ))]
 pub async fn delete_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -323,30 +389,59 @@ pub async fn delete_rule(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `POST /api/v1/alerts/rules/{id}/test`: a test alert to each of the rule's channels, not recorded.
+#[utoipa::path(post, path = "/api/v1/alerts/rules/{id}/test", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), params(("id" = String, Path, description = "The rule's id")),
+    responses(
+        (status = 200, description = "What each channel did", body = TestReport),
+        (status = 404, description = "No such rule of the caller's", body = ErrorBody),
+    ))]
 pub async fn test_rule(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TestReport>, ApiError> {
     let rule = owned_rule(&app, &claims, &id).await?;
     Ok(Json(app.alerts.test_delivery(&rule).await))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
+    /// Only this rule's alerts.
     rule: Option<String>,
+    /// Fired at or after (milliseconds since the epoch).
     from: Option<i64>,
+    /// Fired at or before (milliseconds since the epoch).
     to: Option<i64>,
     /// Cursor: the `next_before` of the previous page.
     before: Option<i64>,
+    /// Alerts per page, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
+/// A page of fired alerts, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage {
+    pub events: Vec<AlertEvent>,
+    /// Pass as `before` for the next page; `null` on the last.
+    pub next_before: Option<i64>,
+}
+
+/// `GET /api/v1/alerts/events`.
+#[utoipa::path(get, path = "/api/v1/alerts/events", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])), params(EventsQuery),
+    responses(
+        (status = 200, description = "A page of the caller's alerts", body = EventPage),
+        (status = 400, description = "A parameter of the wrong type", body = ErrorBody),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    ))]
 pub async fn list_events(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let limit = q.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::new(
@@ -369,9 +464,20 @@ pub async fn list_events(
     let next = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.fired_at_ms))
         .flatten();
-    Ok(Json(json!({"events": events, "next_before": next})))
+    Ok(Json(EventPage {
+        events,
+        next_before: next,
+    }))
 }
 
+/// `POST /api/v1/alerts/events/{id}/ack`.
+#[utoipa::path(post, path = "/api/v1/alerts/events/{id}/ack", tag = "alerts",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "The alert's id")),
+    responses(
+        (status = 204, description = "Acknowledged"),
+        (status = 404, description = "No such alert of the caller's", body = ErrorBody),
+    ))]
 pub async fn ack_event(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,

@@ -6,12 +6,13 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use sha2::Digest;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::bodies::ErrorBody;
 use super::error::ApiError;
 use super::query::ApiQuery;
 use crate::alerts::email::{MailError, Mailer, confirm_mail};
@@ -32,9 +33,33 @@ fn token_hash(token: &str) -> String {
     hex::encode(sha2::Sha256::digest(token.as_bytes()))
 }
 
-#[derive(Deserialize)]
-struct EmailRequest {
+/// The body of `PUT /api/v1/me/email`.
+#[derive(Deserialize, ToSchema)]
+#[schema(example = json!({"email": "host@example.com"}))]
+pub struct EmailRequest {
+    /// One mailbox, no display name, at most 254 bytes.
+    #[schema(format = Email, max_length = 254)]
     email: String,
+}
+
+/// The user's alert address.
+#[derive(Serialize, ToSchema)]
+pub struct EmailAddress {
+    pub email: String,
+    /// Alerts go to it only once it is confirmed.
+    pub confirmed: bool,
+    pub confirmed_at_ms: Option<i64>,
+    /// `sent` when a confirmation link was just mailed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub confirmation: Option<String>,
+}
+
+/// What following a link from a mail did (a browser gets a small page instead).
+#[derive(Serialize, ToSchema)]
+pub struct LinkResult {
+    /// `confirmed` or `unsubscribed`.
+    pub result: String,
+    pub message: String,
 }
 
 /// An address as the user typed it, checked: one mailbox, no display name, at most 254 bytes.
@@ -53,6 +78,14 @@ fn parse_address(body: &[u8]) -> Result<String, ApiError> {
 
 /// `PUT /api/v1/me/email` `{"email"}`: store the address unconfirmed and mail it a confirmation
 /// link; alerts go to it once the link is followed. 202.
+#[utoipa::path(put, path = "/api/v1/me/email", tag = "delivery", security(("bearer" = [])),
+    request_body = EmailRequest,
+    responses(
+        (status = 202, description = "Stored unconfirmed; a confirmation link is on its way", body = EmailAddress),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 404, description = "E-mail is off on this hub", body = ErrorBody),
+        (status = 422, description = "Not one valid address", body = ErrorBody),
+    ))]
 pub async fn set(State(app): State<AppState>, AuthUser(claims): AuthUser, body: Bytes) -> Result<Response, ApiError> {
     let mailer = mailer(&app)?;
     let email = parse_address(&body)?;
@@ -104,26 +137,42 @@ pub async fn set(State(app): State<AppState>, AuthUser(claims): AuthUser, body: 
             }
         }
     });
-    let body = json!({"email": email, "confirmed": false, "confirmation": "sent"});
+    let body = EmailAddress {
+        email,
+        confirmed: false,
+        confirmed_at_ms: None,
+        confirmation: Some("sent".into()),
+    };
     Ok((StatusCode::ACCEPTED, Json(body)).into_response())
 }
 
 /// `GET /api/v1/me/email`: the address and whether it is confirmed; 404 when none is set.
-pub async fn get(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/me/email", tag = "delivery", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The address", body = EmailAddress),
+        (status = 404, description = "No address is set, or e-mail is off", body = ErrorBody),
+    ))]
+pub async fn get(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<EmailAddress>, ApiError> {
     mailer(&app)?;
     let address = app
         .store
         .user_email(&claims.sub)
         .await?
         .ok_or_else(|| ApiError::not_found("no e-mail address is set"))?;
-    Ok(Json(json!({
-        "email": address.email,
-        "confirmed": address.confirmed_at_ms.is_some(),
-        "confirmed_at_ms": address.confirmed_at_ms,
-    })))
+    Ok(Json(EmailAddress {
+        email: address.email,
+        confirmed: address.confirmed_at_ms.is_some(),
+        confirmed_at_ms: address.confirmed_at_ms,
+        confirmation: None,
+    }))
 }
 
 /// `DELETE /api/v1/me/email`: no more alert mail. 204, or 404 when none was set.
+#[utoipa::path(delete, path = "/api/v1/me/email", tag = "delivery", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No address was set", body = ErrorBody),
+    ))]
 pub async fn delete(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<StatusCode, ApiError> {
     if app.store.delete_user_email(&claims.sub).await? {
         Ok(StatusCode::NO_CONTENT)
@@ -132,8 +181,10 @@ pub async fn delete(State(app): State<AppState>, AuthUser(claims): AuthUser) -> 
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct TokenQuery {
+    /// The token in the mail's link.
     token: String,
 }
 
@@ -151,12 +202,23 @@ fn link_answer(headers: &HeaderMap, status: StatusCode, code: &'static str, mess
         return (status, Html(page)).into_response();
     }
     if status.is_success() {
-        return (status, Json(json!({"result": code, "message": message}))).into_response();
+        let body = LinkResult {
+            result: code.into(),
+            message: message.into(),
+        };
+        return (status, Json(body)).into_response();
     }
     ApiError::new(status, code, message).into_response()
 }
 
 /// `GET /api/v1/me/email/confirm?token=…`: the link in the confirmation mail.
+#[utoipa::path(get, path = "/api/v1/me/email/confirm", tag = "delivery", params(TokenQuery),
+    responses(
+        (status = 200, description = "Confirmed (an HTML page for a browser)", body = LinkResult),
+        (status = 400, description = "No token", body = ErrorBody),
+        (status = 404, description = "An invalid or expired link, or e-mail is off", body = ErrorBody),
+        (status = 503, description = "The database cannot answer now", body = ErrorBody),
+    ))]
 pub async fn confirm(
     State(app): State<AppState>,
     headers: HeaderMap,
@@ -182,6 +244,13 @@ pub async fn confirm(
 
 /// `GET` or `POST /api/v1/me/email/unsubscribe?token=…`: the link in every alert mail (and its
 /// one-click `List-Unsubscribe-Post`): the address is removed.
+#[utoipa::path(method(get, post), path = "/api/v1/me/email/unsubscribe", tag = "delivery", params(TokenQuery),
+    responses(
+        (status = 200, description = "Unsubscribed (an HTML page for a browser)", body = LinkResult),
+        (status = 400, description = "No token", body = ErrorBody),
+        (status = 404, description = "An invalid link", body = ErrorBody),
+        (status = 503, description = "The database cannot answer now", body = ErrorBody),
+    ))]
 pub async fn unsubscribe(
     State(app): State<AppState>,
     headers: HeaderMap,

@@ -9,8 +9,8 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::{AuthUser, key_hash, key_of};
@@ -45,19 +45,88 @@ fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/v1/keys`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct KeyRequest {
+#[schema(example = json!({"name": "price bot", "scopes": ["subscribe", "market:read"]}))]
+pub struct KeyRequest {
+    /// 1-100 characters, to recognise the key in lists.
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     name: String,
-    scopes: Vec<String>,
+    /// What the key may do.
+    #[schema(min_items = 1)]
+    scopes: Vec<Scope>,
 }
 
-fn key_json(k: &KeyRow) -> Value {
-    json!({
-        "id": k.id, "name": k.name, "prefix": k.prefix,
-        "scopes": k.scopes.split_whitespace().collect::<Vec<_>>(),
-        "created_at_ms": k.created_at_ms, "last_used_ms": k.last_used_ms,
-    })
+/// What an API key may do: subscribe to channels, read the market, read or write alert rules,
+/// ask the advisor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, ToSchema)]
+pub enum Scope {
+    #[serde(rename = "subscribe")]
+    Subscribe,
+    #[serde(rename = "market:read")]
+    MarketRead,
+    #[serde(rename = "alerts:read")]
+    AlertsRead,
+    #[serde(rename = "alerts:write")]
+    AlertsWrite,
+    #[serde(rename = "advisor")]
+    Advisor,
+}
+
+impl Scope {
+    /// The scope as tokens carry it (one of [`SCOPES`]).
+    fn as_str(self) -> &'static str {
+        SCOPES[self as usize]
+    }
+}
+
+/// An API key as lists show it (never the key itself).
+#[derive(Serialize, ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub name: String,
+    /// The key's first 12 characters (`gsk_` and 8 more).
+    pub prefix: String,
+    pub scopes: Vec<String>,
+    pub created_at_ms: i64,
+    pub last_used_ms: Option<i64>,
+}
+
+impl From<&KeyRow> for ApiKey {
+    fn from(k: &KeyRow) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            prefix: k.prefix.clone(),
+            scopes: k.scopes.split_whitespace().map(str::to_owned).collect(),
+            created_at_ms: k.created_at_ms,
+            last_used_ms: k.last_used_ms,
+        }
+    }
+}
+
+/// A new key: the key itself is in this answer only.
+#[derive(Serialize, ToSchema)]
+pub struct NewApiKey {
+    #[serde(flatten)]
+    pub listed: ApiKey,
+    /// `gsk_` and 43 base62 characters. Keep it: the hub stores only its hash.
+    pub key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub keys: Vec<ApiKey>,
+}
+
+/// A connection token exchanged for a key.
+#[derive(Serialize, ToSchema)]
+pub struct ExchangedToken {
+    /// A JWT for the WebSocket (`token` of the connect command) and for REST.
+    pub token: String,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
 }
 
 /// Only a user's own token manages keys (a key cannot make more keys).
@@ -73,11 +142,18 @@ fn own_token(claims: &Claims) -> Result<(), ApiError> {
 }
 
 /// `POST /api/v1/keys` `{name, scopes}`: the key is in the answer, once.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])),
+    request_body = KeyRequest,
+    responses(
+        (status = 201, description = "The new key, shown this once", body = NewApiKey),
+        (status = 400, description = "The body is not JSON", body = super::bodies::ErrorBody),
+        (status = 422, description = "A field is missing or out of range", body = super::bodies::ErrorBody),
+    ))]
 pub async fn create(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
     own_token(&claims)?;
     let req: KeyRequest = serde_json::from_slice(&body).map_err(|e| match e.classify() {
         serde_json::error::Category::Data => invalid(format!("the body is {{\"name\", \"scopes\": [...]}}: {e}")),
@@ -87,10 +163,10 @@ pub async fn create(
     if name.is_empty() || name.len() > 100 {
         return Err(invalid("`name` is 1-100 characters"));
     }
-    let mut scopes = req.scopes.clone();
-    scopes.sort();
+    let mut scopes: Vec<&str> = req.scopes.iter().map(|s| s.as_str()).collect();
+    scopes.sort_unstable();
     scopes.dedup();
-    if scopes.is_empty() || scopes.iter().any(|s| !SCOPES.contains(&s.as_str())) {
+    if scopes.is_empty() {
         return Err(invalid(format!("`scopes` lists some of: {}", SCOPES.join(", "))));
     }
     let max = app.settings.tier(claims.tier).api_keys;
@@ -116,19 +192,29 @@ pub async fn create(
             format!("the {} tier allows {max} API keys", claims.tier),
         ));
     }
-    let mut out = key_json(&row);
-    out["key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(out)))
+    let listed = ApiKey::from(&row);
+    Ok((StatusCode::CREATED, Json(NewApiKey { listed, key })))
 }
 
-pub async fn list(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/keys`: the caller's live keys.
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's keys", body = KeyList)))]
+pub async fn list(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<KeyList>, ApiError> {
     own_token(&claims)?;
     let keys = app.store.keys(&claims.sub).await?;
-    Ok(Json(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()})))
+    Ok(Json(KeyList {
+        keys: keys.iter().map(ApiKey::from).collect(),
+    }))
 }
 
 /// `DELETE /api/v1/keys/{id}`: the key stops working, and so does every token exchanged for
 /// it, on every node (its `jti` is revoked for as long as such a token can live).
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = "No such key of the caller's", body = super::bodies::ErrorBody),
+    ))]
 pub async fn revoke(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -149,7 +235,14 @@ pub async fn revoke(
 
 /// `POST /api/v1/token` with `Authorization: Bearer gsk_…`: a connection token for the key's
 /// owner, at their tier, carrying the key's scopes, valid `auth.exchange_ttl_s`.
-pub async fn exchange(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/api/v1/token", tag = "keys", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "A connection token carrying the key's scopes", body = ExchangedToken),
+        (status = 401, description = "No key, or an unknown or revoked one", body = super::bodies::ErrorBody),
+        (status = 501, description = "This hub verifies tokens of another issuer and mints none", body = super::bodies::ErrorBody),
+        (status = 503, description = "The database cannot answer now", body = super::bodies::ErrorBody),
+    ))]
+pub async fn exchange(State(app): State<AppState>, headers: HeaderMap) -> Result<Json<ExchangedToken>, ApiError> {
     let (key, tier) = key_of(&app, &headers).await?;
     let scopes: Vec<String> = key.scopes.split_whitespace().map(str::to_owned).collect();
     let (token, expires_at) = app
@@ -163,12 +256,20 @@ pub async fn exchange(State(app): State<AppState>, headers: HeaderMap) -> Result
                 "this hub verifies tokens from another issuer and cannot mint them (auth.algorithm is not HS256)",
             )
         })?;
-    Ok(Json(json!({"token": token, "expires_at": expires_at})))
+    Ok(Json(ExchangedToken { token, expires_at }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_scope_reads_as_the_name_tokens_carry() {
+        for name in SCOPES {
+            let scope: Scope = serde_json::from_value(serde_json::json!(name)).unwrap();
+            assert_eq!(scope.as_str(), name);
+        }
+    }
 
     #[test]
     fn keys_are_long_random_base62() {

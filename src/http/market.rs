@@ -5,40 +5,64 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::bodies::{ChannelSnapshot, ErrorBody};
 use super::error::ApiError;
 use super::query::ApiQuery;
 use crate::channels::MARKET_SUMMARY_1M;
 use crate::clock::unix_now_ms;
+use crate::market::aggregate::ModelAggregate;
+use crate::market::state::SourceHealth;
+use crate::store::MarketPoint;
 use crate::tier::Tier;
 
-pub async fn snapshot(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+/// The market now: every model's aggregates and every source's health.
+#[derive(Serialize, ToSchema)]
+pub struct MarketSnapshot {
+    /// The sources the numbers come from (`500.farm`, `simulated`, …).
+    pub source: String,
+    pub ts: i64,
+    pub models: Vec<ModelAggregate>,
+    pub sources: Vec<SourceHealth>,
+}
+
+/// The free tier gets the last minute's `market:summary.1m` snapshot; the others the market now.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum SnapshotAnswer {
+    Live(MarketSnapshot),
+    Minute(ChannelSnapshot),
+}
+
+/// `GET /api/v1/market/snapshot`.
+#[utoipa::path(get, path = "/api/v1/market/snapshot", tag = "market",
+    security(("bearer" = []), ("api_key" = [])),
+    responses((status = 200, description = "The market now (the free tier: as of the last minute)", body = SnapshotAnswer)))]
+pub async fn snapshot(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Json<SnapshotAnswer> {
     let now = unix_now_ms() as i64;
     let state = app.market.read();
     if claims.tier == Tier::Free {
-        return Ok(Json(state.snapshot(MARKET_SUMMARY_1M, now).unwrap_or(Value::Null)));
+        let minute = state.snapshot(MARKET_SUMMARY_1M, now).unwrap_or(Value::Null);
+        return Json(SnapshotAnswer::Minute(ChannelSnapshot(minute)));
     }
-    let models: Vec<Value> = state
-        .aggregates()
-        .values()
-        .map(|a| serde_json::to_value(a).unwrap_or_default())
-        .collect();
-    let sources: Vec<Value> = state
-        .health()
-        .values()
-        .map(|h| serde_json::to_value(h).unwrap_or_default())
-        .collect();
-    Ok(Json(
-        json!({"source": state.label(), "ts": now, "models": models, "sources": sources}),
-    ))
+    Json(SnapshotAnswer::Live(MarketSnapshot {
+        source: state.label(),
+        ts: now,
+        models: state.aggregates().values().cloned().collect(),
+        sources: state.health().values().cloned().collect(),
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
+    /// The model's slug (`rtx-4090`).
+    #[param(required, min_length = 1)]
     model: Option<String>,
     /// Milliseconds since the epoch; default: `to` minus 24 hours.
     from: Option<i64>,
@@ -50,11 +74,30 @@ pub struct HistoryQuery {
 
 const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
 
+/// A model's stored minutes over a range.
+#[derive(Serialize, ToSchema)]
+pub struct History {
+    pub model: String,
+    pub from: i64,
+    pub to: i64,
+    /// Seconds per point.
+    pub step: i64,
+    pub points: Vec<MarketPoint>,
+}
+
+/// `GET /api/v1/market/history?model=&from=&to=&step=`.
+#[utoipa::path(get, path = "/api/v1/market/history", tag = "market",
+    security(("bearer" = []), ("api_key" = [])), params(HistoryQuery),
+    responses(
+        (status = 200, description = "The model's points, oldest first", body = History),
+        (status = 400, description = "A parameter of the wrong type", body = ErrorBody),
+        (status = 422, description = "A parameter out of range", body = ErrorBody),
+    ))]
 pub async fn history(
     State(app): State<AppState>,
     _user: AuthUser,
     ApiQuery(q): ApiQuery<HistoryQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let unprocessable = |m: &str| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query", m);
     let model = q
         .model
@@ -76,21 +119,24 @@ pub async fn history(
     let points = app.store.market_history(&model, from, to).await?;
     // Keep the last point of each step-wide bucket.
     let step_ms = step_s * 1000;
-    let mut out: Vec<Value> = Vec::new();
+    let mut out: Vec<MarketPoint> = Vec::new();
     let mut last_bucket = None;
     for p in points {
         let bucket = (p.ts_ms - from) / step_ms;
-        let value = serde_json::to_value(&p).unwrap_or_default();
         if last_bucket == Some(bucket) {
             if let Some(last) = out.last_mut() {
-                *last = value;
+                *last = p;
             }
         } else {
-            out.push(value);
+            out.push(p);
             last_bucket = Some(bucket);
         }
     }
-    Ok(Json(
-        json!({"model": model, "from": from, "to": to, "step": step_s, "points": out}),
-    ))
+    Ok(Json(History {
+        model,
+        from,
+        to,
+        step: step_s,
+        points: out,
+    }))
 }

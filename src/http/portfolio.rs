@@ -5,11 +5,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::bodies::{ChannelSnapshot, ErrorBody};
 use super::error::ApiError;
 use crate::auth::Claims;
 use crate::clock::unix_now_ms;
@@ -50,28 +51,54 @@ async fn changed(app: &AppState, user: &str) {
     }
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/v1/portfolio/accounts`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct LinkRequest {
+pub struct LinkRequest {
+    /// `vast`.
+    #[schema(pattern = "^vast$")]
     platform: String,
+    /// The platform's API key (read-only suffices; `machine_write` to apply prices).
+    #[schema(min_length = 1, max_length = 512, pattern = r"^\S+$")]
     api_key: String,
+    /// 1-100 characters (default `Vast.ai`).
+    #[schema(min_length = 1, max_length = 100, pattern = r"\S")]
     label: Option<String>,
 }
 
-fn account_json(a: &AccountRow) -> Value {
-    json!({
-        "id": a.id, "platform": a.platform, "label": a.label, "status": a.status,
-        "last_success_ms": a.last_success_ms, "last_error": a.last_error, "created_at_ms": a.created_at_ms,
-    })
+#[derive(Serialize, ToSchema)]
+pub struct AccountList {
+    pub accounts: Vec<AccountRow>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChangeList {
+    /// Newest first, at most 200.
+    pub changes: Vec<ChangeRow>,
+}
+
+/// A price applied on the platform.
+#[derive(Serialize, ToSchema)]
+pub struct PriceApplied {
+    /// `applied`.
+    pub result: String,
+    pub machine_id: String,
+    pub price_per_gpu_hour_usd: f64,
 }
 
 /// `POST /api/v1/portfolio/accounts` `{platform: "vast", api_key, label?}`: the key is sealed
 /// at once and never shown again; the account waits for its first poll.
+#[utoipa::path(post, path = "/api/v1/portfolio/accounts", tag = "portfolio", security(("bearer" = [])), request_body = LinkRequest,
+    responses(
+        (status = 201, description = "Linked; its machines appear after the first poll", body = AccountRow),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+    ))]
 pub async fn link_account(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<AccountRow>), ApiError> {
     let req: LinkRequest = body(&bytes, "{\"platform\": \"vast\", \"api_key\": \"…\", \"label\": \"…\"}")?;
     if req.platform != "vast" {
         return Err(invalid(
@@ -106,17 +133,27 @@ pub async fn link_account(
         return Err(limit("linked accounts", max, &claims));
     }
     changed(&app, &claims.sub).await;
-    Ok((StatusCode::CREATED, Json(account_json(&account))))
+    Ok((StatusCode::CREATED, Json(account)))
 }
 
-pub async fn list_accounts(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+/// `GET /api/v1/portfolio/accounts`: the linked accounts and how their polls go.
+#[utoipa::path(get, path = "/api/v1/portfolio/accounts", tag = "portfolio", security(("bearer" = [])),
+    responses((status = 200, description = "The caller's linked accounts", body = AccountList)))]
+pub async fn list_accounts(
+    State(app): State<AppState>,
+    AuthUser(claims): AuthUser,
+) -> Result<Json<AccountList>, ApiError> {
     let accounts = app.store.accounts(Some(&claims.sub)).await?;
-    Ok(Json(
-        json!({"accounts": accounts.iter().map(account_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(AccountList { accounts }))
 }
 
 /// `DELETE /api/v1/portfolio/accounts/{id}`: the account, its sealed key and its machines.
+#[utoipa::path(delete, path = "/api/v1/portfolio/accounts/{id}", tag = "portfolio", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The account's id")),
+    responses(
+        (status = 204, description = "Unlinked"),
+        (status = 404, description = "No such account of the caller's", body = ErrorBody),
+    ))]
 pub async fn unlink_account(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -142,11 +179,17 @@ fn manual(app: &AppState, bytes: &[u8], id: String) -> Result<Machine, ApiError>
 }
 
 /// `POST /api/v1/portfolio/machines`: a machine entered by hand.
+#[utoipa::path(post, path = "/api/v1/portfolio/machines", tag = "portfolio", security(("bearer" = [])), request_body = ManualMachine,
+    responses(
+        (status = 201, description = "The machine", body = Machine),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+    ))]
 pub async fn add_machine(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     bytes: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Machine>), ApiError> {
     let machine = manual(&app, &bytes, uuid::Uuid::new_v4().to_string())?;
     let now = unix_now_ms() as i64;
     let max = app.settings.tier(claims.tier).portfolio_machines;
@@ -164,16 +207,24 @@ pub async fn add_machine(
         return Err(limit("machines", max, &claims));
     }
     changed(&app, &claims.sub).await;
-    Ok((StatusCode::CREATED, Json(json!(machine))))
+    Ok((StatusCode::CREATED, Json(machine)))
 }
 
 /// `PUT /api/v1/portfolio/machines/{id}`: replace a hand-entered machine.
+#[utoipa::path(put, path = "/api/v1/portfolio/machines/{id}", tag = "portfolio", security(("bearer" = [])), params(("id" = String, Path, description = "The machine's portfolio id")),
+    request_body = ManualMachine,
+    responses(
+        (status = 200, description = "The machine", body = Machine),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 404, description = "No such hand-entered machine of the caller's", body = ErrorBody),
+        (status = 422, description = "A field is missing or invalid", body = ErrorBody),
+    ))]
 pub async fn update_machine(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Machine>, ApiError> {
     let machine = manual(&app, &bytes, id.clone())?;
     let data = serde_json::to_string(&machine).unwrap_or_default();
     if !app
@@ -184,11 +235,16 @@ pub async fn update_machine(
         return Err(ApiError::not_found("no such hand-entered machine"));
     }
     changed(&app, &claims.sub).await;
-    Ok(Json(json!(machine)))
+    Ok(Json(machine))
 }
 
 /// `DELETE /api/v1/portfolio/machines/{id}`: a hand-entered machine (a linked account's
 /// machines come and go with the account).
+#[utoipa::path(delete, path = "/api/v1/portfolio/machines/{id}", tag = "portfolio", security(("bearer" = [])), params(("id" = String, Path, description = "The machine's portfolio id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such hand-entered machine of the caller's", body = ErrorBody),
+    ))]
 pub async fn delete_machine(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
@@ -203,25 +259,39 @@ pub async fn delete_machine(
 
 /// `GET /api/v1/portfolio`: what `portfolio:#<uid>` starts from (machines placed in the market,
 /// suggestions, totals).
-pub async fn get_portfolio(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Json<Value> {
-    Json(app.portfolio.current(&claims.sub).await)
+#[utoipa::path(get, path = "/api/v1/portfolio", tag = "portfolio", security(("bearer" = [])),
+    responses((status = 200, description = "The `portfolio:#<uid>` snapshot: `items` by machine id, and `totals`", body = ChannelSnapshot)))]
+pub async fn get_portfolio(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Json<ChannelSnapshot> {
+    Json(ChannelSnapshot(app.portfolio.current(&claims.sub).await))
 }
 
-#[derive(Deserialize)]
+/// The body of `POST /api/v1/portfolio/machines/{id}/price`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PriceRequest {
+pub struct PriceRequest {
+    /// The host's price per GPU-hour, above 0 and at most 1000.
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     price_per_gpu_hour_usd: f64,
+    /// Must be `true`: this changes the listing on the platform.
     confirm: Option<bool>,
 }
 
 /// `POST /api/v1/portfolio/machines/{id}/price` `{price_per_gpu_hour_usd, confirm: true}`: list a
 /// linked machine at this price on its platform; recorded whatever the platform answers.
+#[utoipa::path(post, path = "/api/v1/portfolio/machines/{id}/price", tag = "portfolio", security(("bearer" = [])), params(("id" = String, Path, description = "The machine's portfolio id")),
+    request_body = PriceRequest,
+    responses(
+        (status = 200, description = "The platform took the price", body = PriceApplied),
+        (status = 400, description = "The body is not JSON", body = ErrorBody),
+        (status = 404, description = "No such machine of the caller's", body = ErrorBody),
+        (status = 422, description = "Not confirmed, a hand-entered machine, or the platform refused the price", body = ErrorBody),
+    ))]
 pub async fn apply_price(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     Path(id): Path<String>,
     bytes: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PriceApplied>, ApiError> {
     let req: PriceRequest = body(&bytes, "{\"price_per_gpu_hour_usd\": 0.4, \"confirm\": true}")?;
     let price = req.price_per_gpu_hour_usd;
     if !(price.is_finite() && price > 0.0 && price <= 1000.0) {
@@ -256,24 +326,33 @@ pub async fn apply_price(
     match outcome {
         Ok(_) => {
             changed(&app, &claims.sub).await;
-            Ok(Json(
-                json!({"result": "applied", "machine_id": id, "price_per_gpu_hour_usd": price}),
-            ))
+            Ok(Json(PriceApplied {
+                result: "applied".into(),
+                machine_id: id,
+                price_per_gpu_hour_usd: price,
+            }))
         }
-        Err(HostError::Unauthorized(_)) => Err(ApiError::new(
+        Err(e) => Err(refusal(&e, result)),
+    }
+}
+
+/// The answer when the platform did not take a price (`result`: what it said, in words).
+fn refusal(e: &HostError, result: String) -> ApiError {
+    match e {
+        HostError::Unauthorized(_) => ApiError::new(
             StatusCode::FORBIDDEN,
             "platform_refused_key",
             "Vast.ai refused the key for this change: it needs the machine_write permission",
-        )),
-        Err(HostError::Refused { error, .. }) => Err(ApiError::new(
+        ),
+        HostError::Refused { error, .. } => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "platform_refused",
             match error.as_deref() {
                 Some("price_out_of_bounds") => format!("Vast.ai does not accept this price for the machine: {result}"),
                 _ => result,
             },
-        )),
-        Err(HostError::Unavailable { .. }) => Err(ApiError::unavailable(result)),
+        ),
+        HostError::Unavailable { .. } => ApiError::unavailable(result),
     }
 }
 
@@ -307,7 +386,9 @@ async fn linked_machine(app: &AppState, claims: &Claims, id: &str) -> Result<(Ma
 }
 
 /// `GET /api/v1/portfolio/changes`: the price changes made for the user, newest first.
-pub async fn changes(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/portfolio/changes", tag = "portfolio", security(("bearer" = [])),
+    responses((status = 200, description = "The price changes made for the caller", body = ChangeList)))]
+pub async fn changes(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<ChangeList>, ApiError> {
     let changes = app.store.changes(&claims.sub, 200).await?;
-    Ok(Json(json!({"changes": changes})))
+    Ok(Json(ChangeList { changes }))
 }

@@ -4,11 +4,12 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::AuthUser;
+use super::bodies::ErrorBody;
 use super::error::ApiError;
 use crate::clock::unix_now_ms;
 use crate::store::push::PushSubscription;
@@ -16,28 +17,50 @@ use crate::upstream::check_user_url;
 
 /// `GET /api/v1/push/vapid-public-key`: the key a browser passes to
 /// `pushManager.subscribe({applicationServerKey})`; 404 while Web Push is off.
-pub async fn vapid_public_key(State(app): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/push/vapid-public-key", tag = "delivery",
+    responses(
+        (status = 200, description = "The VAPID public key", body = VapidKey),
+        (status = 404, description = "Web Push is off on this hub", body = ErrorBody),
+    ))]
+pub async fn vapid_public_key(State(app): State<AppState>) -> Result<Json<VapidKey>, ApiError> {
     let push = &app.settings.push;
     if !push.enabled() {
         return Err(ApiError::not_found("Web Push is off (push.vapid_public_key is empty)"));
     }
-    Ok(Json(json!({"public_key": push.vapid_public_key})))
+    Ok(Json(VapidKey {
+        public_key: push.vapid_public_key.clone(),
+    }))
 }
 
 /// Most push subscriptions a user keeps (browsers and devices).
 const MAX_SUBSCRIPTIONS: i64 = 20;
 
 /// The browser's `PushSubscription` JSON (`subscription.toJSON()`).
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SubscriptionRequest {
+    /// The push service's URL for this browser.
     endpoint: String,
     keys: SubscriptionKeys,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct SubscriptionKeys {
+    /// The browser's P-256 public key (65 bytes, base64url).
     p256dh: String,
+    /// The 16-byte authentication secret (base64url).
     auth: String,
+}
+
+/// The key for `pushManager.subscribe({applicationServerKey})`.
+#[derive(Serialize, ToSchema)]
+pub struct VapidKey {
+    /// The P-256 public key, base64url.
+    pub public_key: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SubscriptionList {
+    pub subscriptions: Vec<PushSubscription>,
 }
 
 fn enabled(app: &AppState) -> Result<(), ApiError> {
@@ -74,11 +97,18 @@ fn check(req: &SubscriptionRequest, app: &AppState) -> Result<(), ApiError> {
 
 /// `POST /api/v1/push/subscriptions`: store the browser's subscription (201; the same endpoint
 /// again updates its keys).
+#[utoipa::path(post, path = "/api/v1/push/subscriptions", tag = "delivery", security(("bearer" = [])),
+    request_body = SubscriptionRequest,
+    responses(
+        (status = 201, description = "Stored", body = PushSubscription),
+        (status = 404, description = "Web Push is off on this hub", body = ErrorBody),
+        (status = 422, description = "Not a PushSubscription, or an endpoint the hub may not post to", body = ErrorBody),
+    ))]
 pub async fn subscribe(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,
     body: Bytes,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<PushSubscription>), ApiError> {
     enabled(&app)?;
     let req: SubscriptionRequest = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
@@ -107,17 +137,28 @@ pub async fn subscribe(
                 format!("at most {MAX_SUBSCRIPTIONS} push subscriptions per user"),
             )
         })?;
-    Ok((StatusCode::CREATED, Json(json!(saved))))
+    Ok((StatusCode::CREATED, Json(saved)))
 }
 
 /// `GET /api/v1/push/subscriptions`: the user's subscriptions (id, endpoint, created).
-pub async fn list(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/v1/push/subscriptions", tag = "delivery", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's subscriptions", body = SubscriptionList),
+        (status = 404, description = "Web Push is off on this hub", body = ErrorBody),
+    ))]
+pub async fn list(State(app): State<AppState>, AuthUser(claims): AuthUser) -> Result<Json<SubscriptionList>, ApiError> {
     enabled(&app)?;
     let subscriptions = app.store.push_subscriptions(&claims.sub).await?;
-    Ok(Json(json!({ "subscriptions": subscriptions })))
+    Ok(Json(SubscriptionList { subscriptions }))
 }
 
 /// `DELETE /api/v1/push/subscriptions/{id}`: 204, or 404 for one that is not the user's.
+#[utoipa::path(delete, path = "/api/v1/push/subscriptions/{id}", tag = "delivery", security(("bearer" = [])),
+    params(("id" = String, Path, description = "The subscription's id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 404, description = "No such subscription of the caller's, or Web Push is off", body = ErrorBody),
+    ))]
 pub async fn unsubscribe(
     State(app): State<AppState>,
     AuthUser(claims): AuthUser,

@@ -12,7 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
@@ -262,18 +262,41 @@ pub async fn info(State(app): State<AppState>, headers: HeaderMap, body: Bytes) 
     }]}))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DevTokenQuery {
+    /// The user id (default `demo`).
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     user: Option<String>,
+    /// The tier (default `professional`).
+    #[param(value_type = Option<Tier>)]
     tier: Option<String>,
+    /// Seconds, 10 to 604800 (default 3600).
+    #[param(minimum = 10, maximum = 604800)]
     ttl: Option<u64>,
 }
 
+/// A token minted by the development login.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DevToken {
+    pub token: String,
+    pub user: String,
+    pub tier: Tier,
+    /// Seconds since the epoch.
+    pub expires_at: u64,
+}
+
 /// A development login: a token for any user and tier. Only with `auth.dev_mode = true`.
+#[utoipa::path(method(get, post), path = "/api/v1/dev/token", tag = "development", params(DevTokenQuery),
+    responses(
+        (status = 200, description = "A connection token", body = DevToken),
+        (status = 400, description = "An unknown tier or a parameter of the wrong type", body = super::bodies::ErrorBody),
+        (status = 404, description = "The development login is off (auth.dev_mode = false)", body = super::bodies::ErrorBody),
+    ))]
 pub async fn dev_token(
     State(app): State<AppState>,
     ApiQuery(q): ApiQuery<DevTokenQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<DevToken>, ApiError> {
     if !app.settings.auth.dev_mode {
         return Err(ApiError::not_found("dev mode is off (auth.dev_mode = false)"));
     }
@@ -284,13 +307,21 @@ pub async fn dev_token(
         .unwrap_or("professional")
         .parse()
         .map_err(ApiError::bad_request)?;
-    let ttl = q.ttl.unwrap_or(3600).clamp(10, 7 * 24 * 3600);
+    let ttl = q.ttl.unwrap_or(3600);
+    if !(10..=7 * 24 * 3600).contains(&ttl) {
+        return Err(ApiError::bad_request("`ttl` is in seconds, from 10 to 604800"));
+    }
     let token = app
         .hub
         .verifier
         .mint(&user, tier, ttl)
         .map_err(|e| ApiError::bad_request(e.to_string()))?;
-    Ok(Json(json!({"token": token, "user": user, "tier": tier, "expires_at": unix_now_s() + ttl})).into_response())
+    Ok(Json(DevToken {
+        token,
+        user,
+        tier,
+        expires_at: unix_now_s() + ttl,
+    }))
 }
 
 #[derive(Deserialize)]

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::Offer;
 
 /// Price percentiles in USD per GPU-hour.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default)]
 pub struct PriceStats {
     /// GPUs the prices cover.
@@ -33,7 +33,7 @@ pub struct PriceStats {
 }
 
 /// Counts and prices of one slice of a model's market.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(default)]
 pub struct Segment {
     pub offers: u32,
@@ -47,9 +47,11 @@ pub struct Segment {
 }
 
 /// Everything `market:summary` says about one model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ModelAggregate {
+    #[schema(value_type = String)]
     pub model: super::Text,
+    #[schema(value_type = String)]
     pub name: super::Text,
     #[serde(flatten)]
     pub all: Segment,

@@ -17,7 +17,7 @@ use super::{Offer, Text};
 use crate::channels::{self, ChannelKind, MARKET_SUMMARY, MARKET_SUMMARY_1M, OFFERS_ALL, SOURCES_STATUS};
 
 /// Where a source stands, as `sources:status` spells it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceState {
     /// No poll has answered yet.
@@ -29,7 +29,7 @@ pub enum SourceState {
 }
 
 /// One source's health as `sources:status` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceHealth {
     pub source: String,
     pub state: SourceState,

@@ -14,7 +14,7 @@ use serde_json::Value;
 use crate::market::models::canonical_model;
 
 /// One of the user's machines as the portfolio shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Machine {
     /// The hub's id of the machine (stable across polls).
     pub id: String,
@@ -149,12 +149,19 @@ pub fn from_vast(record: &Value, id: String, account_id: &str) -> Option<Machine
 }
 
 /// A machine entered by hand (`POST /api/v1/portfolio/machines`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManualMachine {
+    /// `vast`, `runpod`, `tensordock`, …
+    #[schema(min_length = 1, max_length = 40, pattern = r"\S")]
     pub platform: String,
+    /// A GPU model the market knows, by name or slug (`RTX 4090`, `rtx-4090`).
+    #[schema(min_length = 1)]
     pub gpu_model: String,
+    #[schema(minimum = 1, maximum = 64)]
     pub num_gpus: u32,
+    /// The listed price per GPU-hour.
+    #[schema(exclusive_minimum = 0, maximum = 1000)]
     pub price_per_gpu_hour_usd: f64,
     pub verified: Option<bool>,
     pub datacenter: Option<bool>,

@@ -35,7 +35,7 @@ use machine::Machine;
 use position::{Comparable, Position, Suggestion, Terms};
 
 /// One machine as `portfolio:#<uid>` carries it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Item {
     #[serde(flatten)]
     pub machine: Machine,
@@ -49,7 +49,7 @@ pub struct Item {
 }
 
 /// The totals of a user's machines.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Totals {
     pub machines: usize,
     pub gpus: u32,

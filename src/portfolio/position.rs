@@ -44,7 +44,7 @@ impl Comparable<'_> {
 }
 
 /// The machine's place among comparable offers.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Position {
     /// Comparable offers and their GPUs.
     pub offers: u32,
@@ -60,7 +60,7 @@ pub struct Position {
 }
 
 /// A suggested price and why.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Suggestion {
     /// The host's price (what the platform's listing takes), per GPU-hour, 3 decimals.
     pub price_per_gpu_hour_usd: Option<f64>,

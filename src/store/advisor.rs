@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use super::{Store, StoreError};
 
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Conversation {
     pub id: String,
     #[serde(skip)]
@@ -15,7 +15,7 @@ pub struct Conversation {
 }
 
 /// Who wrote a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageRole {
     User,
@@ -24,7 +24,7 @@ pub enum MessageRole {
 
 /// Where a message stands: an answer is `streaming` until it is `complete`, `failed` or
 /// `cancelled`; a question is `complete` when stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Complete,
@@ -59,7 +59,7 @@ stored_text!(MessageRole { User => "user", Assistant => "assistant" });
 stored_text!(MessageStatus { Complete => "complete", Streaming => "streaming", Failed => "failed", Cancelled => "cancelled" });
 
 /// A stored message.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Message {
     pub id: String,
     pub conversation_id: String,

@@ -40,11 +40,13 @@ pub struct FiringRecord<'a> {
 }
 
 /// A fired alert as stored.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AlertEvent {
     pub id: String,
     pub rule_id: String,
+    /// The alert as `alerts:#<uid>` published it.
     #[sqlx(try_from = "String")]
+    #[schema(value_type = Object)]
     pub payload: JsonText,
     pub fired_at_ms: i64,
     pub acknowledged_at_ms: Option<i64>,

@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// A user's address as stored. The tokens stay in the database.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct UserEmail {
     #[serde(skip)]
     pub user_id: String,

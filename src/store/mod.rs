@@ -254,7 +254,7 @@ impl std::ops::Deref for JsonText {
 }
 
 /// One stored minute of a model's market.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MarketPoint {
     pub ts_ms: i64,
     pub gpus_total: i64,

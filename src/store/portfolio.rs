@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// A linked platform account. The sealed key stays in the store's callers.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AccountRow {
     pub id: String,
     #[serde(skip)]
@@ -39,7 +39,7 @@ pub struct MachineRow {
 }
 
 /// A price change made on a host's behalf.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ChangeRow {
     pub id: String,
     #[serde(skip)]

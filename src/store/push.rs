@@ -5,7 +5,7 @@ use serde::Serialize;
 use super::{Store, StoreError};
 
 /// A stored subscription. The keys are for encrypting pushes; they are not shown back.
-#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct PushSubscription {
     pub id: String,
     #[serde(skip)]

@@ -16,6 +16,7 @@ mod jwks;
 mod keys;
 mod lifecycle;
 mod market;
+mod openapi;
 mod portfolio;
 mod protocol_errors;
 mod push;
