@@ -279,6 +279,12 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Largest request body on any route (413 beyond).
     pub max_body_bytes: usize,
+    /// Longest a REST or server API request may take before it is answered 503 (not the
+    /// WebSocket, whose sessions live on).
+    pub request_timeout_ms: u64,
+    /// Origins (`https://app.example.com`) whose pages may call the REST API from a browser;
+    /// `*` any. Empty: none but this hub's own (no CORS headers are sent).
+    pub cors_origins: Vec<String>,
     /// Serve the dashboard and SDK from this checkout root instead of the copies in the binary.
     pub static_dir: String,
     /// Requests per minute per client address to the routes that need no token.
@@ -738,6 +744,7 @@ impl ServerSettings {
             ("server.header_timeout_ms", s.header_timeout_ms as usize),
             ("server.max_connections", s.max_connections),
             ("server.max_body_bytes", s.max_body_bytes),
+            ("server.request_timeout_ms", s.request_timeout_ms as usize),
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be greater than 0"));
@@ -749,8 +756,30 @@ impl ServerSettings {
                 "must be greater than server.write_buffer_bytes",
             ));
         }
+        for origin in &s.cors_origins {
+            if !is_origin(origin) {
+                return Err(invalid(
+                    "server.cors_origins",
+                    format!("`{origin}` is not an origin: scheme://host[:port] with no path, or *"),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// `*`, or `http(s)://host[:port]` as a browser sends it in `Origin` (no path, no trailing slash).
+fn is_origin(origin: &str) -> bool {
+    if origin == "*" {
+        return true;
+    }
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty() && !rest.contains(['/', '?', '#', ' ', '@'])
 }
 
 impl BusSettings {

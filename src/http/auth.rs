@@ -42,6 +42,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 iss: None,
                 aud: None,
             };
+            super::layers::record_user(&claims.sub);
             check_scope(&claims, parts)?;
             app.limits.check_user(&claims.sub, claims.tier)?;
             return Ok(AuthUser(claims));
@@ -61,6 +62,7 @@ impl FromRequestParts<AppState> for AuthUser {
                 }
             }
         }
+        super::layers::record_user(&claims.sub);
         check_scope(&claims, parts)?;
         app.limits.check_user(&claims.sub, claims.tier)?;
         // The tier the user's tokens carry now decides whether their rules may post to webhooks.

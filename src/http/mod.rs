@@ -9,6 +9,7 @@ pub mod email;
 pub mod error;
 pub mod health;
 pub mod keys;
+pub mod layers;
 pub mod limits;
 pub mod market;
 pub mod openapi;
@@ -58,9 +59,7 @@ pub struct AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/connection/websocket", get(ws::upgrade))
+    let http = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
@@ -71,7 +70,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/revoke_token", post(server_api::revoke_token))
         .merge(openapi::api_router(&state))
         .route("/sdk/{*file}", get(static_files::sdk))
-        .fallback(static_files::web)
+        .fallback(static_files::web);
+    let router = Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/connection/websocket", get(ws::upgrade))
+        .merge(layers::plain_http(http, &state))
         .layer(DefaultBodyLimit::max(state.settings.server.max_body_bytes))
-        .with_state(state)
+        .with_state(state.clone());
+    layers::every_route(router, &state)
 }

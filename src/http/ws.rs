@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, SinkExt};
 use tokio::time::{Instant, sleep_until};
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -42,7 +43,12 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
         .max_write_buffer_size(s.max_write_buffer_bytes)
         .max_message_size(s.max_message_bytes)
         .max_frame_size(s.max_message_bytes)
-        .on_upgrade(move |socket| tracker.track_future(supervised(socket, hub)))
+        .on_upgrade(move |socket| {
+            // Every line a session logs carries its connection id, and its user and tier once
+            // `connect` is accepted.
+            let span = tracing::info_span!(parent: None, "ws", conn = tracing::field::Empty, user = tracing::field::Empty, tier = tracing::field::Empty);
+            tracker.track_future(supervised(socket, hub).instrument(span))
+        })
 }
 
 /// One connection, counted while it lives. A panic in it is logged and counted
@@ -91,6 +97,7 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
     let settings = hub.settings.clone();
     let s = &settings.server;
     let (outbox, mut client, live) = open(&hub);
+    tracing::Span::current().record("conn", client.id());
     let mut timers = Timers::new(s);
     let mut batch: Vec<Bytes> = Vec::new();
     let shutdown = hub.shutdown_token().clone();

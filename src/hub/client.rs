@@ -294,6 +294,9 @@ impl Client {
             Err(e) => tracing::warn!(error = %e, "cross-node connection count failed; connection allowed"),
         }
         self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
+        let span = tracing::Span::current();
+        span.record("user", claims.sub.as_str());
+        span.record("tier", claims.tier.as_str());
         Ok(())
     }
 

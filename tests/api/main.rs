@@ -14,6 +14,7 @@ mod fanout;
 mod hardening;
 mod jwks;
 mod keys;
+mod layers;
 mod lifecycle;
 mod market;
 mod openapi;

@@ -61,6 +61,13 @@ before(async () => {
   });
   page = await context.newPage();
   page.on('pageerror', (e) => pageErrors.push(e.message));
+  // The hub serves the dashboard with a strict Content-Security-Policy: anything it blocks is an
+  // error of the page, as the tests' `pageErrors` checks see it.
+  page.on('console', (m) => {
+    if (m.type() === 'error' && /Content Security Policy|Refused to (load|execute|apply|connect|frame)/.test(m.text())) {
+      pageErrors.push(`CSP: ${m.text()}`);
+    }
+  });
 });
 
 after(async () => {
