@@ -54,7 +54,52 @@ pub struct Settings {
     pub secrets: SecretsSettings,
     #[serde(default)]
     pub portfolio: PortfolioSettings,
+    #[serde(default)]
+    pub store: StoreSettings,
     pub tiers: BTreeMap<Tier, TierSettings>,
+}
+
+/// How long the database keeps what grows without end (DESIGN §13): the market's minute rows
+/// (then folded into hourly rows), the hourly rows, fired alerts and advisor messages. The leader
+/// enforces it every `retention_interval_s`. 0 for alerts or messages: kept for ever.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreSettings {
+    pub market_snapshot_retention_days: u32,
+    pub market_hourly_retention_days: u32,
+    pub alert_event_retention_days: u32,
+    pub advisor_message_retention_days: u32,
+    pub retention_interval_s: u64,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        Self {
+            market_snapshot_retention_days: 30,
+            market_hourly_retention_days: 730,
+            alert_event_retention_days: 365,
+            advisor_message_retention_days: 365,
+            retention_interval_s: 3600,
+        }
+    }
+}
+
+impl StoreSettings {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.market_snapshot_retention_days == 0 {
+            return Err(invalid("store.market_snapshot_retention_days", "must be at least 1"));
+        }
+        if self.market_hourly_retention_days < self.market_snapshot_retention_days {
+            return Err(invalid(
+                "store.market_hourly_retention_days",
+                "must be at least store.market_snapshot_retention_days (hourly rows outlive minute rows)",
+            ));
+        }
+        if !(60..=86_400).contains(&self.retention_interval_s) {
+            return Err(invalid("store.retention_interval_s", "must be from 60 to 86400"));
+        }
+        Ok(())
+    }
 }
 
 /// Web Push (RFC 8030 / 8291 / 8292): the VAPID key pair the hub signs its pushes with, in the
@@ -674,6 +719,7 @@ impl Settings {
         self.email.validate()?;
         self.secrets.validate(self.environment)?;
         self.portfolio.validate()?;
+        self.store.validate()?;
         self.validate_exposure()?;
         for tier in Tier::ALL {
             let Some(t) = self.tiers.get(&tier) else {

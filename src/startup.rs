@@ -41,6 +41,7 @@ use crate::portfolio::{Portfolio, PortfolioParts};
 use crate::secrets::Sealer;
 use crate::store::Store;
 use crate::store::queue::WriteQueue;
+use crate::store::retention::Cutoffs;
 use crate::tasks::Tasks;
 use crate::telemetry::Metrics;
 use crate::tier::Tier;
@@ -93,6 +94,7 @@ impl Application {
         let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
+        spawn_retention(&store, &settings, &cluster.role, &tasks);
         spawn_portfolio(&portfolio, &hub, &cluster.role, &tasks);
         let runner = RunnerParts {
             market: market.clone(),
@@ -480,6 +482,37 @@ fn spawn_node_tasks(hub: &Arc<Hub>, advisor: &Arc<Advisor>, alerts: &Arc<AlertSe
         leader_only(role.leadership.clone(), stop, {
             let alerts = alerts.clone();
             move |stop| alerts.clone().run_outbox(stop)
+        }),
+    );
+}
+
+/// The leader folds and deletes old rows every `store.retention_interval_s` (the first pass at
+/// once), as `store.*_retention_days` say.
+fn spawn_retention(store: &Store, settings: &Settings, role: &Role, tasks: &Tasks) {
+    let period = Duration::from_secs(settings.store.retention_interval_s);
+    let retention = settings.store.clone();
+    let store = store.clone();
+    tasks.spawn_critical(
+        "retention",
+        leader_only(role.leadership.clone(), tasks.stop_token().clone(), move |stop| {
+            let (store, retention) = (store.clone(), retention.clone());
+            every(period, stop, move || {
+                let (store, retention) = (store.clone(), retention.clone());
+                async move {
+                    let cutoffs = Cutoffs::of(&retention, crate::clock::unix_now_ms() as i64);
+                    match store.enforce_retention(&cutoffs).await {
+                        Ok(p) => tracing::info!(
+                            hours_folded = p.hours_folded,
+                            minutes_deleted = p.minutes_deleted,
+                            hours_deleted = p.hours_deleted,
+                            alert_events_deleted = p.alert_events_deleted,
+                            messages_deleted = p.messages_deleted,
+                            "retention pass"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "retention pass failed; the next one retries"),
+                    }
+                }
+            })
         }),
     );
 }

@@ -68,11 +68,13 @@ pub struct HistoryQuery {
     from: Option<i64>,
     /// Milliseconds since the epoch; default: now.
     to: Option<i64>,
-    /// Seconds per point (≥ 60); the last stored minute of each step is returned. Default 60.
+    /// Seconds per point; the last stored point of each step is returned. Default 60; at least
+    /// 3600 for an hourly answer.
+    #[param(minimum = 60, maximum = 604800)]
     step: Option<i64>,
 }
 
-const MAX_RANGE_MS: i64 = 90 * 24 * 3600 * 1000;
+const MAX_RANGE_MS: i64 = 731 * 24 * 3600 * 1000;
 
 /// A model's stored minutes over a range.
 #[derive(Serialize, ToSchema)]
@@ -82,8 +84,21 @@ pub struct History {
     pub to: i64,
     /// Seconds per point.
     pub step: i64,
+    /// `minute`: stored minutes; `hour`: the hours' averages (ranges longer than 2 days, or
+    /// reaching past `store.market_snapshot_retention_days`).
+    pub resolution: Resolution,
     pub points: Vec<MarketPoint>,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Resolution {
+    Minute,
+    Hour,
+}
+
+/// Ranges longer than this are answered from hourly rows.
+const MINUTE_RANGE_MS: i64 = 2 * 24 * 3600 * 1000;
 
 /// `GET /api/v1/market/history?model=&from=&to=&step=`.
 #[utoipa::path(get, path = "/api/v1/market/history", tag = "market",
@@ -111,14 +126,38 @@ pub async fn history(
     }
     // Checked: `from` and `to` may be any i64, and their difference then overflows.
     if to.checked_sub(from).is_none_or(|range| range > MAX_RANGE_MS) {
-        return Err(unprocessable("the range may span at most 90 days"));
+        return Err(unprocessable("the range may span at most 731 days"));
     }
     if !(60..=86_400 * 7).contains(&step_s) {
         return Err(unprocessable("`step` is in seconds, from 60 to 604800"));
     }
-    let points = app.store.market_history(&model, from, to).await?;
-    // Keep the last point of each step-wide bucket.
-    let step_ms = step_s * 1000;
+    let now = unix_now_ms() as i64;
+    let minutes_kept_from = now - i64::from(app.settings.store.market_snapshot_retention_days) * 24 * 3600 * 1000;
+    let resolution = if to - from > MINUTE_RANGE_MS || from < minutes_kept_from {
+        Resolution::Hour
+    } else {
+        Resolution::Minute
+    };
+    let (points, step_s) = match resolution {
+        Resolution::Minute => (app.store.market_history(&model, from, to).await?, step_s),
+        Resolution::Hour => (
+            app.store.market_history_hourly(&model, from, to).await?,
+            step_s.max(3600),
+        ),
+    };
+    let out = last_of_each_step(points, from, step_s * 1000);
+    Ok(Json(History {
+        model,
+        from,
+        to,
+        step: step_s,
+        resolution,
+        points: out,
+    }))
+}
+
+/// The last point of each `step_ms`-wide bucket counted from `from`.
+fn last_of_each_step(points: Vec<MarketPoint>, from: i64, step_ms: i64) -> Vec<MarketPoint> {
     let mut out: Vec<MarketPoint> = Vec::new();
     let mut last_bucket = None;
     for p in points {
@@ -132,11 +171,5 @@ pub async fn history(
             last_bucket = Some(bucket);
         }
     }
-    Ok(Json(History {
-        model,
-        from,
-        to,
-        step: step_s,
-        points: out,
-    }))
+    out
 }

@@ -11,6 +11,7 @@ pub mod keys;
 pub mod portfolio;
 pub mod push;
 pub mod queue;
+pub mod retention;
 
 use std::path::Path;
 

@@ -22,6 +22,7 @@ mod portfolio;
 mod protocol_errors;
 mod push;
 mod recovery;
+mod retention;
 mod rust_sdk;
 mod server_api;
 mod store;
