@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Protocol conformance: the unmodified `centrifuge` npm client (js/), and centrifuge-python plus the
-# `cent` server API client (python/), against a private hub started here.
+# `cent` server API client (python/), against a private hub started here; then the channel payloads
+# of a hub with a market and an advisor against their JSON Schemas (python/schemas.py,
+# docs/schemas/); then the developer examples of docs/developers.md, and every code block of
+# README.md, client-sdk/README.md and docs/ (scripts/doc-snippets.py, which starts hubs of its own).
 #
 #   GPUSCOUT_BIN=target/debug/gpuscout tests/conformance/run.sh
 #
@@ -30,6 +33,15 @@ log() { printf '[conformance] %s\n' "$*"; }
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpuscout-conformance.XXXXXX")"
 HUB_PID=""
 CHILD_PID=""
+LLM_PID=""
+
+stop_llm() {
+  if [[ -n "$LLM_PID" ]]; then
+    kill -TERM "$LLM_PID" 2>/dev/null || true
+    wait "$LLM_PID" 2>/dev/null || true
+  fi
+  LLM_PID=""
+}
 
 stop_hub() {
   if [[ -n "$HUB_PID" ]] && kill -0 "$HUB_PID" 2>/dev/null; then
@@ -52,6 +64,7 @@ cleanup() {
     wait "$CHILD_PID" 2>/dev/null || true
   fi
   stop_hub
+  stop_llm
   if [[ $rc -ne 0 && -f "$WORK/hub.log" ]]; then
     echo "---- hub log (last 60 lines) ----" >&2
     tail -n 60 "$WORK/hub.log" >&2 || true
@@ -85,7 +98,7 @@ install_python() {
   local venv="$HERE/.venv" req="$HERE/python/requirements.txt" stamp="$HERE/.venv/.conformance-stamp"
   local want
   want="$(sha "$req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import centrifuge, cent' 2>/dev/null; then
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import centrifuge, cent, jsonschema' 2>/dev/null; then
     log "Python packages are current"
     return
   fi
@@ -211,6 +224,40 @@ if ! kill -0 "$HUB_PID" 2>/dev/null; then
   failed+=("hub")
 fi
 
+# ---- channel payloads against docs/schemas ------------------------------------------------------
+# A hub with the simulated market (fast, and market:summary.1m every second) and the advisor on an
+# OpenAI-compatible fake (python/fake_llm.py) replaying captured answers, with a database of its
+# own; schemas.py makes every channel publish and validates what an enterprise client receives.
+
+stop_hub
+log "channel payloads against docs/schemas"
+"$HERE/.venv/bin/python" "$HERE/python/fake_llm.py" "$WORK/llm.port" >"$WORK/llm.log" 2>&1 &
+LLM_PID=$!
+for _ in $(seq 1 100); do
+  [[ -s "$WORK/llm.port" ]] && break
+  sleep 0.1
+done
+if [[ -s "$WORK/llm.port" ]]; then
+  export GPUSCOUT__INGEST__SIMULATED__ENABLED=true GPUSCOUT__INGEST__SIMULATED__POLL_INTERVAL_MS=300
+  export GPUSCOUT__INGEST__SUMMARY_INTERVAL_S=1 GPUSCOUT__DATABASE__URL="sqlite://$WORK/schemas.db"
+  export GPUSCOUT__ADVISOR__PROVIDER=openai GPUSCOUT__ADVISOR__OPENAI__BASE_URL="http://127.0.0.1:$(cat "$WORK/llm.port")"
+  start_hub
+  token_ent="$(token 7301 enterprise)"
+  if run_script "$HERE/python" 7302 7303 env TOKEN_ENT="$token_ent" TOKEN_ENT_USER=7301 GPUSCOUT_SUMMARY_INTERVAL_S=1 \
+    GPUSCOUT_URL="http://127.0.0.1:$PORT" "$HERE/.venv/bin/python" schemas.py; then
+    log "channel payloads: passed"
+  else
+    failed+=("schemas")
+  fi
+  unset GPUSCOUT__INGEST__SUMMARY_INTERVAL_S GPUSCOUT__ADVISOR__PROVIDER GPUSCOUT__ADVISOR__OPENAI__BASE_URL
+  export GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db"
+else
+  echo "run.sh: the fake language model server did not start; its log:" >&2
+  cat "$WORK/llm.log" >&2 || true
+  failed+=("schemas")
+fi
+stop_llm
+
 # ---- the developer examples of docs/developers.md, run as written ------------------------------
 # A hub with a market (the simulated one, fast), a key made the documented way, then each example
 # extracted from the page and run: it must print the snapshot and three deltas, every checksum ok.
@@ -265,6 +312,22 @@ if cmp -s "$WORK/five_minutes.rs" "$ROOT/client-sdk/rust/examples/five_minutes.r
 else
   echo "run.sh: the Rust example in docs/developers.md differs from client-sdk/rust/examples/five_minutes.rs" >&2
   failed+=("example-rust")
+fi
+
+# ---- every code block of the documents, run as written (scripts/doc-snippets.py) ----------------
+# Its own hubs, on the embedded defaults (it drops the GPUSCOUT_ settings above), one per document.
+
+stop_hub
+log "documentation code blocks (scripts/doc-snippets.py)"
+rc=0
+(GPUSCOUT_BIN="$BIN" exec timeout --foreground -k 10 900 "$PYTHON" "$ROOT/scripts/doc-snippets.py") &
+CHILD_PID=$!
+wait "$CHILD_PID" || rc=$?
+CHILD_PID=""
+if ((rc == 0)); then
+  log "documentation code blocks: passed"
+else
+  failed+=("doc-snippets")
 fi
 
 if ((${#failed[@]})); then

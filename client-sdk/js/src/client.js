@@ -167,6 +167,14 @@ export class GpuscoutClient extends Emitter {
     this._token = options.token ?? '';
     /** Fetch a new token before the next connect. @private */
     this._needToken = !this._token;
+    /** Why there is no way to get a token ('' when there is one). @private */
+    this._noToken = this._token || this._getToken ? '' : noTokenReason(options);
+    /** Why the client stopped for good ('' while it has not). @private */
+    this._stopped = '';
+    /** The last connection error, for a `ready()` that times out. @type {Error | null} @private */
+    this._lastError = null;
+    /** The last error reported on the console for want of an `error` listener. @private */
+    this._unheard = '';
 
     /** @type {ClientState} */
     this.state = 'disconnected';
@@ -230,6 +238,8 @@ export class GpuscoutClient extends Emitter {
   connect() {
     if (this.state !== 'disconnected') return;
     this._attempt = 0;
+    this._stopped = '';
+    this._lastError = null;
     this._setConnecting(DisconnectCodes.disconnectCalled, 'connect called');
     this._openTransport();
   }
@@ -250,6 +260,7 @@ export class GpuscoutClient extends Emitter {
    */
   ready(timeout = this._opts.timeout) {
     if (this.state === 'connected') return Promise.resolve();
+    if (this._stopped) return Promise.reject(new GpuscoutError(ErrorCodes.clientDisconnected, this._stopped));
     return new Promise((resolve, reject) => {
       const offs = [
         this.on('connected', () => done(null)),
@@ -257,7 +268,10 @@ export class GpuscoutClient extends Emitter {
           if (!ctx.reconnect) done(new GpuscoutError(ErrorCodes.clientDisconnected, `disconnected: ${ctx.code} ${ctx.reason}`));
         }),
       ];
-      const timer = setTimeout(() => done(new GpuscoutError(ErrorCodes.timeout, 'timeout waiting for connection', true)), timeout);
+      const timer = setTimeout(() => {
+        const last = this._lastError ? ` (last error: ${this._lastError.message})` : '';
+        done(new GpuscoutError(ErrorCodes.timeout, `timeout waiting for connection${last}`, true));
+      }, timeout);
       /** @param {GpuscoutError | null} err */
       const done = (err) => {
         clearTimeout(timer);
@@ -323,7 +337,7 @@ export class GpuscoutClient extends Emitter {
    */
   async rpc(method, data) {
     if (this.state === 'disconnected') {
-      throw new GpuscoutError(ErrorCodes.clientDisconnected, 'client is disconnected');
+      throw new GpuscoutError(ErrorCodes.clientDisconnected, this._stopped || 'client is disconnected');
     }
     if (this.state !== 'connected') await this.ready();
     /** @type {Record<string, unknown>} */
@@ -423,7 +437,7 @@ export class GpuscoutClient extends Emitter {
     try {
       ws.send(encodeFrame(batch));
     } catch (err) {
-      this.emit('error', { type: 'transport', error: asError(err) });
+      this._report('transport', asError(err));
     }
   }
 
@@ -445,7 +459,9 @@ export class GpuscoutClient extends Emitter {
     const epoch = ++this._epoch;
     if (this._needToken || !this._token) {
       if (!this._getToken) {
-        this._fail(DisconnectCodes.tokenUnavailable, 'no token and no getToken', false);
+        const reason = this._noToken || 'no token and no getToken';
+        this._report('token', new GpuscoutError(ErrorCodes.tokenUnavailable, reason));
+        this._fail(DisconnectCodes.tokenUnavailable, reason, false);
         return;
       }
       try {
@@ -456,7 +472,7 @@ export class GpuscoutClient extends Emitter {
         this._needToken = false;
       } catch (err) {
         if (epoch !== this._epoch || this.state !== 'connecting') return;
-        this.emit('error', { type: 'token', error: asError(err) });
+        this._report('token', asError(err));
         this._scheduleReconnect();
         return;
       }
@@ -471,7 +487,7 @@ export class GpuscoutClient extends Emitter {
     try {
       ws = new WS(this.url);
     } catch (err) {
-      this.emit('error', { type: 'transport', error: asError(err) });
+      this._report('transport', asError(err));
       this._scheduleReconnect();
       return;
     }
@@ -521,7 +537,7 @@ export class GpuscoutClient extends Emitter {
     clearTimeout(this._connectTimer);
     if (reply.error) {
       const error = GpuscoutError.fromReply(reply.error);
-      this.emit('error', { type: 'connect', error });
+      this._report('connect', error);
       if (error.code === ProtocolCodes.tokenExpired) {
         // The hub closes the socket after this (commands behind connect are refused): reconnect
         // now, with a new token.
@@ -534,6 +550,8 @@ export class GpuscoutClient extends Emitter {
     }
     const r = reply.connect || {};
     this.state = 'connected';
+    this._lastError = null;
+    this._unheard = '';
     this.clientId = String(r.client || '');
     this._attempt = 0;
     this._pingInterval = Number(r.ping) || 0;
@@ -578,7 +596,7 @@ export class GpuscoutClient extends Emitter {
     try {
       messages = decodeFrame(data);
     } catch (err) {
-      this.emit('error', { type: 'protocol', error: asError(err) });
+      this._report('protocol', asError(err));
       this._lost(DisconnectCodes.badFrame, 'bad frame', true);
       return;
     }
@@ -681,7 +699,7 @@ export class GpuscoutClient extends Emitter {
         if (!token) throw new GpuscoutError(ErrorCodes.tokenUnavailable, 'getToken returned no token');
       } catch (err) {
         if (epoch !== this._epoch) return;
-        this.emit('error', { type: 'token', error: asError(err) });
+        this._report('token', asError(err));
         retry(1000);
         return;
       }
@@ -695,7 +713,7 @@ export class GpuscoutClient extends Emitter {
         if (r.expires && r.ttl) this._scheduleRefresh(Number(r.ttl));
       } catch (err) {
         if (epoch !== this._epoch) return;
-        this.emit('error', { type: 'refresh', error: asError(err) });
+        this._report('refresh', asError(err));
         // 109: that token had already expired, get another one; otherwise try again shortly.
         retry(err instanceof GpuscoutError && err.code === ProtocolCodes.tokenExpired ? 200 : 2000);
       }
@@ -736,9 +754,33 @@ export class GpuscoutClient extends Emitter {
    * @private
    */
   _fail(code, reason, _wasConnected) {
+    this._stopped = `disconnected for good: ${code} ${reason}`;
     this._teardown(new GpuscoutError(ErrorCodes.clientDisconnected, `disconnected: ${code} ${reason}`), 1000, reason);
     this.state = 'disconnected';
+    const told = this._unheard.endsWith(reason);
+    if (!told && this.listenerCount('disconnected') === 0 && this.listenerCount('error') === 0) {
+      unheard(`gpuscout: ${this._stopped} (listen with client.on('disconnected', …))`);
+    }
     this.emit('disconnected', { code, reason, reconnect: false });
+  }
+
+  /**
+   * An `error` event; with no listener, on the console instead (once until the next connect, so
+   * a failure the program does not handle is not silent).
+   * @param {ErrorContext['type']} type
+   * @param {Error} error
+   * @private
+   */
+  _report(type, error) {
+    this._lastError = error;
+    if (this.listenerCount('error') > 0) {
+      this.emit('error', { type, error });
+      return;
+    }
+    const text = `${type}: ${error.message}`;
+    if (text === this._unheard) return;
+    this._unheard = text;
+    unheard(`gpuscout: ${text} (listen with client.on('error', …))`);
   }
 
   /** @private */
@@ -842,4 +884,23 @@ export class GpuscoutClient extends Emitter {
  */
 function asError(err) {
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * Why a client has no way to get a token, naming an option given empty (an unset variable).
+ * @param {ClientOptions} options
+ * @returns {string}
+ */
+function noTokenReason(options) {
+  const empty = ['token', 'apiKey'].filter((k) => k in options && !options[/** @type {'token' | 'apiKey'} */ (k)]);
+  const given = empty.length ? ` (${empty.join(' and ')} ${empty.length > 1 ? 'are' : 'is'} empty)` : '';
+  return `no token: pass the option token, apiKey or getToken${given}`;
+}
+
+/**
+ * Report on the console what no listener handles.
+ * @param {string} message
+ */
+function unheard(message) {
+  if (typeof console !== 'undefined' && console.error) console.error(message);
 }

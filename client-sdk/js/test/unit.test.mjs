@@ -262,3 +262,42 @@ test('the SDK reports the version its package.json has', async () => {
   assert.equal(pkg.license, 'MIT');
   for (const file of pkg.files) assert.ok(existsSync(new URL(`../${file}`, import.meta.url)), `${file} is in the package`);
 });
+
+test('a client with no way to get a token says why: an error event, or the console when nobody listens', async () => {
+  const { GpuscoutClient, GpuscoutError, ErrorCodes, DisconnectCodes } = await import('../src/index.js');
+  class NeverOpened {
+    constructor() {
+      throw new Error('no socket should be opened without a token');
+    }
+  }
+  // An option given from an unset variable is named, and the events say so at once.
+  const client = new GpuscoutClient('ws://127.0.0.1:9/connection/websocket', { apiKey: process.env.GPUSCOUT_UNSET_KEY, websocket: /** @type {any} */ (NeverOpened) });
+  const errors = [];
+  const closes = [];
+  client.on('error', (e) => errors.push(e));
+  client.on('disconnected', (e) => closes.push(e));
+  client.connect();
+  assert.equal(errors.length, 1);
+  assert.equal(errors[0].type, 'token');
+  assert.equal(errors[0].error.code, ErrorCodes.tokenUnavailable);
+  assert.match(errors[0].error.message, /no token: pass the option token, apiKey or getToken \(apiKey is empty\)/);
+  assert.deepEqual(closes.map((c) => [c.code, c.reconnect]), [[DisconnectCodes.tokenUnavailable, false]]);
+  // Waiting on it fails at once with the reason, not after a timeout.
+  const started = Date.now();
+  await assert.rejects(client.ready(5000), (e) => e instanceof GpuscoutError && /apiKey is empty/.test(e.message));
+  await assert.rejects(client.rpc('session.info'), (e) => e instanceof GpuscoutError && /apiKey is empty/.test(e.message));
+  assert.ok(Date.now() - started < 1000);
+
+  // With no listener the console says it (once).
+  const printed = [];
+  const original = console.error;
+  console.error = (...args) => printed.push(args.join(' '));
+  try {
+    const quiet = new GpuscoutClient('ws://127.0.0.1:9/connection/websocket', { token: '', websocket: /** @type {any} */ (NeverOpened) });
+    quiet.connect();
+  } finally {
+    console.error = original;
+  }
+  assert.equal(printed.length, 1, printed.join('\n'));
+  assert.match(printed[0], /^gpuscout: token: no token: pass the option token, apiKey or getToken \(token is empty\) \(listen with client\.on\('error', …\)\)$/);
+});

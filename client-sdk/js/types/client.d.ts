@@ -47,6 +47,14 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
     private _token;
     /** Fetch a new token before the next connect. @private */
     private _needToken;
+    /** Why there is no way to get a token ('' when there is one). @private */
+    private _noToken;
+    /** Why the client stopped for good ('' while it has not). @private */
+    private _stopped;
+    /** The last connection error, for a `ready()` that times out. @type {Error | null} @private */
+    private _lastError;
+    /** The last error reported on the console for want of an `error` listener. @private */
+    private _unheard;
     /** @type {ClientState} */
     state: ClientState;
     /** The client id of the current connection ('' when not connected). */
@@ -213,6 +221,14 @@ export class GpuscoutClient extends Emitter<ClientEvents> {
      * @private
      */
     private _fail;
+    /**
+     * An `error` event; with no listener, on the console instead (once until the next connect, so
+     * a failure the program does not handle is not silent).
+     * @param {ErrorContext['type']} type
+     * @param {Error} error
+     * @private
+     */
+    private _report;
     /** @private */
     private _scheduleReconnect;
     /**
