@@ -144,7 +144,7 @@ async fn web_push_reaches_the_browser(database_url: Option<String>) {
         on_socket.push(alert["pub"]["data"].clone());
     }
     let socket_alert = on_socket.iter().find(|a| a["rule_id"] == pushed["id"]).unwrap().clone();
-    eventually(8, "every subscription is tried", || {
+    eventually(20, "every subscription is tried", || {
         pushes_to(&seen, "good").len() == 1
             && pushes_to(&seen, "gone").len() == 1
             && pushes_to(&seen, "busy").len() == 2
