@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import sys
 import time
 import traceback
@@ -28,6 +27,7 @@ from typing import Any, Awaitable, Callable, List, Optional
 from cent import AsyncClient as CentClient
 from cent import PublishRequest
 from cent.exceptions import CentApiResponseError, CentUnauthorizedError
+from checks import CheckFailed, check, env, run_capped, until
 from centrifuge import (
     Client,
     ClientEventHandler,
@@ -46,18 +46,9 @@ from centrifuge import (
 
 OVERALL_CAP_S = 60
 CHECK_CAP_S = 20
-WAIT_S = 10.0
 GPU_CHANNEL = "gpu:rtx-4090"
 # run.sh starts the hub with this ping interval (GPUSCOUT__SERVER__PING_INTERVAL_S).
 PING_S = int(os.environ.get("GPUSCOUT_PING_S", "25"))
-
-
-def env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        print(f"conformance.py: environment variable {name} is required", file=sys.stderr)
-        sys.exit(2)
-    return value
 
 
 HTTP_URL = env("GPUSCOUT_URL").rstrip("/")
@@ -70,33 +61,13 @@ FREE_USER = env("TOKEN_FREE_USER")
 RUN = f"{os.getpid()}-{int(time.time() * 1000)}"
 
 
-class CheckFailed(AssertionError):
-    pass
-
-
 class Skipped(Exception):
     pass
-
-
-def check(cond: Any, message: str) -> None:
-    if not cond:
-        raise CheckFailed(message)
 
 
 def check_eq(got: Any, want: Any, message: str) -> None:
     if got != want:
         raise CheckFailed(f"{message}: got {got!r}, want {want!r}")
-
-
-async def until(cond: Callable[[], Any], what: str, timeout: float = WAIT_S) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 class WsTextLines:
@@ -552,17 +523,7 @@ async def run_checks() -> int:
 
 
 def main() -> int:
-    def hard_cap(*_: Any) -> None:
-        print(f"conformance.py: overall cap of {OVERALL_CAP_S + 10} s exceeded", file=sys.stderr, flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, hard_cap)
-    signal.alarm(OVERALL_CAP_S + 10)
-    try:
-        return asyncio.run(asyncio.wait_for(run_checks(), OVERALL_CAP_S))
-    except asyncio.TimeoutError:
-        print(f"conformance.py: overall cap of {OVERALL_CAP_S} s exceeded", file=sys.stderr)
-        return 1
+    return run_capped(run_checks, OVERALL_CAP_S)
 
 
 if __name__ == "__main__":

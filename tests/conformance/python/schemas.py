@@ -29,7 +29,6 @@ import asyncio
 import json
 import os
 import re
-import signal
 import sys
 import time
 import traceback
@@ -38,6 +37,7 @@ import urllib.request
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import jsonschema
+from checks import CheckFailed, check, env, run_capped, until
 from centrifuge import Client, ClientEventHandler, SubscriptionEventHandler
 from jsonschema import Draft202012Validator
 
@@ -56,15 +56,6 @@ def collect_s(summary_interval_s: float) -> float:
 OVERALL_CAP_S = int(collect_s(float(os.environ.get("GPUSCOUT_SUMMARY_INTERVAL_S", "60")))) + 40
 # fake_llm.py answers a request containing this with an HTTP error.
 FAIL_MARKER = "please fail this answer"
-
-
-class CheckFailed(AssertionError):
-    pass
-
-
-def check(cond: Any, message: str) -> None:
-    if not cond:
-        raise CheckFailed(message)
 
 
 # ---- the schemas --------------------------------------------------------------------------------
@@ -201,14 +192,6 @@ def static_doc_examples() -> str:
 # ---- the hub ------------------------------------------------------------------------------------
 
 
-def env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        print(f"schemas.py: environment variable {name} is required", file=sys.stderr)
-        sys.exit(2)
-    return value
-
-
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -231,17 +214,6 @@ def rest(method: str, path: str, token: str, body: Any = None) -> Any:
 
 async def arest(method: str, path: str, token: str, body: Any = None) -> Any:
     return await asyncio.to_thread(rest, method, path, token, body)
-
-
-async def until(cond: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise CheckFailed(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 class ClientEvents(ClientEventHandler):
@@ -541,18 +513,7 @@ async def run_checks(static_only: bool) -> int:
 
 def main() -> int:
     static_only = "--static" in sys.argv[1:]
-
-    def hard_cap(*_: Any) -> None:
-        print(f"schemas.py: overall cap of {OVERALL_CAP_S + 10} s exceeded", file=sys.stderr, flush=True)
-        os._exit(1)
-
-    signal.signal(signal.SIGALRM, hard_cap)
-    signal.alarm(OVERALL_CAP_S + 10)
-    try:
-        return asyncio.run(asyncio.wait_for(run_checks(static_only), OVERALL_CAP_S))
-    except asyncio.TimeoutError:
-        print(f"schemas.py: overall cap of {OVERALL_CAP_S} s exceeded", file=sys.stderr)
-        return 1
+    return run_capped(lambda: run_checks(static_only), OVERALL_CAP_S)
 
 
 if __name__ == "__main__":
