@@ -932,6 +932,13 @@ impl AlertSettings {
                 "alerts.outbox_poll_ms and alerts.webhook_timeout_ms must be greater than 0",
             ));
         }
+        if self.webhook_timeout_ms > 120_000 {
+            // A delivery is claimed for 5 minutes per attempt; an attempt must end well within it.
+            return Err(invalid(
+                "alerts.webhook_timeout_ms",
+                "must be at most 120000 (2 minutes)",
+            ));
+        }
         Ok(())
     }
 }

@@ -340,16 +340,38 @@ impl Store {
         Ok(due)
     }
 
-    /// A user's e-mail deliveries folded into the digest and due now, oldest first.
-    pub async fn due_digest(&self, user_id: &str, now_ms: i64) -> Result<Vec<Delivery>, StoreError> {
+    /// Claim a delivery read by [`Store::due_deliveries`] for one attempt: only if it is still
+    /// as it was read (pending, due, the same attempt count and format), so a stale read never
+    /// sends it twice; it is then not due again until `lease_until_ms`, the time by which its
+    /// attempt is recorded (or, if this node dies first, tried again).
+    pub async fn claim_delivery(&self, d: &Delivery, now_ms: i64, lease_until_ms: i64) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE webhook_deliveries SET next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending' \
+             AND attempts = $3 AND format = $4 AND next_attempt_at_ms <= $5",
+        )
+        .bind(lease_until_ms)
+        .bind(&d.id)
+        .bind(d.attempts)
+        .bind(&d.format)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// A user's e-mail deliveries folded into the digest and due now (with `claimed`, the digest
+    /// row being attempted), oldest first.
+    pub async fn due_digest(&self, user_id: &str, now_ms: i64, claimed: &str) -> Result<Vec<Delivery>, StoreError> {
         let due = sqlx::query_as(
             "SELECT d.id, d.event_id, e.user_id, d.channel, d.target, d.url, d.format, d.secret, d.attempts, e.payload \
              FROM webhook_deliveries d JOIN alert_events e ON e.id = d.event_id \
              WHERE e.user_id = $1 AND d.channel = 'email' AND d.format = 'digest' AND d.status = 'pending' \
-             AND d.next_attempt_at_ms <= $2 ORDER BY e.fired_at_ms, d.id",
+             AND (d.next_attempt_at_ms <= $2 OR d.id = $3) ORDER BY e.fired_at_ms, d.id",
         )
         .bind(user_id)
         .bind(now_ms)
+        .bind(claimed)
         .fetch_all(&self.pool)
         .await?;
         Ok(due)
@@ -357,7 +379,9 @@ impl Store {
 
     /// Fold a delivery into the digest sent at `at_ms` (no attempt is spent).
     pub async fn fold_into_digest(&self, delivery_id: &str, at_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_deliveries SET format = 'digest', next_attempt_at_ms = $1 WHERE id = $2")
+        sqlx::query(
+            "UPDATE webhook_deliveries SET format = 'digest', next_attempt_at_ms = $1 WHERE id = $2 AND status = 'pending'",
+        )
             .bind(at_ms)
             .bind(delivery_id)
             .execute(&self.pool)

@@ -216,6 +216,51 @@ async fn quota_is_atomic(store: &Store) {
     assert_eq!(taken, 5);
 }
 
+/// A delivery is attempted once per read: a second claim of the same read (an attempt that ended
+/// while the outbox was being read again) is refused, as is one after its attempt was recorded;
+/// a delivered row is never folded into a digest.
+async fn deliveries_are_claimed_once(store: &Store) {
+    use gpuscout_hub::store::alerts::{Attempt, FiringRecord, OutboxItem};
+    let payload = serde_json::json!({"message": "RTX 4090 below $0.30"});
+    let firing = FiringRecord {
+        rule_id: "r1",
+        user_id: "u1",
+        idempotency_key: "r1:1",
+        payload: &payload,
+        fired_at_ms: 1_000,
+        crossings: 1,
+    };
+    let item = OutboxItem::new("webhook", "https://example.com/hook", "json", "whsec_x", None);
+    store.record_firing(&firing, &[item]).await.unwrap().expect("recorded");
+    let read = store.due_deliveries(2_000, 10).await.unwrap();
+    assert_eq!(read.len(), 1);
+    let d = &read[0];
+    assert!(store.claim_delivery(d, 2_000, 302_000).await.unwrap());
+    assert!(!store.claim_delivery(d, 2_000, 302_000).await.unwrap(), "claimed twice");
+    assert!(store.due_deliveries(2_000, 10).await.unwrap().is_empty(), "leased");
+    // The attempt is recorded: pending again, due at once.
+    let attempt = |n, status| Attempt {
+        delivery_id: &d.id,
+        attempt: n,
+        status_code: Some(503),
+        error: None,
+        at_ms: 2_100,
+        status,
+        next_attempt_at_ms: 2_100,
+    };
+    store.record_attempt(&attempt(1, "pending")).await.unwrap();
+    assert!(!store.claim_delivery(d, 3_000, 303_000).await.unwrap(), "a stale read");
+    let fresh = store.due_deliveries(3_000, 10).await.unwrap();
+    assert_eq!(fresh[0].attempts, 1);
+    assert!(store.claim_delivery(&fresh[0], 3_000, 303_000).await.unwrap());
+    store.record_attempt(&attempt(2, "delivered")).await.unwrap();
+    store.fold_into_digest(&d.id, 9_000).await.unwrap();
+    let states = store.deliveries_of(&d.event_id).await.unwrap();
+    let delivered = ("webhook".to_owned(), "json".to_owned(), "delivered".to_owned());
+    assert_eq!(states, vec![delivered], "a delivered row is not folded into a digest");
+    assert!(store.due_deliveries(i64::MAX, 10).await.unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn sqlite_store() {
     let (store, _dir) = sqlite().await;
@@ -224,6 +269,7 @@ async fn sqlite_store() {
     advisor_round_trip(&store).await;
     quota_is_atomic(&store).await;
     concurrent_appends(&store).await;
+    deliveries_are_claimed_once(&store).await;
 }
 
 #[tokio::test]
@@ -234,5 +280,6 @@ async fn postgres_store() {
         advisor_round_trip(&store).await;
         quota_is_atomic(&store).await;
         concurrent_appends(&store).await;
+        deliveries_are_claimed_once(&store).await;
     }
 }

@@ -57,6 +57,10 @@ impl Outcome {
 /// One clock hour in milliseconds: the window of `email.max_per_hour`.
 const HOUR_MS: i64 = 3_600_000;
 
+/// How long a claimed delivery is kept from other attempts: longer than any attempt takes (a
+/// webhook, push or SMTP exchange has its own timeouts well under it).
+const ATTEMPT_LEASE_MS: i64 = 5 * 60_000;
+
 impl AlertService {
     /// Drain the outbox until `stop`.
     pub async fn run_outbox(self: Arc<Self>, stop: CancellationToken) {
@@ -100,12 +104,27 @@ impl AlertService {
                     let (Ok(_one), Ok(_destination)) = (all.acquire().await, destination_cap.acquire().await) else {
                         return;
                     };
-                    service.attempt(&d).await;
+                    if service.claim(&d).await {
+                        service.attempt(&d).await;
+                    }
                     in_flight.remove(&key);
                     service.outbox.notify_one();
                 });
             }
             destinations.retain(|_, cap| Arc::strong_count(cap) > 1);
+        }
+    }
+
+    /// Claim `d` for one attempt: false when it changed since it was read (an attempt that ended
+    /// while the outbox was being read, or another node's), so it is not attempted twice.
+    async fn claim(&self, d: &Delivery) -> bool {
+        let now = unix_now_ms() as i64;
+        match self.store.claim_delivery(d, now, now + ATTEMPT_LEASE_MS).await {
+            Ok(claimed) => claimed,
+            Err(e) => {
+                tracing::warn!(delivery = %d.id, error = %e, "claiming an alert delivery failed");
+                false
+            }
         }
     }
 
@@ -243,7 +262,11 @@ impl AlertService {
         let unsubscribe = mailer.unsubscribe_link(&address.unsubscribe_token);
         let dashboard = mailer.link("/");
         let (group, mail, kind) = if d.format == "digest" {
-            let group = self.store.due_digest(&d.user_id, now).await.map_err(store_error)?;
+            let group = self
+                .store
+                .due_digest(&d.user_id, now, &d.id)
+                .await
+                .map_err(store_error)?;
             if group.is_empty() {
                 return Ok(None);
             }
