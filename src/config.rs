@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use secrecy::{ExposeSecret, SecretString};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tier::{Tier, TierSettings};
 
@@ -33,7 +33,7 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub environment: Environment,
@@ -62,7 +62,7 @@ pub struct Settings {
 /// How long the database keeps what grows without end (DESIGN §13): the market's minute rows
 /// (then folded into hourly rows), the hourly rows, fired alerts and advisor messages. The leader
 /// enforces it every `retention_interval_s`. 0 for alerts or messages: kept for ever.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StoreSettings {
     pub market_snapshot_retention_days: u32,
@@ -106,10 +106,11 @@ impl StoreSettings {
 /// form browsers and Web Push libraries use: unpadded base64url of the 65-byte uncompressed P-256
 /// public point and of the 32-byte private scalar (`gpuscout vapid-keys` prints a new pair).
 /// Empty keys: Web Push is off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PushSettings {
     pub vapid_public_key: String,
+    #[serde(serialize_with = "masked")]
     pub vapid_private_key: SecretString,
     /// A `mailto:` or `https:` contact the push services may use (RFC 8292 `sub`).
     pub subject: String,
@@ -129,11 +130,12 @@ impl Default for PushSettings {
 }
 
 /// Alert e-mail. An empty `smtp_url`: e-mail is off.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EmailSettings {
     /// `smtp://host:port` (plain; with `?tls=required` STARTTLS) or `smtps://host:port`, with
     /// `user:password@` when the server asks for a login.
+    #[serde(serialize_with = "masked_url")]
     pub smtp_url: SecretString,
     /// The sender, e.g. `GPUScout <alerts@example.com>`.
     pub from: String,
@@ -251,7 +253,7 @@ impl PushSettings {
 }
 
 /// Which Vast.ai search endpoint lists the market.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VastMethod {
     /// `POST /api/v0/bundles/`.
@@ -273,7 +275,7 @@ impl std::str::FromStr for VastMethod {
 }
 
 /// Alert evaluation and webhook delivery.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertSettings {
     pub default_cooldown_s: u64,
@@ -294,14 +296,14 @@ pub struct AlertSettings {
     pub outbox_poll_ms: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Environment {
     Development,
     Production,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     pub listen: String,
@@ -346,31 +348,32 @@ impl ServerSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Pretty,
     Json,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 pub enum JwtAlgorithm {
     HS256,
     RS256,
     EdDSA,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthSettings {
     pub algorithm: JwtAlgorithm,
+    #[serde(serialize_with = "masked")]
     pub hmac_secret: SecretString,
     pub public_key_pem: String,
     pub leeway_s: u64,
@@ -421,9 +424,10 @@ fn default_exchange_ttl() -> u64 {
     900
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiSettings {
+    #[serde(serialize_with = "masked")]
     pub key: SecretString,
     /// Let the server API publish to the channels the hub feeds from the market.
     pub allow_market_channels: bool,
@@ -431,9 +435,10 @@ pub struct ApiSettings {
     pub allow_personal_channels: bool,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BusSettings {
+    #[serde(serialize_with = "masked_url")]
     pub redis_url: String,
     pub redis_prefix: String,
     pub redis_meta_ttl_s: u64,
@@ -447,14 +452,15 @@ pub struct BusSettings {
     pub recovery_max_publications: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
+    #[serde(serialize_with = "masked_url")]
     pub url: SecretString,
     pub max_connections: u32,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct IngestSettings {
     pub summary_interval_s: u64,
@@ -467,7 +473,7 @@ pub struct IngestSettings {
     pub vast_host: VastHostSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct VastHostSettings {
     pub base_url: String,
@@ -484,13 +490,15 @@ impl Default for VastHostSettings {
 }
 
 /// Keys that seal what users entrust to the hub (platform API keys), AES-256-GCM.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SecretsSettings {
     /// 32 bytes in base64 (`openssl rand -base64 32`). Empty: the public development key, which
     /// only development on loopback accepts.
+    #[serde(serialize_with = "masked")]
     pub encryption_key: SecretString,
     /// Keys used before, still accepted to open what they sealed (rotation).
+    #[serde(serialize_with = "masked_all")]
     pub previous_encryption_keys: Vec<SecretString>,
 }
 
@@ -520,7 +528,7 @@ impl SecretsSettings {
 }
 
 /// A host's own machines: polling linked accounts and pricing against the market.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PortfolioSettings {
     /// How often each linked account's machines are read.
@@ -589,7 +597,7 @@ impl IngestSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulatedSourceSettings {
     pub enabled: bool,
@@ -598,11 +606,12 @@ pub struct SimulatedSourceSettings {
 }
 
 /// Scheduling and endpoint of one polled HTTP source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSourceSettings {
     pub enabled: bool,
     pub base_url: String,
+    #[serde(serialize_with = "masked")]
     pub api_key: SecretString,
     /// Vast.ai only: which search endpoint.
     #[serde(default)]
@@ -619,7 +628,7 @@ pub struct HttpSourceSettings {
 }
 
 /// Which language model answers advisor questions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AdvisorProviderKind {
     /// Answers from the live aggregates alone, without a language model.
@@ -631,7 +640,7 @@ pub enum AdvisorProviderKind {
 }
 
 /// The AI advisor: which provider answers, how long it may stay silent, how often it is retried.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdvisorSettings {
     pub provider: AdvisorProviderKind,
@@ -655,13 +664,154 @@ pub struct AdvisorSettings {
 }
 
 /// Endpoint, key and model of one language-model provider.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LlmProviderSettings {
     pub base_url: String,
     /// Empty: no key is sent (local OpenAI-compatible servers need none).
+    #[serde(serialize_with = "masked")]
     pub api_key: SecretString,
     pub model: String,
+}
+
+/// What `gpuscout check-config` shows in place of a secret.
+const MASK: &str = "********";
+
+/// A setting's text, secret or not, for the masking serializers.
+trait Text {
+    fn text(&self) -> &str;
+}
+
+impl Text for SecretString {
+    fn text(&self) -> &str {
+        self.expose_secret()
+    }
+}
+
+impl Text for String {
+    fn text(&self) -> &str {
+        self
+    }
+}
+
+/// A secret as [`MASK`] (an unset one as empty, so it shows that it is unset).
+fn masked<S: serde::Serializer>(secret: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if secret.text().is_empty() { "" } else { MASK })
+}
+
+fn masked_all<S: serde::Serializer>(secrets: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(secrets.iter().map(|_| MASK))
+}
+
+fn masked_url<S: serde::Serializer>(url: &impl Text, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&mask_url(url.text()))
+}
+
+/// A URL with its password (`user:password@`, `?password=`) replaced by [`MASK`]; the rest (the
+/// host, the database, `sslmode`) is what an operator checks.
+pub fn mask_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(scheme_end) = out.find("://") {
+        let rest = scheme_end + 3;
+        let authority_end = out[rest..].find(['/', '?', '#']).map_or(out.len(), |i| rest + i);
+        if let Some(at) = out[rest..authority_end].rfind('@')
+            && let Some(colon) = out[rest..rest + at].find(':')
+        {
+            out.replace_range(rest + colon + 1..rest + at, MASK);
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let (head, query) = out.split_at(q + 1);
+        let query: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}={MASK}"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out = format!("{head}{}", query.join("&"));
+    }
+    out
+}
+
+/// A loading error with the whole key named: serde names an unknown field and config the table
+/// holding it (`unknown field `listn` … for key `server``); this says `server.listn`.
+fn explain(e: config::ConfigError) -> ConfigError {
+    if let config::ConfigError::At {
+        error,
+        origin,
+        key: Some(table),
+    } = &e
+        && let config::ConfigError::Message(message) = error.as_ref()
+    {
+        let from = origin.as_ref().map(|o| format!(" (set in {o})")).unwrap_or_default();
+        let variable = |name: &str| {
+            let name = format!("GPUSCOUT__{}__{}", table.replace('.', "__"), name).to_uppercase();
+            let set = std::env::var_os(&name).is_some();
+            if set {
+                format!(" (set by the environment variable {name})")
+            } else {
+                from.clone()
+            }
+        };
+        if let Some(rest) = message.strip_prefix("unknown field `")
+            && let Some((field, expected)) = rest.split_once('`')
+        {
+            let expected = expected.trim_start_matches(", ");
+            let from = variable(field);
+            return invalid(&format!("{table}.{field}"), format!("unknown key{from}; {expected}"));
+        }
+        if let Some(rest) = message.strip_prefix("enum Tier does not have variant constructor ") {
+            let tier = rest.trim();
+            return invalid(
+                &format!("{table}.{tier}"),
+                format!("unknown tier{from}; expected free, individual, professional or enterprise"),
+            );
+        }
+    }
+    ConfigError::Load(e)
+}
+
+/// A JSON object as TOML: its plain keys, then each table under its dotted name.
+fn write_table(out: &mut String, path: &str, value: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let serde_json::Value::Object(map) = value else { return };
+    for (key, v) in map {
+        match v {
+            serde_json::Value::Object(_) => {}
+            serde_json::Value::Null => {
+                let _ = writeln!(out, "# {key}: not set");
+            }
+            _ => {
+                let _ = writeln!(out, "{key} = {}", inline(v));
+            }
+        }
+    }
+    for (key, v) in map {
+        if v.is_object() {
+            let name = if path.is_empty() {
+                key.clone()
+            } else {
+                format!("{path}.{key}")
+            };
+            let _ = writeln!(out, "\n[{name}]");
+            write_table(out, &name, v);
+        }
+    }
+}
+
+/// A value in TOML's inline form (JSON's strings, numbers and arrays are TOML as they are).
+fn inline(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Array(items) => {
+            format!("[{}]", items.iter().map(inline).collect::<Vec<_>>().join(", "))
+        }
+        serde_json::Value::Object(map) => {
+            let pairs: Vec<String> = map.iter().map(|(k, v)| format!("{k} = {}", inline(v))).collect();
+            format!("{{ {} }}", pairs.join(", "))
+        }
+        other => other.to_string(),
+    }
 }
 
 impl Settings {
@@ -684,9 +834,15 @@ impl Settings {
                     .with_list_parse_key("tiers.individual.channels")
                     .with_list_parse_key("tiers.professional.channels")
                     .with_list_parse_key("tiers.enterprise.channels")
+                    .with_list_parse_key("tiers.free.alert_delivery")
+                    .with_list_parse_key("tiers.individual.alert_delivery")
+                    .with_list_parse_key("tiers.professional.alert_delivery")
+                    .with_list_parse_key("tiers.enterprise.alert_delivery")
+                    .with_list_parse_key("server.cors_origins")
+                    .with_list_parse_key("secrets.previous_encryption_keys")
                     .try_parsing(true),
             );
-        let mut settings: Settings = builder.build()?.try_deserialize()?;
+        let mut settings: Settings = builder.build()?.try_deserialize().map_err(explain)?;
         // Defaults that depend on the environment.
         settings
             .auth
@@ -694,6 +850,16 @@ impl Settings {
             .get_or_insert(settings.environment == Environment::Production);
         settings.validate()?;
         Ok(settings)
+    }
+
+    /// The effective configuration as TOML, secrets masked (`gpuscout check-config`): every key
+    /// with the value this process runs with, defaults included; an unset optional key as a
+    /// comment.
+    pub fn effective_toml(&self) -> String {
+        let value = serde_json::to_value(self).expect("settings are plain data");
+        let mut out = String::new();
+        write_table(&mut out, "", &value);
+        out
     }
 
     /// The embedded defaults alone (tests start from these and change what they need).

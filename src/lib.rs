@@ -55,3 +55,10 @@ pub mod tasks;
 pub mod telemetry;
 pub mod tier;
 pub mod upstream;
+
+/// This build's version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this build was made from (`build.rs`): `gpuscout --version`, `gpuscout_build_info`.
+pub const COMMIT: &str = env!("GPUSCOUT_COMMIT");
+/// What `gpuscout --version` prints after the name.
+pub const LONG_VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GPUSCOUT_COMMIT"), ")");

@@ -1,4 +1,4 @@
-//! The `gpuscout` binary: `serve` (default), `token`, `migrate`.
+//! The `gpuscout` binary: `serve` (default), `token`, `migrate`, `vapid-keys`, `check-config`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,7 +10,7 @@ use gpuscout_hub::telemetry;
 use gpuscout_hub::tier::Tier;
 
 #[derive(Parser)]
-#[command(name = "gpuscout", version, about = "GPUScout Hub: real-time GPU rental market data")]
+#[command(name = "gpuscout", version = gpuscout_hub::LONG_VERSION, about = "GPUScout Hub: real-time GPU rental market data")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -36,6 +36,9 @@ enum Command {
     Migrate,
     /// Print a new VAPID key pair for Web Push (`push.vapid_public_key`, `push.vapid_private_key`).
     VapidKeys,
+    /// Print the effective configuration (secrets masked); exit non-zero on anything `serve`
+    /// would refuse.
+    CheckConfig,
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,6 +50,14 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    if let Some(Command::CheckConfig) = cli.command {
+        println!(
+            "# gpuscout {}: the effective configuration, secrets masked\n",
+            gpuscout_hub::LONG_VERSION
+        );
+        print!("{}", settings.effective_toml());
+        return std::process::ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -87,6 +98,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             println!("GPUSCOUT__PUSH__VAPID_PRIVATE_KEY={private}");
             Ok(())
         }
+        Command::CheckConfig => unreachable!("answered before the runtime starts"),
         Command::Migrate => {
             telemetry::init_tracing(&settings.log);
             let store = Store::connect(&settings.database)

@@ -84,12 +84,12 @@ impl Application {
             store.clone(),
             writes.clone(),
             cluster.bus.clone(),
-            alert_delivery(&settings)?,
+            alert_delivery(&settings, &metrics)?,
             portfolio.clone(),
         )
         .await
         .context("loading alert rules")?;
-        let advisor = start_advisor(&settings, &store, &cluster, &market, &portfolio, &tasks).await;
+        let advisor = start_advisor(&settings, &store, &cluster, &market, &portfolio, &metrics, &tasks).await;
         let verifier = token_verifier(&settings).await?;
         let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
@@ -300,6 +300,7 @@ async fn start_advisor(
     cluster: &Cluster,
     market: &Market,
     portfolio: &Arc<Portfolio>,
+    metrics: &Arc<Metrics>,
     tasks: &Tasks,
 ) -> Arc<Advisor> {
     match store.fail_unfinished_messages().await {
@@ -315,6 +316,7 @@ async fn start_advisor(
         settings: settings.clone(),
         provider: llm_provider(settings),
         portfolio: portfolio.clone(),
+        metrics: metrics.clone(),
     };
     let advisor = Advisor::new(parts, tasks);
     tracing::info!(
@@ -405,7 +407,7 @@ fn spawn_portfolio(portfolio: &Arc<Portfolio>, hub: &Arc<Hub>, role: &Role, task
 }
 
 /// How alerts leave the hub: the channels each tier allows, Web Push and e-mail when set.
-fn alert_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
+fn alert_delivery(settings: &Settings, metrics: &Arc<Metrics>) -> anyhow::Result<Delivery> {
     let tier_channels = Tier::ALL
         .into_iter()
         .map(|t| {
@@ -422,6 +424,7 @@ fn alert_delivery(settings: &Settings) -> anyhow::Result<Delivery> {
         push: PushSender::new(&settings.push),
         mailer: Mailer::new(&settings.email).context("email settings")?,
         max_emails_per_hour: settings.email.max_per_hour,
+        metrics: metrics.clone(),
     })
 }
 

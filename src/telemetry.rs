@@ -1,9 +1,15 @@
 //! Logging (tracing, pretty or JSON) and the Prometheus metrics registry.
 //!
 //! Metrics are plain atomics rendered in the Prometheus text format: the hot path pays one relaxed
-//! atomic add per event and nothing else.
+//! atomic add per event and nothing else. Series with labels of events far rarer than deliveries
+//! (HTTP requests, source polls, alert deliveries, advisor answers) sit behind one short lock
+//! ([`Labelled`]); the process figures are read from `/proc` when scraped ([`process`]).
 
+mod process;
+
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -14,8 +20,11 @@ use crate::config::{LogFormat, LogSettings};
 /// Install the global tracing subscriber. `RUST_LOG` wins over `log.level`.
 pub fn init_tracing(settings: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&settings.level));
+    // Colours only for a person at a terminal: a log file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),
@@ -66,42 +75,90 @@ const LATENCY_BUCKETS_S: [f64; 12] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
 ];
 
-#[derive(Default)]
+/// Upper bounds (seconds) of the HTTP request and advisor first-token histograms: requests that
+/// wait on a database or a model take milliseconds to seconds.
+const SLOW_BUCKETS_S: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
 struct Histogram {
-    buckets: [AtomicU64; LATENCY_BUCKETS_S.len()],
+    bounds: &'static [f64],
+    buckets: Box<[AtomicU64]>,
     count: AtomicU64,
     sum_ns: AtomicU64,
 }
 
 impl Histogram {
+    fn new(bounds: &'static [f64]) -> Self {
+        Self {
+            bounds,
+            buckets: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+            sum_ns: AtomicU64::new(0),
+        }
+    }
+
     fn observe(&self, elapsed: Duration) {
         let secs = elapsed.as_secs_f64();
-        if let Some(i) = LATENCY_BUCKETS_S.iter().position(|b| secs <= *b) {
+        if let Some(i) = self.bounds.iter().position(|b| secs <= *b) {
             self.buckets[i].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
         self.sum_ns.fetch_add(elapsed.as_nanos() as u64, Ordering::Relaxed);
     }
 
-    /// This histogram's series for one command: cumulative buckets, `+Inf`, sum and count.
-    fn render(&self, out: &mut String, name: &str, label: &str) {
+    /// This histogram's series for one label set (`labels`: `key="value",…`): cumulative
+    /// buckets, `+Inf`, sum and count.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
         let mut cumulative = 0;
-        for (bucket, le) in self.buckets.iter().zip(LATENCY_BUCKETS_S) {
+        for (bucket, le) in self.buckets.iter().zip(self.bounds) {
             cumulative += bucket.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
         }
-        // Prometheus wants the `+Inf` bucket to equal the count, including slower commands that no
-        // finite bucket holds.
+        // Prometheus wants the `+Inf` bucket to equal the count, including slower observations
+        // that no finite bucket holds.
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{command=\"{label}\",le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
         let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
-        let _ = writeln!(out, "{name}_sum{{command=\"{label}\"}} {sum}");
-        let _ = writeln!(out, "{name}_count{{command=\"{label}\"}} {count}");
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
     }
 }
 
-/// Every counter and gauge the hub exports.
+/// How one attempt to deliver an alert by push, e-mail or webhook ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DeliveryResult {
+    Delivered,
+    /// Failed, to be tried again later.
+    Retried,
+    /// Failed for good (a refusal, or the last attempt).
+    Failed,
+}
+
+impl DeliveryResult {
+    fn label(self) -> &'static str {
+        match self {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Retried => "retried",
+            DeliveryResult::Failed => "failed",
+        }
+    }
+}
+
+/// The labelled series: keys are label values, in the order their metric names them.
 #[derive(Default)]
+struct Labelled {
+    /// (route, status) → request latency.
+    http: BTreeMap<(String, u16), Histogram>,
+    /// (source, "ok" | "error") → polls.
+    polls: BTreeMap<(&'static str, &'static str), u64>,
+    /// (channel, result) → delivery attempts.
+    alert_deliveries: BTreeMap<(String, DeliveryResult), u64>,
+    /// provider → time to the first token of an answer.
+    advisor_first_token: BTreeMap<&'static str, Histogram>,
+    /// provider → failed requests.
+    advisor_errors: BTreeMap<&'static str, u64>,
+}
+
+/// Every counter and gauge the hub exports.
 pub struct Metrics {
     pub connections: AtomicI64,
     pub connections_total: AtomicU64,
@@ -121,14 +178,85 @@ pub struct Metrics {
     pub store_write_retries_total: AtomicU64,
     pub frames_written_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
-    /// Source polls this node made (only the leader polls).
-    pub source_polls_total: AtomicU64,
     command_latency: [Histogram; CommandKind::ALL.len()],
+    labelled: Mutex<Labelled>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            connections: AtomicI64::default(),
+            connections_total: AtomicU64::default(),
+            subscriptions: AtomicI64::default(),
+            bus_subscriptions: AtomicI64::default(),
+            publications_total: AtomicU64::default(),
+            deliveries_total: AtomicU64::default(),
+            queue_drops_total: AtomicU64::default(),
+            slow_disconnects_total: AtomicU64::default(),
+            disconnects_total: AtomicU64::default(),
+            connection_panics_total: AtomicU64::default(),
+            write_timeouts_total: AtomicU64::default(),
+            refused_connections_total: AtomicU64::default(),
+            store_queue_depth: AtomicI64::default(),
+            store_queue_dropped_total: AtomicU64::default(),
+            store_write_retries_total: AtomicU64::default(),
+            frames_written_total: AtomicU64::default(),
+            commands_rejected_rate_total: AtomicU64::default(),
+            command_latency: std::array::from_fn(|_| Histogram::new(&LATENCY_BUCKETS_S)),
+            labelled: Mutex::default(),
+        }
+    }
 }
 
 impl Metrics {
     pub fn observe_command(&self, kind: CommandKind, elapsed: Duration) {
         self.command_latency[kind as usize].observe(elapsed);
+    }
+
+    /// The labelled series; a panic elsewhere while it was held leaves counts worth keeping.
+    fn labelled(&self) -> std::sync::MutexGuard<'_, Labelled> {
+        self.labelled.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// One HTTP request answered: `route` is its pattern (`/api/v1/keys/{id}`), never the raw
+    /// path, so the series stay few.
+    pub fn observe_http(&self, route: &str, status: u16, elapsed: Duration) {
+        let mut labelled = self.labelled();
+        let key = (route.to_owned(), status);
+        labelled
+            .http
+            .entry(key)
+            .or_insert_with(|| Histogram::new(&SLOW_BUCKETS_S))
+            .observe(elapsed);
+    }
+
+    /// One poll of `source`, successful or not.
+    pub fn count_poll(&self, source: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        *self.labelled().polls.entry((source, result)).or_default() += 1;
+    }
+
+    /// One attempt to deliver an alert by `channel` (push, email, webhook).
+    pub fn count_alert_delivery(&self, channel: &str, result: DeliveryResult) {
+        *self
+            .labelled()
+            .alert_deliveries
+            .entry((channel.to_owned(), result))
+            .or_default() += 1;
+    }
+
+    /// The first token of an advisor answer came `elapsed` after the request to `provider`.
+    pub fn observe_advisor_first_token(&self, provider: &'static str, elapsed: Duration) {
+        self.labelled()
+            .advisor_first_token
+            .entry(provider)
+            .or_insert_with(|| Histogram::new(&SLOW_BUCKETS_S))
+            .observe(elapsed);
+    }
+
+    /// A request to `provider` failed (each retry counts).
+    pub fn count_advisor_error(&self, provider: &'static str) {
+        *self.labelled().advisor_errors.entry(provider).or_default() += 1;
     }
 
     pub fn inc(counter: &AtomicU64) {
@@ -142,22 +270,91 @@ impl Metrics {
             write_sample(&mut out, name, help, kind, read(self));
         }
         self.render_command_latency(&mut out);
+        self.render_labelled(&mut out);
         // Values only the caller knows (channels, users, leadership) follow as gauges.
         for (name, help, value) in extra {
             write_sample(&mut out, name, help, MetricKind::Gauge, value);
         }
+        let name = "gpuscout_build_info";
+        header(
+            &mut out,
+            name,
+            "The running build: version and commit (always 1).",
+            MetricKind::Gauge,
+        );
+        let (version, commit) = (crate::VERSION, crate::COMMIT);
+        let _ = writeln!(out, "{name}{{version=\"{version}\",commit=\"{commit}\"}} 1");
+        process::render(&mut out);
         out
+    }
+
+    /// The labelled counters and histograms. Each is declared even before its first event, so
+    /// a dashboard finds the name.
+    fn render_labelled(&self, out: &mut String) {
+        let l = self.labelled();
+        let name = "gpuscout_http_requests_total";
+        header(
+            out,
+            name,
+            "HTTP requests answered, by route pattern and status.",
+            MetricKind::Counter,
+        );
+        for ((route, status), h) in &l.http {
+            let count = h.count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
+        }
+        let name = "gpuscout_http_request_duration_seconds";
+        header(
+            out,
+            name,
+            "Time to answer an HTTP request, by route pattern and status.",
+            MetricKind::Histogram,
+        );
+        for ((route, status), h) in &l.http {
+            h.render(out, name, &format!("route=\"{}\",status=\"{status}\"", escape(route)));
+        }
+        let name = "gpuscout_source_polls_total";
+        header(
+            out,
+            name,
+            "Source polls made by this node (only the leader polls), by result.",
+            MetricKind::Counter,
+        );
+        for ((source, result), n) in &l.polls {
+            let _ = writeln!(out, "{name}{{source=\"{source}\",result=\"{result}\"}} {n}");
+        }
+        let name = "gpuscout_alert_deliveries_total";
+        let help = "Alert delivery attempts by push, e-mail and webhook, by channel and result.";
+        header(out, name, help, MetricKind::Counter);
+        for ((channel, result), n) in &l.alert_deliveries {
+            let (channel, result) = (escape(channel), result.label());
+            let _ = writeln!(out, "{name}{{channel=\"{channel}\",result=\"{result}\"}} {n}");
+        }
+        let name = "gpuscout_advisor_first_token_seconds";
+        let help = "Time from an advisor request to the provider's first token, by provider.";
+        header(out, name, help, MetricKind::Histogram);
+        for (provider, h) in &l.advisor_first_token {
+            h.render(out, name, &format!("provider=\"{provider}\""));
+        }
+        let name = "gpuscout_advisor_errors_total";
+        header(
+            out,
+            name,
+            "Failed advisor requests (each retry counts), by provider.",
+            MetricKind::Counter,
+        );
+        for (provider, n) in &l.advisor_errors {
+            let _ = writeln!(out, "{name}{{provider=\"{provider}\"}} {n}");
+        }
     }
 
     /// The command latency histogram, one series per command kind.
     fn render_command_latency(&self, out: &mut String) {
         let name = "gpuscout_command_duration_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to handle a client command.\n# TYPE {name} histogram"
-        );
+        header(out, name, "Time to handle a client command.", MetricKind::Histogram);
         for kind in CommandKind::ALL {
-            self.command_latency[kind as usize].render(out, name, kind.label());
+            let labels = format!("command=\"{}\"", kind.label());
+            self.command_latency[kind as usize].render(out, name, &labels);
         }
     }
 }
@@ -167,6 +364,7 @@ impl Metrics {
 enum MetricKind {
     Gauge,
     Counter,
+    Histogram,
 }
 
 impl MetricKind {
@@ -175,6 +373,7 @@ impl MetricKind {
         match self {
             MetricKind::Gauge => "gauge",
             MetricKind::Counter => "counter",
+            MetricKind::Histogram => "histogram",
         }
     }
 }
@@ -184,7 +383,7 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 18] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 17] = [
     (
         "gpuscout_store_queue_depth",
         "Database writes (alert firings, rule conditions, minute snapshots) waiting to be written.",
@@ -287,17 +486,28 @@ const SCALARS: [(&str, &str, MetricKind, Read); 18] = [
         MetricKind::Counter,
         |m| m.commands_rejected_rate_total.load(Ordering::Relaxed).into(),
     ),
-    (
-        "gpuscout_source_polls_total",
-        "Source polls made by this node (only the leader polls).",
-        MetricKind::Counter,
-        |m| m.source_polls_total.load(Ordering::Relaxed).into(),
-    ),
 ];
+
+/// A metric's `# HELP` and `# TYPE` lines.
+fn header(out: &mut String, name: &str, help: &str, kind: MetricKind) {
+    // Writing to a String cannot fail.
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {}", kind.as_str());
+}
 
 /// One metric without labels: its `# HELP` and `# TYPE` lines and its sample.
 fn write_sample(out: &mut String, name: &str, help: &str, kind: MetricKind, value: impl std::fmt::Display) {
-    let kind = kind.as_str();
-    // Writing to a String cannot fail.
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+    header(out, name, help, kind);
+    let _ = writeln!(out, "{name} {value}");
+}
+
+/// A label value as the text format wants it: backslash, double quote and newline escaped.
+fn escape(value: &str) -> std::borrow::Cow<'_, str> {
+    if !value.contains(['\\', '"', '\n']) {
+        return value.into();
+    }
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
 }

@@ -53,7 +53,7 @@ impl std::str::FromStr for Tier {
 }
 
 /// What one subscription tier may do. Every number here is policy, so it lives in configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TierSettings {
     pub connections_per_user: u32,
@@ -74,10 +74,10 @@ pub struct TierSettings {
     #[serde(default)]
     pub api_keys: u32,
     /// Linked platform accounts a user may keep (`"unlimited"` or a number).
-    #[serde(default, deserialize_with = "limit")]
+    #[serde(default, deserialize_with = "limit", serialize_with = "limit_out")]
     pub portfolio_accounts: u32,
     /// Machines a user's portfolio may hold, linked and hand-entered together.
-    #[serde(default, deserialize_with = "limit")]
+    #[serde(default, deserialize_with = "limit", serialize_with = "limit_out")]
     pub portfolio_machines: u32,
     /// Where alerts may be delivered (`socket`, `push`, `email`, `webhook`; a webhook also needs
     /// `webhooks`).
@@ -107,6 +107,15 @@ fn limit<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         Limit::Count(n) => Ok(n),
         Limit::Word(w) if w == "unlimited" => Ok(u32::MAX),
         Limit::Word(w) => Err(serde::de::Error::custom(format!("`{w}`: a count or \"unlimited\""))),
+    }
+}
+
+/// A count as [`limit`] reads it: `u32::MAX` as `"unlimited"`.
+fn limit_out<S: serde::Serializer>(n: &u32, s: S) -> Result<S::Ok, S::Error> {
+    if *n == u32::MAX {
+        s.serialize_str("unlimited")
+    } else {
+        s.serialize_u32(*n)
     }
 }
 

@@ -39,6 +39,7 @@ use crate::protocol::{ProtoError, Raw};
 use crate::store::Store;
 use crate::store::advisor::{MessageRole, MessageStatus, NewConversation, NewMessage, Outcome, utc_day};
 use crate::tasks::Tasks;
+use crate::telemetry::Metrics;
 
 /// Most models one question may name in `models`.
 const MAX_REQUESTED_MODELS: usize = 10;
@@ -60,6 +61,7 @@ pub struct Advisor {
     provider: Arc<dyn LlmProvider>,
     /// The users' own machines, for questions about them.
     portfolio: Arc<Portfolio>,
+    metrics: Arc<Metrics>,
     /// Answers in progress on this node, by message id.
     active: DashMap<String, Active>,
     /// Generation tasks; shutdown waits for them.
@@ -158,6 +160,8 @@ pub struct AdvisorParts {
     pub provider: Arc<dyn LlmProvider>,
     /// The users' own machines, told to the model when a question is about them.
     pub portfolio: Arc<Portfolio>,
+    /// Time to first token and failed requests, by provider.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Advisor {
@@ -171,6 +175,7 @@ impl Advisor {
             settings: parts.settings,
             provider: parts.provider,
             portfolio: parts.portfolio,
+            metrics: parts.metrics,
             active: DashMap::new(),
             tasks: tasks.clone(),
             shutdown: tasks.stop_token().clone(),
@@ -565,6 +570,7 @@ impl Advisor {
             match self.attempt(job, progress).await {
                 Ok(stop_reason) => return End::Done(stop_reason),
                 Err(e) if progress.index == 0 && e.retryable() && attempt < settings.max_retries => {
+                    self.metrics.count_advisor_error(self.provider.name());
                     let wait = e
                         .retry_after()
                         .unwrap_or_else(|| backoff.wait(attempt))
@@ -573,16 +579,24 @@ impl Advisor {
                     tracing::info!(provider = self.provider.name(), attempt, error = %e, wait_ms = wait.as_millis() as u64, "advisor: retrying");
                     tokio::time::sleep(wait).await;
                 }
-                Err(e) => return End::Failed(e),
+                Err(e) => {
+                    self.metrics.count_advisor_error(self.provider.name());
+                    return End::Failed(e);
+                }
             }
         }
     }
 
     async fn attempt(&self, job: &Job, progress: &mut Progress) -> Result<String, ProviderError> {
+        let asked = std::time::Instant::now();
         let mut stream = self.provider.stream(&job.request).await?;
         while let Some(event) = stream.next().await {
             match event? {
                 StreamEvent::Delta(text) => {
+                    if progress.index == 0 {
+                        self.metrics
+                            .observe_advisor_first_token(self.provider.name(), asked.elapsed());
+                    }
                     self.publish(
                         &job.channel,
                         json!({"type": "delta", "message_id": job.message_id, "index": progress.index, "text": text}),

@@ -31,6 +31,7 @@ use crate::portfolio::Portfolio;
 use crate::store::Store;
 use crate::store::alerts::OutboxItem;
 use crate::store::queue::WriteQueue;
+use crate::telemetry::Metrics;
 use crate::tier::Tier;
 use crate::upstream::{check_user_url, user_url_client};
 
@@ -50,6 +51,7 @@ pub struct AlertService {
     push: Option<PushSender>,
     mailer: Option<Mailer>,
     max_emails_per_hour: u32,
+    metrics: Arc<Metrics>,
     /// Each user's tier as their latest token said (noted on REST requests, stored).
     tiers: DashMap<String, Tier>,
     outbox: Notify,
@@ -58,7 +60,6 @@ pub struct AlertService {
     portfolio: Arc<Portfolio>,
 }
 
-/// A new webhook secret in the Standard Webhooks form: `whsec_` and 24 random bytes in base64.
 /// How fired alerts leave the hub, besides the socket.
 pub struct Delivery {
     pub settings: AlertSettings,
@@ -69,8 +70,11 @@ pub struct Delivery {
     /// E-mail, when an SMTP server is set.
     pub mailer: Option<Mailer>,
     pub max_emails_per_hour: u32,
+    /// Where each attempt's result is counted.
+    pub metrics: Arc<Metrics>,
 }
 
+/// A new webhook secret in the Standard Webhooks form: `whsec_` and 24 random bytes in base64.
 pub fn new_webhook_secret() -> String {
     use base64::Engine;
     format!(
@@ -193,6 +197,7 @@ impl AlertService {
             push: delivery.push,
             mailer: delivery.mailer,
             max_emails_per_hour: delivery.max_emails_per_hour,
+            metrics: delivery.metrics,
             tiers: DashMap::new(),
             outbox: Notify::new(),
             client,

@@ -69,38 +69,41 @@ fn source_metrics(app: &AppState, out: &mut String) {
     let now = crate::clock::unix_now_ms() as i64;
     let state = app.market.read();
     let health = state.health();
-    type Gauge = fn(&crate::market::state::SourceHealth, i64) -> f64;
+    // None: no sample for that source.
+    type Gauge = fn(&crate::market::state::SourceHealth, i64) -> Option<f64>;
     let gauges: [(&str, &str, Gauge); 5] = [
         (
             "gpuscout_source_up",
             "1 when the source's last poll succeeded.",
-            |h, _| f64::from(u8::from(h.state == SourceState::Ok)),
+            |h, _| Some(f64::from(u8::from(h.state == SourceState::Ok))),
         ),
         (
             "gpuscout_source_stale",
             "1 when the source's data is older than its stale age.",
-            |h, _| f64::from(u8::from(h.stale)),
+            |h, _| Some(f64::from(u8::from(h.stale))),
         ),
         (
             "gpuscout_source_offers",
             "Offers in the source's last successful poll.",
-            |h, _| f64::from(h.offers),
+            |h, _| Some(f64::from(h.offers)),
         ),
         (
             "gpuscout_source_consecutive_failures",
             "Failed polls in a row.",
-            |h, _| f64::from(h.consecutive_failures),
+            |h, _| Some(f64::from(h.consecutive_failures)),
         ),
         (
             "gpuscout_source_data_age_seconds",
-            "Seconds since the source's last successful poll (-1: never).",
-            |h, now| h.last_success_ms.map_or(-1.0, |t| (now - t) as f64 / 1000.0),
+            "Seconds since the source's last successful poll (absent before the first).",
+            |h, now| h.last_success_ms.map(|t| (now - t) as f64 / 1000.0),
         ),
     ];
     for (name, help, value) in gauges {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         for (source, h) in health {
-            let _ = writeln!(out, "{name}{{source=\"{source}\"}} {}", value(h, now));
+            if let Some(v) = value(h, now) {
+                let _ = writeln!(out, "{name}{{source=\"{source}\"}} {v}");
+            }
         }
     }
 }

@@ -1,9 +1,11 @@
 //! What every HTTP answer goes through, outermost first: a request id (`x-request-id`, the
 //! client's own echoed or a new one), a span per request with one access line when it is
-//! answered, CORS for the origins `server.cors_origins` names, the security headers, and (on
-//! everything but the WebSocket upgrade) a deadline and gzip/brotli compression.
+//! answered, CORS for the origins `server.cors_origins` names, the security headers, the request
+//! count and latency by route and status (`gpuscout_http_requests_total`,
+//! `gpuscout_http_request_duration_seconds`), and (on everything but the WebSocket upgrade) a
+//! deadline and gzip/brotli compression.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, Method, Response, header};
@@ -67,6 +69,21 @@ async fn mark_quiet(request: Request, next: Next) -> axum::response::Response {
     if is_quiet {
         response.extensions_mut().insert(Quiet);
     }
+    response
+}
+
+/// The route label of requests no route matched: the dashboard's files and unknown paths.
+const FALLBACK_ROUTE: &str = "fallback";
+
+/// Count and time each answer by its route pattern and status, as the client got it.
+async fn http_metrics(State(app): State<AppState>, request: Request, next: Next) -> axum::response::Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let route = route.as_ref().map_or(FALLBACK_ROUTE, MatchedPath::as_str);
+    app.hub
+        .metrics
+        .observe_http(route, response.status().as_u16(), started.elapsed());
     response
 }
 
@@ -149,6 +166,7 @@ pub fn plain_http(router: axum::Router<AppState>, state: &AppState) -> axum::Rou
 /// The layers of every route, the WebSocket upgrade included.
 pub fn every_route(router: axum::Router, state: &AppState) -> axum::Router {
     let router = router
+        .layer(axum::middleware::from_fn_with_state(state.clone(), http_metrics))
         .layer(axum::middleware::from_fn(security_headers))
         .layer(axum::middleware::from_fn(mark_quiet));
     let router = match cors(&state.settings.server.cors_origins) {

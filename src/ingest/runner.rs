@@ -328,9 +328,10 @@ impl Runner {
         if !self.was_leader {
             return; // polled before this node stepped down: not ours to publish
         }
-        self.metrics
-            .source_polls_total
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        match &event {
+            SourceEvent::Polled { source, .. } => self.metrics.count_poll(source, true),
+            SourceEvent::Failed { source, .. } => self.metrics.count_poll(source, false),
+        }
         // CPU work (merging a poll into the book): off the async workers.
         let market = self.market.clone();
         let mut trackers = std::mem::take(&mut self.trackers);

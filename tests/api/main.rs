@@ -9,6 +9,7 @@ mod advisor;
 mod alerts;
 mod auth;
 mod channels;
+mod cli;
 mod delivery;
 mod fanout;
 mod hardening;

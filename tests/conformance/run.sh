@@ -98,7 +98,7 @@ install_python() {
   local venv="$HERE/.venv" req="$HERE/python/requirements.txt" stamp="$HERE/.venv/.conformance-stamp"
   local want
   want="$(sha "$req") $("$PYTHON" -c 'import sys; print(sys.version.split()[0])')"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import centrifuge, cent, jsonschema' 2>/dev/null; then
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]] && "$venv/bin/python" -c 'import centrifuge, cent, jsonschema, prometheus_client' 2>/dev/null; then
     log "Python packages are current"
     return
   fi
@@ -248,6 +248,12 @@ if [[ -s "$WORK/llm.port" ]]; then
     log "channel payloads: passed"
   else
     failed+=("schemas")
+  fi
+  # The same hub, now that it has polled, answered and refused: /metrics in the text format.
+  if run_script "$HERE/python" 7304 7305 env GPUSCOUT_URL="http://127.0.0.1:$PORT" "$HERE/.venv/bin/python" metrics.py; then
+    log "metrics: passed"
+  else
+    failed+=("metrics")
   fi
   unset GPUSCOUT__INGEST__SUMMARY_INTERVAL_S GPUSCOUT__ADVISOR__PROVIDER GPUSCOUT__ADVISOR__OPENAI__BASE_URL
   export GPUSCOUT__DATABASE__URL="sqlite://$WORK/hub.db"

@@ -17,6 +17,7 @@ use crate::backoff::Backoff;
 use crate::clock::unix_now_ms;
 use crate::store::alerts::{Attempt, Delivery};
 use crate::store::push::PushSubscription;
+use crate::telemetry::DeliveryResult;
 use crate::upstream::check_user_url;
 
 /// How one attempt ended.
@@ -156,18 +157,22 @@ impl AlertService {
         let Some(lead) = group.first() else { return };
         let attempt = lead.attempts + 1;
         let at = unix_now_ms() as i64;
-        let (status, next, code, error) = match outcome {
-            Outcome::Delivered(code) => ("delivered", at, *code, None),
+        let (status, next, code, error, result) = match outcome {
+            Outcome::Delivered(code) => ("delivered", at, *code, None, DeliveryResult::Delivered),
             Outcome::Retry(code, e) if attempt < i64::from(self.settings.webhook_max_attempts) => {
                 let backoff = Backoff::from_millis(
                     self.settings.webhook_backoff_initial_ms,
                     self.settings.webhook_backoff_max_ms,
                 );
                 let wait = backoff.wait(u32::try_from(attempt - 1).unwrap_or(u32::MAX));
-                ("pending", at + wait.as_millis() as i64, *code, Some(e.as_str()))
+                let next = at + wait.as_millis() as i64;
+                ("pending", next, *code, Some(e.as_str()), DeliveryResult::Retried)
             }
-            Outcome::Retry(code, e) | Outcome::Failed(code, e) => ("failed", at, *code, Some(e.as_str())),
+            Outcome::Retry(code, e) | Outcome::Failed(code, e) => {
+                ("failed", at, *code, Some(e.as_str()), DeliveryResult::Failed)
+            }
         };
+        self.metrics.count_alert_delivery(&lead.channel, result);
         for d in group {
             let record = Attempt {
                 delivery_id: &d.id,
