@@ -82,8 +82,9 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             let stop = app.shutdown_token();
             tokio::spawn(async move {
                 shutdown_signal().await;
-                tracing::info!("shutdown signal received");
+                // Stop first: nothing, not even a log line, may keep the signal from stopping.
                 stop.cancel();
+                tracing::info!("shutdown signal received");
             });
             app.run_until_stopped().await
         }

@@ -213,11 +213,25 @@ fn build_hub(
 /// The listener on `server.listen`, and the address it got.
 async fn bind(settings: &Settings) -> anyhow::Result<(TcpListener, SocketAddr)> {
     let addr = settings.server.listen_addr()?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding server.listen = {addr}"))?;
+    let listener = listen(addr).with_context(|| format!("binding server.listen = {addr}"))?;
     let local_addr = listener.local_addr()?;
     Ok((listener, local_addr))
+}
+
+/// Connections the kernel queues before the hub accepts them (capped by `net.core.somaxconn`):
+/// room for the clients of a drained node reconnecting at once, where the standard 128 would
+/// drop SYNs and make them wait a second or more to retry.
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The in-process bus for one node; with `bus.redis_url`, the Redis bus, shared user state and

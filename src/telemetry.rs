@@ -25,6 +25,9 @@ pub fn init_tracing(settings: &LogSettings) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
+        // A log line that cannot be written (stderr a pipe whose reader is gone) is dropped; the
+        // default reports it with `eprintln!`, which panics on that same stderr.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match settings.format {
         LogFormat::Json => builder.json().try_init(),

@@ -117,3 +117,49 @@ fn logs_have_no_colour_codes_when_not_on_a_terminal() {
     assert!(!stderr.is_empty(), "migrate logged nothing at debug level");
     assert!(!stderr.contains('\u{1b}'), "ANSI escape codes in piped logs:\n{stderr}");
 }
+
+#[test]
+fn sigterm_stops_the_hub_when_its_log_reader_is_gone() {
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gpuscout"))
+        .env("GPUSCOUT_CONFIG_DIR", "/nonexistent")
+        .env("GPUSCOUT__SERVER__LISTEN", "127.0.0.1:0")
+        .env(
+            "GPUSCOUT__DATABASE__URL",
+            format!("sqlite://{}/hub.db", dir.path().display()),
+        )
+        .env("GPUSCOUT__INGEST__SIMULATED__ENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("the hub starts");
+    let mut log = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    while !line.contains("listening") {
+        line.clear();
+        assert!(
+            log.read_line(&mut line).expect("a log line") > 0,
+            "the hub exited before listening"
+        );
+    }
+    // The log's reader goes away (a pager quit, a collector died): writes now fail.
+    drop(log);
+    // SAFETY: kill sends a signal to the child's pid, which is still ours to wait for.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let status = status.expect("the hub ignored SIGTERM once its log could not be written");
+    assert!(status.success(), "{status}");
+}

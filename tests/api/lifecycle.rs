@@ -234,3 +234,34 @@ async fn the_vapid_public_key_is_served_when_push_is_on() {
     let v: serde_json::Value = r.json().await.unwrap();
     assert_eq!(v["public_key"], public.as_str());
 }
+
+/// The listen backlog takes a reconnect burst (the kernel caps it at `net.core.somaxconn`); the
+/// standard 128 drops SYNs when a drained node's clients arrive at once.
+#[tokio::test]
+async fn the_listener_queues_a_reconnect_burst() {
+    let mut app = spawn_app().await;
+    let port = app.addr.port();
+    let out = std::process::Command::new("ss")
+        .args(["-Hltn", &format!("sport = :{port}")])
+        .output();
+    let Ok(out) = out else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "ss (iproute2) is required under CI"
+        );
+        return;
+    };
+    // State, Recv-Q, Send-Q (the backlog of a listening socket), local, peer.
+    let line = String::from_utf8_lossy(&out.stdout).into_owned();
+    let backlog: u32 = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on {port}: {line:?}"));
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(4096);
+    assert_eq!(backlog, somaxconn.min(4096), "{line}");
+    app.stop().await.expect("stops");
+}

@@ -20,6 +20,7 @@ mod lifecycle;
 mod market;
 mod openapi;
 mod portfolio;
+mod postgres_tls;
 mod protocol_errors;
 mod push;
 mod recovery;

@@ -10,6 +10,15 @@ pub struct PrivatePostgres {
     dir: tempfile::TempDir,
     pub port: u16,
     running: bool,
+    /// Server settings besides the port and socket (`-c ssl=on …`).
+    options: String,
+}
+
+/// The certificates of [`PrivatePostgres::start_with_tls`]: the CA that signed the server's
+/// certificate (for `sslrootcert`) and a CA that did not.
+pub struct TestCerts {
+    pub ca: PathBuf,
+    pub other_ca: PathBuf,
 }
 
 fn bindir() -> Option<PathBuf> {
@@ -40,6 +49,40 @@ fn is_root() -> bool {
 impl PrivatePostgres {
     /// `None` (the test skips) only off CI when the PostgreSQL binaries are not installed.
     pub fn start() -> Option<Self> {
+        let mut pg = Self::init()?;
+        pg.restart();
+        Some(pg)
+    }
+
+    /// A server that takes TLS connections only (`ssl = on`, plain TCP connections rejected
+    /// by `pg_hba.conf`), its certificate for 127.0.0.1 and localhost signed by a CA of the test.
+    pub fn start_with_tls() -> Option<(Self, TestCerts)> {
+        let mut pg = Self::init()?;
+        let tls = pg.dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        let certs = make_certs(&tls);
+        std::fs::write(
+            pg.dir.path().join("data/pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+        )
+        .unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(pg.dir.path())
+                .status();
+            assert!(status.is_ok_and(|s| s.success()), "chown the TLS files to postgres");
+        }
+        pg.options = format!(
+            "-c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+            tls.display()
+        );
+        pg.restart();
+        Some((pg, certs))
+    }
+
+    /// initdb in a new directory, not started.
+    fn init() -> Option<Self> {
         let Some(bin) = bindir() else {
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
@@ -54,11 +97,12 @@ impl PrivatePostgres {
             .local_addr()
             .unwrap()
             .port();
-        let mut pg = Self {
+        let pg = Self {
             bin,
             dir,
             port,
             running: false,
+            options: String::new(),
         };
         if is_root() {
             let status = Command::new("chown")
@@ -72,7 +116,6 @@ impl PrivatePostgres {
         }
         let data = pg.data();
         pg.run("initdb", &["-D", &data, "-A", "trust", "-U", "postgres", "--no-sync"]);
-        pg.restart();
         Some(pg)
     }
 
@@ -105,9 +148,10 @@ impl PrivatePostgres {
     /// Start (again) on the same port and data, waiting until it accepts connections.
     pub fn restart(&mut self) {
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.options
         );
         let log = self.dir.path().join("postgres.log").display().to_string();
         let data = self.data();
@@ -139,5 +183,82 @@ impl Drop for PrivatePostgres {
                     .status();
             }
         }
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and localhost signed by it (P-256 keys, two days),
+/// and a second CA that signed nothing, made with the openssl command in `dir`.
+fn make_certs(dir: &std::path::Path) -> TestCerts {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("the openssl command is required for the TLS tests");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    for name in ["ca", "other-ca"] {
+        let (key_file, cert_file, subject) = (
+            format!("{name}.key"),
+            format!("{name}.pem"),
+            format!("/CN=gpuscout test {name}"),
+        );
+        let mut args = vec![
+            "req", "-x509", "-days", "2", "-subj", &subject, "-keyout", &key_file, "-out", &cert_file,
+        ];
+        args.extend(key);
+        args.extend([
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        openssl(&args);
+    }
+    let mut args = vec![
+        "req",
+        "-subj",
+        "/CN=127.0.0.1",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+    ];
+    args.extend(key);
+    openssl(&args);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+        "-out",
+        "server.crt",
+    ]);
+    // PostgreSQL refuses a key file others may read.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    TestCerts {
+        ca: dir.join("ca.pem"),
+        other_ca: dir.join("other-ca.pem"),
     }
 }

@@ -42,13 +42,20 @@ def get(url: str, method: str = "GET") -> tuple[int, str]:
 def scrape(hub: str) -> Dict[str, object]:
     status, text = get(f"{hub}/metrics")
     check(status == 200, f"/metrics answered {status}")
-    # The parser raises on anything outside the text format.
-    families = {f.name: f for f in text_string_to_metric_families(text)}
+    # The parser raises on anything outside the text format. It names a counter's family without
+    # `_total`, so `gpuscout_connections_total` (counter) and `gpuscout_connections` (gauge) would
+    # share a name: families are keyed here by the name they are exposed under.
+    families = {}
+    for f in text_string_to_metric_families(text):
+        name = f.name + "_total" if f.type == "counter" else f.name
+        check(name not in families, f"{name} is declared twice")
+        families[name] = f
     check(families, "no metric family parsed")
     return families
 
 
 def samples(families: Dict[str, object], family: str, suffix: str = "") -> List[object]:
+    """The samples of `family` (its exposed name) named `family + suffix`."""
     check(family in families, f"{family} is missing")
     return [s for s in families[family].samples if s.name == family + suffix]
 
@@ -82,7 +89,7 @@ def check_every_family(families) -> None:
             check(name.endswith("_seconds"), f"{name}: a time not in seconds")
         for s in f.samples:
             if f.type == "counter":
-                check(s.name in (name + "_total", name + "_created"), f"{s.name}: a counter sample without _total")
+                check(name.endswith("_total") and s.name == name, f"{s.name}: a counter sample without _total")
                 check(s.value >= 0, f"{s.name}{s.labels}: a negative counter")
             if f.type == "histogram":
                 check(s.name.endswith(("_bucket", "_sum", "_count", "_created")), f"{s.name}: not a histogram series")
@@ -112,17 +119,18 @@ def check_operator_series(hub: str, families) -> None:
         "gpuscout_build_info": "gauge",
         "gpuscout_connections": "gauge",
         "gpuscout_leader": "gauge",
-        "gpuscout_publications": "counter",
-        "gpuscout_deliveries": "counter",
+        "gpuscout_connections_total": "counter",
+        "gpuscout_publications_total": "counter",
+        "gpuscout_deliveries_total": "counter",
         "gpuscout_command_duration_seconds": "histogram",
-        "gpuscout_http_requests": "counter",
+        "gpuscout_http_requests_total": "counter",
         "gpuscout_http_request_duration_seconds": "histogram",
-        "gpuscout_source_polls": "counter",
+        "gpuscout_source_polls_total": "counter",
         "gpuscout_source_data_age_seconds": "gauge",
-        "gpuscout_alert_deliveries": "counter",
+        "gpuscout_alert_deliveries_total": "counter",
         "gpuscout_advisor_first_token_seconds": "histogram",
-        "gpuscout_advisor_errors": "counter",
-        "process_cpu_seconds": "counter",
+        "gpuscout_advisor_errors_total": "counter",
+        "process_cpu_seconds_total": "counter",
         "process_resident_memory_bytes": "gauge",
         "process_virtual_memory_bytes": "gauge",
         "process_open_fds": "gauge",
@@ -144,23 +152,23 @@ def check_operator_series(hub: str, families) -> None:
     check(3 <= fds <= max_fds, f"open fds {fds}, max {max_fds}")
     started = one(families, "process_start_time_seconds")
     check(time.time() - 3600 < started <= time.time() + 1, f"start time {started}")
-    check(one(families, "process_cpu_seconds", "_total") > 0, "no CPU time")
+    check(one(families, "process_cpu_seconds_total") > 0, "no CPU time")
 
-    ok_polls = [s for s in samples(families, "gpuscout_source_polls", "_total") if s.labels == {"source": "simulated", "result": "ok"}]
+    ok_polls = [s for s in samples(families, "gpuscout_source_polls_total") if s.labels == {"source": "simulated", "result": "ok"}]
     check(ok_polls and ok_polls[0].value >= 1, f"no successful poll of the simulated source: {ok_polls}")
-    for s in samples(families, "gpuscout_source_polls", "_total"):
+    for s in samples(families, "gpuscout_source_polls_total"):
         check(s.labels.get("result") in ("ok", "error"), f"poll result {s.labels}")
     ages = samples(families, "gpuscout_source_data_age_seconds")
     check(any(s.labels.get("source") == "simulated" for s in ages), f"no data age for the polled source: {ages}")
     check(all(s.value >= 0 for s in ages), f"a data age below 0 (a sentinel): {ages}")
 
-    for s in samples(families, "gpuscout_alert_deliveries", "_total"):
+    for s in samples(families, "gpuscout_alert_deliveries_total"):
         check(s.labels.get("channel") in ("webhook", "push", "email"), f"alert delivery channel {s.labels}")
         check(s.labels.get("result") in ("delivered", "retried", "failed"), f"alert delivery result {s.labels}")
 
     answered = one(families, "gpuscout_advisor_first_token_seconds", "_count", provider="openai")
     check(answered >= 1, "no first token timed for the openai provider")
-    check(one(families, "gpuscout_advisor_errors", "_total", provider="openai") >= 1, "the refused answer was not counted")
+    check(one(families, "gpuscout_advisor_errors_total", provider="openai") >= 1, "the refused answer was not counted")
 
 
 def check_http_series(hub: str) -> None:
@@ -172,14 +180,14 @@ def check_http_series(hub: str) -> None:
     status, _ = get(f"{hub}/api/v1/keys/{uuid.uuid4().hex}", "DELETE")
     check(status == 401, f"an unauthenticated key request answered {status}")
     families = scrape(hub)
-    requests = samples(families, "gpuscout_http_requests", "_total")
+    requests = samples(families, "gpuscout_http_requests_total")
     routes = {s.labels["route"] for s in requests}
     check(not any("no-such-page" in r for r in routes), f"a raw path became a series: {routes}")
     check(all(set(s.labels) == {"route", "status"} for s in requests), f"labels {[s.labels for s in requests]}")
-    check(one(families, "gpuscout_http_requests", "_total", route="/healthz", status="200") >= 1, "/healthz not counted")
-    check(one(families, "gpuscout_http_requests", "_total", route="fallback", status="404") >= 1, "the 404 not counted")
+    check(one(families, "gpuscout_http_requests_total", route="/healthz", status="200") >= 1, "/healthz not counted")
+    check(one(families, "gpuscout_http_requests_total", route="fallback", status="404") >= 1, "the 404 not counted")
     check(
-        one(families, "gpuscout_http_requests", "_total", route="/api/v1/keys/{id}", status="401") >= 1,
+        one(families, "gpuscout_http_requests_total", route="/api/v1/keys/{id}", status="401") >= 1,
         f"the key route not counted by its pattern: {sorted(routes)}",
     )
     timed = one(families, "gpuscout_http_request_duration_seconds", "_count", route="/healthz", status="200")
