@@ -1,8 +1,17 @@
 //! The dashboard (`web/`, at `/`) and the JavaScript SDK (`client-sdk/js/src/`, at `/sdk/`),
 //! compiled into the binary so the hub serves them from anywhere. With `server.static_dir` set
 //! (a checkout's root), they are read from disk instead, for working on them without rebuilding.
+//!
+//! Caching: every file carries an `ETag` (its SHA-256) and `no-cache`, so a browser revalidates
+//! and gets a 304 while it is unchanged. `index.html` names its stylesheet and script with the
+//! hash in the URL (`/app.js?v=<hash>`); a request with the current hash is answered
+//! `immutable` for a year, as a new dashboard comes with new URLs. Compiled-in files are
+//! compressed once (brotli, gzip) and served in the encoding the client accepts.
 
+use std::collections::HashMap;
+use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
+use std::sync::LazyLock;
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -37,26 +46,135 @@ fn safe(rel: &str) -> Option<PathBuf> {
         .then(|| p.to_path_buf())
 }
 
-async fn load(app: &AppState, embedded: &'static Dir<'static>, disk_root: &str, rel: &str) -> Option<Vec<u8>> {
+/// A file under `server.static_dir` (read on every request: for working on the files).
+async fn load(app: &AppState, disk_root: &str, rel: &str) -> Option<Vec<u8>> {
     let rel = safe(rel)?;
     let dir = &app.settings.server.static_dir;
-    if !dir.is_empty() {
-        return tokio::fs::read(Path::new(dir).join(disk_root).join(&rel)).await.ok();
-    }
-    embedded.get_file(&rel).map(|f| f.contents().to_vec())
+    tokio::fs::read(Path::new(dir).join(disk_root).join(&rel)).await.ok()
 }
 
-/// A strong validator of a file's bytes: the first 16 bytes of its SHA-256, quoted.
-fn etag(body: &[u8]) -> String {
+/// The hash of a file's bytes: the first 16 bytes of its SHA-256, in hex.
+fn hash(body: &[u8]) -> String {
     use sha2::Digest;
-    format!("\"{}\"", hex::encode(&sha2::Sha256::digest(body)[..16]))
+    hex::encode(&sha2::Sha256::digest(body)[..16])
 }
 
-/// The file, or 304 when the client's copy (`If-None-Match`) is current. `no-cache`: browsers
-/// keep the file and revalidate it, so a new dashboard is picked up at once and an unchanged one
-/// costs a 304.
-fn respond(path: &str, body: Vec<u8>, request: &HeaderMap) -> Response {
-    let tag = etag(&body);
+/// A file ready to serve: its bytes, their hash, and (compiled-in files) the bytes compressed.
+struct Asset {
+    body: Vec<u8>,
+    hash: String,
+    br: Option<Vec<u8>>,
+    gzip: Option<Vec<u8>>,
+}
+
+impl Asset {
+    fn plain(body: Vec<u8>) -> Self {
+        Self {
+            hash: hash(&body),
+            body,
+            br: None,
+            gzip: None,
+        }
+    }
+
+    /// With its brotli and gzip forms, when they are smaller (images are not).
+    fn compressed(body: Vec<u8>) -> Self {
+        let mut br = Vec::new();
+        let params = brotli::enc::BrotliEncoderParams {
+            quality: 11,
+            ..Default::default()
+        };
+        let br = brotli::BrotliCompress(&mut &body[..], &mut br, &params)
+            .ok()
+            .map(|_| br)
+            .filter(|b| b.len() < body.len());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = gz
+            .write_all(&body)
+            .and_then(|()| gz.finish())
+            .ok()
+            .filter(|g| g.len() < body.len());
+        Self {
+            br,
+            gzip,
+            ..Self::plain(body)
+        }
+    }
+}
+
+/// The compiled-in files, by path, each compressed once when first asked for; `index.html` with
+/// its stylesheet and script named by hash.
+fn compiled(dir: &'static Dir<'static>) -> &'static HashMap<String, Asset> {
+    static WEB_ASSETS: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&WEB));
+    static SDK_ASSETS: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&SDK));
+    if std::ptr::eq(dir, &WEB) {
+        &WEB_ASSETS
+    } else {
+        &SDK_ASSETS
+    }
+}
+
+fn assets(dir: &'static Dir<'static>) -> HashMap<String, Asset> {
+    let mut files = Vec::new();
+    collect(dir, &mut files);
+    let hashes: Vec<(String, String)> = files.iter().map(|(p, b)| (p.clone(), hash(b))).collect();
+    files
+        .into_iter()
+        .map(|(path, body)| {
+            let body = if path == "index.html" {
+                versioned(body, &hashes)
+            } else {
+                body
+            };
+            (path, Asset::compressed(body))
+        })
+        .collect()
+}
+
+fn collect(dir: &'static Dir<'static>, out: &mut Vec<(String, Vec<u8>)>) {
+    for file in dir.files() {
+        out.push((file.path().to_string_lossy().into_owned(), file.contents().to_vec()));
+    }
+    for sub in dir.dirs() {
+        collect(sub, out);
+    }
+}
+
+/// `index.html` with each `"/<file>"` it names that is one of `hashes` as `"/<file>?v=<hash>"`.
+fn versioned(html: Vec<u8>, hashes: &[(String, String)]) -> Vec<u8> {
+    let Ok(mut text) = String::from_utf8(html.clone()) else {
+        return html;
+    };
+    for (path, hash) in hashes {
+        text = text.replace(&format!("\"/{path}\""), &format!("\"/{path}?v={hash}\""));
+    }
+    text.into_bytes()
+}
+
+/// The file, or 304 when the client's copy (`If-None-Match`) is current; brotli or gzip when
+/// the client accepts it and the file has that form. `no-cache` (browsers keep the file and
+/// revalidate it, so a new dashboard is picked up at once and an unchanged one costs a 304),
+/// or a year and `immutable` for a request naming the file's current hash (`?v=`).
+fn respond(path: &str, asset: &Asset, uri: &Uri, request: &HeaderMap) -> Response {
+    let accepts = |coding: &str| {
+        request
+            .get(header::ACCEPT_ENCODING)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(',')
+                    .any(|c| c.split(';').next().is_some_and(|c| c.trim() == coding))
+            })
+    };
+    let (coding, body) = match (&asset.br, &asset.gzip) {
+        (Some(br), _) if accepts("br") => (Some("br"), br),
+        (_, Some(gz)) if accepts("gzip") => (Some("gzip"), gz),
+        _ => (None, &asset.body),
+    };
+    // Each encoding is its own representation, with its own strong validator.
+    let tag = match coding {
+        Some(c) => format!("\"{}-{c}\"", asset.hash),
+        None => format!("\"{}\"", asset.hash),
+    };
     let current = request
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -64,25 +182,55 @@ fn respond(path: &str, body: Vec<u8>, request: &HeaderMap) -> Response {
     let mut r = if current {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (StatusCode::OK, body).into_response()
+        (StatusCode::OK, body.clone()).into_response()
     };
     let h = r.headers_mut();
     if !current {
         h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
+        if let Some(c) = coding {
+            h.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+        }
     }
     if let Ok(v) = HeaderValue::from_str(&tag) {
         h.insert(header::ETAG, v);
     }
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    let pinned = uri.query().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv.strip_prefix("v=") == Some(asset.hash.as_str()))
+    });
+    let cache = if pinned {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     r
+}
+
+/// Serve `rel` of `embedded` (or of `disk_root` under `server.static_dir`), or `None`.
+async fn serve(
+    app: &AppState,
+    embedded: &'static Dir<'static>,
+    disk_root: &str,
+    rel: &str,
+    uri: &Uri,
+    request: &HeaderMap,
+) -> Option<Response> {
+    if app.settings.server.static_dir.is_empty() {
+        let asset = compiled(embedded).get(safe(rel)?.to_str()?)?;
+        return Some(respond(rel, asset, uri, request));
+    }
+    let body = load(app, disk_root, rel).await?;
+    Some(respond(rel, &Asset::plain(body), uri, request))
 }
 
 /// `/sdk/<file>`: the JavaScript SDK as ES modules.
 pub async fn sdk(State(app): State<AppState>, uri: Uri, request: HeaderMap) -> Response {
     let rel = uri.path().trim_start_matches("/sdk/");
-    match load(&app, &SDK, "client-sdk/js/src", rel).await {
-        Some(body) => respond(rel, body, &request),
+    match serve(&app, &SDK, "client-sdk/js/src", rel, &uri, &request).await {
+        Some(response) => response,
         None => ApiError::not_found("no such SDK file").into_response(),
     }
 }
@@ -97,8 +245,8 @@ pub async fn web(State(app): State<AppState>, uri: Uri, request: HeaderMap) -> R
         "" => "index.html",
         other => other,
     };
-    match load(&app, &WEB, "web", rel).await {
-        Some(body) => respond(rel, body, &request),
+    match serve(&app, &WEB, "web", rel, &uri, &request).await {
+        Some(response) => response,
         None => ApiError::not_found("no such route").into_response(),
     }
 }

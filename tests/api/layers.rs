@@ -178,3 +178,79 @@ async fn a_request_past_its_deadline_is_answered_with_the_json_error() {
     let (status, _) = request(&app, "GET", "/api/v1/alerts/rules", &token, None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn dashboard_files_are_named_by_hash_cached_for_a_year_and_compressed_once() {
+    use sha2::Digest;
+    let app = spawn_app().await;
+    let http = raw_client();
+    let html = http.get(app.url("/")).send().await.unwrap();
+    assert_eq!(
+        html.headers()["cache-control"],
+        "no-cache",
+        "the page itself is revalidated"
+    );
+    let html = html.text().await.unwrap();
+    for file in ["app.js", "style.css"] {
+        let start = html
+            .find(&format!("\"/{file}?v="))
+            .unwrap_or_else(|| panic!("index.html names /{file} without its hash:\n{html}"));
+        let url = html[start + 1..].split('"').next().unwrap().to_owned();
+        let hash = url.rsplit("?v=").next().unwrap().to_owned();
+
+        let pinned = http.get(app.url(&url)).send().await.unwrap();
+        assert_eq!(pinned.status(), 200);
+        assert_eq!(pinned.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert!(pinned.headers().get("content-encoding").is_none());
+        let plain = pinned.bytes().await.unwrap();
+        // The hash in the URL is the content's: a changed file gets a new URL.
+        assert_eq!(hex::encode(&sha2::Sha256::digest(&plain)[..16]), hash, "{url}");
+
+        let stale = http.get(app.url(&format!("/{file}?v=0123"))).send().await.unwrap();
+        assert_eq!(
+            stale.headers()["cache-control"],
+            "no-cache",
+            "another hash is not pinned"
+        );
+
+        // Compressed forms decode to the same bytes, are the same bytes each time (compressed
+        // once), and are representations of their own (ETag, Vary).
+        let get = |coding: &'static str| http.get(app.url(&url)).header("accept-encoding", coding).send();
+        let gz = get("gzip").await.unwrap();
+        assert_eq!(gz.headers()["content-encoding"], "gzip");
+        assert_eq!(gz.headers()["vary"], "accept-encoding");
+        let gz_tag = gz.headers()["etag"].to_str().unwrap().to_owned();
+        assert_eq!(gz_tag, format!("\"{hash}-gzip\""));
+        let gz = gz.bytes().await.unwrap();
+        let mut unzipped = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut unzipped)
+            .unwrap();
+        assert_eq!(unzipped, plain);
+        assert_eq!(get("gzip").await.unwrap().bytes().await.unwrap(), gz);
+
+        let br = get("gzip, br").await.unwrap();
+        assert_eq!(br.headers()["content-encoding"], "br");
+        let br = br.bytes().await.unwrap();
+        let mut unbrotli = Vec::new();
+        brotli::Decompressor::new(&br[..], 4096)
+            .read_to_end(&mut unbrotli)
+            .unwrap();
+        assert_eq!(unbrotli, plain);
+        assert!(
+            br.len() < plain.len() / 2,
+            "{file}: {} of {} bytes",
+            br.len(),
+            plain.len()
+        );
+
+        let again = http
+            .get(app.url(&url))
+            .header("accept-encoding", "gzip")
+            .header("if-none-match", &gz_tag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304);
+    }
+}
