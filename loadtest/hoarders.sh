@@ -24,7 +24,7 @@ export GPUSCOUT__API__KEY=hoarders-key GPUSCOUT__API__ALLOW_MARKET_CHANNELS=true
 start_hub hub "$PORT" GPUSCOUT__INGEST__FARM500__ENABLED=true \
   GPUSCOUT__INGEST__FARM500__BASE_URL="http://127.0.0.1:$FARM_PORT" GPUSCOUT__INGEST__FARM500__POLL_INTERVAL_MS=5000
 for _ in $(seq 1 600); do
-  curl -s "http://127.0.0.1:$PORT/metrics" | grep -q '^gpuscout_source_polls_total [1-9]' && break
+  curl -s "http://127.0.0.1:$PORT/metrics" | grep -q '^gpuscout_source_polls_total{[^}]*result="ok"} [1-9]' && break
   sleep 0.1
 done
 

@@ -236,6 +236,11 @@ mod tests {
                 p75: Some(0.44),
                 p90: Some(0.57),
             },
+            price_all: PriceStats {
+                gpus: 1800,
+                median: Some(0.4),
+                ..Default::default()
+            },
         };
         ModelAggregate {
             model: "rtx-4090".into(),

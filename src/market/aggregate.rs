@@ -44,6 +44,8 @@ pub struct Segment {
     pub utilisation: f64,
     pub price_rented: PriceStats,
     pub price_available: PriceStats,
+    /// Every GPU, rented and available together (500.farm's `stats.all`).
+    pub price_all: PriceStats,
 }
 
 /// Everything `market:summary` says about one model.
@@ -193,6 +195,15 @@ impl Histogram {
         }
         .stats()
     }
+
+    /// The stats of this histogram and `other` taken as one.
+    fn stats_with(&self, other: &Histogram) -> PriceStats {
+        let mut both = Weighted::default();
+        for (c, n) in self.cents.iter().chain(&other.cents) {
+            both.push(*c, *n);
+        }
+        both.stats()
+    }
 }
 
 /// Counts and price histograms of one slice of a model's market.
@@ -234,6 +245,7 @@ impl SegmentStats {
             },
             price_rented: self.rented.stats(),
             price_available: self.available.stats(),
+            price_all: self.rented.stats_with(&self.available),
         }
     }
 }

@@ -175,12 +175,13 @@ impl Store {
             return Ok(());
         }
         // Multi-row inserts: one round trip per 64 models instead of one per model.
-        const COLUMNS: usize = 12;
+        const COLUMNS: usize = 15;
         let mut tx = self.pool.begin().await?;
         for batch in rows.chunks(64) {
             let mut sql = String::from(
                 "INSERT INTO market_snapshots (ts_ms, model, source, gpus_total, gpus_rented, gpus_available, \
-                 utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, data) VALUES ",
+                 utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, \
+                 price_all_median, price_all_p10, price_all_p90, data) VALUES ",
             );
             for i in 0..batch.len() {
                 let placeholders: Vec<String> = (1..=COLUMNS).map(|c| format!("${}", i * COLUMNS + c)).collect();
@@ -206,6 +207,9 @@ impl Store {
                     .bind(price("price_available", "p10"))
                     .bind(price("price_available", "p90"))
                     .bind(price("price_rented", "median"))
+                    .bind(price("price_all", "median"))
+                    .bind(price("price_all", "p10"))
+                    .bind(price("price_all", "p90"))
                     .bind(a.to_string());
             }
             query.execute(&mut *tx).await?;
@@ -216,11 +220,10 @@ impl Store {
 
     /// A model's stored aggregates between two times (inclusive), oldest first.
     pub async fn market_history(&self, model: &str, from_ms: i64, to_ms: i64) -> Result<Vec<MarketPoint>, StoreError> {
-        let rows = sqlx::query_as(
-            "SELECT ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, price_available_median, \
-             price_available_p10, price_available_p90, price_rented_median FROM market_snapshots \
-             WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms LIMIT 100000",
-        )
+        let rows = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {POINT_COLUMNS} FROM market_snapshots \
+             WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms LIMIT 100000"
+        )))
         .bind(model)
         .bind(from_ms)
         .bind(to_ms)
@@ -254,6 +257,11 @@ impl std::ops::Deref for JsonText {
     }
 }
 
+/// The columns of a [`MarketPoint`], in the minute and the hourly rows alike.
+pub(crate) const POINT_COLUMNS: &str = "ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, \
+     price_available_median, price_available_p10, price_available_p90, price_rented_median, \
+     price_all_median, price_all_p10, price_all_p90";
+
 /// One stored minute of a model's market.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct MarketPoint {
@@ -266,4 +274,8 @@ pub struct MarketPoint {
     pub price_available_p10: Option<f64>,
     pub price_available_p90: Option<f64>,
     pub price_rented_median: Option<f64>,
+    /// Every GPU, rented and available together (`price_all` of the aggregate).
+    pub price_all_median: Option<f64>,
+    pub price_all_p10: Option<f64>,
+    pub price_all_p90: Option<f64>,
 }

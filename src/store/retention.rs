@@ -3,7 +3,7 @@
 //! `store.market_hourly_retention_days`, fired alerts and advisor messages after their own
 //! settings. Run by the leader.
 
-use super::{MarketPoint, Store, StoreError};
+use super::{MarketPoint, POINT_COLUMNS, Store, StoreError};
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -14,7 +14,8 @@ const HOURS_OF_MINUTES: &str = "SELECT (ts_ms / 3600000) * 3600000 AS ts_ms, mod
      CAST(ROUND(AVG(gpus_rented)) AS BIGINT) AS gpus_rented, CAST(ROUND(AVG(gpus_available)) AS BIGINT) AS gpus_available, \
      AVG(utilisation) AS utilisation, AVG(price_available_median) AS price_available_median, \
      AVG(price_available_p10) AS price_available_p10, AVG(price_available_p90) AS price_available_p90, \
-     AVG(price_rented_median) AS price_rented_median \
+     AVG(price_rented_median) AS price_rented_median, AVG(price_all_median) AS price_all_median, \
+     AVG(price_all_p10) AS price_all_p10, AVG(price_all_p90) AS price_all_p90 \
      FROM market_snapshots WHERE ts_ms >= $1 AND ts_ms < $2 AND ($3 = '' OR model = $3) \
      GROUP BY (ts_ms / 3600000) * 3600000, model";
 
@@ -65,8 +66,8 @@ impl Store {
         let this_hour = c.now_ms / HOUR_MS * HOUR_MS;
         let fold = format!(
             "INSERT INTO market_hourly (ts_ms, model, source, minutes, gpus_total, gpus_rented, gpus_available, \
-             utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median) \
-             {HOURS_OF_MINUTES} ON CONFLICT (model, ts_ms) DO NOTHING"
+             utilisation, price_available_median, price_available_p10, price_available_p90, price_rented_median, \
+             price_all_median, price_all_p10, price_all_p90) {HOURS_OF_MINUTES} ON CONFLICT (model, ts_ms) DO NOTHING"
         );
         let mut out = Pruned {
             hours_folded: sqlx::query(sqlx::AssertSqlSafe(fold))
@@ -146,21 +147,16 @@ impl Store {
         let pool = self.pool();
         // The hour `from_ms` falls in is part of the answer.
         let first_hour = from_ms / HOUR_MS * HOUR_MS;
-        let mut points: Vec<MarketPoint> = sqlx::query_as(
-            "SELECT ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, price_available_median, \
-             price_available_p10, price_available_p90, price_rented_median FROM market_hourly \
-             WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms",
-        )
+        let mut points: Vec<MarketPoint> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {POINT_COLUMNS} FROM market_hourly WHERE model = $1 AND ts_ms >= $2 AND ts_ms <= $3 ORDER BY ts_ms"
+        )))
         .bind(model)
         .bind(first_hour)
         .bind(to_ms)
         .fetch_all(pool)
         .await?;
         let unfolded_from = points.last().map_or(first_hour, |p| p.ts_ms + HOUR_MS);
-        let sql = format!(
-            "SELECT ts_ms, gpus_total, gpus_rented, gpus_available, utilisation, price_available_median, \
-             price_available_p10, price_available_p90, price_rented_median FROM ({HOURS_OF_MINUTES}) AS hours ORDER BY ts_ms"
-        );
+        let sql = format!("SELECT {POINT_COLUMNS} FROM ({HOURS_OF_MINUTES}) AS hours ORDER BY ts_ms");
         let recent: Vec<MarketPoint> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
             .bind(unfolded_from)
             .bind(to_ms.saturating_add(1))

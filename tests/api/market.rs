@@ -90,7 +90,11 @@ fn assert_agrees(model: &str, ours: &Value, theirs: &Value) {
         leaf("available")["count"],
         "{model} gpus_available"
     );
-    for (ours_side, their_side) in [("price_rented", "rented"), ("price_available", "available")] {
+    for (ours_side, their_side) in [
+        ("price_rented", "rented"),
+        ("price_available", "available"),
+        ("price_all", "all"),
+    ] {
         let o = &ours[ours_side];
         let t = leaf(their_side);
         for (ok, tk) in [

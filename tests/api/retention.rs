@@ -19,23 +19,26 @@ const HOUR_MS: i64 = 3600 * 1000;
 fn aggregate(gpus: i64, median: f64) -> Value {
     json!({"gpus_total": gpus, "gpus_rented": gpus / 2, "gpus_available": gpus - gpus / 2, "utilisation": 0.5,
            "price_available": {"median": median, "p10": median - 0.1, "p90": median + 0.1},
-           "price_rented": {"median": median}})
+           "price_rented": {"median": median},
+           "price_all": {"median": median + 0.05, "p10": median - 0.05, "p90": median + 0.2}})
 }
 
 async fn count(store: &Store, sql: &'static str) -> i64 {
     sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap()
 }
 
-/// Rows of every kind at 800 days, 40 days, 10 days and 5 minutes ago.
+/// Rows of every kind at 800 days, 40 days, 10 days and 5 minutes ago (or at the start of this
+/// hour, when it began less than 5 minutes ago: the row must be in the hour not complete yet).
 async fn back_date(store: &Store, now: i64) {
     let hour_40d = (now - 40 * DAY_MS) / HOUR_MS * HOUR_MS;
+    let recent = (now - 5 * 60_000).max(now / HOUR_MS * HOUR_MS);
     for (at, gpus, median) in [
         (now - 800 * DAY_MS, 8, 0.9),
         (hour_40d + 60_000, 10, 0.30),
         (hour_40d + 120_000, 20, 0.40),
         (hour_40d + 180_000, 30, 0.50),
         (now - 10 * DAY_MS, 40, 0.60),
-        (now - 5 * 60_000, 50, 0.70),
+        (recent, 50, 0.70),
     ] {
         let rows = vec![("rtx-4090".to_owned(), aggregate(gpus, median))];
         store.insert_market_snapshots(at, "simulated", &rows).await.unwrap();
@@ -82,19 +85,25 @@ async fn old_rows_are_folded_and_deleted(database_url: String) {
     back_date(&store, now).await;
     assert_eq!(count(&store, "SELECT COUNT(*) FROM market_snapshots").await, 6);
 
-    // The hub's leader passes once at start.
+    // The hub's leader passes once at start; its last step empties the old conversation, so the
+    // pass is over when both are gone.
     let app = spawn_app_with(move |s| s.database.url = SecretString::from(database_url)).await;
     let mut passed = false;
     for _ in 0..100 {
-        if count(&store, "SELECT COUNT(*) FROM market_snapshots").await == 2 {
+        if count(&store, "SELECT COUNT(*) FROM market_snapshots").await == 2
+            && count(&store, "SELECT COUNT(*) FROM conversations").await == 1
+        {
             passed = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    assert!(passed, "minute rows older than 30 days are deleted");
+    assert!(
+        passed,
+        "minute rows older than 30 days and the emptied conversation are deleted"
+    );
     // 800 days: folded then gone (730); 40 days: one hour of three minutes; 10 days: one hour.
-    // The last 5 minutes' hour is not complete, so not folded.
+    // The recent row's hour is not complete, so not folded.
     let hours: Vec<(i64, i64, i64, f64)> =
         sqlx::query_as("SELECT ts_ms, minutes, gpus_total, price_available_median FROM market_hourly ORDER BY ts_ms")
             .fetch_all(store.pool())
@@ -136,6 +145,17 @@ async fn old_rows_are_folded_and_deleted(database_url: String) {
         .iter()
         .map(|p| p["price_available_median"].as_f64().unwrap())
         .collect();
+    // The all-GPU median is folded into the hours the same way.
+    let all: Vec<f64> = long["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["price_all_median"].as_f64().unwrap())
+        .collect();
+    assert!(
+        all.iter().zip(&medians).all(|(a, m)| (a - m - 0.05).abs() < 1e-9),
+        "{all:?} against {medians:?}"
+    );
     assert_eq!(medians.len(), 3, "{long}");
     assert!(
         (medians[0] - 0.40).abs() < 1e-9 && medians[1] == 0.60 && medians[2] == 0.70,

@@ -43,7 +43,8 @@ async fn users_round_trip(store: &Store) {
 
 async fn market_history_round_trip(store: &Store) {
     let a = serde_json::json!({"gpus_total": 10, "gpus_rented": 4, "gpus_available": 6, "utilisation": 0.4,
-        "price_available": {"gpus": 6, "median": 0.35, "p10": 0.3, "p90": 0.5}, "price_rented": {"gpus": 4}});
+        "price_available": {"gpus": 6, "median": 0.35, "p10": 0.3, "p90": 0.5}, "price_rented": {"gpus": 4},
+        "price_all": {"gpus": 10, "median": 0.4, "p10": 0.3, "p90": 0.6}});
     let rows = vec![("rtx-4090".to_owned(), a.clone()), ("h100-sxm".to_owned(), a)];
     store.insert_market_snapshots(60_000, "farm500", &rows).await.unwrap();
     store.insert_market_snapshots(120_000, "farm500", &rows).await.unwrap();
@@ -55,6 +56,12 @@ async fn market_history_round_trip(store: &Store) {
     assert_eq!(points[1].gpus_available, 6);
     assert_eq!(points[1].price_available_median, Some(0.35));
     assert_eq!(points[1].price_rented_median, None);
+    let all = (
+        points[1].price_all_median,
+        points[1].price_all_p10,
+        points[1].price_all_p90,
+    );
+    assert_eq!(all, (Some(0.4), Some(0.3), Some(0.6)));
     assert!(
         store
             .market_history("rtx-4090", 70_000, 80_000)

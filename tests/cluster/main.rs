@@ -239,9 +239,11 @@ impl Node {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or_else(|| panic!("{name} not in /metrics"))
+        helpers::metric_value(&text, name).unwrap_or_else(|| {
+            // Declared without a sample: a labelled family before its first event.
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} not in /metrics");
+            0.0
+        })
     }
 
     /// The server API's answer to a publish (a result or an error).

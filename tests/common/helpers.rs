@@ -159,8 +159,19 @@ pub async fn bearer_request(
 
 /// The value of metric `name` in a `/metrics` text.
 pub fn metric_value(text: &str, name: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.trim().parse().ok()))
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?;
+            let value = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.split_once('}')?.1,
+                None => rest.strip_prefix(' ')?,
+            };
+            value.trim().parse().ok()
+        })
+        .collect();
+    // One unlabelled sample, or the sum of the labelled ones (every source's polls).
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
 /// A socket to the hub at `addr` that has not sent `connect` yet.
