@@ -38,10 +38,12 @@ hub, bare = (json.load(open(p)) for p in sys.argv[1:3])
 print("\n== hub / bare")
 print(f"deliveries/s  {hub['deliveries_per_second']:.0f} / {bare['deliveries_per_second']:.0f}"
       f" = {hub['deliveries_per_second'] / max(bare['deliveries_per_second'], 1):.2f}")
-for p in ("p50", "p99", "max"):
-    h, b = hub["latency_ms"][p], bare["latency_ms"][p]
-    print(f"latency {p:<5} {h:.1f} ms / {b:.1f} ms = {h / max(b, 0.001):.2f}")
+for key, what in (("latency_ms", "from schedule"), ("latency_from_send_ms", "from send"),
+                  ("publisher_behind_ms", "publisher behind schedule")):
+    for p in ("p50", "p99", "max"):
+        h, b = hub[key][p], bare[key][p]
+        print(f"{what:<26} {p:<4} {h:9.1f} ms / {b:9.1f} ms = {h / max(b, 0.001):.2f}")
 print(f"lost          {hub['lost']} / {bare['lost']}")
-for k in ("hub_cpu_seconds", "hub_rss_bytes_per_connection"):
+for k in ("hub_cpu_seconds", "hub_cpu_us_per_delivery", "hub_rss_bytes_per_connection"):
     print(f"{k}  {hub.get(k)} / {bare.get(k)}")
 PY

@@ -203,7 +203,7 @@ async fn streams(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     }
     progress.finish().await;
     let seconds = started.elapsed().as_secs_f64();
-    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    let lat = std::mem::take(&mut *latencies.lock().await);
     let received = received.load(Ordering::Relaxed);
     let expected = (args.streams * args.tokens) as u64;
     Ok(json!({
@@ -217,7 +217,7 @@ async fn streams(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "tokens_lost": expected.saturating_sub(received),
         "tokens_per_second": received as f64 / seconds,
         "seconds": seconds,
-        "added_latency_ms": report::latency(&mut lat),
+        "added_latency_ms": report::latency(&lat),
     }))
 }
 

@@ -1,8 +1,15 @@
 //! `fanout`: N subscribers on one channel, a publisher at R publications/s through the server API.
 //!
 //! Subscribers speak the protocol with the wire types of `gpuscout-client` for their commands and
-//! scan each push for its send timestamp rather than decoding it whole, so the load generator's
-//! CPU (shared with the hub on this machine) goes to sockets, not JSON.
+//! scan each push for its timestamps rather than decoding it whole, so the load generator's CPU
+//! (shared with the hub on this machine) goes to sockets, not JSON.
+//!
+//! Latency without coordinated omission: publication k carries the time it was scheduled for
+//! (`sched`: the start plus k / rate) besides the time it was actually sent (`ts`). When the hub
+//! is saturated the publisher waits on its replies and falls behind the schedule; latency from
+//! `ts` leaves that waiting out, latency from `sched` counts it, as a client of a real market
+//! (which does not wait for the hub) would see it. The report gives both, and how far the
+//! publisher fell behind.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -68,7 +75,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let mint = token_minter()?;
     let hubs = hub_addrs(cli)?;
     let hub = hubs[0];
-    let latencies: Arc<Mutex<Vec<u64>>> = Arc::default();
+    // (from the schedule, from the actual send), in microseconds.
+    let latencies: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::default();
     let delivered = Arc::new(AtomicU64::new(0));
     let held = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
@@ -95,7 +103,10 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                 tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
             let hello = hello(token, channel.clone());
             ws.send(Message::text(hello)).await?;
-            let mut mine = Vec::with_capacity(publications as usize);
+            let mut mine = (
+                Vec::with_capacity(publications as usize),
+                Vec::with_capacity(publications as usize),
+            );
             let mut subscribed = false;
             while let Some(msg) = ws.next().await {
                 let Message::Text(text) = msg? else { continue };
@@ -116,24 +127,19 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                     if !line.starts_with("{\"push\"") {
                         continue;
                     }
-                    if let Some(ts) = line.find("\"ts\":").and_then(|p| {
-                        line[p + 5..]
-                            .split(|c: char| !c.is_ascii_digit())
-                            .next()?
-                            .parse::<u64>()
-                            .ok()
-                    }) {
-                        mine.push(arrived.saturating_sub(ts));
+                    if let (Some(sched), Some(ts)) = (number(line, "\"sched\":"), number(line, "\"ts\":")) {
+                        mine.0.push(arrived.saturating_sub(sched));
+                        mine.1.push(arrived.saturating_sub(ts));
                         if line.contains("\"last\":true") {
-                            delivered.fetch_add(mine.len() as u64, Ordering::Relaxed);
-                            latencies.lock().await.extend_from_slice(&mine);
+                            delivered.fetch_add(mine.0.len() as u64, Ordering::Relaxed);
+                            keep(&latencies, mine).await;
                             return anyhow::Ok(());
                         }
                     }
                 }
             }
-            delivered.fetch_add(mine.len() as u64, Ordering::Relaxed);
-            latencies.lock().await.extend_from_slice(&mine);
+            delivered.fetch_add(mine.0.len() as u64, Ordering::Relaxed);
+            keep(&latencies, mine).await;
             anyhow::Ok(())
         }));
     }
@@ -166,17 +172,23 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let pad = "x".repeat(payload);
     let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
     let started = Instant::now();
+    let start_us = now_us();
     let mut tick = tokio::time::interval(interval);
     let sent = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("published", publications, sent.clone(), None);
+    let mut behind = Vec::with_capacity(publications as usize);
     for n in 1..=publications {
         tick.tick().await;
         sent.store(n, Ordering::Relaxed);
         if Instant::now() > deadline {
             break;
         }
-        let body =
-            json!({"channel": channel, "data": {"ts": now_us(), "seq": n, "last": n == publications, "pad": pad}});
+        // When it should have gone (the schedule), and when it goes.
+        let sched = start_us + (n - 1) * 1_000_000 / rate.max(1);
+        let ts = now_us();
+        behind.push(ts.saturating_sub(sched));
+        let data = json!({"sched": sched, "ts": ts, "seq": n, "last": n == publications, "pad": pad});
+        let body = json!({"channel": channel, "data": data});
         let r = http
             .post(&url)
             .header("X-API-Key", &cli.api_key)
@@ -201,11 +213,15 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     }
     let total_secs = started.elapsed().as_secs_f64();
     stop_hoarding.store(true, Ordering::Relaxed);
-    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    let (from_schedule, from_send) = std::mem::take(&mut *latencies.lock().await);
     let held = held.load(Ordering::Relaxed);
     let expected = held * publications;
     let got = delivered.load(Ordering::Relaxed);
     let rss_after = procs_stats(&cli.hub_pid);
+    let hub_cpu_us_per_delivery = match (rss_before, rss_after) {
+        (Some(b), Some(a)) if got > 0 => Some((a.1 - b.1) * 1e6 / got as f64),
+        _ => None,
+    };
     let mut report = json!({
         "scenario": "fanout",
         "label": cli.label,
@@ -221,12 +237,28 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "lost": expected.saturating_sub(got),
         "deliveries_per_second": got as f64 / total_secs,
         "publish_seconds": publish_secs,
-        "latency_ms": report::latency(&mut lat),
+        "latency_ms": report::latency(&from_schedule),
+        "latency_from_send_ms": report::latency(&from_send),
+        "publisher_behind_ms": report::latency(&behind),
+        "hub_cpu_us_per_delivery": hub_cpu_us_per_delivery,
         "hoarders": args.hoarders,
         "hoarder_closes": hoarder_closes.load(Ordering::Relaxed),
     });
     report::merge(&mut report, hub_usage(rss_before, rss_after, held));
     Ok(report)
+}
+
+/// The unsigned integer after `key` in `line`.
+fn number(line: &str, key: &str) -> Option<u64> {
+    let p = line.find(key)? + key.len();
+    line[p..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
+}
+
+/// Add one subscriber's samples to the run's.
+async fn keep(all: &Mutex<(Vec<u64>, Vec<u64>)>, mine: (Vec<u64>, Vec<u64>)) {
+    let mut all = all.lock().await;
+    all.0.extend_from_slice(&mine.0);
+    all.1.extend_from_slice(&mine.1);
 }
 
 /// A hostile client until `stop`: a tiny receive window, twenty subscribe/unsubscribe pairs of

@@ -61,30 +61,40 @@ pub fn merge(report: &mut Value, extra: Value) {
     }
 }
 
-/// The value at percentile `p` (0–100) of sorted samples (nearest rank).
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 /// Percentiles plotted and kept in reports: denser towards the tail.
 const CURVE: [f64; 16] = [
     0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 97.5, 99.0, 99.5, 99.75, 99.9, 99.95, 99.99, 99.999, 100.0,
 ];
 
-/// Latency summary of microsecond samples (sorted here), in milliseconds, with the curve to plot.
-pub fn latency(samples: &mut [u64]) -> Value {
-    samples.sort_unstable();
+/// Latency summary of microsecond samples, recorded in an HDR histogram (3 significant digits),
+/// in milliseconds, with the curve to plot.
+pub fn latency(samples: &[u64]) -> Value {
+    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    for s in samples {
+        // `record` grows the histogram to the value (`saturating_record` would clamp it to the
+        // range so far).
+        if h.record(*s).is_err() {
+            h.saturating_record(*s);
+        }
+    }
+    summary(&h)
+}
+
+/// The summary of a histogram of microseconds, in milliseconds.
+pub fn summary(h: &hdrhistogram::Histogram<u64>) -> Value {
     let ms = |us: u64| us as f64 / 1000.0;
-    let curve: Vec<Value> = CURVE.iter().map(|p| json!([p, ms(percentile(samples, *p))])).collect();
+    let at = |p: f64| {
+        if h.is_empty() {
+            0.0
+        } else {
+            ms(h.value_at_quantile(p / 100.0))
+        }
+    };
+    let curve: Vec<Value> = CURVE.iter().map(|p| json!([p, at(*p)])).collect();
     json!({
-        "samples": samples.len(),
-        "p50": ms(percentile(samples, 50.0)), "p90": ms(percentile(samples, 90.0)),
-        "p99": ms(percentile(samples, 99.0)), "p99.9": ms(percentile(samples, 99.9)),
-        "max": ms(samples.last().copied().unwrap_or(0)),
+        "samples": h.len(),
+        "p50": at(50.0), "p90": at(90.0), "p99": at(99.0), "p99.9": at(99.9),
+        "max": if h.is_empty() { 0.0 } else { ms(h.max()) },
         "curve": curve,
     })
 }
@@ -312,5 +322,24 @@ impl Drop for Progress {
         if let Some(t) = self.task.take() {
             t.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_summary_is_in_milliseconds_of_microsecond_samples() {
+        let samples: Vec<u64> = (1..=1000).map(|i| i * 1000).collect();
+        let s = latency(&samples);
+        assert_eq!(s["samples"], 1000);
+        let near = |key: &str, ms: f64| {
+            let v = s[key].as_f64().unwrap();
+            assert!((v - ms).abs() / ms < 0.002, "{key}: {v} against {ms}");
+        };
+        near("p50", 500.0);
+        near("p99", 990.0);
+        near("max", 1000.0);
     }
 }

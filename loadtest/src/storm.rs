@@ -125,7 +125,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
     }
-    let mut lat = std::mem::take(&mut *latencies.lock().await);
+    let lat = std::mem::take(&mut *latencies.lock().await);
     let mut report = json!({
         "scenario": "connect-storm",
         "label": cli.label,
@@ -135,7 +135,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "failed": failed.load(Ordering::Relaxed),
         "ramp_seconds": ramp_secs,
         "connects_per_second": connected as f64 / ramp_secs,
-        "connect_latency_ms": report::latency(&mut lat),
+        "connect_latency_ms": report::latency(&lat),
         "held_after_seconds": hold_seconds,
         "held": held,
     });
