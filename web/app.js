@@ -1,10 +1,18 @@
-// The GPUScout live dashboard: no build step, the SDK straight from /sdk/.
+// The GPUScout live dashboard: no build step, the SDK straight from /sdk/. This module signs in,
+// connects, and runs the panels; the market table is market-table.js, a model's page
+// model-page.js (its charts charts.js, with uPlot from vendor/; its offers offers-table.js), the
+// advisor's markdown markdown.js and its past conversations conversations.js.
 
 import { GpuscoutClient, GpuscoutError } from '/sdk/index.js';
+import { price, int } from './format.js';
+import { api, errorText, setApiToken } from './api.js';
+import { followMarket, modelName, rows } from './market-table.js';
+import { closeModelPage, currentPage, openModelPage } from './model-page.js';
+import { renderMarkdown } from './markdown.js';
+import { nextFrame } from './frame.js';
+import { conversationsStatus, loadConversations, loadMessages, markCurrent, onReopen } from './conversations.js';
 
 const TOKEN_KEY = 'gpuscout.token';
-const SPARK_POINTS = 40;
-const FLASH_MS = 1000;
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const el = {
@@ -18,9 +26,6 @@ const el = {
   switchText: $('switch-text'),
   switchBtn: /** @type {HTMLButtonElement} */ ($('switch-btn')),
   keepBtn: /** @type {HTMLButtonElement} */ ($('keep-btn')),
-  table: $('market-table'),
-  body: $('market-body'),
-  meta: $('market-meta'),
   sources: $('sources'),
   alerts: $('alerts'),
   alertsEmpty: $('alerts-empty'),
@@ -34,8 +39,6 @@ const el = {
   stopBtn: /** @type {HTMLButtonElement} */ ($('stop-btn')),
 };
 
-const price = new Intl.NumberFormat('en-US', { style: 'currency', currency: 'USD', minimumFractionDigits: 2, maximumFractionDigits: 3 });
-const int = new Intl.NumberFormat('en-US');
 
 // ---- tokens -------------------------------------------------------------------------------------
 
@@ -221,7 +224,7 @@ function start(token, source) {
     token,
     getToken: async () => {
       const next = await nextToken(source);
-      if (cl === client) apiToken = next;
+      if (cl === client) setApiToken(next);
       return next;
     },
     minReconnectDelay: 300,
@@ -242,213 +245,80 @@ function start(token, source) {
     if (!ctx.reconnect && (ctx.code === 3500 || ctx.code === 101 || ctx.code === 109)) replaceToken(source, ctx.code);
   });
   window.gpuscout = cl; // for the console (and the browser tests)
+  window.gpuscoutMarket = rows;
 
-  followMarket(cl, c.tier);
+  tier = c.tier;
+  followMarket(cl, c.tier, () => {
+    if (!rulesEl.form.hidden) fillModels();
+  });
   followSources(cl);
   followAlerts(cl);
   followAdvisor(cl);
   followPortfolio(cl);
   cl.connect();
+  route();
 }
 
-// ---- market table -------------------------------------------------------------------------------
+// ---- views: the market, or a model's page (#/gpu/<model>) ---------------------------------------
 
-/**
- * @typedef {object} Row
- * @property {HTMLTableRowElement} tr
- * @property {Record<string, HTMLElement>} cells
- * @property {Record<string, number | string | null>} values
- * @property {number[]} spark
- * @property {ReturnType<typeof setTimeout> | undefined} flashTimer
- */
+/** The tier of the token in use (its claim, for choosing what to subscribe to). @type {string | undefined} */
+let tier;
+const views = {
+  market: $('market-h').closest('section'),
+  portfolio: $('portfolio'),
+  model: $('model-page'),
+};
+/** The model whose page is open, or '', and the client it follows. */
+let openModel = '';
+/** @type {GpuscoutClient | null} */
+let openClient = null;
 
-/** @type {Map<string, Row>} */
-const rows = new Map();
-const sort = { key: 'name', dir: 1 };
-const COLUMNS = ['median', 'p10', 'p90', 'available', 'utilisation'];
-
-function valuesOf(item) {
-  const pa = item.price_available || {};
-  return {
-    name: String(item.name || item.model),
-    median: typeof pa.median === 'number' ? pa.median : null,
-    p10: typeof pa.p10 === 'number' ? pa.p10 : null,
-    p90: typeof pa.p90 === 'number' ? pa.p90 : null,
-    available: Number(item.gpus_available) || 0,
-    utilisation: typeof item.utilisation === 'number' ? item.utilisation : null,
-  };
-}
-
-function format(key, v) {
-  if (v === null || v === undefined) return '—';
-  switch (key) {
-    case 'median':
-    case 'p10':
-    case 'p90':
-      return price.format(/** @type {number} */ (v));
-    case 'available':
-      return int.format(/** @type {number} */ (v));
-    case 'utilisation':
-      return `${(/** @type {number} */ (v) * 100).toFixed(1)}%`;
-    default:
-      return String(v);
+/** The model a `#/gpu/<model>` address names, or ''. */
+function routeModel() {
+  const m = /^#\/gpu\/([^/?#]+)$/.exec(location.hash);
+  if (!m) return '';
+  try {
+    return decodeURIComponent(m[1]);
+  } catch {
+    return '';
   }
 }
 
-function newRow(model) {
-  const tr = document.createElement('tr');
-  tr.dataset.model = model;
-  const name = document.createElement('th');
-  name.scope = 'row';
-  tr.append(name);
-  /** @type {Record<string, HTMLElement>} */
-  const cells = { name };
-  for (const key of COLUMNS) {
-    const td = document.createElement('td');
-    td.className = `num${key === 'p10' || key === 'p90' ? ' opt' : ''}`;
-    td.dataset.col = key;
-    tr.append(td);
-    cells[key] = td;
+/** Show what the address asks for: a model's page, or the market. */
+function route() {
+  const model = routeModel();
+  if (model && client) {
+    const again = model === openModel && openClient === client && currentPage()?.slug === model;
+    openModel = model;
+    openClient = client;
+    views.market.hidden = true;
+    views.portfolio.hidden = true;
+    if (!again) {
+      openModelPage(model, client, tier);
+      window.gpuscoutModel = currentPage(); // for the console (and the browser tests)
+      scrollTo(0, 0);
+      $('model-h').focus();
+    }
+    return;
   }
-  const trend = document.createElement('td');
-  trend.className = 'trend opt2';
-  tr.append(trend);
-  cells.trend = trend;
-  return { tr, cells, values: {}, spark: [], flashTimer: undefined };
+  const left = openModel;
+  openModel = '';
+  openClient = null;
+  closeModelPage();
+  window.gpuscoutModel = null;
+  views.market.hidden = false;
+  views.portfolio.hidden = false;
+  if (left) /** @type {HTMLElement | null} */ (document.querySelector(`#market-body tr[data-model="${CSS.escape(left)}"] a`))?.focus();
 }
 
-function sparkline(points) {
-  if (points.length < 2) return '';
-  const w = 84;
-  const h = 22;
-  const min = Math.min(...points);
-  const max = Math.max(...points);
-  const span = max - min || 1;
-  const step = w / (points.length - 1);
-  const coords = points.map((p, i) => `${(i * step).toFixed(1)},${(h - 2 - ((p - min) / span) * (h - 4)).toFixed(1)}`);
-  const first = price.format(points[0]);
-  const last = price.format(points[points.length - 1]);
-  return `<svg viewBox="0 0 ${w} ${h}" role="img" aria-label="median ${first} to ${last}"><polyline points="${coords.join(' ')}"/></svg>`;
-}
+window.addEventListener('hashchange', route);
 
-/** Update a row from its item; returns whether a shown value changed. */
-function updateRow(row, item) {
-  const v = valuesOf(item);
-  let changed = false;
-  if (row.values.name !== v.name) row.cells.name.textContent = v.name;
-  for (const key of COLUMNS) {
-    const next = v[key];
-    const prev = row.values[key];
-    if (prev === next) continue;
-    changed = true;
-    const cell = row.cells[key];
-    cell.textContent = format(key, next);
-    if (key === 'median' && typeof prev === 'number' && typeof next === 'number') {
-      cell.classList.toggle('up', next > prev);
-      cell.classList.toggle('down', next < prev);
-    }
-  }
-  if (v.median !== null && v.median !== row.spark[row.spark.length - 1]) {
-    row.spark.push(v.median);
-    if (row.spark.length > SPARK_POINTS) row.spark.shift();
-    row.cells.trend.innerHTML = sparkline(row.spark);
-  }
-  row.values = v;
-  return changed;
-}
-
-function flash(row) {
-  row.tr.classList.remove('flash');
-  void row.tr.offsetWidth; // restart the animation
-  row.tr.classList.add('flash');
-  clearTimeout(row.flashTimer);
-  row.flashTimer = setTimeout(() => row.tr.classList.remove('flash'), FLASH_MS);
-}
-
-function compareRows(a, b) {
-  const x = a.values[sort.key];
-  const y = b.values[sort.key];
-  if (x === y) return a.values.name < b.values.name ? -1 : 1;
-  if (x === null || x === undefined) return 1; // empty values last, whatever the direction
-  if (y === null || y === undefined) return -1;
-  return (x < y ? -1 : 1) * sort.dir;
-}
-
-function reorder() {
-  const ordered = [...rows.values()].sort(compareRows);
-  let current = el.body.firstElementChild;
-  for (const row of ordered) {
-    if (row.tr === current) current = current.nextElementSibling;
-    else el.body.insertBefore(row.tr, current);
-  }
-}
-
-for (const th of el.table.querySelectorAll('thead th[data-key]')) {
-  th.querySelector('button')?.addEventListener('click', () => {
-    const key = /** @type {HTMLElement} */ (th).dataset.key || 'name';
-    if (sort.key === key) sort.dir = -sort.dir;
-    else {
-      sort.key = key;
-      sort.dir = key === 'name' ? 1 : -1;
-    }
-    for (const other of el.table.querySelectorAll('thead th[data-key]')) {
-      other.setAttribute('aria-sort', other === th ? (sort.dir === 1 ? 'ascending' : 'descending') : 'none');
-    }
-    reorder();
-  });
-}
-
-const MINUTE_NOTE = 'updated every minute — live prices from the Individual tier';
-
-/**
- * The market table from `market:summary`, or for a tier that cannot have it (the free tier: 103)
- * from `market:summary.1m`, with a note saying so. A refusal is shown as what it is.
- */
-function followMarket(cl, tier) {
-  followMarketChannel(cl, tier === 'free' ? 'market:summary.1m' : 'market:summary');
-}
-
-function followMarketChannel(cl, channel) {
-  const minute = channel === 'market:summary.1m';
-  const book = cl.market.book(channel);
-  el.meta.textContent = minute ? `Waiting for the market… (${MINUTE_NOTE})` : 'Waiting for the market…';
-  cl.getSubscription(channel)?.on('unsubscribed', (ctx) => {
-    if (ctx.code === 103 && !minute) {
-      book.close();
-      followMarketChannel(cl, 'market:summary.1m');
-    } else if (ctx.code) {
-      el.meta.textContent = `The hub refused ${channel}: ${ctx.reason || 'permission denied'} (${ctx.code})`;
-    }
-  });
-  book.on('update', ({ changes, seq, snapshot, ts }) => {
-    for (const key of changes.removed) {
-      rows.get(key)?.tr.remove();
-      rows.delete(key);
-    }
-    let moved = false;
-    for (const section of [changes.added, changes.changed]) {
-      for (const [key, item] of Object.entries(section)) {
-        let row = rows.get(key);
-        const fresh = !row;
-        if (!row) {
-          row = newRow(key);
-          rows.set(key, row);
-          moved = true;
-        }
-        const before = row.values[sort.key];
-        if (updateRow(row, item) && !fresh && !snapshot) flash(row);
-        if (row.values[sort.key] !== before) moved = true;
-      }
-    }
-    if (moved || snapshot) reorder();
-    if (!rulesEl.form.hidden && (changes.removed.length || Object.keys(changes.added).length)) fillModels();
-    const when = ts ? new Date(ts).toLocaleTimeString() : '';
-    el.meta.textContent = `${rows.size} models · seq ${seq}${when ? ` · ${when}` : ''}${minute ? ` · ${MINUTE_NOTE}` : ''}`;
-  });
-  book.on('resync', (r) => {
-    el.meta.textContent = `Resyncing (${r.reason})…`;
-  });
-}
+// "Ask the advisor" scrolls to the advisor and puts the cursor in its box (the address is kept).
+$('advisor-link').addEventListener('click', (e) => {
+  e.preventDefault();
+  el.advisor.scrollIntoView({ block: 'start' });
+  el.askInput.focus({ preventScroll: true });
+});
 
 // ---- sources ------------------------------------------------------------------------------------
 
@@ -936,8 +806,6 @@ const KIND_FIELDS = {
 const PAST_PAGE = 50;
 const STAT_WORDS = { median: 'median price', p10: '10th-percentile price', cheapest: 'cheapest price' };
 
-/** The token REST calls send (the one the page connects with, renewed with it). */
-let apiToken = '';
 /** @type {Map<string, any>} the user's rules by id, as the hub last answered */
 const alertRules = new Map();
 /** @type {Map<string, any>} past alerts (stored events) by id */
@@ -946,50 +814,6 @@ const pastEvents = new Map();
 let pastCursor = null;
 /** The rule the form edits, or null for a new one. @type {string | null} */
 let editing = null;
-
-/** A REST error: the hub's `{"error":{"code","message"}}`, or what went wrong on the way. */
-class ApiError extends Error {
-  constructor(status, code, message) {
-    super(message);
-    this.status = status;
-    this.code = code;
-  }
-}
-
-/**
- * Call the hub's REST API as the page's user; resolves with the JSON answer (null for 204).
- * @param {string} method
- * @param {string} path
- * @param {unknown} [body]
- */
-async function api(method, path, body) {
-  /** @type {Record<string, string>} */
-  const headers = { Authorization: `Bearer ${apiToken}` };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: 'no-store' });
-  const text = await res.text();
-  let json = null;
-  try {
-    json = text ? JSON.parse(text) : null;
-  } catch {
-    // not JSON: the status says it
-  }
-  if (!res.ok) {
-    const err = json && json.error;
-    throw new ApiError(res.status, err?.code || 'http', err?.message || `HTTP ${res.status}`);
-  }
-  return json;
-}
-
-/** The text of an error for people. */
-function errorText(err) {
-  return err instanceof Error ? err.message : String(err);
-}
-
-/** A model's display name (from the market table), else its slug. */
-function modelName(slug) {
-  return rows.get(slug)?.values.name?.toString() || String(slug);
-}
 
 /** A rule's condition in words, e.g. "RTX 4090 median price below $0.300/h". */
 function conditionText(r) {
@@ -1430,6 +1254,7 @@ function pastFromPush(alert) {
 /** (Re)load rules and past alerts, e.g. once connected; errors show in each panel. */
 function refreshAlertPanels() {
   loadKeys();
+  refreshConversations();
   setUpPushToggle().catch((err) => (pushEl.status.textContent = `Push is unavailable: ${errorText(err)}`));
   loadRules().then(
     () => {
@@ -1447,7 +1272,7 @@ function refreshAlertPanels() {
 
 /** A new token (another user maybe): forget what the previous one showed. */
 function resetAlertPanels(token) {
-  apiToken = token;
+  setApiToken(token);
   alertRules.clear();
   pastEvents.clear();
   pastCursor = null;
@@ -1461,15 +1286,19 @@ function resetAlertPanels(token) {
 // ---- advisor ------------------------------------------------------------------------------------
 //
 // A question goes to the hub with `client.advisor.ask(text)`; the answer streams on the user's
-// advisor:#<uid> channel and is shown delta by delta as it comes. Every answer on that channel is
-// shown, also one asked in another tab. Stop (or Escape) cancels the answer streaming now.
+// advisor:#<uid> channel and is shown as it comes: the text so far rendered as markdown (web/
+// markdown.js: no raw HTML from the model), at most once per animation frame. Every answer on
+// that channel is shown, also one asked in another tab. Stop (or Escape) cancels the answer
+// streaming now. Past conversations are listed from /api/v1/conversations and can be reopened;
+// a question then continues the conversation shown.
 
 /**
  * An answer in the chat pane.
  * @typedef {object} Bubble
  * @property {HTMLElement} div
- * @property {HTMLElement} text  the answer so far
+ * @property {HTMLElement} text  the answer so far, rendered
  * @property {HTMLElement} note  how it ended, when it did not end plainly
+ * @property {string} raw  the answer so far, as the model wrote it
  * @property {Set<number>} seen  the delta indexes shown
  * @property {'streaming' | 'done' | 'cancelled' | 'error'} state
  */
@@ -1520,10 +1349,11 @@ function bubble(messageId) {
     div.dataset.state = 'streaming';
     // Screen readers announce the answer once it is complete, not every delta.
     div.setAttribute('aria-busy', 'true');
+    text.classList.add('md');
     const note = document.createElement('span');
     note.className = 'note';
     div.append(note);
-    b = { div, text, note, seen: new Set(), state: 'streaming' };
+    b = { div, text, note, raw: '', seen: new Set(), state: 'streaming' };
     bubbles.set(messageId, b);
     if (bubbles.size > 200) {
       // Forget the oldest answer that has ended (its message may still be in the pane).
@@ -1550,14 +1380,20 @@ function scrollChat() {
 function finish(messageId, state, error = '') {
   const b = bubbles.get(messageId);
   if (!b || b.state !== 'streaming') return;
-  b.state = state;
-  b.div.dataset.state = state;
-  b.div.classList.remove('streaming');
-  if (state !== 'done') b.div.classList.add(state);
-  b.div.setAttribute('aria-busy', 'false');
-  const sep = b.text.textContent ? '\n' : '';
-  if (state === 'cancelled') b.note.textContent = `${sep}[stopped]`;
-  if (state === 'error') b.note.textContent = `${sep}[${error}]`;
+  b.state = state; // no text is added from now on
+  // The bubble shows how it ended once its last text is rendered (at the next frame, when some
+  // is still waiting: an answer is rendered at most once a frame).
+  const ended = () => {
+    b.div.dataset.state = state;
+    b.div.classList.remove('streaming');
+    if (state !== 'done') b.div.classList.add(state);
+    b.div.setAttribute('aria-busy', 'false');
+    const sep = b.raw ? '\n' : '';
+    if (state === 'cancelled') b.note.textContent = `${sep}[stopped]`;
+    if (state === 'error') b.note.textContent = `${sep}[${error}]`;
+  };
+  if (dirty.has(b)) afterRender.push(ended);
+  else ended();
   if (active && active.id === messageId) {
     // Another answer may still be streaming (asked in another tab).
     const next = [...bubbles].reverse().find(([, other]) => other.state === 'streaming');
@@ -1566,6 +1402,34 @@ function finish(messageId, state, error = '') {
   const status = active ? STREAMING_TEXT : state === 'cancelled' ? 'Stopped.' : state === 'error' ? `Advisor error: ${error}` : '';
   showAdvisor(status);
   scrollChat();
+  refreshConversations();
+}
+
+/** Bubbles whose text changed since they were last rendered. @type {Set<Bubble>} */
+const dirty = new Set();
+/** What to show once the waiting text is rendered (how answers ended). @type {(() => void)[]} */
+const afterRender = [];
+let renderScheduled = false;
+
+/** Add text to an answer; it is rendered at the next frame (once, however many deltas came). */
+function appendText(/** @type {Bubble} */ b, /** @type {string} */ text) {
+  b.raw += text;
+  dirty.add(b);
+  if (renderScheduled) return;
+  renderScheduled = true;
+  nextFrame(() => {
+    renderScheduled = false;
+    for (const d of dirty) render(d);
+    for (const fn of afterRender.splice(0)) fn();
+    scrollChat();
+  });
+}
+
+/** Render an answer's markdown, replacing what it showed in one step (no flicker). */
+function render(/** @type {Bubble} */ b) {
+  dirty.delete(b);
+  b.text.replaceChildren(renderMarkdown(b.raw));
+  b.div.dataset.chars = String(b.raw.length); // how much of the answer is shown
 }
 
 function stop() {
@@ -1599,8 +1463,8 @@ function followAdvisor(cl) {
           if (b.seen.has(event.index)) return; // a duplicate
           b.seen.add(event.index);
         }
-        b.text.append(document.createTextNode(String(event.text ?? '')));
-        break;
+        appendText(b, String(event.text ?? ''));
+        return; // scrolled once rendered
       }
       case 'done':
         finish(id, event.stop_reason === 'cancelled' ? 'cancelled' : 'done');
@@ -1645,6 +1509,7 @@ el.askForm.addEventListener('submit', async (e) => {
   if (cl !== client) return;
   asking = false;
   conversationId = stream.conversationId || conversationId;
+  markCurrent(conversationId);
   const id = stream.messageId;
   // The answer may have started (or ended) before the hub's reply to `ask` arrived.
   if (bubble(id).state === 'streaming') {
@@ -1677,6 +1542,82 @@ el.advisor.addEventListener('keydown', (e) => {
 });
 
 el.stopBtn.addEventListener('click', stop);
+
+// ---- past conversations
+
+/** @type {ReturnType<typeof setTimeout> | undefined} */
+let conversationsTimer;
+
+/** Reload the list of past conversations soon (answers ending together reload it once). */
+function refreshConversations() {
+  clearTimeout(conversationsTimer);
+  conversationsTimer = setTimeout(() => loadConversations(conversationId), 300);
+}
+
+/** Empty the pane, keeping the answers still streaming (Stop still reaches them). */
+function clearChat() {
+  for (const [id, b] of bubbles) if (b.state !== 'streaming') bubbles.delete(id);
+  el.chat.replaceChildren(...[...bubbles.values()].map((b) => b.div));
+}
+
+/** How a stored answer's status shows: the state of its bubble and the note it ends with. */
+const STORED = {
+  complete: { state: 'done', note: () => '' },
+  cancelled: { state: 'cancelled', note: () => '[stopped]' },
+  failed: { state: 'error', note: (/** @type {any} */ m) => `[${m.error || 'advisor error'}]` },
+  streaming: { state: 'partial', note: () => '[still being written when opened]' },
+};
+
+/** A stored message of a reopened conversation. */
+function showStored(/** @type {any} */ m) {
+  if (m.role === 'user') {
+    message('user', 'You').text.textContent = String(m.content ?? '');
+    return;
+  }
+  const live = bubbles.get(m.id);
+  if (live) {
+    el.chat.append(live.div); // streaming now: the live bubble
+    return;
+  }
+  const how = STORED[/** @type {keyof typeof STORED} */ (m.status)] || STORED.complete;
+  const { div, text } = message(`assistant${how.state === 'done' ? '' : ` ${how.state}`}`, 'Advisor');
+  div.dataset.messageId = m.id;
+  div.dataset.conversationId = m.conversation_id;
+  div.dataset.state = how.state;
+  text.classList.add('md');
+  text.replaceChildren(renderMarkdown(String(m.content ?? '')));
+  const note = how.note(m);
+  if (note) {
+    const span = document.createElement('span');
+    span.className = 'note';
+    span.textContent = `${m.content ? '\n' : ''}${note}`;
+    div.append(span);
+  }
+}
+
+onReopen(async (id) => {
+  conversationsStatus('Opening…');
+  try {
+    const { conversation, messages } = await loadMessages(id);
+    clearChat();
+    for (const m of messages) showStored(m);
+    conversationId = id;
+    markCurrent(id);
+    conversationsStatus('');
+    showAdvisor(`Reopened “${conversation.title}”: a question continues it.`);
+    scrollChat();
+  } catch (err) {
+    conversationsStatus(`Could not open the conversation: ${errorText(err)}`);
+  }
+});
+
+$('new-chat-btn').addEventListener('click', () => {
+  conversationId = '';
+  markCurrent('');
+  clearChat();
+  showAdvisor('A new conversation: the next question starts it.');
+  el.askInput.focus();
+});
 
 // ---- start --------------------------------------------------------------------------------------
 

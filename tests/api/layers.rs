@@ -41,13 +41,24 @@ async fn json_and_static_files_are_compressed_but_not_the_websocket_upgrade() {
     let app = spawn_app_with(|s| s.ingest.simulated.enabled = true).await;
     let token = app.token("gz", Tier::Professional);
     let http = raw_client();
-    let plain = http
-        .get(app.url("/api/v1/market/snapshot"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert!(plain.headers().get("content-encoding").is_none());
+    // The simulated market's first poll may take a moment on a loaded machine.
+    let started = Instant::now();
+    let plain = loop {
+        let r = http
+            .get(app.url("/api/v1/market/snapshot"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.headers().get("content-encoding").is_none());
+        let body: Value = r.json().await.unwrap();
+        if body["models"].as_array().is_some_and(|m| !m.is_empty()) {
+            break body;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "no market in 20 s: {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(plain["models"].as_array().is_some_and(|m| !m.is_empty()));
     let resp = http
         .get(app.url("/api/v1/market/snapshot"))
         .bearer_auth(&token)

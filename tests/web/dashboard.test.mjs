@@ -182,6 +182,18 @@ async function storedMessages(conversationId) {
   return (await res.json()).messages;
 }
 
+/** The text the page's markdown renderer makes of the first `n` characters of `text`, for each n. */
+function renderedPrefixes(text, ns) {
+  return page.evaluate(async ([t, lengths]) => {
+    const { renderMarkdown } = await import('/markdown.js');
+    return lengths.map((n) => {
+      const div = document.createElement('div');
+      div.append(renderMarkdown(t.slice(0, n)));
+      return div.textContent;
+    });
+  }, [text, ns]);
+}
+
 /** The ids of the answers in the chat pane. */
 const answerIds = () =>
   page.evaluate(() => [...document.querySelectorAll('#chat .msg.assistant[data-message-id]')].map((d) => d.dataset.messageId));
@@ -212,6 +224,7 @@ async function recordAdvisorPane() {
         const snap = {
           id: div.dataset.messageId,
           text: div.querySelector('.text').textContent,
+          chars: Number(div.dataset.chars || 0),
           state: div.dataset.state,
           busy: div.getAttribute('aria-busy'),
           pane: pane.dataset.state,
@@ -237,14 +250,16 @@ test('an answer published on advisor:#demo (asked elsewhere) streams into the ch
   assert.equal(await page.locator('#stop-btn').isEnabled(), true, 'a stream is stoppable');
   assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'streaming');
   assert.equal(await page.locator('#ask-btn').isEnabled(), true, 'an answer asked elsewhere does not block asking');
+  // The text so far, rendered as markdown: a paragraph without its trailing space.
   for (let i = 0; i < chunks.length; i++) {
     await hub.publish(`advisor:#${USER}`, { type: 'delta', message_id: id, index: i, text: chunks[i] });
     await page.waitForFunction(
       ([sel, text]) => document.querySelector(sel)?.textContent === text,
-      [`#chat [data-message-id="${id}"] .text`, chunks.slice(0, i + 1).join('')],
+      [`#chat [data-message-id="${id}"] .text`, chunks.slice(0, i + 1).join('').trim()],
       { timeout: WAIT },
     );
   }
+  assert.equal(await bubble.locator('.text p').count(), 1);
   assert.match(await bubble.getAttribute('class'), /streaming/);
   assert.equal(await bubble.getAttribute('aria-busy'), 'true');
   await hub.publish(`advisor:#${USER}`, { type: 'done', message_id: id, usage: { output_tokens: 20 }, stop_reason: 'end_turn' });
@@ -262,7 +277,7 @@ test('an answer published on advisor:#demo (asked elsewhere) streams into the ch
   const failed = page.locator(`#chat [data-message-id="${failing}"]`);
   await page.locator(`#chat [data-message-id="${failing}"][data-state="error"]`).waitFor();
   assert.match(await failed.getAttribute('class'), /\berror\b/);
-  assert.equal(await failed.locator('.text').textContent(), 'Half an ');
+  assert.equal(await failed.locator('.text').textContent(), 'Half an');
   assert.match(await failed.locator('.note').textContent(), /anthropic: model overloaded/);
   assert.equal(await page.locator('#advisor-status').textContent(), 'Advisor error: anthropic: model overloaded');
   assert.equal(await page.locator('#stop-btn').isEnabled(), false);
@@ -288,17 +303,23 @@ test('a question typed in the pane is answered by the offline advisor, streamed 
   assert.equal(await page.locator('#chat .msg.user .text').last().textContent(), question);
   assert.equal(await input.inputValue(), '', 'the box is cleared once the question is sent');
 
-  // Seen while it streamed: several partial answers, each longer than the last, in the streaming state.
+  // What the hub stored for this answer, and what the pane showed of it while it streamed: each
+  // update the markdown of a longer start of the answer, in the streaming state.
+  const conversation = await bubble.getAttribute('data-conversation-id');
+  assert.ok(conversation, 'the start event named the conversation');
+  const messages = await storedMessages(conversation);
+  const stored = messages.find((m) => m.id === id);
   const seen = await page.evaluate(() => window.__advisorPane);
   const mine = seen.filter((s) => s.id === id);
   const partial = mine.filter((s) => s.state === 'streaming' && s.text !== '');
-  const lengths = JSON.stringify(mine.map((s) => `${s.state}:${s.text.length}`));
+  const lengths = JSON.stringify(mine.map((s) => `${s.state}:${s.chars}:${s.text.length}`));
+  const rendered = await renderedPrefixes(stored.content, partial.map((s) => s.chars));
   for (let i = 0; i < partial.length; i++) {
-    assert.ok(final.startsWith(partial[i].text), `update ${i} is a prefix of the answer`);
-    if (i > 0) assert.ok(partial[i].text.length >= partial[i - 1].text.length, `update ${i} did not shrink`);
+    assert.equal(partial[i].text, rendered[i], `update ${i} shows the first ${partial[i].chars} characters of the answer`);
+    if (i > 0) assert.ok(partial[i].chars >= partial[i - 1].chars, `update ${i} did not go back`);
     assert.equal(partial[i].busy, 'true');
   }
-  const texts = new Set(partial.filter((s) => s.text.length < final.length).map((s) => s.text));
+  const texts = new Set(partial.filter((s) => s.chars < stored.content.length).map((s) => s.text));
   assert.ok(texts.size >= 2, `at least two partial answers shown before the end: ${texts.size} (${lengths})`);
   assert.ok(
     partial.some((s) => s.pane === 'streaming' && s.status === 'Streaming the answer…' && s.stop && !s.ask),
@@ -310,14 +331,11 @@ test('a question typed in the pane is answered by the offline advisor, streamed 
     { state: 'done', busy: 'false', pane: 'idle', stop: false, ask: true, text: final },
   );
 
-  // What the pane shows is what the hub stored for this answer.
-  const conversation = await bubble.getAttribute('data-conversation-id');
-  assert.ok(conversation, 'the start event named the conversation');
-  const messages = await storedMessages(conversation);
-  const stored = messages.find((m) => m.id === id);
+  // What the pane shows is what the hub stored for this answer, rendered.
   assert.equal(stored.status, 'complete');
   assert.equal(stored.provider, 'offline');
-  assert.equal(stored.content, final);
+  assert.equal((await renderedPrefixes(stored.content, [stored.content.length]))[0], final);
+  assert.equal(Number(await bubble.getAttribute('data-chars')), stored.content.length);
   assert.ok(messages.some((m) => m.role === 'user' && m.content === question), 'the question was stored');
 
   await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png') });
@@ -347,6 +365,7 @@ test('Stop cancels an answer mid-stream at the hub; a question the hub refuses s
   assert.equal(await page.locator('#ask-btn').isEnabled(), true);
   assert.equal(await page.locator('#advisor').getAttribute('data-state'), 'idle');
   const shown = await bubble.locator('.text').textContent();
+  const chars = Number(await bubble.getAttribute('data-chars'));
 
   // The hub stopped the answer: it ends with stop_reason "cancelled", stored as cancelled, cut short.
   const done = await page.waitForFunction(
@@ -359,10 +378,12 @@ test('Stop cancels an answer mid-stream at the hub; a question the hub refuses s
     ['done', 'cancelled'],
   );
   assert.equal(await bubble.locator('.text').textContent(), shown, 'nothing is appended after Stop');
+  assert.equal(Number(await bubble.getAttribute('data-chars')), chars);
   const messages = await storedMessages(await bubble.getAttribute('data-conversation-id'));
   const stored = messages.find((m) => m.id === id);
   assert.equal(stored.status, 'cancelled');
-  assert.ok(stored.content.startsWith(shown), 'the pane showed the start of what the hub generated');
+  assert.ok(stored.content.length >= chars);
+  assert.equal((await renderedPrefixes(stored.content, [chars]))[0], shown, 'the pane showed the start of what the hub generated');
   assert.doesNotMatch(stored.content, /for a comparison\.$/, 'the answer was cut short');
 
   // A question longer than the hub accepts: the hub's error shows in the pane, the question is kept.

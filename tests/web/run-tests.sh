@@ -6,7 +6,11 @@
 #   GPUSCOUT_BIN=target/debug/gpuscout tests/web/run-tests.sh
 #
 # GPUSCOUT_BIN defaults to target/debug/gpuscout; a relative path is taken from the repository root.
-# Screenshots go to artifacts/ at the repository root.
+# The hubs the tests start serve the dashboard and the SDK from this checkout
+# (server.static_dir, set by client-sdk/js/test/helpers.mjs), so the files tested are the working
+# tree's whatever binary runs them. Screenshots go to artifacts/ at the repository root; the
+# README's (docs/img/) are regenerated with `node tests/web/screenshots.mjs`, which this script
+# runs too, writing to artifacts/img/ instead.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -40,4 +44,16 @@ echo "[web] npm ci"
 npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 echo "[web] node --test ($(node --version), $("$CHROMIUM" --version 2>/dev/null | head -1), hub $BIN)"
-GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 300 node --test dashboard.test.mjs push.test.mjs portfolio.test.mjs
+# One file at a time: each starts its own hub and browser, and the performance test measures frames.
+failed=()
+for file in ./*.test.mjs; do
+  echo "[web] $file"
+  GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 300 node --test "$file" || failed+=("$file")
+done
+if (( ${#failed[@]} )); then
+  echo "run-tests.sh: failed: ${failed[*]}" >&2
+  exit 1
+fi
+
+echo "[web] screenshots (artifacts/img)"
+GPUSCOUT_BIN="$BIN" CHROMIUM_PATH="$CHROMIUM" timeout -k 5 150 node screenshots.mjs "$ROOT/artifacts/img"
