@@ -6,12 +6,13 @@
 //! and gets a 304 while it is unchanged. `index.html` names its stylesheet and script with the
 //! hash in the URL (`/app.js?v=<hash>`); a request with the current hash is answered
 //! `immutable` for a year, as a new dashboard comes with new URLs. Compiled-in files are
-//! compressed once (brotli, gzip) and served in the encoding the client accepts.
+//! compressed once (brotli, gzip), off the request path, and served in the encoding the client
+//! accepts.
 
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Once, OnceLock};
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
@@ -102,19 +103,31 @@ impl Asset {
     }
 }
 
-/// The compiled-in files, by path, each compressed once when first asked for; `index.html` with
-/// its stylesheet and script named by hash.
+/// The compiled-in files of `dir`, by path; `index.html` with its stylesheet and script named by
+/// hash. Hashing them is quick and done on first use; compressing them (brotli at its best is
+/// slow) runs once on a thread of its own, started then: until it is done the files are served
+/// plain and the compression layer compresses each answer as it goes.
 fn compiled(dir: &'static Dir<'static>) -> &'static HashMap<String, Asset> {
-    static WEB_ASSETS: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&WEB));
-    static SDK_ASSETS: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&SDK));
-    if std::ptr::eq(dir, &WEB) {
-        &WEB_ASSETS
+    static WEB_PLAIN: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&WEB, false));
+    static SDK_PLAIN: LazyLock<HashMap<String, Asset>> = LazyLock::new(|| assets(&SDK, false));
+    static WEB_COMPRESSED: OnceLock<HashMap<String, Asset>> = OnceLock::new();
+    static SDK_COMPRESSED: OnceLock<HashMap<String, Asset>> = OnceLock::new();
+    static STARTED: Once = Once::new();
+    STARTED.call_once(|| {
+        std::thread::spawn(|| {
+            let _ = WEB_COMPRESSED.set(assets(&WEB, true));
+            let _ = SDK_COMPRESSED.set(assets(&SDK, true));
+        });
+    });
+    let (plain, compressed) = if std::ptr::eq(dir, &WEB) {
+        (&*WEB_PLAIN, &WEB_COMPRESSED)
     } else {
-        &SDK_ASSETS
-    }
+        (&*SDK_PLAIN, &SDK_COMPRESSED)
+    };
+    compressed.get().unwrap_or(plain)
 }
 
-fn assets(dir: &'static Dir<'static>) -> HashMap<String, Asset> {
+fn assets(dir: &'static Dir<'static>, compress: bool) -> HashMap<String, Asset> {
     let mut files = Vec::new();
     collect(dir, &mut files);
     let hashes: Vec<(String, String)> = files.iter().map(|(p, b)| (p.clone(), hash(b))).collect();
@@ -126,7 +139,12 @@ fn assets(dir: &'static Dir<'static>) -> HashMap<String, Asset> {
             } else {
                 body
             };
-            (path, Asset::compressed(body))
+            let asset = if compress {
+                Asset::compressed(body)
+            } else {
+                Asset::plain(body)
+            };
+            (path, asset)
         })
         .collect()
 }
