@@ -149,8 +149,9 @@ impl DeliveryResult {
 /// The labelled series: keys are label values, in the order their metric names them.
 #[derive(Default)]
 struct Labelled {
-    /// (route, status) → request latency.
-    http: BTreeMap<(String, u16), Histogram>,
+    /// route → status → request latency (by route first, so a request finds its series
+    /// without allocating).
+    http: BTreeMap<String, BTreeMap<u16, Histogram>>,
     /// (source, "ok" | "error") → polls.
     polls: BTreeMap<(&'static str, &'static str), u64>,
     /// (channel, result) → delivery attempts.
@@ -225,10 +226,12 @@ impl Metrics {
     /// path, so the series stay few.
     pub fn observe_http(&self, route: &str, status: u16, elapsed: Duration) {
         let mut labelled = self.labelled();
-        let key = (route.to_owned(), status);
-        labelled
-            .http
-            .entry(key)
+        let by_status = match labelled.http.get_mut(route) {
+            Some(by_status) => by_status,
+            None => labelled.http.entry(route.to_owned()).or_default(),
+        };
+        by_status
+            .entry(status)
             .or_insert_with(|| Histogram::new(&SLOW_BUCKETS_S))
             .observe(elapsed);
     }
@@ -302,7 +305,8 @@ impl Metrics {
             "HTTP requests answered, by route pattern and status.",
             MetricKind::Counter,
         );
-        for ((route, status), h) in &l.http {
+        let http = || l.http.iter().flat_map(|(r, by)| by.iter().map(move |(s, h)| (r, s, h)));
+        for (route, status, h) in http() {
             let count = h.count.load(Ordering::Relaxed);
             let _ = writeln!(out, "{name}{{route=\"{}\",status=\"{status}\"}} {count}", escape(route));
         }
@@ -313,7 +317,7 @@ impl Metrics {
             "Time to answer an HTTP request, by route pattern and status.",
             MetricKind::Histogram,
         );
-        for ((route, status), h) in &l.http {
+        for (route, status, h) in http() {
             h.render(out, name, &format!("route=\"{}\",status=\"{status}\"", escape(route)));
         }
         let name = "gpuscout_source_polls_total";
