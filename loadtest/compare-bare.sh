@@ -44,6 +44,8 @@ for key, what in (("latency_ms", "from schedule"), ("latency_from_send_ms", "fro
         h, b = hub[key][p], bare[key][p]
         print(f"{what:<26} {p:<4} {h:9.1f} ms / {b:9.1f} ms = {h / max(b, 0.001):.2f}")
 print(f"lost          {hub['lost']} / {bare['lost']}")
-for k in ("hub_cpu_seconds", "hub_cpu_us_per_delivery", "hub_rss_bytes_per_connection"):
+for k in ("hub_cpu_seconds", "hub_cpu_us_per_delivery", "hub_rss_bytes_per_connection", "hub_frames_per_second",
+          "deliveries_per_frame", "hub_syscalls_per_second", "hub_socket_write_syscalls_per_second", "hub_syscalls_per_delivery"):
     print(f"{k}  {hub.get(k)} / {bare.get(k)}")
 PY
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg)"

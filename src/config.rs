@@ -317,6 +317,10 @@ pub struct ServerSettings {
     pub outbox_max_bytes: usize,
     pub outbox_max_messages: usize,
     pub max_batch_bytes: usize,
+    /// How long a connection's writer waits, once something is queued, to gather more into the
+    /// same frame (fewer frames and syscalls per delivery, at this much added latency). 0: none.
+    #[serde(default)]
+    pub write_delay_ms: u64,
     pub shutdown_grace_ms: u64,
     /// Longest a write to one connection may take before the connection is closed (3008).
     pub write_timeout_ms: u64,
@@ -962,6 +966,9 @@ impl ServerSettings {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        if s.write_delay_ms > 1000 {
+            return Err(invalid("server.write_delay_ms", "must be at most 1000"));
+        }
         if s.max_write_buffer_bytes <= s.write_buffer_bytes {
             return Err(invalid(
                 "server.max_write_buffer_bytes",
@@ -1277,6 +1284,12 @@ mod tests {
             err.contains("secrets.encryption_key") && err.contains("32 bytes"),
             "{err}"
         );
+
+        let mut s = Settings::defaults();
+        assert_eq!(s.server.write_delay_ms, 0, "writes are not delayed by default");
+        s.server.write_delay_ms = 1001;
+        let err = s.validate().unwrap_err().to_string();
+        assert!(err.contains("server.write_delay_ms"), "{err}");
 
         let mut s = Settings::defaults();
         s.tiers.get_mut(&Tier::Free).unwrap().channels_per_connection = 0;

@@ -91,7 +91,7 @@ impl Application {
         .context("loading alert rules")?;
         let advisor = start_advisor(&settings, &store, &cluster, &market, &portfolio, &metrics, &tasks).await;
         let verifier = token_verifier(&settings).await?;
-        let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio);
+        let snapshots = subscribe_snapshots(&settings, &cluster, &market, &portfolio, &metrics);
         let hub = build_hub(&settings, &cluster, verifier, &metrics, snapshots, &advisor, &tasks);
         spawn_node_tasks(&hub, &advisor, &alerts, &cluster.role, &tasks);
         spawn_retention(&store, &settings, &cluster.role, &tasks);
@@ -397,6 +397,7 @@ fn subscribe_snapshots(
     cluster: &Cluster,
     market: &Market,
     portfolio: &Arc<Portfolio>,
+    metrics: &Arc<Metrics>,
 ) -> Arc<MarketSnapshots> {
     Arc::new(
         MarketSnapshots::new(
@@ -405,7 +406,8 @@ fn subscribe_snapshots(
             cluster.role.replica.clone(),
             settings.api.allow_market_channels,
         )
-        .with_portfolio(portfolio.clone()),
+        .with_portfolio(portfolio.clone())
+        .with_metrics(metrics.clone()),
     )
 }
 

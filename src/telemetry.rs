@@ -181,6 +181,8 @@ pub struct Metrics {
     pub store_queue_dropped_total: AtomicU64,
     pub store_write_retries_total: AtomicU64,
     pub frames_written_total: AtomicU64,
+    pub snapshots_built_total: AtomicU64,
+    pub snapshot_replica_reads_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
     command_latency: [Histogram; CommandKind::ALL.len()],
     labelled: Mutex<Labelled>,
@@ -205,6 +207,8 @@ impl Default for Metrics {
             store_queue_dropped_total: AtomicU64::default(),
             store_write_retries_total: AtomicU64::default(),
             frames_written_total: AtomicU64::default(),
+            snapshots_built_total: AtomicU64::default(),
+            snapshot_replica_reads_total: AtomicU64::default(),
             commands_rejected_rate_total: AtomicU64::default(),
             command_latency: std::array::from_fn(|_| Histogram::new(&LATENCY_BUCKETS_S)),
             labelled: Mutex::default(),
@@ -390,7 +394,7 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 17] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 19] = [
     (
         "gpuscout_store_queue_depth",
         "Database writes (alert firings, rule conditions, minute snapshots) waiting to be written.",
@@ -486,6 +490,18 @@ const SCALARS: [(&str, &str, MetricKind, Read); 17] = [
         "WebSocket frames written to clients.",
         MetricKind::Counter,
         |m| m.frames_written_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_snapshots_built_total",
+        "Market channel snapshots built for subscribe replies from this node's market: one per channel and market version, shared by every subscriber of that version.",
+        MetricKind::Counter,
+        |m| m.snapshots_built_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_snapshot_replica_reads_total",
+        "Market channel snapshots read from the leader's copy in Redis for subscribe replies (a follower; large ones are kept for a second and shared).",
+        MetricKind::Counter,
+        |m| m.snapshot_replica_reads_total.load(Ordering::Relaxed).into(),
     ),
     (
         "gpuscout_commands_rate_limited_total",

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::report::{self, Progress, hub_usage, now_us, procs_stats};
+use crate::report::{self, Progress, SyscallCount, hub_counter, hub_usage, now_us, procs_stats};
 use crate::{Cli, hub_addrs, token_minter};
 
 #[derive(clap::Args, Clone)]
@@ -37,9 +37,17 @@ pub struct Args {
     /// Publications in all.
     #[arg(long, default_value_t = 1000)]
     pub publications: u64,
-    /// Publications per second.
+    /// Publications per second (over all channels).
     #[arg(long, default_value_t = 100)]
     pub rate: u64,
+    /// Channels every subscriber is on (`<channel>-0` … `<channel>-<n-1>` when more than one);
+    /// publications go to them in turn, so each subscriber receives every publication.
+    #[arg(long, default_value_t = 1)]
+    pub channels: usize,
+    /// Publish requests in flight at once: the publisher keeps to its schedule while the hub
+    /// answers, and falls behind only when this many are waiting.
+    #[arg(long, default_value_t = 64)]
+    pub in_flight: usize,
     /// Payload padding in bytes.
     #[arg(long, default_value_t = 100)]
     pub payload: usize,
@@ -71,6 +79,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         max_seconds,
         ..
     } = *args;
+    if args.channels == 0 || publications < args.channels as u64 {
+        bail!("--channels must be at least 1 and at most --publications");
+    }
     let deadline = Instant::now() + Duration::from_secs(max_seconds);
     let mint = token_minter()?;
     let hubs = hub_addrs(cli)?;
@@ -88,8 +99,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         let token = mint(&format!("lt{i}"))?;
         let source = Ipv4Addr::new(127, 0, 0, 1 + (i % source_ips.max(1) as usize) as u8);
         let hub = hubs[i % hubs.len()];
-        let (channel, latencies, delivered, held, ready) = (
-            channel.to_owned(),
+        let (channels, latencies, delivered, held, ready) = (
+            channel_names(channel, args.channels),
             latencies.clone(),
             delivered.clone(),
             held.clone(),
@@ -101,8 +112,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
             let stream = socket.connect(hub).await?;
             let (mut ws, _) =
                 tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
-            let hello = hello(token, channel.clone());
-            ws.send(Message::text(hello)).await?;
+            let subscribed_reply = format!("{{\"id\":{},", channels.len() + 1);
+            let mut lasts_due = channels.len();
+            ws.send(Message::text(hello(token, &channels))).await?;
             let mut mine = (
                 Vec::with_capacity(publications as usize),
                 Vec::with_capacity(publications as usize),
@@ -116,7 +128,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                         ws.send(Message::text("{}")).await?;
                         continue;
                     }
-                    if !subscribed && line.contains("\"id\":2") {
+                    if !subscribed && line.starts_with(&subscribed_reply) {
                         subscribed = true;
                         held.fetch_add(1, Ordering::Relaxed);
                         ready.add_permits(1);
@@ -130,7 +142,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                     if let (Some(sched), Some(ts)) = (number(line, "\"sched\":"), number(line, "\"ts\":")) {
                         mine.0.push(arrived.saturating_sub(sched));
                         mine.1.push(arrived.saturating_sub(ts));
-                        if line.contains("\"last\":true") {
+                        lasts_due -= usize::from(line.contains("\"last\":true"));
+                        if lasts_due == 0 {
                             delivered.fetch_add(mine.0.len() as u64, Ordering::Relaxed);
                             keep(&latencies, mine).await;
                             return anyhow::Ok(());
@@ -168,37 +181,23 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     }
 
     let http = reqwest::Client::new();
-    let url = format!("http://{hub}/api/publish");
-    let pad = "x".repeat(payload);
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
+    let frames_before = hub_counter(&http, hub, "gpuscout_frames_written_total").await;
+    // System calls over the schedule's span (publications / rate).
+    let span = publications as f64 / rate.max(1) as f64;
+    let syscalls = SyscallCount::start(&cli.hub_pid, span);
     let started = Instant::now();
-    let start_us = now_us();
-    let mut tick = tokio::time::interval(interval);
+    let publisher = Publisher {
+        url: format!("http://{hub}/api/publish"),
+        api_key: cli.api_key.clone(),
+        channels: channel_names(channel, args.channels),
+        pad: "x".repeat(payload),
+        http: http.clone(),
+        in_flight: Arc::new(tokio::sync::Semaphore::new(args.in_flight.max(1))),
+        failed: Arc::default(),
+    };
     let sent = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("published", publications, sent.clone(), None);
-    let mut behind = Vec::with_capacity(publications as usize);
-    for n in 1..=publications {
-        tick.tick().await;
-        sent.store(n, Ordering::Relaxed);
-        if Instant::now() > deadline {
-            break;
-        }
-        // When it should have gone (the schedule), and when it goes.
-        let sched = start_us + (n - 1) * 1_000_000 / rate.max(1);
-        let ts = now_us();
-        behind.push(ts.saturating_sub(sched));
-        let data = json!({"sched": sched, "ts": ts, "seq": n, "last": n == publications, "pad": pad});
-        let body = json!({"channel": channel, "data": data});
-        let r = http
-            .post(&url)
-            .header("X-API-Key", &cli.api_key)
-            .json(&body)
-            .send()
-            .await?;
-        if !r.status().is_success() {
-            bail!("publish failed: HTTP {}", r.status());
-        }
-    }
+    let behind = publisher.run(publications, rate, args.in_flight.max(1), &sent, deadline).await?;
     progress.finish().await;
     let publish_secs = started.elapsed().as_secs_f64();
     // Subscribers stop at the last publication; give them until the deadline.
@@ -218,6 +217,12 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let expected = held * publications;
     let got = delivered.load(Ordering::Relaxed);
     let rss_after = procs_stats(&cli.hub_pid);
+    let rates = report::write_rates(
+        (frames_before, hub_counter(&http, hub, "gpuscout_frames_written_total").await),
+        syscalls.finish(span).await,
+        got,
+        total_secs,
+    );
     let hub_cpu_us_per_delivery = match (rss_before, rss_after) {
         (Some(b), Some(a)) if got > 0 => Some((a.1 - b.1) * 1e6 / got as f64),
         _ => None,
@@ -231,6 +236,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "connect_seconds": connect_secs,
         "publications": publications,
         "rate": rate,
+        "channels": args.channels,
         "payload_bytes": payload,
         "expected_deliveries": expected,
         "delivered": got,
@@ -241,10 +247,12 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "latency_from_send_ms": report::latency(&from_send),
         "publisher_behind_ms": report::latency(&behind),
         "hub_cpu_us_per_delivery": hub_cpu_us_per_delivery,
+        "load_average": report::load_average(),
         "hoarders": args.hoarders,
         "hoarder_closes": hoarder_closes.load(Ordering::Relaxed),
     });
     report::merge(&mut report, hub_usage(rss_before, rss_after, held));
+    report::merge(&mut report, rates);
     Ok(report)
 }
 
@@ -333,20 +341,105 @@ pub fn connect_command(token: String) -> Command {
     }
 }
 
-/// The first frame of a subscriber: connect and subscribe, batched.
-fn hello(token: String, channel: String) -> String {
-    let connect = connect_command(token);
-    let subscribe = Command {
-        id: 2,
-        subscribe: Some(SubscribeRequest {
-            channel,
+/// The first frame of a subscriber: connect and its subscribes (ids 2, 3, …), batched.
+fn hello(token: String, channels: &[String]) -> String {
+    let mut frame = protocol::encode_command(&connect_command(token));
+    for (n, channel) in channels.iter().enumerate() {
+        let subscribe = Command {
+            id: 2 + n as u32,
+            subscribe: Some(SubscribeRequest {
+                channel: channel.clone(),
+                ..Default::default()
+            }),
             ..Default::default()
-        }),
-        ..Default::default()
-    };
-    format!(
-        "{}\n{}",
-        protocol::encode_command(&connect),
-        protocol::encode_command(&subscribe)
-    )
+        };
+        frame.push('\n');
+        frame.push_str(&protocol::encode_command(&subscribe));
+    }
+    frame
+}
+
+/// `channel` itself, or `<channel>-0` … `<channel>-<n-1>` for several.
+fn channel_names(channel: &str, n: usize) -> Vec<String> {
+    match n {
+        1 => vec![channel.to_owned()],
+        _ => (0..n).map(|i| format!("{channel}-{i}")).collect(),
+    }
+}
+
+/// Publishes on a schedule through `/api/publish`, several requests in flight.
+struct Publisher {
+    url: String,
+    api_key: String,
+    channels: Vec<String>,
+    pad: String,
+    http: reqwest::Client,
+    in_flight: Arc<tokio::sync::Semaphore>,
+    failed: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Publisher {
+    /// Publication k (from 1) is due at start + (k - 1) / rate and goes to channel (k - 1) mod n;
+    /// the last publication of each channel (`"last": true`) goes once every other has been
+    /// answered, so a subscriber that has seen every channel's last has seen everything. Returns
+    /// how far behind the schedule each publication was sent, in µs.
+    async fn run(
+        &self,
+        publications: u64,
+        rate: u64,
+        in_flight: usize,
+        sent: &AtomicU64,
+        deadline: Instant,
+    ) -> anyhow::Result<Vec<u64>> {
+        let rate = rate.max(1);
+        let start_us = now_us();
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let lasts_from = publications - self.channels.len() as u64 + 1;
+        let mut behind = Vec::with_capacity(publications as usize);
+        for n in 1..=publications {
+            tick.tick().await;
+            if Instant::now() > deadline {
+                break;
+            }
+            let last = n >= lasts_from;
+            // Every earlier publication answered before the first `last`.
+            let permit = match last {
+                true => self.in_flight.clone().acquire_many_owned(in_flight as u32).await?,
+                false => self.in_flight.clone().acquire_owned().await?,
+            };
+            // When it should have gone (the schedule), and when it goes.
+            let sched = start_us + (n - 1) * 1_000_000 / rate;
+            let ts = now_us();
+            behind.push(ts.saturating_sub(sched));
+            let channel = &self.channels[(n - 1) as usize % self.channels.len()];
+            let data = json!({"sched": sched, "ts": ts, "seq": n, "last": last, "pad": self.pad});
+            let request = self
+                .http
+                .post(&self.url)
+                .header("X-API-Key", &self.api_key)
+                .json(&json!({"channel": channel, "data": data}));
+            let failed = self.failed.clone();
+            let answer = async move {
+                let outcome = match request.send().await {
+                    Ok(r) if r.status().is_success() => None,
+                    Ok(r) => Some(format!("HTTP {}", r.status())),
+                    Err(e) => Some(e.to_string()),
+                };
+                if let Some(e) = outcome {
+                    failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);
+                }
+                drop(permit);
+            };
+            match last {
+                true => answer.await,
+                false => drop(tokio::spawn(answer)),
+            }
+            sent.store(n, Ordering::Relaxed);
+        }
+        if let Some(e) = self.failed.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bail!("publish failed: {e}");
+        }
+        Ok(behind)
+    }
 }

@@ -41,6 +41,83 @@ fn proc_stats(pid: u32) -> Option<(u64, f64)> {
     Some((rss_kb * 1024, ticks / 100.0))
 }
 
+/// The machine's 1, 5 and 15-minute load averages (`/proc/loadavg`), as text.
+pub fn load_average() -> Option<String> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    Some(text.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+}
+
+/// System calls counted by `perf stat` (kernel tracepoints, little overhead) on processes for a
+/// while: all of them, and the socket writes among them.
+pub struct SyscallCount(Option<std::process::Child>);
+
+/// The events counted; the first is every system call, the others the ways a socket is written.
+const SYSCALL_EVENTS: &str = "raw_syscalls:sys_enter,syscalls:sys_enter_sendto,syscalls:sys_enter_sendmsg,\
+syscalls:sys_enter_write,syscalls:sys_enter_writev";
+
+impl SyscallCount {
+    /// Count for `seconds` from now; counts nothing without pids, or where perf is missing or not
+    /// allowed (then the report says `null`).
+    pub fn start(pids: &[u32], seconds: f64) -> Self {
+        if pids.is_empty() {
+            return Self(None);
+        }
+        let pids = pids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+        let child = std::process::Command::new("perf")
+            .args(["stat", "-x", ",", "-e", SYSCALL_EVENTS, "-p", &pids, "--", "sleep"])
+            .arg(format!("{seconds:.1}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn();
+        Self(child.ok())
+    }
+
+    /// Wait for the count to end: (every system call, socket writes) per second.
+    pub async fn finish(self, seconds: f64) -> (Option<f64>, Option<f64>) {
+        let Some(child) = self.0 else { return (None, None) };
+        let Ok(Ok(out)) = tokio::task::spawn_blocking(move || child.wait_with_output()).await else {
+            return (None, None);
+        };
+        let text = String::from_utf8_lossy(&out.stderr);
+        let counts: Vec<(String, f64)> = text
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                Some((f.get(2)?.to_string(), f.first()?.parse().ok()?))
+            })
+            .collect();
+        let all = counts.iter().find(|(e, _)| e == "raw_syscalls:sys_enter").map(|c| c.1);
+        let writes: f64 = counts.iter().filter(|(e, _)| e != "raw_syscalls:sys_enter").map(|c| c.1).sum();
+        let per_second = |v: f64| v / seconds.max(1e-9);
+        (all.map(per_second), all.map(|_| per_second(writes)))
+    }
+}
+
+/// A counter's value in a hub's Prometheus text (`/metrics`); `None` when the server has none
+/// (the bare server) or the metric is absent.
+pub async fn hub_counter(http: &reqwest::Client, hub: std::net::SocketAddr, name: &str) -> Option<f64> {
+    let text = http.get(format!("http://{hub}/metrics")).send().await.ok()?.text().await.ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Frames per second and deliveries per frame between two readings of the frame counter, and
+/// the system calls counted meanwhile ([`SyscallCount`]) per second and per delivery.
+pub fn write_rates(frames: (Option<f64>, Option<f64>), syscalls: (Option<f64>, Option<f64>), deliveries: u64, seconds: f64) -> Value {
+    let frames = match frames {
+        (Some(b), Some(a)) => Some(a - b),
+        _ => None,
+    };
+    let per_delivery = deliveries as f64 / seconds.max(1e-9);
+    json!({
+        "hub_frames_per_second": frames.map(|f| f / seconds.max(1e-9)),
+        "deliveries_per_frame": frames.filter(|f| *f > 0.0).map(|f| deliveries as f64 / f),
+        "hub_syscalls_per_second": syscalls.0,
+        "hub_socket_write_syscalls_per_second": syscalls.1,
+        "hub_syscalls_per_delivery": syscalls.0.filter(|_| per_delivery > 0.0).map(|s| s / per_delivery),
+    })
+}
+
 /// The hub's memory and CPU between two readings, per connection where there are any.
 pub fn hub_usage(before: Option<(u64, f64)>, after: Option<(u64, f64)>, connections: u64) -> Value {
     json!({

@@ -108,6 +108,11 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
             biased;
             _ = shutdown.cancelled() => break End::Close(Disconnect::SHUTDOWN),
             _ = outbox.notified() => {
+                // `server.write_delay_ms`: let more pushes join this frame (a close waits too,
+                // by at most the delay; shutdown is still seen at once on the next turn).
+                if s.write_delay_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(s.write_delay_ms)).await;
+                }
                 // A peer that stops reading (a zero TCP window) would park the write, and with it
                 // pings, token expiry and the 3008 close: the write gets a deadline.
                 let write = write_queued(&mut socket, &outbox, &mut batch, s.max_batch_bytes, &hub);

@@ -1,13 +1,17 @@
 //! Subscribe snapshots of the market channels, for the hub: this node's own market while it leads
 //! and has polled, otherwise the leader's, shared through the bus ([`SnapshotReplica`]).
 //!
-//! An offer channel's snapshot is built once per market version and shared: every subscriber of
-//! that version gets the same allocation (`offers:all` at 100k offers is ~35 MB; built per subscribe,
-//! a burst of subscribes would hold one copy each). Offer snapshots, the large ones, are built on
+//! A market channel's snapshot is built once per market version and shared: every subscriber of
+//! that version gets the same allocation, and a reconnect storm builds each channel once
+//! (`offers:all` at 100k offers is ~35 MB; built per subscribe, a burst of subscribes would hold
+//! one copy each). Offer snapshots, the large ones, are built on
 //! the blocking pool, never on a runtime worker. A follower keeps what it read from the leader for
-//! [`REPLICA_FRESH`].
+//! [`REPLICA_FRESH`], one read at a time per channel: a storm of subscribes reads each channel
+//! once a second, not once per subscriber. A subscriber served a copy older than a delta it then
+//! receives sees the gap (`prev_seq`) and resubscribes, as after any missed delta.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -23,6 +27,7 @@ use crate::hub::SnapshotProvider;
 use crate::market::Market;
 use crate::market::models::canonical_slug;
 use crate::portfolio::Portfolio;
+use crate::telemetry::Metrics;
 
 /// How long a follower serves a snapshot read from the leader before reading it again.
 pub const REPLICA_FRESH: Duration = Duration::from_secs(1);
@@ -51,6 +56,8 @@ pub struct MarketSnapshots {
     cache: DashMap<String, Arc<Mutex<Option<Cached>>>>,
     /// The users' `portfolio:#<uid>` snapshots.
     portfolio: Option<Arc<Portfolio>>,
+    /// Where builds and replica reads are counted.
+    metrics: Arc<Metrics>,
 }
 
 impl MarketSnapshots {
@@ -67,7 +74,14 @@ impl MarketSnapshots {
             open_names,
             cache: DashMap::new(),
             portfolio: None,
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count builds and replica reads in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Serve `portfolio:#<uid>` snapshots from `portfolio`.
@@ -86,9 +100,10 @@ impl MarketSnapshots {
         self.cache.entry(channel.to_owned()).or_default().clone()
     }
 
-    /// This node's snapshot of `channel` at the market's current version.
+    /// This node's snapshot of `channel` at the market's current version, built once per version:
+    /// a reconnect storm resubscribing thousands of clients builds each channel once.
     async fn local(&self, channel: &str) -> Option<Arc<RawValue>> {
-        if !large(channel) {
+        if !cached(channel) {
             return self.build(channel).await.map(|(_, snapshot)| snapshot);
         }
         let slot = self.slot(channel);
@@ -114,16 +129,21 @@ impl MarketSnapshots {
             let raw: Arc<RawValue> = RawValue::from_string(text).ok()?.into();
             Some((version, raw))
         };
-        if large(channel) {
+        let built = if large(channel) {
             tokio::task::spawn_blocking(build).await.ok()?
         } else {
             build()
+        };
+        if built.is_some() {
+            self.metrics.snapshots_built_total.fetch_add(1, Ordering::Relaxed);
         }
+        built
     }
 
     /// The leader's snapshot, read at most every [`REPLICA_FRESH`]; `None` when it has none.
     async fn replicated(&self, replica: &SnapshotReplica, channel: &str) -> Option<Arc<RawValue>> {
-        if !large(channel) {
+        if !cached(channel) {
+            self.metrics.snapshot_replica_reads_total.fetch_add(1, Ordering::Relaxed);
             return RawValue::from_string(replica.load(channel).await?).ok().map(Arc::from);
         }
         let slot = self.slot(channel);
@@ -133,6 +153,7 @@ impl MarketSnapshots {
         {
             return Some(snapshot.clone());
         }
+        self.metrics.snapshot_replica_reads_total.fetch_add(1, Ordering::Relaxed);
         let json = replica.load(channel).await?;
         let snapshot: Arc<RawValue> = RawValue::from_string(json).ok()?.into();
         *cached = Some(Cached::Replica(Instant::now(), snapshot.clone()));
@@ -140,9 +161,24 @@ impl MarketSnapshots {
     }
 }
 
+/// The market channels, whose snapshots are cached per market version. The users' own channels
+/// (alerts, advisor) have none; caching their names would only churn the cache.
+fn cached(channel: &str) -> bool {
+    matches!(
+        ChannelKind::parse(channel),
+        Some(
+            ChannelKind::MarketSummary
+                | ChannelKind::MarketSummary1m
+                | ChannelKind::Gpu(_)
+                | ChannelKind::Offers(_)
+                | ChannelKind::OffersAll
+                | ChannelKind::SourcesStatus
+        )
+    )
+}
+
 /// The offer channels: their snapshots are the large ones (every offer of a model, or of the
-/// market), cached and built off the runtime. The others hold one item per model or segment and
-/// are built on demand, so names clients make up leave no cached copy behind.
+/// market), built off the runtime.
 fn large(channel: &str) -> bool {
     matches!(
         ChannelKind::parse(channel),
@@ -196,11 +232,14 @@ mod tests {
         let market = Market::default();
         let mut sim = SimulatedMarket::new(7);
         market.write().apply_offers("simulated", sim.offers(0), 0);
-        let snapshots = MarketSnapshots::new(market.clone(), Leadership::single_node(), None, false);
+        let metrics = Arc::new(Metrics::default());
+        let snapshots =
+            MarketSnapshots::new(market.clone(), Leadership::single_node(), None, false).with_metrics(metrics.clone());
         assert!(snapshots.channel_exists("gpu:rtx-4090") && snapshots.channel_exists("offers:all"));
         assert!(!snapshots.channel_exists("gpu:x1") && !snapshots.channel_exists("offers:made-up-9"));
         assert!(MarketSnapshots::new(market.clone(), Leadership::single_node(), None, true).channel_exists("gpu:x1"));
-        for channel in ["offers:all", "offers:rtx-4090"] {
+        let channels = ["offers:all", "offers:rtx-4090", "market:summary", "gpu:rtx-4090"];
+        for channel in channels {
             let a = snapshots.snapshot(channel).await.unwrap();
             let b = snapshots.snapshot(channel).await.unwrap();
             assert!(Arc::ptr_eq(&a, &b), "{channel}: one allocation for one version");
@@ -216,5 +255,9 @@ mod tests {
             assert_eq!(c["seq"], fresh["seq"], "{channel}");
             assert_eq!(c["checksum"], fresh["checksum"], "{channel}");
         }
+        // Per channel: one build, then one after the write; none for the repeat.
+        assert_eq!(metrics.snapshots_built_total.load(Ordering::Relaxed), 2 * channels.len() as u64);
+        assert!(snapshots.snapshot("alerts:#7").await.is_none(), "a user's channel has no market snapshot");
+        assert!(!snapshots.cache.contains_key("alerts:#7"), "nor a cache slot");
     }
 }

@@ -1,3 +1,4 @@
+use futures_util::StreamExt;
 use gpuscout_hub::tier::Tier;
 use serde_json::json;
 
@@ -90,4 +91,38 @@ async fn a_slow_consumer_is_cut_off_without_hurting_others() {
     assert_eq!(slow.closed().await, 3008);
     let metrics = app.metrics().await;
     assert!(metrics.contains("gpuscout_slow_disconnects_total 1"), "{metrics}");
+}
+
+/// The text frames a subscriber of `gpu:rtx-4090` receives while five publications are made
+/// 30 ms apart, as the number of publications in each frame.
+async fn frames_of_five_spaced_publications(write_delay_ms: u64) -> Vec<usize> {
+    let app = spawn_app_with(|s| s.server.write_delay_ms = write_delay_ms).await;
+    let (mut ws, _) = app.connect("gatherer", Tier::Professional).await;
+    ws.subscribe("gpu:rtx-4090").await;
+    for n in 1..=5u64 {
+        app.publish("gpu:rtx-4090", json!({"n": n})).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    let mut frames = Vec::new();
+    let mut seen = 0;
+    while seen < 5 {
+        let next = tokio::time::timeout(WAIT, ws.stream.next()).await.expect("frames in time");
+        let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next else {
+            panic!("expected a text frame, got {next:?}")
+        };
+        let pubs = text.as_str().split('\n').filter(|l| l.starts_with("{\"push\"")).count();
+        seen += pubs;
+        if pubs > 0 {
+            frames.push(pubs);
+        }
+    }
+    frames
+}
+
+#[tokio::test]
+async fn write_delay_gathers_publications_into_one_frame() {
+    // Written at once by default: each publication its own frame.
+    assert_eq!(frames_of_five_spaced_publications(0).await, vec![1; 5]);
+    // The writer waits 500 ms after the first: all five (published within ~150 ms) share it.
+    assert_eq!(frames_of_five_spaced_publications(500).await, vec![5]);
 }
