@@ -4,14 +4,15 @@
 //! `If-Modified-Since`, so an unchanged exporter costs a 304 and nothing downstream; falls back
 //! to `/offers` (chunks, rebuilt into machines) when `/machines` is missing. The live wrappers
 //! differ from the exporter's Go source (`note` string vs `notes` array): both are accepted and
-//! ignored, as are keys we do not know.
+//! ignored, as are keys we do not know. The body's `timestamp` says when the exporter took the
+//! data; a body without a readable one is taken as of its arrival.
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
 use reqwest::header::{ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH, LAST_MODIFIED};
 use serde_json::Value;
 
-use super::machines::{parse_machines, parse_machines_bytes};
+use super::machines::{MachinesBody, parse_machines, parse_machines_body, timestamp_ms};
 use super::vast_machine::offers_of;
 use super::{Fetched, MarketSource, SourceError, status_error, transport_error};
 use crate::clock::unix_now_ms;
@@ -80,17 +81,24 @@ impl MarketSource for Farm500Source {
         };
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
         let body = response.bytes().await.map_err(transport_error)?;
-        let machines = if self.use_offers {
+        let received_ms = unix_now_ms() as i64;
+        let MachinesBody { machines, taken_at_ms } = if self.use_offers {
             let body: Value = serde_json::from_slice(&body).map_err(|e| SourceError::Invalid(e.to_string()))?;
-            parse_machines(&body, true)?
+            MachinesBody {
+                machines: parse_machines(&body, true)?,
+                taken_at_ms: timestamp_ms(&body),
+            }
         } else {
             // The large one (every machine of the market): read without building the JSON tree.
-            parse_machines_bytes(&body)?
+            parse_machines_body(&body)?
         };
         // Validators only once the body parsed: a truncated body must not be "unchanged" next time.
         self.etag = etag;
         self.last_modified = last_modified;
         let now = unix_now_ms() as i64;
-        Ok(Fetched::Offers(offers_of(&machines, "farm500", now)))
+        Ok(Fetched::Offers {
+            offers: offers_of(&machines, "farm500", now),
+            source_ts_ms: taken_at_ms.unwrap_or(received_ms),
+        })
     }
 }

@@ -6,7 +6,8 @@
 //! set of rules (`Fields::machine`) turns them into a machine, whether they came from the bytes or
 //! from a parsed `Value` ([`machine_from_value`]): a number where a string is
 //! expected makes the field absent, not the body invalid; a duplicate key keeps its last value. A
-//! test holds the two readings to the same result.
+//! test holds the two readings to the same result. The body's `timestamp` (when the exporter took
+//! the data) is read too, both ways.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,16 +19,36 @@ use serde_json::Value;
 
 use super::SourceError;
 use super::vast_machine::{VastMachine, machines_from_chunks, offer_records};
+use crate::clock::parse_utc_ms;
+
+/// A `/machines` body, read.
+#[derive(Debug)]
+pub struct MachinesBody {
+    pub machines: Vec<VastMachine>,
+    /// The body's `timestamp` (when the exporter took the data), in milliseconds since the epoch;
+    /// `None` when it has none that reads as an RFC 3339 UTC time.
+    pub taken_at_ms: Option<i64>,
+}
 
 /// The records of a `/machines` body, as machines (records without the required fields skipped).
 pub fn parse_machines_bytes(body: &[u8]) -> Result<Vec<VastMachine>, SourceError> {
+    parse_machines_body(body).map(|read| read.machines)
+}
+
+/// [`parse_machines_bytes`], with the body's `timestamp`.
+pub fn parse_machines_body(body: &[u8]) -> Result<MachinesBody, SourceError> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let machines = de
+    let (machines, taken_at_ms) = de
         .deserialize_any(BodyVisitor)
-        .map_err(|e| SourceError::Invalid(e.to_string()))?
-        .ok_or_else(|| SourceError::Invalid("no `offers` array".into()))?;
+        .map_err(|e| SourceError::Invalid(e.to_string()))?;
+    let machines = machines.ok_or_else(|| SourceError::Invalid("no `offers` array".into()))?;
     de.end().map_err(|e| SourceError::Invalid(e.to_string()))?;
-    Ok(machines)
+    Ok(MachinesBody { machines, taken_at_ms })
+}
+
+/// The `timestamp` of a parsed body, as [`MachinesBody::taken_at_ms`] reads it.
+pub fn timestamp_ms(body: &Value) -> Option<i64> {
+    body.get("timestamp").and_then(Value::as_str).and_then(parse_utc_ms)
 }
 
 /// A JSON scalar as `serde_json::Value` would hold it (integers ≥ 0 as `U64`, negative as `I64`,
@@ -323,27 +344,30 @@ impl<'de> Visitor<'de> for RecordsVisitor {
     scalars_are_none!();
 }
 
-/// The body: a bare array of records, or an object whose `offers` (the last one) is that array.
+/// The body: a bare array of records, or an object whose `offers` (the last one) is that array;
+/// with the object's `timestamp` (the last one), read as [`timestamp_ms`] reads it.
 struct BodyVisitor;
 
 impl<'de> Visitor<'de> for BodyVisitor {
-    type Value = Option<Vec<VastMachine>>;
+    type Value = (Option<Vec<VastMachine>>, Option<i64>);
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("an object with an `offers` array, or an array")
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
-        RecordsVisitor.visit_seq(seq)
+        RecordsVisitor.visit_seq(seq).map(|machines| (machines, None))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut offers = None;
+        let (mut offers, mut taken_at_ms) = (None, None);
         while let Some(key) = map.next_key::<Cow<'de, str>>()? {
-            if key == "offers" {
-                offers = map.next_value_seed(RecordsSeed)?;
-            } else {
-                map.next_value::<IgnoredAny>()?;
+            match key.as_ref() {
+                "offers" => offers = map.next_value_seed(RecordsSeed)?,
+                "timestamp" => taken_at_ms = map.next_value_seed(ScalarSeed)?.as_str().and_then(parse_utc_ms),
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        Ok(offers)
+        Ok((offers, taken_at_ms))
     }
     // A scalar body: the deserializer reports "invalid type: …, expected <expecting>".
 }
@@ -408,6 +432,24 @@ mod tests {
         );
         assert_eq!(parse_machines_bytes(dup).unwrap()[0].machine_id, 8);
         assert!(parse_machines_bytes(b"[] x").is_err(), "trailing garbage");
+    }
+
+    #[test]
+    fn the_body_timestamp_reads_the_same_both_ways() {
+        let body = json!({"url": "/machines", "timestamp": "2025-12-07T20:30:16.932863812Z", "offers": []});
+        let read = parse_machines_body(body.to_string().as_bytes()).unwrap();
+        assert_eq!(read.taken_at_ms, Some(1_765_139_416_932));
+        assert_eq!(timestamp_ms(&body), read.taken_at_ms);
+        for odd in [
+            json!({"timestamp": 1_765_139_416, "offers": []}),
+            json!({"timestamp": "2025-12-07T20:30:16+01:00", "offers": []}),
+            json!({"offers": []}),
+            json!([]),
+        ] {
+            let read = parse_machines_body(odd.to_string().as_bytes()).unwrap();
+            assert_eq!(read.taken_at_ms, None, "{odd}");
+            assert_eq!(timestamp_ms(&odd), None, "{odd}");
+        }
     }
 
     fn scalar() -> impl Strategy<Value = Value> {

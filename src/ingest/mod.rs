@@ -58,7 +58,13 @@ impl SourceError {
 #[derive(Debug)]
 pub enum Fetched {
     /// The source's complete current offers.
-    Offers(Vec<Offer>),
+    Offers {
+        offers: Vec<Offer>,
+        /// When the source took this data, in milliseconds since the epoch: the source's own
+        /// time where its answer gives one (500.farm's `timestamp`), else when the answer arrived.
+        /// Payloads carry it as `source_ts`, so a client can tell how old what it shows is.
+        source_ts_ms: i64,
+    },
     /// Nothing changed since the last fetch (HTTP 304): costs nothing downstream.
     Unchanged,
 }

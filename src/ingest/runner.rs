@@ -392,35 +392,8 @@ impl Runner {
 }
 
 fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event: SourceEvent) -> Vec<Outgoing> {
-    let mut out: Vec<Outgoing> = Vec::new();
     match event {
-        SourceEvent::Polled { source, fetched, at_ms } => {
-            let t = trackers.get_mut(source);
-            let offers = match fetched {
-                Fetched::Offers(offers) => Some(offers),
-                Fetched::Unchanged => None,
-            };
-            if let Some(t) = t {
-                t.health.state = SourceState::Ok;
-                t.health.last_success_ms = Some(at_ms);
-                t.health.consecutive_failures = 0;
-                t.health.circuit_open = false;
-                if let Some(o) = &offers {
-                    t.health.offers = o.len() as u32;
-                }
-                t.refresh_stale(at_ms);
-                out.extend(market.write().apply_health(t.health.clone(), at_ms));
-            }
-            if let Some(offers) = offers {
-                let started = std::time::Instant::now();
-                out.extend(market.write().apply_offers(source, offers, at_ms));
-                tracing::debug!(
-                    source,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "market updated"
-                );
-            }
-        }
+        SourceEvent::Polled { source, fetched, at_ms } => polled(market, trackers, source, fetched, at_ms),
         SourceEvent::Failed {
             source,
             error,
@@ -428,6 +401,7 @@ fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event
             circuit_open,
             at_ms,
         } => {
+            let mut out = Vec::new();
             if let Some(t) = trackers.get_mut(source) {
                 t.health.state = SourceState::Degraded;
                 t.health.last_error = Some(error);
@@ -437,7 +411,48 @@ fn handle(market: &Market, trackers: &mut BTreeMap<&'static str, Tracker>, event
                 t.refresh_stale(at_ms);
                 out.extend(market.write().apply_health(t.health.clone(), at_ms));
             }
+            out
         }
+    }
+}
+
+/// A poll that answered: the source's health, then its offers (a 304 has none), each change
+/// saying when the source took the data.
+fn polled(
+    market: &Market,
+    trackers: &mut BTreeMap<&'static str, Tracker>,
+    source: &'static str,
+    fetched: Fetched,
+    at_ms: i64,
+) -> Vec<Outgoing> {
+    let mut out: Vec<Outgoing> = Vec::new();
+    let offers = match fetched {
+        Fetched::Offers { offers, source_ts_ms } => {
+            // Noted first, so the health change this poll makes says it too.
+            market.write().note_source_ts(source_ts_ms);
+            Some((offers, source_ts_ms))
+        }
+        Fetched::Unchanged => None,
+    };
+    if let Some(t) = trackers.get_mut(source) {
+        t.health.state = SourceState::Ok;
+        t.health.last_success_ms = Some(at_ms);
+        t.health.consecutive_failures = 0;
+        t.health.circuit_open = false;
+        if let Some((o, _)) = &offers {
+            t.health.offers = o.len() as u32;
+        }
+        t.refresh_stale(at_ms);
+        out.extend(market.write().apply_health(t.health.clone(), at_ms));
+    }
+    if let Some((offers, source_ts_ms)) = offers {
+        let started = std::time::Instant::now();
+        out.extend(market.write().apply_poll(source, offers, at_ms, source_ts_ms));
+        tracing::debug!(
+            source,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "market updated"
+        );
     }
     out
 }

@@ -93,7 +93,12 @@ impl MarketSource for RunpodSource {
             return Err(status_error(response).await);
         }
         let body: Value = response.json().await.map_err(transport_error)?;
-        Ok(Fetched::Offers(parse_gpu_types(&body, unix_now_ms() as i64)?))
+        // RunPod's answer does not say when its prices were taken: as of its arrival.
+        let now = unix_now_ms() as i64;
+        Ok(Fetched::Offers {
+            offers: parse_gpu_types(&body, now)?,
+            source_ts_ms: now,
+        })
     }
 }
 

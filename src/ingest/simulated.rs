@@ -39,6 +39,10 @@ impl MarketSource for SimulatedSource {
 
     async fn fetch(&mut self) -> Result<Fetched, SourceError> {
         self.market.step();
-        Ok(Fetched::Offers(self.market.offers(unix_now_ms() as i64)))
+        let now = unix_now_ms() as i64;
+        Ok(Fetched::Offers {
+            offers: self.market.offers(now),
+            source_ts_ms: now,
+        })
     }
 }

@@ -64,6 +64,10 @@ impl MarketSource for VastSource {
         let records = offer_records(&body)?;
         let now = unix_now_ms() as i64;
         let offers = offers_of(&machines_from_chunks(records), "vast", now);
-        Ok(Fetched::Offers(offers))
+        // Vast.ai's answer does not say when its data was taken: as of its arrival.
+        Ok(Fetched::Offers {
+            offers,
+            source_ts_ms: now,
+        })
     }
 }

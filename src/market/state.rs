@@ -3,12 +3,16 @@
 //! `MarketState` takes each source's latest offers and health, rebuilds the book, diffs it,
 //! aggregates it, and returns the payloads to publish per channel (DESIGN §5). It is also where
 //! subscribe snapshots come from. Pure: the caller publishes.
+//!
+//! Every payload says when it was made (`ts`) and, once any data is held, when the sources took
+//! the data it reflects (`source_ts`): a poll's deltas its own data's time, snapshots and the
+//! sources' health the newest data's.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::aggregate::{ModelAggregate, ModelStats, Segment};
 use super::book::{BookDiff, MarketBook, Replaced, priority};
@@ -76,6 +80,9 @@ pub struct MarketState {
     mirror_label: Option<String>,
     /// Every model the market has held since start (its channels may be subscribed).
     seen: HashSet<Text>,
+    /// When the sources took the newest data applied (ms since the epoch; a follower mirrors the
+    /// leader's): the `source_ts` of snapshots. `None` before any data.
+    source_ts_ms: Option<i64>,
 }
 
 impl MarketState {
@@ -99,6 +106,7 @@ impl MarketState {
                 .collect();
         }
         self.mirror_label = summary.get("source").and_then(Value::as_str).map(str::to_owned);
+        self.source_ts_ms = summary.get("source_ts").and_then(Value::as_i64);
         self.seen.extend(self.aggregates.keys().map(|k| super::intern(k)));
     }
 
@@ -148,11 +156,25 @@ impl MarketState {
         }
     }
 
-    fn header(&self, now_ms: i64) -> Map<String, Value> {
+    /// Note data the sources took at `source_ts_ms`: what snapshots say from now on, if newer.
+    pub fn note_source_ts(&mut self, source_ts_ms: i64) {
+        self.source_ts_ms = self.source_ts_ms.max(Some(source_ts_ms));
+    }
+
+    /// The fields every payload carries: its sources, when they took its data, when it was made.
+    fn header_with(&self, now_ms: i64, source_ts_ms: Option<i64>) -> Map<String, Value> {
         let mut h = Map::new();
         h.insert("source".into(), self.label().into());
+        if let Some(source_ts) = source_ts_ms {
+            h.insert("source_ts".into(), source_ts.into());
+        }
         h.insert("ts".into(), now_ms.into());
         h
+    }
+
+    /// The header of a payload about all the market holds: the newest data's `source_ts`.
+    fn header(&self, now_ms: i64) -> Map<String, Value> {
+        self.header_with(now_ms, self.source_ts_ms)
     }
 
     fn feed(&mut self, channel: &str) -> &mut Feed {
@@ -170,19 +192,34 @@ impl MarketState {
         }
     }
 
-    /// A source's new offers (a full replacement of what it reported before).
+    /// A source's new offers, taken when they arrived: [`apply_poll`](Self::apply_poll) with
+    /// `source_ts_ms` = `now_ms`.
+    pub fn apply_offers(&mut self, source: &'static str, offers: Vec<Offer>, now_ms: i64) -> Vec<Outgoing> {
+        self.apply_poll(source, offers, now_ms, now_ms)
+    }
+
+    /// A source's new offers (a full replacement of what it reported before), which the source
+    /// took at `source_ts_ms`: the `source_ts` of the deltas they make.
     ///
     /// The work is proportional to the offers that changed, beyond one lookup and comparison per
     /// offer: the source's book keeps the shared copy of every unchanged offer, the merged book and
     /// the per-model histograms are updated by the changed offers alone, and only the models they
     /// touch are rebuilt.
-    pub fn apply_offers(&mut self, source: &'static str, offers: Vec<Offer>, now_ms: i64) -> Vec<Outgoing> {
+    pub fn apply_poll(
+        &mut self,
+        source: &'static str,
+        offers: Vec<Offer>,
+        now_ms: i64,
+        source_ts_ms: i64,
+    ) -> Vec<Outgoing> {
         let diff = self.diff_book(source, offers);
+        // Unchanged data is still data as of this poll: snapshots say so.
+        self.note_source_ts(source_ts_ms);
         let mut out = Vec::new();
         if diff.is_empty() {
             return out;
         }
-        let header = self.header(now_ms);
+        let header = self.header_with(now_ms, Some(source_ts_ms));
         let touched = self.update_stats(&diff);
         self.publish_models(&touched, &header, &mut out);
         // Offer-level deltas, per model and all together.
@@ -198,6 +235,7 @@ impl MarketState {
             // Aggregates mirrored from a leader are not this state's to update offer by offer.
             self.aggregates.clear();
             self.mirror_label = None;
+            self.source_ts_ms = None;
         }
         let replaced = self.sources.entry(source).or_default().replace(offers);
         self.merge(replaced)
@@ -373,22 +411,27 @@ impl MarketState {
     /// The once-a-minute full snapshot of `market:summary.1m`.
     pub fn minute_snapshot(&mut self, now_ms: i64) -> Outgoing {
         self.minute_seq += 1;
-        let items = self.summary_items();
-        let checksum = super::feed::checksum_of(&items);
-        let mut payload = Map::new();
-        payload.insert("type".into(), "snapshot".into());
-        payload.insert("channel".into(), MARKET_SUMMARY_1M.into());
-        payload.extend(self.header(now_ms));
-        payload.insert("seq".into(), self.minute_seq.into());
-        payload.insert("checksum".into(), checksum.into());
-        payload.insert("items".into(), Value::Object(items));
-        let payload = Value::Object(payload);
+        let payload = self.minute_payload(self.minute_seq, now_ms);
         let text = payload.to_string();
         self.last_minute = Some(payload);
         Outgoing {
             channel: MARKET_SUMMARY_1M.into(),
             payload: text,
         }
+    }
+
+    /// A `market:summary.1m` snapshot of the current aggregates.
+    fn minute_payload(&self, seq: u64, now_ms: i64) -> Value {
+        let items = self.summary_items();
+        let checksum = super::feed::checksum_of(&items);
+        let mut payload = Map::new();
+        payload.insert("type".into(), "snapshot".into());
+        payload.insert("channel".into(), MARKET_SUMMARY_1M.into());
+        payload.extend(self.header(now_ms));
+        payload.insert("seq".into(), seq.into());
+        payload.insert("checksum".into(), checksum.into());
+        payload.insert("items".into(), Value::Object(items));
+        Value::Object(payload)
     }
 
     fn summary_items(&self) -> Map<String, Value> {
@@ -405,12 +448,7 @@ impl MarketState {
             ChannelKind::MarketSummary1m => {
                 return Some(match &self.last_minute {
                     Some(v) => v.clone(),
-                    None => {
-                        let items = self.summary_items();
-                        let checksum = super::feed::checksum_of(&items);
-                        json!({"type": "snapshot", "channel": MARKET_SUMMARY_1M, "source": self.label(), "ts": now_ms,
-                               "seq": 0, "checksum": checksum, "items": items})
-                    }
+                    None => self.minute_payload(0, now_ms),
                 });
             }
             ChannelKind::SourcesStatus => self.health.iter().map(|(k, v)| (k.clone(), to_value(v))).collect(),
@@ -560,6 +598,43 @@ mod tests {
         state.apply_offers("farm500", vec![offer("farm500", (2, 0, 1, 0, 11, true, false, 1))], 1);
         assert_eq!(state.aggregates().keys().collect::<Vec<_>>(), ["rtx-4090"]);
         assert_eq!(state.label(), "farm500");
+    }
+
+    #[test]
+    fn payloads_say_when_the_sources_took_their_data() {
+        let mut state = MarketState::new();
+        let empty = state.snapshot(MARKET_SUMMARY, 5).unwrap();
+        assert!(empty.get("source_ts").is_none(), "no data, no source time: {empty}");
+        let first = vec![offer("farm500", (1, 0, 2, 1, 12, true, false, 1))];
+        let out = state.apply_poll("farm500", first.clone(), 1_000, 900);
+        assert!(!out.is_empty());
+        for o in &out {
+            let payload: Value = serde_json::from_str(&o.payload).unwrap();
+            assert_eq!(payload["source_ts"], 900, "{}", o.channel);
+            assert_eq!(payload["ts"], 1_000, "{}", o.channel);
+        }
+        // Another source's older data: its deltas say so; snapshots keep the newest.
+        let older = vec![offer("vast", (2, 1, 1, 0, 11, true, false, 1))];
+        let out = state.apply_poll("vast", older, 1_100, 800);
+        let delta: Value = serde_json::from_str(&out[0].payload).unwrap();
+        assert_eq!(delta["source_ts"], 800);
+        for channel in [MARKET_SUMMARY, MARKET_SUMMARY_1M, OFFERS_ALL, "gpu:rtx-4090"] {
+            assert_eq!(state.snapshot(channel, 1_200).unwrap()["source_ts"], 900, "{channel}");
+            let text = state.snapshot_text(channel, 1_200).unwrap();
+            let text: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(text["source_ts"], 900, "{channel}");
+        }
+        assert_eq!(state.snapshot(SOURCES_STATUS, 1_200).unwrap()["source_ts"], 900);
+        let minute: Value = serde_json::from_str(&state.minute_snapshot(1_300).payload).unwrap();
+        assert_eq!(minute["source_ts"], 900);
+        // The same data polled again is data as of that poll.
+        state.apply_poll("farm500", first, 1_400, 1_350);
+        let summary = state.snapshot(MARKET_SUMMARY, 1_500).unwrap();
+        assert_eq!(summary["source_ts"], 1_350);
+        // A follower says what its leader says.
+        let mut follower = MarketState::new();
+        follower.mirror(&summary, &state.snapshot(SOURCES_STATUS, 1_500).unwrap());
+        assert_eq!(follower.snapshot(MARKET_SUMMARY, 1_600).unwrap()["source_ts"], 1_350);
     }
 
     proptest! {

@@ -144,6 +144,7 @@ async fn fill(ws: &mut WsClient, view: &mut ChannelView, n: usize) {
     }
 }
 
+// long: one story in order: the first poll, its snapshot and deltas, a change, then 304s.
 #[tokio::test]
 async fn farm500_aggregates_agree_with_an_independent_computation_and_follow_changes() {
     let upstream = FakeServer::start().await;
@@ -163,19 +164,28 @@ async fn farm500_aggregates_agree_with_an_independent_computation_and_follow_cha
         assert_agrees(slug, ours, &expected[name]);
         assert!(!ours.as_object().unwrap().contains_key("source"));
     }
+    // Payloads say when 500.farm took their data: the body's `timestamp` to the millisecond
+    // (machines_body writes 2026-11-28T00:00:00.123456789Z).
+    let (mut late, _) = app.connect("2", Tier::Individual).await;
+    let reply = late.subscribe("market:summary").await;
+    let snapshot = &reply["subscribe"]["data"];
+    assert_eq!(snapshot["source_ts"], 1_795_824_000_123_i64, "{reply}");
 
     // The market moves; within a poll or two the client's state agrees with the new responses.
     for _ in 0..30 {
         sim.step();
     }
-    let body = machines_body(&sim.offers(0));
+    let body = machines_body(&sim.offers(0)).replace("00:00:00.123456789Z", "00:00:05.5Z");
     upstream.fake.set("/machines", body.clone());
     let expected = reference(&body);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let push = ws.push().await;
         assert_eq!(push["pub"]["data"]["source"], "farm500");
-        view.apply(&push);
+        if view.apply(&push) {
+            // 2026-11-28T00:00:05.5Z, the new body's `timestamp`.
+            assert_eq!(push["pub"]["data"]["source_ts"], 1_795_824_005_500_i64, "{push}");
+        }
         let agrees = view.items.iter().all(|(_, ours)| {
             let t = &expected[ours["name"].as_str().unwrap()];
             ours["gpus_rented"] == t["rented"]["count"] && ours["gpus_total"] == t["all"]["count"]
