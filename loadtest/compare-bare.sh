@@ -18,7 +18,7 @@ start_hub hub "$HUB_PORT"
 echo "== hub (pid $HUB_PID)"
 "$LOADTEST" --hub "127.0.0.1:$HUB_PORT" --hub-pid "$HUB_PID" --label hub --json "$OUT/bare-hub.json" fanout \
   --connections "$CONNECTIONS" --publications "$PUBLICATIONS" --rate "$RATE" --payload "$PAYLOAD" \
-  --source-ips 2 --max-seconds 600
+  --source-ips 2 --max-seconds 600 --connect-concurrency 512
 kill "$HUB_PID"; wait "$HUB_PID" 2>/dev/null || true
 
 BARE_PORT="$(free_port)"
@@ -29,7 +29,7 @@ wait_port "$BARE_PORT" "$WORK/bare.log"
 echo "== bare tokio-tungstenite broadcast server (pid $BARE_PID)"
 "$LOADTEST" --hub "127.0.0.1:$BARE_PORT" --hub-pid "$BARE_PID" --label bare --json "$OUT/bare-bare.json" fanout \
   --connections "$CONNECTIONS" --publications "$PUBLICATIONS" --rate "$RATE" --payload "$PAYLOAD" \
-  --source-ips 2 --max-seconds 600
+  --source-ips 2 --max-seconds 600 --connect-concurrency 512
 
 "$LOADTEST" --svg "$OUT/bare.svg" plot "$OUT/bare-hub.json" "$OUT/bare-bare.json"
 python3 - "$OUT/bare-hub.json" "$OUT/bare-bare.json" <<'PY'
@@ -44,7 +44,7 @@ for key, what in (("latency_ms", "from schedule"), ("latency_from_send_ms", "fro
         h, b = hub[key][p], bare[key][p]
         print(f"{what:<26} {p:<4} {h:9.1f} ms / {b:9.1f} ms = {h / max(b, 0.001):.2f}")
 print(f"lost          {hub['lost']} / {bare['lost']}")
-for k in ("hub_cpu_seconds", "hub_cpu_us_per_delivery", "hub_rss_bytes_per_connection", "hub_frames_per_second",
+for k in ("hub_cpu_seconds", "hub_cpu_us_per_delivery", "generator_cpu_us_per_delivery", "hub_rss_bytes_per_connection", "hub_frames_per_second",
           "deliveries_per_frame", "hub_syscalls_per_second", "hub_socket_write_syscalls_per_second", "hub_syscalls_per_delivery"):
     print(f"{k}  {hub.get(k)} / {bare.get(k)}")
 PY

@@ -20,7 +20,7 @@ use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use gpuscout_client::protocol::{self, Command, ConnectRequest, SubscribeRequest};
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use hdrhistogram::Histogram;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::{self, Progress, SyscallCount, hub_counter, hub_usage, now_us, procs_stats};
@@ -54,6 +54,11 @@ pub struct Args {
     /// Source addresses 127.0.0.<1..=n> to spread connections over (~28k ports each).
     #[arg(long, default_value_t = 1)]
     pub source_ips: u8,
+    /// Connects (TCP, WebSocket handshake, connect and subscribe replies) in flight at once: the
+    /// hub drops a connection that does not send its request headers within
+    /// `server.header_timeout_ms`, which thousands of handshakes started at once can miss.
+    #[arg(long, default_value_t = 256)]
+    pub connect_concurrency: usize,
     /// Fail (exit 1) if any publication is not delivered to every subscriber.
     #[arg(long)]
     pub fail_on_loss: bool,
@@ -87,10 +92,12 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let hubs = hub_addrs(cli)?;
     let hub = hubs[0];
     // (from the schedule, from the actual send), in microseconds.
-    let latencies: Arc<Mutex<(Vec<u64>, Vec<u64>)>> = Arc::default();
+    let latencies = Arc::new(Latencies::default());
     let delivered = Arc::new(AtomicU64::new(0));
     let held = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(tokio::sync::Semaphore::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let connecting = Arc::new(tokio::sync::Semaphore::new(args.connect_concurrency.max(1)));
     let rss_before = procs_stats(&cli.hub_pid);
 
     let connect_started = Instant::now();
@@ -106,8 +113,14 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
             held.clone(),
             ready.clone(),
         );
+        let (failed, connecting) = (failed.clone(), connecting.clone());
         tasks.push(tokio::spawn(async move {
+            let mut subscribed = false;
+            let outcome: anyhow::Result<()> = async {
+            let mut slot = Some(connecting.acquire_owned().await?);
             let socket = tokio::net::TcpSocket::new_v4()?;
+            // A port of an earlier run's connection still in TIME_WAIT may be bound again.
+            socket.set_reuseaddr(true)?;
             socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
             let stream = socket.connect(hub).await?;
             let (mut ws, _) =
@@ -115,11 +128,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
             let subscribed_reply = format!("{{\"id\":{},", channels.len() + 1);
             let mut lasts_due = channels.len();
             ws.send(Message::text(hello(token, &channels))).await?;
-            let mut mine = (
-                Vec::with_capacity(publications as usize),
-                Vec::with_capacity(publications as usize),
-            );
-            let mut subscribed = false;
+            // This subscriber's samples since they were last added to the run's.
+            let mut mine = Vec::with_capacity(FLUSH_EVERY);
+            let mut count = 0u64;
             while let Some(msg) = ws.next().await {
                 let Message::Text(text) = msg? else { continue };
                 let arrived = now_us();
@@ -130,6 +141,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                     }
                     if !subscribed && line.starts_with(&subscribed_reply) {
                         subscribed = true;
+                        slot.take();
                         held.fetch_add(1, Ordering::Relaxed);
                         ready.add_permits(1);
                         continue;
@@ -140,20 +152,33 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
                         continue;
                     }
                     if let (Some(sched), Some(ts)) = (number(line, "\"sched\":"), number(line, "\"ts\":")) {
-                        mine.0.push(arrived.saturating_sub(sched));
-                        mine.1.push(arrived.saturating_sub(ts));
+                        mine.push((arrived.saturating_sub(sched), arrived.saturating_sub(ts)));
+                        count += 1;
                         lasts_due -= usize::from(line.contains("\"last\":true"));
                         if lasts_due == 0 {
-                            delivered.fetch_add(mine.0.len() as u64, Ordering::Relaxed);
-                            keep(&latencies, mine).await;
+                            delivered.fetch_add(count, Ordering::Relaxed);
+                            latencies.add(i, &mut mine);
                             return anyhow::Ok(());
+                        }
+                        if mine.len() >= FLUSH_EVERY {
+                            latencies.add(i, &mut mine);
                         }
                     }
                 }
             }
-            delivered.fetch_add(mine.0.len() as u64, Ordering::Relaxed);
-            keep(&latencies, mine).await;
+            delivered.fetch_add(count, Ordering::Relaxed);
+            latencies.add(i, &mut mine);
             anyhow::Ok(())
+            }
+            .await;
+            // A connection that never subscribed no longer holds up the start.
+            if let (false, Err(e)) = (subscribed, &outcome) {
+                if failed.fetch_add(1, Ordering::Relaxed) < 3 {
+                    eprintln!("connection {i} failed before subscribing: {e:#}");
+                }
+                ready.add_permits(1);
+            }
+            outcome
         }));
     }
     // Wait until every subscription is in place (or time runs out).
@@ -185,6 +210,8 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     // System calls over the schedule's span (publications / rate).
     let span = publications as f64 / rate.max(1) as f64;
     let syscalls = SyscallCount::start(&cli.hub_pid, span);
+    // CPU from here on is the publications' (the connects' is left out), the hub's and ours.
+    let cpu_before = (procs_stats(&cli.hub_pid), procs_stats(&[std::process::id()]));
     let started = Instant::now();
     let publisher = Publisher {
         url: format!("http://{hub}/api/publish"),
@@ -212,7 +239,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     }
     let total_secs = started.elapsed().as_secs_f64();
     stop_hoarding.store(true, Ordering::Relaxed);
-    let (from_schedule, from_send) = std::mem::take(&mut *latencies.lock().await);
+    let (from_schedule, from_send) = latencies.merged();
     let held = held.load(Ordering::Relaxed);
     let expected = held * publications;
     let got = delivered.load(Ordering::Relaxed);
@@ -223,16 +250,19 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         got,
         total_secs,
     );
-    let hub_cpu_us_per_delivery = match (rss_before, rss_after) {
+    let per_delivery = |before: Option<(u64, f64)>, after: Option<(u64, f64)>| match (before, after) {
         (Some(b), Some(a)) if got > 0 => Some((a.1 - b.1) * 1e6 / got as f64),
         _ => None,
     };
+    let hub_cpu_us_per_delivery = per_delivery(cpu_before.0, rss_after);
+    let generator_cpu_us_per_delivery = per_delivery(cpu_before.1, procs_stats(&[std::process::id()]));
     let mut report = json!({
         "scenario": "fanout",
         "label": cli.label,
         "hubs": hubs.len(),
         "connections": connections,
         "connections_held": held,
+        "connections_failed": failed.load(Ordering::Relaxed),
         "connect_seconds": connect_secs,
         "publications": publications,
         "rate": rate,
@@ -243,10 +273,11 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         "lost": expected.saturating_sub(got),
         "deliveries_per_second": got as f64 / total_secs,
         "publish_seconds": publish_secs,
-        "latency_ms": report::latency(&from_schedule),
-        "latency_from_send_ms": report::latency(&from_send),
+        "latency_ms": report::summary(&from_schedule),
+        "latency_from_send_ms": report::summary(&from_send),
         "publisher_behind_ms": report::latency(&behind),
         "hub_cpu_us_per_delivery": hub_cpu_us_per_delivery,
+        "generator_cpu_us_per_delivery": generator_cpu_us_per_delivery,
         "load_average": report::load_average(),
         "hoarders": args.hoarders,
         "hoarder_closes": hoarder_closes.load(Ordering::Relaxed),
@@ -262,11 +293,43 @@ fn number(line: &str, key: &str) -> Option<u64> {
     line[p..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
-/// Add one subscriber's samples to the run's.
-async fn keep(all: &Mutex<(Vec<u64>, Vec<u64>)>, mine: (Vec<u64>, Vec<u64>)) {
-    let mut all = all.lock().await;
-    all.0.extend_from_slice(&mine.0);
-    all.1.extend_from_slice(&mine.1);
+/// A subscriber adds its samples to the run's every this many deliveries (and at its end).
+const FLUSH_EVERY: usize = 256;
+/// Histogram shards, so subscribers on different threads rarely wait for one another.
+const SHARDS: usize = 16;
+
+/// The run's latencies (from the schedule, from the send; µs) in HDR histograms: memory stays
+/// constant however many deliveries there are, where keeping every sample took 16 bytes each
+/// (486 MB at 19,000 × 1,600), memory the kernel had to fault in while it was measured.
+struct Latencies([std::sync::Mutex<(Histogram<u64>, Histogram<u64>)>; SHARDS]);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| std::sync::Mutex::new((report::histogram(), report::histogram()))))
+    }
+}
+
+impl Latencies {
+    /// Record subscriber `i`'s samples and empty `mine`.
+    fn add(&self, i: usize, mine: &mut Vec<(u64, u64)>) {
+        let mut shard = self.0[i % SHARDS].lock().unwrap_or_else(|e| e.into_inner());
+        for (from_schedule, from_send) in mine.drain(..) {
+            report::record(&mut shard.0, from_schedule);
+            report::record(&mut shard.1, from_send);
+        }
+    }
+
+    /// Every shard's samples together.
+    fn merged(&self) -> (Histogram<u64>, Histogram<u64>) {
+        let (mut a, mut b) = (report::histogram(), report::histogram());
+        for shard in &self.0 {
+            let shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+            // Auto-resizing histograms take any other's values.
+            let _ = a.add(&shard.0);
+            let _ = b.add(&shard.1);
+        }
+        (a, b)
+    }
 }
 
 /// A hostile client until `stop`: a tiny receive window, twenty subscribe/unsubscribe pairs of
@@ -424,7 +487,7 @@ impl Publisher {
                 let outcome = match request.send().await {
                     Ok(r) if r.status().is_success() => None,
                     Ok(r) => Some(format!("HTTP {}", r.status())),
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => Some(format!("{e:?}")),
                 };
                 if let Some(e) = outcome {
                     failed.lock().unwrap_or_else(|e| e.into_inner()).get_or_insert(e);

@@ -6,6 +6,9 @@
 //!   timestamp: connections held, delivered vs expected, loss, latency percentiles, deliveries
 //!   per second, the hub's RSS and CPU time from `/proc/<pid>`.
 //! - `connect-storm`: authenticated connects at a rate until a cap or failures, held idle.
+//! - `market-age`: N subscribers on market channels; the age of the data they receive (receipt
+//!   minus the payload's `source_ts`), publications per channel, the hub's CPU per delivery.
+//! - `failover`: one of two nodes killed; its clients reconnect to the other and recover.
 //! - `advisor`: M concurrent advisor answers from a fake OpenAI-compatible provider this tool
 //!   serves; added latency per token, upstream write to client receipt.
 //! - `mixed`: fan-out, advisor streams, market books (checksums verified) and alert rules at once.
@@ -16,7 +19,9 @@
 //! `cargo run --release -p loadtest -- fanout --connections 1000 --publications 1000 --rate 200`
 
 mod advisor;
+mod age;
 mod bare;
+mod failover;
 mod fanout;
 mod report;
 mod storm;
@@ -64,6 +69,12 @@ enum Scenario {
     /// Open authenticated connections at a rate until a cap (or failures), hold them idle, and
     /// report connects per second, connect latency and the hub's memory per connection.
     ConnectStorm(storm::Args),
+    /// Subscribers on market channels of a hub polling a changing source: how old the data is
+    /// when it reaches them (receipt minus `source_ts`), and what that costs the hub.
+    MarketAge(age::Args),
+    /// Two nodes on one Redis (`--hub A,B --hub-pid A,B`): kill A under load, then measure how
+    /// fast its clients are live again on B, what they recovered, and B's CPU and memory.
+    Failover(failover::Args),
     /// Concurrent advisor answers from a fake provider served here; added latency per token.
     Advisor(advisor::Args),
     /// Fan-out, advisor streams and market books on the same hub at the same time.
@@ -101,6 +112,14 @@ async fn main() -> anyhow::Result<()> {
         }
         Scenario::ConnectStorm(args) => {
             let report = storm::run(&cli, args).await?;
+            emit(&cli, &report)?;
+        }
+        Scenario::MarketAge(args) => {
+            let report = age::run(&cli, args).await?;
+            emit(&cli, &report)?;
+        }
+        Scenario::Failover(args) => {
+            let report = failover::run(&cli, args).await?;
             emit(&cli, &report)?;
         }
         Scenario::Advisor(args) => {

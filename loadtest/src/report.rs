@@ -146,15 +146,25 @@ const CURVE: [f64; 16] = [
 /// Latency summary of microsecond samples, recorded in an HDR histogram (3 significant digits),
 /// in milliseconds, with the curve to plot.
 pub fn latency(samples: &[u64]) -> Value {
-    let mut h = hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid");
+    let mut h = histogram();
     for s in samples {
-        // `record` grows the histogram to the value (`saturating_record` would clamp it to the
-        // range so far).
-        if h.record(*s).is_err() {
-            h.saturating_record(*s);
-        }
+        record(&mut h, *s);
     }
     summary(&h)
+}
+
+/// An empty histogram of 3 significant digits that grows to any value recorded.
+pub fn histogram() -> hdrhistogram::Histogram<u64> {
+    hdrhistogram::Histogram::<u64>::new(3).expect("3 significant digits is valid")
+}
+
+/// Record one sample.
+pub fn record(h: &mut hdrhistogram::Histogram<u64>, sample: u64) {
+    // `record` grows the histogram to the value (`saturating_record` would clamp it to the
+    // range so far).
+    if h.record(sample).is_err() {
+        h.saturating_record(sample);
+    }
 }
 
 /// The summary of a histogram of microseconds, in milliseconds.
