@@ -334,7 +334,8 @@ impl Subscriber {
         let Some(source_ts_ms) = number(line, "\"source_ts\":") else {
             return;
         };
-        self.ages_us.push(arrived_us.saturating_sub(source_ts_ms.saturating_mul(1000)));
+        self.ages_us
+            .push(arrived_us.saturating_sub(source_ts_ms.saturating_mul(1000)));
         let channel = channel_of(line);
         if let Some(i) = self.channels.iter().position(|n| Some(n.as_str()) == channel) {
             self.publications[i] += 1;

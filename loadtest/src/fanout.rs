@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use futures_util::{SinkExt, StreamExt};
 use gpuscout_client::protocol::{self, Command, ConnectRequest, SubscribeRequest};
-use serde_json::{Value, json};
 use hdrhistogram::Histogram;
+use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::report::{self, Progress, SyscallCount, hub_counter, hub_usage, now_us, procs_stats};
@@ -117,58 +117,58 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
         tasks.push(tokio::spawn(async move {
             let mut subscribed = false;
             let outcome: anyhow::Result<()> = async {
-            let mut slot = Some(connecting.acquire_owned().await?);
-            let socket = tokio::net::TcpSocket::new_v4()?;
-            // A port of an earlier run's connection still in TIME_WAIT may be bound again.
-            socket.set_reuseaddr(true)?;
-            socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-            let stream = socket.connect(hub).await?;
-            let (mut ws, _) =
-                tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
-            let subscribed_reply = format!("{{\"id\":{},", channels.len() + 1);
-            let mut lasts_due = channels.len();
-            ws.send(Message::text(hello(token, &channels))).await?;
-            // This subscriber's samples since they were last added to the run's.
-            let mut mine = Vec::with_capacity(FLUSH_EVERY);
-            let mut count = 0u64;
-            while let Some(msg) = ws.next().await {
-                let Message::Text(text) = msg? else { continue };
-                let arrived = now_us();
-                for line in text.as_str().split('\n') {
-                    if line == "{}" {
-                        ws.send(Message::text("{}")).await?;
-                        continue;
-                    }
-                    if !subscribed && line.starts_with(&subscribed_reply) {
-                        subscribed = true;
-                        slot.take();
-                        held.fetch_add(1, Ordering::Relaxed);
-                        ready.add_permits(1);
-                        continue;
-                    }
-                    // Publications only: a reply (the connect reply carries the portfolio's
-                    // snapshot, with a `ts` of its own) is not a delivery.
-                    if !line.starts_with("{\"push\"") {
-                        continue;
-                    }
-                    if let (Some(sched), Some(ts)) = (number(line, "\"sched\":"), number(line, "\"ts\":")) {
-                        mine.push((arrived.saturating_sub(sched), arrived.saturating_sub(ts)));
-                        count += 1;
-                        lasts_due -= usize::from(line.contains("\"last\":true"));
-                        if lasts_due == 0 {
-                            delivered.fetch_add(count, Ordering::Relaxed);
-                            latencies.add(i, &mut mine);
-                            return anyhow::Ok(());
+                let mut slot = Some(connecting.acquire_owned().await?);
+                let socket = tokio::net::TcpSocket::new_v4()?;
+                // A port of an earlier run's connection still in TIME_WAIT may be bound again.
+                socket.set_reuseaddr(true)?;
+                socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
+                let stream = socket.connect(hub).await?;
+                let (mut ws, _) =
+                    tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+                let subscribed_reply = format!("{{\"id\":{},", channels.len() + 1);
+                let mut lasts_due = channels.len();
+                ws.send(Message::text(hello(token, &channels))).await?;
+                // This subscriber's samples since they were last added to the run's.
+                let mut mine = Vec::with_capacity(FLUSH_EVERY);
+                let mut count = 0u64;
+                while let Some(msg) = ws.next().await {
+                    let Message::Text(text) = msg? else { continue };
+                    let arrived = now_us();
+                    for line in text.as_str().split('\n') {
+                        if line == "{}" {
+                            ws.send(Message::text("{}")).await?;
+                            continue;
                         }
-                        if mine.len() >= FLUSH_EVERY {
-                            latencies.add(i, &mut mine);
+                        if !subscribed && line.starts_with(&subscribed_reply) {
+                            subscribed = true;
+                            slot.take();
+                            held.fetch_add(1, Ordering::Relaxed);
+                            ready.add_permits(1);
+                            continue;
+                        }
+                        // Publications only: a reply (the connect reply carries the portfolio's
+                        // snapshot, with a `ts` of its own) is not a delivery.
+                        if !line.starts_with("{\"push\"") {
+                            continue;
+                        }
+                        if let (Some(sched), Some(ts)) = (number(line, "\"sched\":"), number(line, "\"ts\":")) {
+                            mine.push((arrived.saturating_sub(sched), arrived.saturating_sub(ts)));
+                            count += 1;
+                            lasts_due -= usize::from(line.contains("\"last\":true"));
+                            if lasts_due == 0 {
+                                delivered.fetch_add(count, Ordering::Relaxed);
+                                latencies.add(i, &mut mine);
+                                return anyhow::Ok(());
+                            }
+                            if mine.len() >= FLUSH_EVERY {
+                                latencies.add(i, &mut mine);
+                            }
                         }
                     }
                 }
-            }
-            delivered.fetch_add(count, Ordering::Relaxed);
-            latencies.add(i, &mut mine);
-            anyhow::Ok(())
+                delivered.fetch_add(count, Ordering::Relaxed);
+                latencies.add(i, &mut mine);
+                anyhow::Ok(())
             }
             .await;
             // A connection that never subscribed no longer holds up the start.
@@ -224,7 +224,9 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     };
     let sent = Arc::new(AtomicU64::new(0));
     let progress = Progress::start("published", publications, sent.clone(), None);
-    let behind = publisher.run(publications, rate, args.in_flight.max(1), &sent, deadline).await?;
+    let behind = publisher
+        .run(publications, rate, args.in_flight.max(1), &sent, deadline)
+        .await?;
     progress.finish().await;
     let publish_secs = started.elapsed().as_secs_f64();
     // Subscribers stop at the last publication; give them until the deadline.
@@ -245,7 +247,10 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
     let got = delivered.load(Ordering::Relaxed);
     let rss_after = procs_stats(&cli.hub_pid);
     let rates = report::write_rates(
-        (frames_before, hub_counter(&http, hub, "gpuscout_frames_written_total").await),
+        (
+            frames_before,
+            hub_counter(&http, hub, "gpuscout_frames_written_total").await,
+        ),
         syscalls.finish(span).await,
         got,
         total_secs,
@@ -305,7 +310,9 @@ struct Latencies([std::sync::Mutex<(Histogram<u64>, Histogram<u64>)>; SHARDS]);
 
 impl Default for Latencies {
     fn default() -> Self {
-        Self(std::array::from_fn(|_| std::sync::Mutex::new((report::histogram(), report::histogram()))))
+        Self(std::array::from_fn(|_| {
+            std::sync::Mutex::new((report::histogram(), report::histogram()))
+        }))
     }
 }
 

@@ -87,7 +87,11 @@ impl SyscallCount {
             })
             .collect();
         let all = counts.iter().find(|(e, _)| e == "raw_syscalls:sys_enter").map(|c| c.1);
-        let writes: f64 = counts.iter().filter(|(e, _)| e != "raw_syscalls:sys_enter").map(|c| c.1).sum();
+        let writes: f64 = counts
+            .iter()
+            .filter(|(e, _)| e != "raw_syscalls:sys_enter")
+            .map(|c| c.1)
+            .sum();
         let per_second = |v: f64| v / seconds.max(1e-9);
         (all.map(per_second), all.map(|_| per_second(writes)))
     }
@@ -96,14 +100,26 @@ impl SyscallCount {
 /// A counter's value in a hub's Prometheus text (`/metrics`); `None` when the server has none
 /// (the bare server) or the metric is absent.
 pub async fn hub_counter(http: &reqwest::Client, hub: std::net::SocketAddr, name: &str) -> Option<f64> {
-    let text = http.get(format!("http://{hub}/metrics")).send().await.ok()?.text().await.ok()?;
+    let text = http
+        .get(format!("http://{hub}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Frames per second and deliveries per frame between two readings of the frame counter, and
 /// the system calls counted meanwhile ([`SyscallCount`]) per second and per delivery.
-pub fn write_rates(frames: (Option<f64>, Option<f64>), syscalls: (Option<f64>, Option<f64>), deliveries: u64, seconds: f64) -> Value {
+pub fn write_rates(
+    frames: (Option<f64>, Option<f64>),
+    syscalls: (Option<f64>, Option<f64>),
+    deliveries: u64,
+    seconds: f64,
+) -> Value {
     let frames = match frames {
         (Some(b), Some(a)) => Some(a - b),
         _ => None,

@@ -143,7 +143,9 @@ impl MarketSnapshots {
     /// The leader's snapshot, read at most every [`REPLICA_FRESH`]; `None` when it has none.
     async fn replicated(&self, replica: &SnapshotReplica, channel: &str) -> Option<Arc<RawValue>> {
         if !cached(channel) {
-            self.metrics.snapshot_replica_reads_total.fetch_add(1, Ordering::Relaxed);
+            self.metrics
+                .snapshot_replica_reads_total
+                .fetch_add(1, Ordering::Relaxed);
             return RawValue::from_string(replica.load(channel).await?).ok().map(Arc::from);
         }
         let slot = self.slot(channel);
@@ -153,7 +155,9 @@ impl MarketSnapshots {
         {
             return Some(snapshot.clone());
         }
-        self.metrics.snapshot_replica_reads_total.fetch_add(1, Ordering::Relaxed);
+        self.metrics
+            .snapshot_replica_reads_total
+            .fetch_add(1, Ordering::Relaxed);
         let json = replica.load(channel).await?;
         let snapshot: Arc<RawValue> = RawValue::from_string(json).ok()?.into();
         *cached = Some(Cached::Replica(Instant::now(), snapshot.clone()));
@@ -256,8 +260,14 @@ mod tests {
             assert_eq!(c["checksum"], fresh["checksum"], "{channel}");
         }
         // Per channel: one build, then one after the write; none for the repeat.
-        assert_eq!(metrics.snapshots_built_total.load(Ordering::Relaxed), 2 * channels.len() as u64);
-        assert!(snapshots.snapshot("alerts:#7").await.is_none(), "a user's channel has no market snapshot");
+        assert_eq!(
+            metrics.snapshots_built_total.load(Ordering::Relaxed),
+            2 * channels.len() as u64
+        );
+        assert!(
+            snapshots.snapshot("alerts:#7").await.is_none(),
+            "a user's channel has no market snapshot"
+        );
         assert!(!snapshots.cache.contains_key("alerts:#7"), "nor a cache slot");
     }
 }

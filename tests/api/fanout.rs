@@ -106,7 +106,9 @@ async fn frames_of_five_spaced_publications(write_delay_ms: u64) -> Vec<usize> {
     let mut frames = Vec::new();
     let mut seen = 0;
     while seen < 5 {
-        let next = tokio::time::timeout(WAIT, ws.stream.next()).await.expect("frames in time");
+        let next = tokio::time::timeout(WAIT, ws.stream.next())
+            .await
+            .expect("frames in time");
         let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next else {
             panic!("expected a text frame, got {next:?}")
         };
