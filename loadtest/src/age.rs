@@ -9,20 +9,19 @@
 //! Subscribers scan each push for `source_ts` rather than decoding it whole, so the load
 //! generator's CPU (shared with the hub) goes to sockets, not JSON.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail};
 use futures_util::{SinkExt, StreamExt};
-use gpuscout_client::protocol::{self, Command, SubscribeRequest};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::fanout::connect_command;
+use crate::fanout::{hello, number};
 use crate::report::{self, Progress, hub_usage, now_us, procs_stats};
 use crate::{Cli, hub_addrs, token_minter};
 
@@ -135,6 +134,7 @@ fn spawn_subscribers(
             shared: shared.clone(),
             replies: 0,
             ages_us: Vec::new(),
+            before_publish_us: Vec::new(),
             publications: vec![0; channels.len()],
         };
         let token = mint(&format!("age{i}"))?;
@@ -176,6 +176,7 @@ fn measured(channels: &[String], totals: &Totals, seconds: f64, (before, after):
         "deliveries": deliveries,
         "deliveries_per_second": deliveries as f64 / seconds.max(1e-9),
         "age_ms": report::latency(&totals.ages_us),
+        "before_publish_ms": report::latency(&totals.before_publish_us),
         "hub_cpu_seconds_measured": cpu_seconds,
         "hub_cpu_us_per_delivery": cpu_seconds.filter(|_| deliveries > 0).map(|s| s * 1e6 / deliveries as f64),
         "load_average": report::load_average(),
@@ -211,6 +212,7 @@ impl Shared {
             measuring: AtomicBool::new(false),
             totals: std::sync::Mutex::new(Totals {
                 ages_us: Vec::new(),
+                before_publish_us: Vec::new(),
                 publications: vec![0; channels],
             }),
         }
@@ -222,6 +224,8 @@ impl Shared {
 struct Totals {
     /// The data age of each publication received while measuring, in µs.
     ages_us: Vec<u64>,
+    /// Of that age, the part before the hub published (its `ts` minus `source_ts`), in µs.
+    before_publish_us: Vec<u64>,
     /// Per channel (in `--channels` order), the most publications one subscriber received while
     /// measuring: how many the channel published.
     publications: Vec<u64>,
@@ -234,6 +238,7 @@ struct Subscriber {
     /// Subscribe replies received.
     replies: usize,
     ages_us: Vec<u64>,
+    before_publish_us: Vec<u64>,
     /// Publications received while measuring, per channel.
     publications: Vec<u64>,
 }
@@ -257,6 +262,7 @@ impl Subscriber {
         }
         let mut totals = self.shared.totals.lock().unwrap_or_else(|e| e.into_inner());
         totals.ages_us.extend_from_slice(&self.ages_us);
+        totals.before_publish_us.extend_from_slice(&self.before_publish_us);
         for (most, n) in totals.publications.iter_mut().zip(&self.publications) {
             *most = (*most).max(*n);
         }
@@ -271,10 +277,7 @@ impl Subscriber {
         mut stop: watch::Receiver<bool>,
     ) -> anyhow::Result<()> {
         let connecting = self.shared.connecting.acquire().await?;
-        let socket = tokio::net::TcpSocket::new_v4()?;
-        socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-        let stream = socket.connect(hub).await?;
-        let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+        let mut ws = crate::open_ws(source, hub).await?;
         drop(connecting);
         ws.send(Message::text(hello(token, &self.channels))).await?;
         loop {
@@ -336,35 +339,15 @@ impl Subscriber {
         };
         self.ages_us
             .push(arrived_us.saturating_sub(source_ts_ms.saturating_mul(1000)));
+        // `"ts":` (the hub's publish time) is not found inside `"source_ts":`.
+        if let Some(ts_ms) = number(line, "\"ts\":") {
+            self.before_publish_us.push(ts_ms.saturating_sub(source_ts_ms) * 1000);
+        }
         let channel = channel_of(line);
         if let Some(i) = self.channels.iter().position(|n| Some(n.as_str()) == channel) {
             self.publications[i] += 1;
         }
     }
-}
-
-/// The first frame: connect, then a subscribe (ids 2, 3, …) for each channel, batched.
-fn hello(token: String, channels: &[String]) -> String {
-    let mut frame = protocol::encode_command(&connect_command(token));
-    for (n, channel) in channels.iter().enumerate() {
-        let subscribe = Command {
-            id: 2 + n as u32,
-            subscribe: Some(SubscribeRequest {
-                channel: channel.clone(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        frame.push('\n');
-        frame.push_str(&protocol::encode_command(&subscribe));
-    }
-    frame
-}
-
-/// The unsigned integer after the first `key` in `line`.
-fn number(line: &str, key: &str) -> Option<u64> {
-    let p = line.find(key)? + key.len();
-    line[p..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 /// The channel of a push line, `{"push":{"channel":"<name>",…` (channel names need no escapes).
@@ -393,6 +376,7 @@ mod tests {
             shared: shared.clone(),
             replies: 0,
             ages_us: Vec::new(),
+            before_publish_us: Vec::new(),
             publications: vec![0; 2],
         };
         assert!(s.take("{}", 0).unwrap(), "a ping is answered");

@@ -13,7 +13,7 @@
 //! publication data is skipped, not copied, so the load generator's CPU (shared with both nodes
 //! on this machine) goes to sockets.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opening a connection (TCP, WebSocket handshake, first frame) takes at most this long.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 /// A connection not live this long after it opened is given up and opened again.
-const LIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Node B's `/proc` entries are read this often.
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 /// The window of node B's CPU peak.
@@ -479,14 +479,13 @@ impl Client {
     ) -> SessionEnd {
         let after_kill = self.shared.killed();
         let frame = hello(&self.token, &self.channels, positions);
-        let opened = {
-            let _ramp = if outcome.ever_live || after_kill {
-                None
-            } else {
-                self.shared.ramp.acquire().await.ok()
-            };
-            tokio::time::timeout(OPEN_TIMEOUT, open(node, self.source, frame)).await
+        // Held until live: the first connects are paced by how fast the nodes answer them.
+        let ramp = if outcome.ever_live || after_kill {
+            None
+        } else {
+            self.shared.ramp.acquire().await.ok()
         };
+        let opened = tokio::time::timeout(OPEN_TIMEOUT, open(node, self.source, frame)).await;
         let mut ws = match opened {
             Ok(Ok(ws)) => ws,
             Ok(Err(e)) => {
@@ -499,6 +498,7 @@ impl Client {
             }
         };
         let conn = Conn {
+            ramp,
             client: self,
             positions,
             outcome,
@@ -512,6 +512,8 @@ impl Client {
 
 /// One open connection of a client, taking in what arrives.
 struct Conn<'a> {
+    /// The pacing permit of a first connect, returned once live.
+    ramp: Option<tokio::sync::SemaphorePermit<'a>>,
     client: &'a Client,
     positions: &'a mut [Position],
     outcome: &'a mut Outcome,
@@ -555,6 +557,9 @@ impl Conn<'_> {
                     self.client.shared.note(format_args!("{e:#}"));
                     return SessionEnd::Failed;
                 }
+            }
+            if self.live() {
+                self.ramp.take();
             }
         }
     }
@@ -671,10 +676,7 @@ fn hello(token: &str, channels: &[String], positions: &[Position]) -> String {
 
 /// Open a WebSocket to `node` from `source` and send `frame`.
 async fn open(node: SocketAddr, source: Ipv4Addr, frame: String) -> anyhow::Result<Ws> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-    let stream = socket.connect(node).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{node}/connection/websocket"), stream).await?;
+    let mut ws = crate::open_ws(source, node).await?;
     ws.send(Message::text(frame)).await?;
     Ok(ws)
 }

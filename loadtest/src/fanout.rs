@@ -11,7 +11,7 @@
 //! (which does not wait for the hub) would see it. The report gives both, and how far the
 //! publisher fell behind.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -118,13 +118,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
             let mut subscribed = false;
             let outcome: anyhow::Result<()> = async {
                 let mut slot = Some(connecting.acquire_owned().await?);
-                let socket = tokio::net::TcpSocket::new_v4()?;
-                // A port of an earlier run's connection still in TIME_WAIT may be bound again.
-                socket.set_reuseaddr(true)?;
-                socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-                let stream = socket.connect(hub).await?;
-                let (mut ws, _) =
-                    tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+                let mut ws = crate::open_ws(source, hub).await?;
                 let subscribed_reply = format!("{{\"id\":{},", channels.len() + 1);
                 let mut lasts_due = channels.len();
                 ws.send(Message::text(hello(token, &channels))).await?;
@@ -293,7 +287,7 @@ pub async fn run(cli: &Cli, args: &Args) -> anyhow::Result<Value> {
 }
 
 /// The unsigned integer after `key` in `line`.
-fn number(line: &str, key: &str) -> Option<u64> {
+pub fn number(line: &str, key: &str) -> Option<u64> {
     let p = line.find(key)? + key.len();
     line[p..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
@@ -412,7 +406,7 @@ pub fn connect_command(token: String) -> Command {
 }
 
 /// The first frame of a subscriber: connect and its subscribes (ids 2, 3, …), batched.
-fn hello(token: String, channels: &[String]) -> String {
+pub fn hello(token: String, channels: &[String]) -> String {
     let mut frame = protocol::encode_command(&connect_command(token));
     for (n, channel) in channels.iter().enumerate() {
         let subscribe = Command {

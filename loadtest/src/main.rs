@@ -176,6 +176,21 @@ fn hub_addrs(cli: &Cli) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
+/// A WebSocket connection to `hub`'s `/connection/websocket` from `source` (one of the 127.0.0.x
+/// addresses, ~28k ports each). A port still in TIME_WAIT from an earlier run may be bound again,
+/// so back-to-back runs of 19,000 connections do not run out of ports.
+pub async fn open_ws(
+    source: std::net::Ipv4Addr,
+    hub: SocketAddr,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.set_reuseaddr(true)?;
+    socket.bind(SocketAddr::new(std::net::IpAddr::V4(source), 0))?;
+    let stream = socket.connect(hub).await?;
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+    Ok(ws)
+}
+
 /// Mints tokens signed like `gpuscout token`, with the hub's configured secret.
 fn token_minter() -> anyhow::Result<impl Fn(&str) -> anyhow::Result<String>> {
     let settings = Settings::load().context("loading settings for the token secret")?;

@@ -1,7 +1,7 @@
 //! `connect-storm`: authenticated connects at a rate until a cap or failures, held idle (pings
 //! answered); connects per second, connect latency, the hub's memory per connection.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -149,10 +149,7 @@ async fn open_connection(
     source: Ipv4Addr,
     token: String,
 ) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::new(IpAddr::V4(source), 0))?;
-    let stream = socket.connect(hub).await?;
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{hub}/connection/websocket"), stream).await?;
+    let mut ws = crate::open_ws(source, hub).await?;
     let connect = crate::fanout::connect_command(token);
     ws.send(Message::text(protocol::encode_command(&connect))).await?;
     while let Some(msg) = ws.next().await {

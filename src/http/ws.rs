@@ -313,7 +313,11 @@ async fn write_queued(
     let mut frames = 0u64;
     let mut pending: Option<BytesMut> = None;
     let mut single: Option<Bytes> = None;
+    // Bytes still to come after the current message: a frame's buffer is sized once, not grown
+    // (and copied) message by message.
+    let mut left: usize = batch.iter().map(|m| m.len() + 1).sum();
     for message in batch.drain(..) {
+        left -= message.len() + 1;
         let size = pending
             .as_ref()
             .map(|b| b.len())
@@ -330,7 +334,8 @@ async fn write_queued(
                 buf.extend_from_slice(&message);
             }
             (None, Some(first)) => {
-                let mut buf = BytesMut::with_capacity(first.len() + 1 + message.len());
+                let needed = first.len() + 1 + message.len();
+                let mut buf = BytesMut::with_capacity((needed + left).min(max_batch_bytes).max(needed));
                 buf.extend_from_slice(first);
                 buf.extend_from_slice(b"\n");
                 buf.extend_from_slice(&message);
