@@ -313,16 +313,12 @@ async fn write_queued(
     let mut frames = 0u64;
     let mut pending: Option<BytesMut> = None;
     let mut single: Option<Bytes> = None;
-    // Bytes still to come after the current message: a frame's buffer is sized once, not grown
-    // (and copied) message by message.
+    // Bytes after the current message: a frame's buffer is sized once, not grown message by message.
     let mut left: usize = batch.iter().map(|m| m.len() + 1).sum();
     for message in batch.drain(..) {
         left -= message.len() + 1;
-        let size = pending
-            .as_ref()
-            .map(|b| b.len())
-            .or(single.as_ref().map(|b| b.len()))
-            .unwrap_or(0);
+        let size = pending.as_ref().map(|b| b.len()).or(single.as_ref().map(|b| b.len()));
+        let size = size.unwrap_or(0);
         if size > 0 && size + 1 + message.len() > max_batch_bytes {
             let frame = take_frame(&mut pending, &mut single);
             feed(socket, frame).await?;
