@@ -81,7 +81,7 @@ impl MarketSource for Farm500Source {
         };
         let (etag, last_modified) = (header(ETAG), header(LAST_MODIFIED));
         let body = response.bytes().await.map_err(transport_error)?;
-        let received_ms = unix_now_ms() as i64;
+        let now = unix_now_ms() as i64;
         let MachinesBody { machines, taken_at_ms } = if self.use_offers {
             let body: Value = serde_json::from_slice(&body).map_err(|e| SourceError::Invalid(e.to_string()))?;
             MachinesBody {
@@ -95,10 +95,9 @@ impl MarketSource for Farm500Source {
         // Validators only once the body parsed: a truncated body must not be "unchanged" next time.
         self.etag = etag;
         self.last_modified = last_modified;
-        let now = unix_now_ms() as i64;
         Ok(Fetched::Offers {
             offers: offers_of(&machines, "farm500", now),
-            source_ts_ms: taken_at_ms.unwrap_or(received_ms),
+            source_ts_ms: taken_at_ms.unwrap_or(now),
         })
     }
 }

@@ -427,11 +427,7 @@ fn polled(
 ) -> Vec<Outgoing> {
     let mut out: Vec<Outgoing> = Vec::new();
     let offers = match fetched {
-        Fetched::Offers { offers, source_ts_ms } => {
-            // Noted first, so the health change this poll makes says it too.
-            market.write().note_source_ts(source_ts_ms);
-            Some((offers, source_ts_ms))
-        }
+        Fetched::Offers { offers, source_ts_ms } => Some((offers, source_ts_ms)),
         Fetched::Unchanged => None,
     };
     if let Some(t) = trackers.get_mut(source) {
@@ -443,7 +439,12 @@ fn polled(
             t.health.offers = o.len() as u32;
         }
         t.refresh_stale(at_ms);
-        out.extend(market.write().apply_health(t.health.clone(), at_ms));
+        let mut m = market.write();
+        // In the same write (one market version): the health change this poll makes says it too.
+        if let Some((_, source_ts_ms)) = &offers {
+            m.note_source_ts(*source_ts_ms);
+        }
+        out.extend(m.apply_health(t.health.clone(), at_ms));
     }
     if let Some((offers, source_ts_ms)) = offers {
         let started = std::time::Instant::now();
