@@ -72,9 +72,9 @@ impl Application {
         let settings = Arc::new(settings);
         let tasks = Tasks::new(CancellationToken::new());
         let store = open_store(&settings).await?;
-        let cluster = connect_cluster(&settings, uuid::Uuid::new_v4().to_string(), &tasks).await?;
-        restore_revocations(&store, cluster.users.as_ref()).await?;
         let metrics = Arc::new(Metrics::default());
+        let cluster = connect_cluster(&settings, uuid::Uuid::new_v4().to_string(), &tasks, &metrics).await?;
+        restore_revocations(&store, cluster.users.as_ref()).await?;
         let market = Market::default();
         let (writes, writer) = WriteQueue::new(metrics.clone());
         tasks.spawn_critical("store-writer", writer.run(tasks.stop_token().clone()));
@@ -236,7 +236,12 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 
 /// The in-process bus for one node; with `bus.redis_url`, the Redis bus, shared user state and
 /// a campaign for leadership (a critical task).
-async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) -> anyhow::Result<Cluster> {
+async fn connect_cluster(
+    settings: &Settings,
+    node_id: String,
+    tasks: &Tasks,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Cluster> {
     let b = &settings.bus;
     if b.redis_url.is_empty() {
         return Ok(Cluster {
@@ -246,7 +251,7 @@ async fn connect_cluster(settings: &Settings, node_id: String, tasks: &Tasks) ->
             role: Role::single_node(),
         });
     }
-    let (bus, delivery) = RedisBus::connect(b, tasks.stop_token())
+    let (bus, delivery) = RedisBus::connect(b, tasks.stop_token(), metrics.clone())
         .await
         .context("connecting to Redis (bus.redis_url)")?;
     tasks.spawn_critical("bus-delivery", delivery);

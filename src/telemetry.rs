@@ -183,6 +183,7 @@ pub struct Metrics {
     pub frames_written_total: AtomicU64,
     pub snapshots_built_total: AtomicU64,
     pub snapshot_replica_reads_total: AtomicU64,
+    pub bus_history_cached_total: AtomicU64,
     pub commands_rejected_rate_total: AtomicU64,
     command_latency: [Histogram; CommandKind::ALL.len()],
     labelled: Mutex<Labelled>,
@@ -209,6 +210,7 @@ impl Default for Metrics {
             frames_written_total: AtomicU64::default(),
             snapshots_built_total: AtomicU64::default(),
             snapshot_replica_reads_total: AtomicU64::default(),
+            bus_history_cached_total: AtomicU64::default(),
             commands_rejected_rate_total: AtomicU64::default(),
             command_latency: std::array::from_fn(|_| Histogram::new(&LATENCY_BUCKETS_S)),
             labelled: Mutex::default(),
@@ -394,7 +396,7 @@ impl MetricKind {
 type Read = fn(&Metrics) -> i128;
 
 /// The plain gauges and counters, in the order they are rendered: (name, help, kind, read).
-const SCALARS: [(&str, &str, MetricKind, Read); 19] = [
+const SCALARS: [(&str, &str, MetricKind, Read); 20] = [
     (
         "gpuscout_store_queue_depth",
         "Database writes (alert firings, rule conditions, minute snapshots) waiting to be written.",
@@ -502,6 +504,12 @@ const SCALARS: [(&str, &str, MetricKind, Read); 19] = [
         "Market channel snapshots read from the leader's copy in Redis for subscribe replies (a follower; large ones are kept for a second and shared).",
         MetricKind::Counter,
         |m| m.snapshot_replica_reads_total.load(Ordering::Relaxed).into(),
+    ),
+    (
+        "gpuscout_bus_history_cached_total",
+        "Channel positions and recoveries for subscribes answered from this node's copy of a delivered channel's recent tail (read from Redis at most a second before) instead of a Redis read.",
+        MetricKind::Counter,
+        |m| m.bus_history_cached_total.load(Ordering::Relaxed).into(),
     ),
     (
         "gpuscout_commands_rate_limited_total",

@@ -42,6 +42,8 @@ const PUBLISH_IN_FLIGHT: usize = 64;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opening a connection (TCP, WebSocket handshake, first frame) takes at most this long.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The longest back-off before a subscribe refused with a temporary error is sent again.
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(10);
 /// A connection not live this long after it opened is given up and opened again.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Node B's `/proc` entries are read this often.
@@ -252,6 +254,8 @@ struct Counts {
     unreadable: AtomicU64,
     /// Failed connects, refused commands, connections not live in time.
     errors: AtomicU64,
+    /// Subscribes answered with a temporary error and sent again on the same connection.
+    resubscribes: AtomicU64,
 }
 
 /// What every client shares: the counts, the time of the kill, and the pacing of the first
@@ -505,6 +509,8 @@ impl Client {
             after_kill,
             accepted: false,
             replies: 0,
+            retry_at: vec![None; self.channels.len()],
+            refusals: vec![0; self.channels.len()],
         };
         conn.read(&mut ws, stop).await
     }
@@ -523,6 +529,10 @@ struct Conn<'a> {
     accepted: bool,
     /// Subscribe replies received: live with one per channel.
     replies: usize,
+    /// Per channel: when a subscribe refused with a temporary error is to be sent again.
+    retry_at: Vec<Option<Instant>>,
+    /// Per channel: temporary refusals on this connection (the back-off doubles with each).
+    refusals: Vec<u32>,
 }
 
 impl Conn<'_> {
@@ -532,8 +542,15 @@ impl Conn<'_> {
         let give_up = tokio::time::sleep(LIVE_TIMEOUT);
         tokio::pin!(deadline, give_up);
         loop {
+            let retry = self.retry_at.iter().flatten().min().copied();
             let msg = tokio::select! {
                 msg = ws.next() => msg,
+                _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now).into()), if retry.is_some() => {
+                    if self.resubscribe(ws).await.is_err() {
+                        return self.ended();
+                    }
+                    continue;
+                }
                 _ = stop.changed() => return SessionEnd::Stopped,
                 _ = &mut deadline => return SessionEnd::Stopped,
                 _ = &mut give_up, if !self.live() => {
@@ -584,6 +601,12 @@ impl Conn<'_> {
             return Ok(());
         };
         if let Some(e) = message.error {
+            // A real client subscribes again after a back-off when the refusal is temporary.
+            let channel = (message.id as usize).wrapping_sub(2);
+            if e.temporary && channel < self.client.channels.len() {
+                self.refused(channel);
+                return Ok(());
+            }
             bail!("command {} refused: {e}", message.id);
         }
         if message.connect.is_some() {
@@ -597,6 +620,32 @@ impl Conn<'_> {
             Some(push) => self.pushed(push),
             None => Ok(()),
         }
+    }
+
+    /// The subscribe of `channel` was refused with a temporary error: send it again after a
+    /// back-off that doubles with each refusal, up to `RESUBSCRIBE_MAX`, jittered per client.
+    fn refused(&mut self, channel: usize) {
+        let attempt = self.refusals[channel];
+        self.refusals[channel] = attempt.saturating_add(1);
+        let high = RESUBSCRIBE_MAX.min(Duration::from_millis(500) * 2u32.saturating_pow(attempt.min(8)));
+        let high_ms = high.as_millis() as u64;
+        let pause = spread(self.client.index, attempt, high_ms / 2, high_ms);
+        self.retry_at[channel] = Some(Instant::now() + pause);
+    }
+
+    /// Send the subscribes whose back-off is over, each recovering from the channel's position.
+    async fn resubscribe(&mut self, ws: &mut Ws) -> anyhow::Result<()> {
+        let now = Instant::now();
+        for channel in 0..self.retry_at.len() {
+            if self.retry_at[channel].is_some_and(|at| at <= now) {
+                self.retry_at[channel] = None;
+                let id = u32::try_from(channel + 2)?;
+                let command = subscribe_command(id, &self.client.channels[channel], &self.positions[channel]);
+                ws.send(Message::text(command)).await?;
+                self.client.shared.counts.resubscribes.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// The reply to the subscribe command `id` (2 for the first channel).
@@ -655,23 +704,27 @@ fn hello(token: &str, channels: &[String], positions: &[Position]) -> String {
         .iter()
         .zip(positions)
         .zip(2u32..)
-        .map(|((channel, position), id)| {
-            protocol::encode_command(&Command {
-                id,
-                subscribe: Some(SubscribeRequest {
-                    channel: channel.clone(),
-                    recover: true,
-                    offset: position.offset,
-                    epoch: position.epoch.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-        });
+        .map(|((channel, position), id)| subscribe_command(id, channel, position));
     std::iter::once(connect)
         .chain(subscribes)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Subscribe command `id` for `channel`, recovering from `position` (from nothing before the
+/// first reply).
+fn subscribe_command(id: u32, channel: &str, position: &Position) -> String {
+    protocol::encode_command(&Command {
+        id,
+        subscribe: Some(SubscribeRequest {
+            channel: channel.to_owned(),
+            recover: true,
+            offset: position.offset,
+            epoch: position.epoch.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
 }
 
 /// Open a WebSocket to `node` from `source` and send `frame`.
@@ -904,6 +957,7 @@ fn build_report(cli: &Cli, args: &Args, channels: &[String], shared: &Shared, m:
         "recovered_publications": load(&counts.recovered_publications),
         "unreadable_messages": load(&counts.unreadable),
         "errors": load(&counts.errors),
+        "resubscribes": load(&counts.resubscribes),
         "node_b_cpu_peak_percent": cpu_peak_percent(&m.samples),
         "node_b_rss_peak_bytes": m.samples.iter().map(|s| s.rss_bytes).max(),
         "node_b_rss_before_bytes": m.samples.first().map(|s| s.rss_bytes),

@@ -10,6 +10,7 @@ pub mod leader;
 pub mod memory;
 pub mod redis;
 pub mod snapshots;
+pub mod tail;
 pub mod users;
 
 use std::sync::Arc;

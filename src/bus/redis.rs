@@ -17,6 +17,7 @@
 //! share a slot in a Redis Cluster; with `bus.redis_sharded` the pub/sub channel does too and the
 //! bus uses `SPUBLISH`/`SSUBSCRIBE`.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -31,9 +32,11 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use super::memory::new_epoch;
+use super::tail::TailCache;
 use super::{Bus, BusError, HistoryQuery, HistoryResult, Publication, PublicationHandler, StreamPosition};
 use crate::clock::unix_now_ms;
 use crate::config::BusSettings;
+use crate::telemetry::Metrics;
 
 const PUBLISH_LUA: &str = r#"
 -- KEYS: meta, stream. ARGV: data, new epoch, max len, history ttl ms, meta ttl ms, pub/sub channel,
@@ -118,6 +121,9 @@ struct Inner {
     /// Serialises delivery with gap filling (one delivery task, but catch-up runs beside it).
     delivery: tokio::sync::Mutex<()>,
     lagged: Mutex<u64>,
+    /// The recent tail of delivered channels, answering subscribes without Redis.
+    tail: TailCache,
+    metrics: Arc<Metrics>,
 }
 
 pub struct RedisBus {
@@ -160,6 +166,7 @@ impl RedisBus {
     pub async fn connect(
         settings: &BusSettings,
         stop: &CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), BusError> {
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
         let client = redis_builder(&settings.redis_url, 16)?.build().map_err(unavailable)?;
@@ -182,6 +189,8 @@ impl RedisBus {
             delivered: DashMap::new(),
             delivery: tokio::sync::Mutex::new(()),
             lagged: Mutex::new(0),
+            tail: TailCache::default(),
+            metrics,
         });
         let stop = stop.child_token();
         let delivery = deliver_loop(inner.clone(), stop.clone());
@@ -482,6 +491,7 @@ impl Bus for RedisBus {
     async fn unsubscribe(&self, channel: &str) -> Result<(), BusError> {
         let inner = &self.inner;
         inner.delivered.remove(channel);
+        inner.tail.forget(channel);
         let name = inner.pubsub_channel(channel);
         let result = if inner.settings.redis_sharded {
             inner.subscriber.sunsubscribe(name).await
@@ -492,7 +502,24 @@ impl Bus for RedisBus {
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, BusError> {
-        self.inner.history(channel, &query).await
+        let inner = &self.inner;
+        // A channel this node delivers: its recent tail may answer (see `tail`).
+        let delivered = inner.delivered.get(channel).and_then(|slot| slot.value().clone());
+        if let Some(d) = &delivered
+            && let Some(answer) = inner.tail.answer(channel, &query, &d.epoch, d.offset)
+        {
+            inner.metrics.bus_history_cached_total.fetch_add(1, Ordering::Relaxed);
+            return Ok(answer);
+        }
+        let result = inner.history(channel, &query).await?;
+        if delivered.is_some() {
+            inner.tail.store(channel, &query, &result);
+            // Unsubscribed meanwhile: nothing is kept for a channel the node no longer delivers.
+            if !inner.delivered.contains_key(channel) {
+                inner.tail.forget(channel);
+            }
+        }
+        Ok(result)
     }
 
     async fn ready(&self) -> bool {
@@ -513,7 +540,8 @@ mod tests {
 
     /// A bus with its delivery task running (until the bus is dropped).
     async fn started(settings: &BusSettings) -> Result<RedisBus, BusError> {
-        let (bus, delivery) = RedisBus::connect(settings, &CancellationToken::new()).await?;
+        let metrics = Arc::new(Metrics::default());
+        let (bus, delivery) = RedisBus::connect(settings, &CancellationToken::new(), metrics).await?;
         tokio::spawn(delivery);
         Ok(bus)
     }
@@ -664,6 +692,45 @@ mod tests {
         got.wait_for(4, 0).await;
         let offsets: Vec<u64> = got.publications.lock().unwrap().iter().map(|p| p.0).collect();
         assert_eq!(offsets, vec![1, 2, 3, 4]);
+    }
+
+    #[tokio::test]
+    async fn subscribes_to_a_delivered_channel_are_answered_from_its_recent_tail() {
+        let Some(bus) = bus(300).await else { return };
+        let got = Arc::new(Resets::default());
+        bus.attach(got.clone());
+        bus.subscribe("t:tail").await.unwrap();
+        let mut top = StreamPosition::default();
+        for d in ["1", "2", "3"] {
+            top = bus.publish("t:tail", Bytes::from_static(d.as_bytes())).await.unwrap();
+        }
+        got.wait_for(3, 0).await;
+        let since = |offset: u64| HistoryQuery {
+            since: Some(StreamPosition {
+                offset,
+                epoch: top.epoch.clone(),
+            }),
+            limit: 10,
+            reverse: false,
+        };
+        let offsets = |h: &HistoryResult| h.publications.iter().map(|p| p.offset).collect::<Vec<_>>();
+        assert_eq!(offsets(&bus.history("t:tail", since(1)).await.unwrap()), vec![2, 3]);
+        // The stream is gone from Redis: what still answers is the node's copy of the tail.
+        let inner = &bus.inner;
+        let _: i64 = inner.client.del(inner.stream_key("t:tail")).await.unwrap();
+        let cached = bus.history("t:tail", since(2)).await.unwrap();
+        assert_eq!((offsets(&cached), cached.position.clone()), (vec![3], top.clone()));
+        assert_eq!(inner.metrics.bus_history_cached_total.load(Ordering::Relaxed), 1);
+        // Delivered past the copy's top: Redis is read again (and holds only the new one).
+        bus.publish("t:tail", Bytes::from_static(b"4")).await.unwrap();
+        got.wait_for(4, 0).await;
+        assert_eq!(offsets(&bus.history("t:tail", since(1)).await.unwrap()), vec![4]);
+        assert_eq!(offsets(&bus.history("t:tail", since(3)).await.unwrap()), vec![4]);
+        assert!(inner.tail.answer("t:tail", &since(3), &top.epoch, 4).is_some());
+        // Not kept for a channel the node no longer delivers.
+        bus.unsubscribe("t:tail").await.unwrap();
+        assert!(inner.tail.answer("t:tail", &since(3), &top.epoch, 4).is_none());
+        assert_eq!(inner.metrics.bus_history_cached_total.load(Ordering::Relaxed), 1);
     }
 
     #[derive(Default)]
