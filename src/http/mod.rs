@@ -19,6 +19,7 @@ pub mod query;
 pub mod serve;
 pub mod server_api;
 pub mod static_files;
+pub mod upgrade;
 pub mod ws;
 
 use std::sync::Arc;

@@ -2,7 +2,9 @@
 //!
 //! One task per connection, `select!`ing on the socket, the outbound queue, the ping timer, the
 //! connection's deadlines and shutdown. Queued messages are joined with `\n` into as few frames as
-//! possible and flushed once per wake-up.
+//! possible and flushed once per wake-up. A message longer than [`FRAGMENT_BYTES`] is written as
+//! fragments of that size (RFC 6455 §5.4), so a connection's write buffer never grows past one
+//! fragment (see `http::upgrade`).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -10,22 +12,29 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, SinkExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::{Frame, Utf8Bytes};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
+use super::upgrade::{Socket, Upgrade};
 use crate::clock::unix_now_s;
 use crate::config::ServerSettings;
 use crate::hub::{Client, Hub, Outbox};
 use crate::protocol::{Disconnect, PING};
 use crate::telemetry::Metrics;
 
-pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Response {
+/// The largest frame written: longer messages go out as fragments of this size.
+pub const FRAGMENT_BYTES: usize = 16 * 1024;
+
+pub async fn upgrade(State(app): State<AppState>, ws: Upgrade) -> Response {
     let s = &app.settings.server;
     // Before the upgrade, while the answer can still be an HTTP status.
     if app.hub.metrics.connections.load(Ordering::Relaxed) >= i64::try_from(s.max_connections).unwrap_or(i64::MAX) {
@@ -38,12 +47,13 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
     }
     let hub = app.hub.clone();
     let tracker = app.tracker.clone();
-    ws.read_buffer_size(s.read_buffer_bytes)
+    let config = WebSocketConfig::default()
+        .read_buffer_size(s.read_buffer_bytes)
         .write_buffer_size(s.write_buffer_bytes)
         .max_write_buffer_size(s.max_write_buffer_bytes)
-        .max_message_size(s.max_message_bytes)
-        .max_frame_size(s.max_message_bytes)
-        .on_upgrade(move |socket| {
+        .max_message_size(Some(s.max_message_bytes))
+        .max_frame_size(Some(s.max_message_bytes));
+    ws.on_upgrade(config, move |socket| {
             // Every line a session logs carries its connection id, and its user and tier once
             // `connect` is accepted.
             let span = tracing::info_span!(parent: None, "ws", conn = tracing::field::Empty, user = tracing::field::Empty, tier = tracing::field::Empty);
@@ -54,7 +64,7 @@ pub async fn upgrade(State(app): State<AppState>, ws: WebSocketUpgrade) -> Respo
 /// One connection, counted while it lives. A panic in it is logged and counted
 /// (`gpuscout_connection_panics_total`) and hurts no one else: the protocol client frees its
 /// session and subscriptions when dropped, and the gauge is kept by a guard.
-async fn supervised(socket: WebSocket, hub: Arc<Hub>) {
+async fn supervised(socket: Socket, hub: Arc<Hub>) {
     let metrics = hub.metrics.clone();
     if AssertUnwindSafe(run_connection(socket, hub))
         .catch_unwind()
@@ -93,7 +103,7 @@ enum End {
     Gone,
 }
 
-async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
+async fn run_connection(mut socket: Socket, hub: Arc<Hub>) {
     let settings = hub.settings.clone();
     let s = &settings.server;
     let (outbox, mut client, live) = open(&hub);
@@ -126,7 +136,7 @@ async fn run_connection(mut socket: WebSocket, hub: Arc<Hub>) {
                     }
                 }
             }
-            message = socket.recv() => {
+            message = socket.next() => {
                 if let Some(end) = on_message(&mut client, &mut timers, message).await {
                     break end;
                 }
@@ -231,7 +241,7 @@ impl Timers {
 async fn on_message(
     client: &mut Client,
     timers: &mut Timers,
-    message: Option<Result<Message, axum::Error>>,
+    message: Option<Result<Message, WsError>>,
 ) -> Option<End> {
     match message {
         None => Some(End::Gone),
@@ -254,7 +264,7 @@ async fn on_message(
 
 /// Tear-down, once the client's hub state is released and the metrics updated: unless the peer
 /// is gone, send what is still queued and the close frame.
-async fn close_connection(socket: &mut WebSocket, outbox: &Outbox, batch: &mut Vec<Bytes>, hub: &Hub, end: End) {
+async fn close_connection(socket: &mut Socket, outbox: &Outbox, batch: &mut Vec<Bytes>, hub: &Hub, end: End) {
     if let End::PeerClosed = end {
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.flush()).await;
     }
@@ -273,30 +283,26 @@ async fn close_connection(socket: &mut WebSocket, outbox: &Outbox, batch: &mut V
             .await;
         }
         let frame = CloseFrame {
-            code: disconnect.code,
+            code: disconnect.code.into(),
             reason: Utf8Bytes::from(disconnect.reason),
         };
         let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(Message::Close(Some(frame)))).await;
     }
 }
 
-fn read_error(error: axum::Error) -> End {
-    use tokio_tungstenite::tungstenite::Error as WsError;
+fn read_error(error: WsError) -> End {
     use tokio_tungstenite::tungstenite::error::CapacityError;
-    match error.into_inner().downcast::<WsError>() {
-        Ok(e) => match *e {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Disconnect::MESSAGE_TOO_BIG),
-            WsError::Utf8(_) => End::Close(Disconnect::BAD_REQUEST),
-            _ => End::Gone,
-        },
-        Err(_) => End::Gone,
+    match error {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => End::Close(Disconnect::MESSAGE_TOO_BIG),
+        WsError::Utf8(_) => End::Close(Disconnect::BAD_REQUEST),
+        _ => End::Gone,
     }
 }
 
 /// Write everything queued as few `\n`-joined frames as the batch limit allows, then flush once.
 /// `Ok(Some(d))` when the queue asks to close; `Err` when the socket failed.
 async fn write_queued(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     outbox: &Outbox,
     batch: &mut Vec<Bytes>,
     max_batch_bytes: usize,
@@ -321,8 +327,7 @@ async fn write_queued(
         let size = size.unwrap_or(0);
         if size > 0 && size + 1 + message.len() > max_batch_bytes {
             let frame = take_frame(&mut pending, &mut single);
-            feed(socket, frame).await?;
-            frames += 1;
+            frames += feed(socket, frame).await?;
         }
         match (&mut pending, &single) {
             (Some(buf), _) => {
@@ -343,8 +348,7 @@ async fn write_queued(
     }
     if pending.is_some() || single.is_some() {
         let frame = take_frame(&mut pending, &mut single);
-        feed(socket, frame).await?;
-        frames += 1;
+        frames += feed(socket, frame).await?;
     }
     socket.flush().await.map_err(|_| ())?;
     outbox.written();
@@ -363,8 +367,26 @@ fn take_frame(pending: &mut Option<BytesMut>, single: &mut Option<Bytes>) -> Byt
     }
 }
 
-async fn feed(socket: &mut WebSocket, frame: Bytes) -> Result<(), ()> {
-    // Every message queued is JSON we produced, so this check never fails in practice.
-    let text = Utf8Bytes::try_from(frame).map_err(|_| ())?;
-    socket.feed(Message::Text(text)).await.map_err(|_| ())
+/// Queue one text message: as one frame up to [`FRAGMENT_BYTES`], else as fragments of that size
+/// (slices of the same bytes, not copies). Returns the frames queued.
+async fn feed(socket: &mut Socket, message: Bytes) -> Result<u64, ()> {
+    if message.len() <= FRAGMENT_BYTES {
+        // Every message queued is JSON we produced, so this check never fails in practice.
+        let text = Utf8Bytes::try_from(message).map_err(|_| ())?;
+        socket.feed(Message::Text(text)).await.map_err(|_| ())?;
+        return Ok(1);
+    }
+    // A fragment may end inside a UTF-8 sequence: only the whole message must be valid text.
+    let mut opcode = OpCode::Data(Data::Text);
+    let (mut start, mut frames) = (0, 0);
+    while start < message.len() {
+        let end = (start + FRAGMENT_BYTES).min(message.len());
+        let last = end == message.len();
+        let fragment = Frame::message(message.slice(start..end), opcode, last);
+        socket.feed(Message::Frame(fragment)).await.map_err(|_| ())?;
+        opcode = OpCode::Data(Data::Continue);
+        start = end;
+        frames += 1;
+    }
+    Ok(frames)
 }

@@ -128,3 +128,102 @@ async fn write_delay_gathers_publications_into_one_frame() {
     // The writer waits 500 ms after the first: all five (published within ~150 ms) share it.
     assert_eq!(frames_of_five_spaced_publications(500).await, vec![5]);
 }
+
+/// A message longer than `http::ws::FRAGMENT_BYTES` goes out as fragments no longer than that
+/// (a text frame, then continuations, the last one final), joined by the client into the one
+/// message: no connection's write buffer grows to the size of the largest message it sent.
+#[tokio::test]
+async fn a_large_message_is_written_in_bounded_fragments() {
+    use gpuscout_hub::http::ws::FRAGMENT_BYTES;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = spawn_app().await;
+    let mut tcp = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    let handshake = format!(
+        "GET /connection/websocket HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        app.addr
+    );
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    let token = app.token("big", Tier::Professional);
+    let commands = format!(
+        "{}\n{}",
+        json!({"id": 1, "connect": {"token": token}}),
+        json!({"id": 2, "subscribe": {"channel": "gpu:rtx-4090"}})
+    );
+    tcp.write_all(&masked_text_frame(commands.as_bytes())).await.unwrap();
+    // Both replies (small: one frame each), then the large publication.
+    let mut replies = 0;
+    while replies < 2 {
+        let (_, _, payload) = read_frame(&mut tcp).await;
+        replies += String::from_utf8(payload).unwrap().matches("\"id\":").count();
+    }
+    let blob = "x".repeat(100_000);
+    app.publish("gpu:rtx-4090", json!({"blob": blob})).await;
+    let (mut frames, mut message) = (Vec::new(), Vec::new());
+    loop {
+        let (fin, opcode, payload) = read_frame(&mut tcp).await;
+        frames.push((opcode, payload.len()));
+        message.extend_from_slice(&payload);
+        if fin {
+            break;
+        }
+    }
+    assert!(frames.len() >= 100_000 / FRAGMENT_BYTES, "{frames:?}");
+    assert!(frames.iter().all(|&(_, len)| len <= FRAGMENT_BYTES), "{frames:?}");
+    assert_eq!(frames[0].0, 1, "a text frame first");
+    assert!(
+        frames[1..].iter().all(|&(opcode, _)| opcode == 0),
+        "then continuations: {frames:?}"
+    );
+    let push: serde_json::Value = serde_json::from_slice(&message).unwrap();
+    assert_eq!(
+        push["push"]["pub"]["data"]["blob"].as_str().map(str::len),
+        Some(100_000)
+    );
+}
+
+/// A client's text frame (masked, as RFC 6455 requires of clients; the mask is zero).
+fn masked_text_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// One frame from the server: whether it is final, its opcode and its payload.
+async fn read_frame(tcp: &mut tokio::net::TcpStream) -> (bool, u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let read = async {
+        let (b0, b1) = (tcp.read_u8().await?, tcp.read_u8().await?);
+        assert_eq!(b1 & 0x80, 0, "server frames are not masked");
+        let len = match b1 & 0x7F {
+            126 => u64::from(tcp.read_u16().await?),
+            127 => tcp.read_u64().await?,
+            n => u64::from(n),
+        };
+        let mut payload = vec![0; usize::try_from(len).unwrap()];
+        tcp.read_exact(&mut payload).await?;
+        std::io::Result::Ok((b0 & 0x80 != 0, b0 & 0x0F, payload))
+    };
+    tokio::time::timeout(WAIT, read)
+        .await
+        .expect("a frame in time")
+        .expect("a frame")
+}

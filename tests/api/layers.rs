@@ -99,6 +99,17 @@ async fn json_and_static_files_are_compressed_but_not_the_websocket_upgrade() {
 }
 
 #[tokio::test]
+async fn a_plain_get_of_the_websocket_endpoint_is_told_what_is_missing() {
+    let app = spawn_app().await;
+    let resp = raw_client().get(app.url("/connection/websocket")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("Connection: Upgrade"), "{body}");
+}
+
+#[tokio::test]
 async fn the_dashboard_is_served_with_a_strict_content_security_policy() {
     let app = spawn_app().await;
     let resp = raw_client().get(app.url("/")).send().await.unwrap();
