@@ -30,7 +30,7 @@ use crate::bus::users::{HEARTBEAT_EVERY, LocalUsers, RedisUsers, UserState};
 use crate::bus::{Bus, MemoryBus, RedisBus};
 use crate::clock::unix_now_s;
 use crate::config::{AdvisorProviderKind, Settings};
-use crate::http::{self, AppState};
+use crate::http::{self, AppParts, AppState};
 use crate::hub::{Hub, HubParts};
 use crate::ingest;
 use crate::ingest::runner::{Role, RunnerParts};
@@ -108,7 +108,7 @@ impl Application {
         ingest::runner::spawn(runner, &settings.ingest, &tasks);
 
         let (listener, local_addr) = bind(&settings).await?;
-        let state = AppState {
+        let state = AppState::new(AppParts {
             hub,
             store,
             market,
@@ -118,7 +118,7 @@ impl Application {
             settings,
             tracker: TaskTracker::new(),
             tasks: tasks.clone(),
-        };
+        });
         Ok(Self {
             listener,
             local_addr,

@@ -37,9 +37,27 @@ use crate::portfolio::Portfolio;
 use crate::store::Store;
 use crate::tasks::Tasks;
 
-/// Shared state of every handler.
+/// Shared state of every handler, behind one `Arc`: axum clones the state for every request
+/// (and layer), and one reference count is cheaper than one per part, above all with the
+/// connects of a reconnect storm on both cores at once.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppParts>);
+
+impl AppState {
+    pub fn new(parts: AppParts) -> Self {
+        Self(Arc::new(parts))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = AppParts;
+    fn deref(&self) -> &AppParts {
+        &self.0
+    }
+}
+
+/// The parts of [`AppState`].
+pub struct AppParts {
     /// Connections, subscriptions, fan-out, and the bus behind them.
     pub hub: Arc<Hub>,
     /// The database.

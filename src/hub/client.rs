@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use governor::{DefaultDirectRateLimiter, RateLimiter};
+use governor::DefaultDirectRateLimiter;
 
 use super::{Hub, Outbox, RpcContext, Subscriber, quota};
 use crate::auth::{AuthError, Claims};
@@ -293,7 +293,10 @@ impl Client {
             }
             Err(e) => tracing::warn!(error = %e, "cross-node connection count failed; connection allowed"),
         }
-        self.limiter = Some(RateLimiter::direct(quota(tier.commands_per_second, tier.command_burst)));
+        self.limiter = Some(
+            self.hub
+                .connection_limiter(quota(tier.commands_per_second, tier.command_burst)),
+        );
         let span = tracing::Span::current();
         span.record("user", claims.sub.as_str());
         span.record("tier", claims.tier.as_str());

@@ -17,7 +17,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::DefaultClock;
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::value::RawValue;
 use tokio_util::sync::CancellationToken;
 
@@ -193,6 +194,9 @@ pub struct Hub {
     node_id: String,
     leadership: Leadership,
     users: Arc<dyn UserState>,
+    /// The clock of every connection's command rate limiter. Made once: making one runs CPUID,
+    /// which in a virtual machine traps to the hypervisor (a cost per connect in a storm).
+    limiter_clock: DefaultClock,
 }
 
 impl Hub {
@@ -230,9 +234,15 @@ impl Hub {
             node_id,
             leadership: parts.leadership,
             users: parts.users,
+            limiter_clock: DefaultClock::default(),
         });
         parts.bus.attach(Arc::new(FanOut(Arc::downgrade(&hub))));
         hub
+    }
+
+    /// A command rate limiter for one connection.
+    pub fn connection_limiter(&self, quota: Quota) -> DefaultDirectRateLimiter {
+        RateLimiter::direct_with_clock(quota, self.limiter_clock.clone())
     }
 
     pub fn shutdown_token(&self) -> &CancellationToken {
