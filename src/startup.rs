@@ -266,7 +266,7 @@ async fn connect_cluster(
     let subscriber = redis_builder(&b.redis_url, 64)?
         .build_subscriber_client()
         .context("bus.redis_url")?;
-    let (users, control) = RedisUsers::start(bus.client(), subscriber, &b.redis_prefix, &node_id, tasks.stop_token())
+    let (users, control) = RedisUsers::start(bus.clients(), subscriber, &b.redis_prefix, &node_id, tasks.stop_token())
         .await
         .context("connecting to Redis (bus.redis_url)")?;
     tasks.spawn_critical("control-listener", control);

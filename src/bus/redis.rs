@@ -17,7 +17,7 @@
 //! share a slot in a Redis Cluster; with `bus.redis_sharded` the pub/sub channel does too and the
 //! bus uses `SPUBLISH`/`SSUBSCRIBE`.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -29,6 +29,7 @@ use fred::prelude::*;
 use fred::types::Message;
 use fred::types::scripts::Script;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::memory::new_epoch;
@@ -109,9 +110,96 @@ struct Delivered {
     offset: u64,
 }
 
+/// How many command connections the bus opens (see [`Clients`]).
+const COMMAND_CONNECTIONS: usize = 4;
+
+/// Command connections used in turn. fred sends nothing on a connection while an `EVALSHA` sent
+/// on it waits for its answer (it never pipelines scripts), so on one connection every Lua call
+/// (publish, history, the users' counts) waited for the one before: a reconnect storm's
+/// thousands of calls ran one round trip at a time.
+#[derive(Clone)]
+pub struct Clients {
+    all: Arc<[Client]>,
+    next: Arc<AtomicUsize>,
+}
+
+impl Clients {
+    /// The connection for the next command.
+    pub fn next(&self) -> &Client {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.all.len();
+        &self.all[i]
+    }
+
+    fn connected(&self) -> bool {
+        self.all.iter().all(|c| c.is_connected())
+    }
+}
+
+/// A channel to subscribe or unsubscribe on the pub/sub connection, and who waits for it.
+struct Change {
+    subscribe: bool,
+    name: String,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// Most channels in one `SUBSCRIBE` or `UNSUBSCRIBE`.
+const BATCH_CHANNELS: usize = 512;
+
+/// Sends the queued changes in batches: fred sends nothing on the pub/sub connection while a
+/// `SUBSCRIBE` waits for its answer, so one command per channel ran a reconnect storm's thousands
+/// of subscriptions (three personal channels per connect) one round trip at a time. Consecutive
+/// changes of one kind go out as one command, in order.
+async fn pubsub_batches(
+    subscriber: SubscriberClient,
+    sharded: bool,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+    stop: CancellationToken,
+) {
+    let mut next: Option<Change> = None;
+    loop {
+        let first = match next.take() {
+            Some(change) => change,
+            None => tokio::select! {
+                _ = stop.cancelled() => return,
+                change = changes.recv() => match change {
+                    Some(change) => change,
+                    None => return,
+                },
+            },
+        };
+        let kind = first.subscribe;
+        let mut batch = vec![first];
+        while batch.len() < BATCH_CHANNELS {
+            match changes.try_recv() {
+                Ok(change) if change.subscribe == kind => batch.push(change),
+                Ok(change) => {
+                    next = Some(change);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        let names: Vec<String> = batch.iter().map(|c| c.name.clone()).collect();
+        let result = match (kind, sharded) {
+            (true, true) => subscriber.ssubscribe(names).await,
+            (true, false) => subscriber.subscribe(names).await,
+            (false, true) => subscriber.sunsubscribe(names).await,
+            (false, false) => subscriber.unsubscribe(names).await,
+        };
+        let result = result.map_err(|e| e.to_string());
+        for change in batch {
+            let _ = change.done.send(result.clone());
+        }
+    }
+}
+
 struct Inner {
     settings: BusSettings,
+    /// Subscriptions and unsubscriptions for `pubsub_batches`.
+    changes: mpsc::UnboundedSender<Change>,
+    /// The first of `clients`, for work that needs one connection.
     client: Client,
+    clients: Clients,
     subscriber: SubscriberClient,
     publish_script: Script,
     history_script: Script,
@@ -169,19 +257,33 @@ impl RedisBus {
         metrics: Arc<Metrics>,
     ) -> Result<(Self, impl Future<Output = ()> + Send + 'static), BusError> {
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
-        let client = redis_builder(&settings.redis_url, 16)?.build().map_err(unavailable)?;
+        let mut all = Vec::with_capacity(COMMAND_CONNECTIONS);
+        for _ in 0..COMMAND_CONNECTIONS {
+            let client = redis_builder(&settings.redis_url, 16)?.build().map_err(unavailable)?;
+            client.init().await.map_err(unavailable)?;
+            all.push(client);
+        }
+        let clients = Clients {
+            all: all.into(),
+            next: Arc::default(),
+        };
+        let client = clients.all[0].clone();
         // Publications wait here for the delivery task; past this many it catches up from the
         // streams (counted in `lag_events`).
         let subscriber = redis_builder(&settings.redis_url, 4096)?
             .build_subscriber_client()
             .map_err(unavailable)?;
-        client.init().await.map_err(unavailable)?;
         subscriber.init().await.map_err(unavailable)?;
         // fred resubscribes every tracked channel after a reconnect only when asked to.
         let _resubscribe = subscriber.manage_subscriptions();
+        let (changes, queued) = mpsc::unbounded_channel();
+        let stop = stop.child_token();
+        let batches = pubsub_batches(subscriber.clone(), settings.redis_sharded, queued, stop.clone());
         let inner = Arc::new(Inner {
             settings: settings.clone(),
+            changes,
             client,
+            clients,
             subscriber,
             publish_script: Script::from_lua(PUBLISH_LUA),
             history_script: Script::from_lua(HISTORY_LUA),
@@ -192,14 +294,21 @@ impl RedisBus {
             tail: TailCache::default(),
             metrics,
         });
-        let stop = stop.child_token();
         let delivery = deliver_loop(inner.clone(), stop.clone());
+        let delivery = async move {
+            tokio::join!(delivery, batches);
+        };
         Ok((Self { inner, stop }, delivery))
     }
 
-    /// The fred client for other Redis work of the hub (leadership, limits).
+    /// The fred client for other Redis work of the hub (leadership, snapshots).
     pub fn client(&self) -> Client {
         self.inner.client.clone()
+    }
+
+    /// The command connections, used in turn (for Lua scripts: see [`Clients`]).
+    pub fn clients(&self) -> Clients {
+        self.inner.clients.clone()
     }
 
     /// How many times the pub/sub receiver lagged (publications then came from the stream).
@@ -209,6 +318,19 @@ impl RedisBus {
 }
 
 impl Inner {
+    /// Subscribe (or unsubscribe) the pub/sub connection to `channel`, in the next batch.
+    async fn change(&self, subscribe: bool, channel: &str) -> Result<(), BusError> {
+        let (done, answer) = oneshot::channel();
+        let change = Change {
+            subscribe,
+            name: self.pubsub_channel(channel),
+            done,
+        };
+        let stopped = || BusError::Unavailable("the bus is stopping".into());
+        self.changes.send(change).map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?.map_err(BusError::Unavailable)
+    }
+
     fn meta_key(&self, channel: &str) -> String {
         format!("{}.meta.{{{channel}}}", self.settings.redis_prefix)
     }
@@ -244,7 +366,7 @@ impl Inner {
         let keys = vec![self.meta_key(channel), self.stream_key(channel)];
         let reply: Vec<Value> = self
             .history_script
-            .evalsha_with_reload(&self.client, keys, args)
+            .evalsha_with_reload(self.clients.next(), keys, args)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         parse_history(reply)
@@ -467,7 +589,7 @@ impl Bus for RedisBus {
         let keys = vec![inner.meta_key(channel), inner.stream_key(channel)];
         let (offset, epoch): (u64, String) = inner
             .publish_script
-            .evalsha_with_reload(&inner.client, keys, args)
+            .evalsha_with_reload(inner.clients.next(), keys, args)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(StreamPosition { offset, epoch })
@@ -476,15 +598,8 @@ impl Bus for RedisBus {
     async fn subscribe(&self, channel: &str) -> Result<(), BusError> {
         let inner = &self.inner;
         inner.delivered.entry(channel.to_owned()).or_insert(None);
-        let name = inner.pubsub_channel(channel);
-        let result = if inner.settings.redis_sharded {
-            inner.subscriber.ssubscribe(name).await
-        } else {
-            inner.subscriber.subscribe(name).await
-        };
-        result.map_err(|e| {
+        inner.change(true, channel).await.inspect_err(|_| {
             inner.delivered.remove(channel);
-            BusError::Unavailable(e.to_string())
         })
     }
 
@@ -492,13 +607,7 @@ impl Bus for RedisBus {
         let inner = &self.inner;
         inner.delivered.remove(channel);
         inner.tail.forget(channel);
-        let name = inner.pubsub_channel(channel);
-        let result = if inner.settings.redis_sharded {
-            inner.subscriber.sunsubscribe(name).await
-        } else {
-            inner.subscriber.unsubscribe(name).await
-        };
-        result.map_err(|e| BusError::Unavailable(e.to_string()))
+        inner.change(false, channel).await
     }
 
     async fn history(&self, channel: &str, query: HistoryQuery) -> Result<HistoryResult, BusError> {
@@ -524,7 +633,7 @@ impl Bus for RedisBus {
 
     async fn ready(&self) -> bool {
         let inner = &self.inner;
-        if !(inner.client.is_connected() && inner.subscriber.is_connected()) {
+        if !(inner.clients.connected() && inner.subscriber.is_connected()) {
             return false;
         }
         let ping = inner.client.ping::<String>(None);
@@ -731,6 +840,26 @@ mod tests {
         bus.unsubscribe("t:tail").await.unwrap();
         assert!(inner.tail.answer("t:tail", &since(3), &top.epoch, 4).is_none());
         assert_eq!(inner.metrics.bus_history_cached_total.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn many_subscriptions_at_once_go_out_in_batches_and_all_deliver() {
+        let Some(bus) = bus(300).await else { return };
+        let got = Arc::new(Resets::default());
+        bus.attach(got.clone());
+        // More than one batch, subscribed concurrently (as a storm of connects does).
+        let channels: Vec<String> = (0..BATCH_CHANNELS + 88).map(|i| format!("t:many{i}")).collect();
+        let subscribed = futures_util::future::join_all(channels.iter().map(|c| bus.subscribe(c))).await;
+        assert!(subscribed.iter().all(Result::is_ok));
+        for channel in [&channels[0], &channels[channels.len() - 1]] {
+            bus.publish(channel, Bytes::from_static(b"x")).await.unwrap();
+        }
+        got.wait_for(2, 0).await;
+        let unsubscribed = futures_util::future::join_all(channels.iter().map(|c| bus.unsubscribe(c))).await;
+        assert!(unsubscribed.iter().all(Result::is_ok));
+        bus.publish(&channels[1], Bytes::from_static(b"y")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(got.publications.lock().unwrap().len(), 2, "nothing after unsubscribing");
     }
 
     #[derive(Default)]

@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::BusError;
 use super::control::{Control, ControlFeed};
+use super::redis::Clients;
 use crate::clock::{unix_now_ms, unix_now_s};
 
 /// How long a connection's entry lives without a heartbeat.
@@ -165,6 +166,8 @@ return 1
 
 pub struct RedisUsers {
     client: Client,
+    /// For the Lua scripts, used in turn (fred runs one script at a time per connection).
+    clients: Clients,
     prefix: String,
     node: String,
     acquire: Script,
@@ -186,7 +189,7 @@ impl RedisUsers {
     /// hears that channel and feeds [`UserState::control`]: the caller runs it, supervised; it
     /// ends when `stop` is cancelled or the state is dropped.
     pub async fn start(
-        client: Client,
+        clients: Clients,
         subscriber: SubscriberClient,
         prefix: &str,
         node: &str,
@@ -202,7 +205,8 @@ impl RedisUsers {
         let messages = subscriber.message_rx();
         let listener = hear_control(subscriber, messages, feed.clone(), stop.clone());
         let users = Self {
-            client,
+            client: clients.next().clone(),
+            clients,
             prefix: prefix.to_owned(),
             node: node.to_owned(),
             acquire: Script::from_lua(ACQUIRE_LUA),
@@ -252,7 +256,7 @@ impl UserState for RedisUsers {
         ];
         let ok: i64 = self
             .acquire
-            .evalsha_with_reload(&self.client, vec![self.conns_key(user)], args)
+            .evalsha_with_reload(self.clients.next(), vec![self.conns_key(user)], args)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(ok == 1)
@@ -277,7 +281,7 @@ impl UserState for RedisUsers {
         let keys = vec![self.channels_key(user), self.conns_key(user)];
         let ok: i64 = self
             .acquire_channel
-            .evalsha_with_reload(&self.client, keys, args)
+            .evalsha_with_reload(self.clients.next(), keys, args)
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
         Ok(ok == 1)
