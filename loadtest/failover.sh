@@ -4,7 +4,8 @@
 # clients reconnect to node B, recovering what they missed. Reports how fast A's clients are live
 # again, what they recovered, duplicates and losses, and node B's CPU and memory in the storm.
 #   cargo build --release --workspace --bins
-#   loadtest/failover.sh [connections per node, default 9000] [sigkill|sigterm, default sigkill]
+#   loadtest/failover.sh [connections per node, default 9000] [sigkill|sigterm, default sigkill] \
+#     [seconds to publish and measure after the kill, default 20]
 # Runs its own redis-server on a free port (nothing saved). The load generator holds both nodes'
 # clients in one process: 2 x connections sockets, under its open-file limit (20,000 here).
 # Writes target/loadtest/failover-<signal>.json.
@@ -12,10 +13,11 @@ set -euo pipefail
 source "$(dirname "$0")/common.sh"
 CONNECTIONS="${1:-9000}"
 SIGNAL="${2:-sigkill}"
+RUN_SECONDS="${3:-20}"
 case "$SIGNAL" in
   sigkill | sigterm) ;;
   *)
-    echo "usage: $0 [connections per node] [sigkill|sigterm]" >&2
+    echo "usage: $0 [connections per node] [sigkill|sigterm] [seconds after the kill]" >&2
     exit 2
     ;;
 esac
@@ -40,7 +42,7 @@ echo "== node A 127.0.0.1:$PORT_A (pid $PID_A, gets $SIGNAL), node B 127.0.0.1:$
 
 # A first: it is the node killed; B is measured and takes every publication.
 "$LOADTEST" --hub "127.0.0.1:$PORT_A,127.0.0.1:$PORT_B" --hub-pid "$PID_A,$PID_B" --label "failover $SIGNAL" \
-  --json "$OUT/failover-$SIGNAL.json" failover --connections "$CONNECTIONS" --source-ips 2 --kill "$SIGNAL"
+  --json "$OUT/failover-$SIGNAL.json" failover --connections "$CONNECTIONS" --source-ips 2 --kill "$SIGNAL" --run-seconds "$RUN_SECONDS"
 
 python3 - "$OUT/failover-$SIGNAL.json" <<'PY'
 import json, sys

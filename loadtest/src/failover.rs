@@ -42,7 +42,7 @@ const PUBLISH_IN_FLIGHT: usize = 64;
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opening a connection (TCP, WebSocket handshake, first frame) takes at most this long.
 const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest back-off before a subscribe refused with a temporary error is sent again.
+/// The longest back-off before a refused connect or subscribe is tried again.
 const RESUBSCRIBE_MAX: Duration = Duration::from_secs(10);
 /// A connection not live this long after it opened is given up and opened again.
 const LIVE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -452,6 +452,8 @@ impl Client {
             from_a: self.from_a,
             ..Outcome::default()
         };
+        // Connections in a row that failed: the back-off doubles with each, as the SDKs' does.
+        let mut failures = 0u32;
         for attempt in 0..self.shared.max_attempts {
             // Before the kill a client keeps to its node; after it, B is the one left.
             let node = if self.shared.killed() { self.b } else { self.first };
@@ -460,9 +462,11 @@ impl Client {
                 break;
             }
             let pause = if matches!(end, SessionEnd::Dropped) {
+                failures = 0;
                 spread(self.index, attempt, 0, 500)
             } else {
-                spread(self.index, attempt, 200, 500)
+                failures = failures.saturating_add(1);
+                backoff(self.index, attempt, failures)
             };
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
@@ -627,9 +631,7 @@ impl Conn<'_> {
     fn refused(&mut self, channel: usize) {
         let attempt = self.refusals[channel];
         self.refusals[channel] = attempt.saturating_add(1);
-        let high = RESUBSCRIBE_MAX.min(Duration::from_millis(500) * 2u32.saturating_pow(attempt.min(8)));
-        let high_ms = high.as_millis() as u64;
-        let pause = spread(self.client.index, attempt, high_ms / 2, high_ms);
+        let pause = backoff(self.client.index, attempt, attempt + 1);
         self.retry_at[channel] = Some(Instant::now() + pause);
     }
 
@@ -732,6 +734,14 @@ async fn open(node: SocketAddr, source: Ipv4Addr, frame: String) -> anyhow::Resu
     let mut ws = crate::open_ws(source, node).await?;
     ws.send(Message::text(frame)).await?;
     Ok(ws)
+}
+
+/// The pause after the `n`th refusal in a row (a failed connect, or a subscribe refused with a
+/// temporary error): between half and all of 500 ms × 2^(n-1), at most `RESUBSCRIBE_MAX`.
+fn backoff(index: usize, attempt: u32, n: u32) -> Duration {
+    let high = RESUBSCRIBE_MAX.min(Duration::from_millis(500) * 2u32.saturating_pow(n.saturating_sub(1).min(8)));
+    let high_ms = high.as_millis() as u64;
+    spread(index, attempt, high_ms / 2, high_ms)
 }
 
 /// A pause of `low_ms..=high_ms`, spread over clients and attempts without a random source.
@@ -963,6 +973,8 @@ fn build_report(cli: &Cli, args: &Args, channels: &[String], shared: &Shared, m:
         "node_b_rss_before_bytes": m.samples.first().map(|s| s.rss_bytes),
         "snapshots_built": growth(before, after, "gpuscout_snapshots_built_total"),
         "connections_accepted": growth(before, after, "gpuscout_connections_total"),
+        // Positions and recoveries node B answered from its copy of a channel's tail, not Redis.
+        "history_reads_from_memory": growth(before, after, "gpuscout_bus_history_cached_total"),
     });
     report::merge(&mut report, more);
     report
