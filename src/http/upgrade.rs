@@ -116,7 +116,7 @@ mod tests {
         // RFC 6455 §1.3.
         assert_eq!(
             derive_accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxaQ9kHzIzkhkuAIgwE="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 
