@@ -130,6 +130,11 @@ impl Clients {
         &self.all[i]
     }
 
+    /// The first connection, for work that needs one (leadership, snapshots, the readiness ping).
+    pub fn first(&self) -> &Client {
+        &self.all[0]
+    }
+
     fn connected(&self) -> bool {
         self.all.iter().all(|c| c.is_connected())
     }
@@ -197,8 +202,6 @@ struct Inner {
     settings: BusSettings,
     /// Subscriptions and unsubscriptions for `pubsub_batches`.
     changes: mpsc::UnboundedSender<Change>,
-    /// The first of `clients`, for work that needs one connection.
-    client: Client,
     clients: Clients,
     subscriber: SubscriberClient,
     publish_script: Script,
@@ -267,7 +270,6 @@ impl RedisBus {
             all: all.into(),
             next: Arc::default(),
         };
-        let client = clients.all[0].clone();
         // Publications wait here for the delivery task; past this many it catches up from the
         // streams (counted in `lag_events`).
         let subscriber = redis_builder(&settings.redis_url, 4096)?
@@ -282,7 +284,6 @@ impl RedisBus {
         let inner = Arc::new(Inner {
             settings: settings.clone(),
             changes,
-            client,
             clients,
             subscriber,
             publish_script: Script::from_lua(PUBLISH_LUA),
@@ -303,7 +304,7 @@ impl RedisBus {
 
     /// The fred client for other Redis work of the hub (leadership, snapshots).
     pub fn client(&self) -> Client {
-        self.inner.client.clone()
+        self.inner.clients.first().clone()
     }
 
     /// The command connections, used in turn (for Lua scripts: see [`Clients`]).
@@ -636,7 +637,7 @@ impl Bus for RedisBus {
         if !(inner.clients.connected() && inner.subscriber.is_connected()) {
             return false;
         }
-        let ping = inner.client.ping::<String>(None);
+        let ping = inner.clients.first().ping::<String>(None);
         matches!(tokio::time::timeout(Duration::from_secs(1), ping).await, Ok(Ok(_)))
     }
 }
@@ -752,7 +753,8 @@ mod tests {
         // Redis restarted empty, as far as this channel is concerned.
         let inner = &bus.inner;
         let _: i64 = inner
-            .client
+            .clients
+            .first()
             .del(vec![inner.meta_key("t:reset"), inner.stream_key("t:reset")])
             .await
             .unwrap();
@@ -790,7 +792,7 @@ mod tests {
             let _: (u64, String) = inner
                 .publish_script
                 .evalsha_with_reload(
-                    &inner.client,
+                    inner.clients.first(),
                     vec![inner.meta_key("t:gap"), inner.stream_key("t:gap")],
                     args,
                 )
@@ -826,7 +828,7 @@ mod tests {
         assert_eq!(offsets(&bus.history("t:tail", since(1)).await.unwrap()), vec![2, 3]);
         // The stream is gone from Redis: what still answers is the node's copy of the tail.
         let inner = &bus.inner;
-        let _: i64 = inner.client.del(inner.stream_key("t:tail")).await.unwrap();
+        let _: i64 = inner.clients.first().del(inner.stream_key("t:tail")).await.unwrap();
         let cached = bus.history("t:tail", since(2)).await.unwrap();
         assert_eq!((offsets(&cached), cached.position.clone()), (vec![3], top.clone()));
         assert_eq!(inner.metrics.bus_history_cached_total.load(Ordering::Relaxed), 1);

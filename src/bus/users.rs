@@ -165,8 +165,7 @@ return 1
 "#;
 
 pub struct RedisUsers {
-    client: Client,
-    /// For the Lua scripts, used in turn (fred runs one script at a time per connection).
+    /// The bus's command connections, used in turn (fred runs one script at a time per connection).
     clients: Clients,
     prefix: String,
     node: String,
@@ -205,7 +204,6 @@ impl RedisUsers {
         let messages = subscriber.message_rx();
         let listener = hear_control(subscriber, messages, feed.clone(), stop.clone());
         let users = Self {
-            client: clients.next().clone(),
             clients,
             prefix: prefix.to_owned(),
             node: node.to_owned(),
@@ -224,7 +222,8 @@ impl RedisUsers {
     /// Publish `control` on the control channel: every node hears it, this one included.
     async fn announce(&self, control: Control) -> Result<(), BusError> {
         let _: i64 = self
-            .client
+            .clients
+            .next()
             .publish(self.control.clone(), control.encode())
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
@@ -263,7 +262,11 @@ impl UserState for RedisUsers {
     }
 
     async fn release(&self, user: &str, client: &str) {
-        let removed: Result<i64, Error> = self.client.zrem(self.conns_key(user), self.member(client)).await;
+        let removed: Result<i64, Error> = self
+            .clients
+            .next()
+            .zrem(self.conns_key(user), self.member(client))
+            .await;
         if let Err(e) = removed {
             tracing::debug!(error = %e, "releasing a connection entry failed (it expires by itself)");
         }
@@ -289,7 +292,7 @@ impl UserState for RedisUsers {
 
     async fn release_channel(&self, user: &str, client: &str, channel: &str) {
         let entry = format!("{channel}|{}", self.member(client));
-        let removed: Result<i64, Error> = self.client.srem(self.channels_key(user), entry).await;
+        let removed: Result<i64, Error> = self.clients.next().srem(self.channels_key(user), entry).await;
         if let Err(e) = removed {
             tracing::debug!(error = %e, "releasing a held channel failed (it goes with its connection)");
         }
@@ -299,7 +302,7 @@ impl UserState for RedisUsers {
         let expiry = (unix_now_ms() + CONNECTION_TTL.as_millis() as u64) as f64;
         let ttl = CONNECTION_TTL.as_millis() as i64;
         for chunk in sessions.chunks(500) {
-            let pipeline = self.client.pipeline();
+            let pipeline = self.clients.next().pipeline();
             for (user, client) in chunk {
                 let key = self.conns_key(user);
                 let _: Result<(), Error> = pipeline
@@ -325,7 +328,8 @@ impl UserState for RedisUsers {
 
     async fn is_revoked(&self, jti: &str) -> Result<bool, BusError> {
         let n: i64 = self
-            .client
+            .clients
+            .next()
             .exists(self.revoked_key(jti))
             .await
             .map_err(|e| BusError::Unavailable(e.to_string()))?;
@@ -335,7 +339,8 @@ impl UserState for RedisUsers {
     async fn revoke(&self, jti: &str, expire_at_s: u64) -> Result<(), BusError> {
         let unavailable = |e: Error| BusError::Unavailable(e.to_string());
         let _: () = self
-            .client
+            .clients
+            .next()
             .set(
                 self.revoked_key(jti),
                 1,
@@ -346,7 +351,8 @@ impl UserState for RedisUsers {
             .await
             .map_err(unavailable)?;
         let _: i64 = self
-            .client
+            .clients
+            .next()
             .publish(self.control.clone(), Control::Revoke { jti: jti.to_owned() }.encode())
             .await
             .map_err(unavailable)?;

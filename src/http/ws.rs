@@ -54,11 +54,12 @@ pub async fn upgrade(State(app): State<AppState>, ws: Upgrade) -> Response {
         .max_message_size(Some(s.max_message_bytes))
         .max_frame_size(Some(s.max_message_bytes));
     ws.on_upgrade(config, move |socket| {
-            // Every line a session logs carries its connection id, and its user and tier once
-            // `connect` is accepted.
-            let span = tracing::info_span!(parent: None, "ws", conn = tracing::field::Empty, user = tracing::field::Empty, tier = tracing::field::Empty);
-            tracker.track_future(supervised(socket, hub).instrument(span))
-        })
+        // Every line a session logs carries its connection id, and its user and tier once
+        // `connect` is accepted.
+        use tracing::field::Empty;
+        let span = tracing::info_span!(parent: None, "ws", conn = Empty, user = Empty, tier = Empty);
+        tracker.track_future(supervised(socket, hub).instrument(span))
+    })
 }
 
 /// One connection, counted while it lives. A panic in it is logged and counted
@@ -377,16 +378,12 @@ async fn feed(socket: &mut Socket, message: Bytes) -> Result<u64, ()> {
         return Ok(1);
     }
     // A fragment may end inside a UTF-8 sequence: only the whole message must be valid text.
-    let mut opcode = OpCode::Data(Data::Text);
-    let (mut start, mut frames) = (0, 0);
-    while start < message.len() {
-        let end = (start + FRAGMENT_BYTES).min(message.len());
-        let last = end == message.len();
-        let fragment = Frame::message(message.slice(start..end), opcode, last);
+    let len = message.len();
+    for start in (0..len).step_by(FRAGMENT_BYTES) {
+        let end = (start + FRAGMENT_BYTES).min(len);
+        let opcode = if start == 0 { Data::Text } else { Data::Continue };
+        let fragment = Frame::message(message.slice(start..end), OpCode::Data(opcode), end == len);
         socket.feed(Message::Frame(fragment)).await.map_err(|_| ())?;
-        opcode = OpCode::Data(Data::Continue);
-        start = end;
-        frames += 1;
     }
-    Ok(frames)
+    Ok(len.div_ceil(FRAGMENT_BYTES) as u64)
 }
